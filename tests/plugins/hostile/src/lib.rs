@@ -1,0 +1,121 @@
+//! A plugin that misbehaves on purpose, for the sandbox tests.
+//!
+//! `mode` picks the misbehaviour: `loop` (spins forever), `alloc` (asks for
+//! `alloc_mb`, 1 GiB by default), `panic`, `wrong-shape` (too few outcomes),
+//! `bad-span` (text outside the arena), `configure-fails`, `read-env`,
+//! `read-file`, `clock` (tries the host's environment, files and clock and
+//! reports what it saw in field `seen`). With `trigger` set, only records
+//! whose field of that name is `true` set it off; the others pass unchanged.
+
+use plugin_sdk::{Cell, Input, OutputBuilder, Span, Transform, Value};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub mode: Mode,
+    pub trigger: Option<String>,
+    #[serde(default = "gib")]
+    pub alloc_mb: usize,
+}
+
+fn gib() -> usize {
+    1024
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Loop,
+    Alloc,
+    Panic,
+    WrongShape,
+    BadSpan,
+    ConfigureFails,
+    ReadEnv,
+    ReadFile,
+    Clock,
+}
+
+pub struct Hostile {
+    p: Params,
+}
+
+impl Transform for Hostile {
+    type Params = Params;
+    const SUMMARY: &'static str = "Misbehaves on purpose (sandbox tests)";
+
+    fn new(p: Params) -> Result<Self, String> {
+        if p.mode == Mode::ConfigureFails {
+            return Err("configure failed on purpose".into());
+        }
+        Ok(Hostile { p })
+    }
+
+    fn transform(&mut self, input: &Input, out: &mut OutputBuilder) {
+        let trigger = self.p.trigger.as_deref().map(|t| out.find_key(t));
+        let mut fired = false;
+        for record in input.records() {
+            let hit = match trigger {
+                None => true,
+                Some(None) => false,
+                Some(Some(k)) => matches!(record.get(k).map(|c| c.value), Some(Value::Boolean(true))),
+            };
+            for cell in record.cells {
+                out.push(*cell);
+            }
+            if hit && !fired {
+                fired = true;
+                if self.misbehave(out) {
+                    return; // wrong shape: outcomes missing
+                }
+            }
+            out.emit();
+        }
+    }
+}
+
+impl Hostile {
+    /// Returns true when the batch should end early.
+    fn misbehave(&self, out: &mut OutputBuilder) -> bool {
+        match self.p.mode {
+            Mode::Loop => {
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            Mode::Alloc => {
+                let mut v: Vec<u8> = Vec::with_capacity(self.p.alloc_mb << 20);
+                v.resize(self.p.alloc_mb << 20, 1);
+                std::hint::black_box(&v);
+                false
+            }
+            Mode::Panic => panic!("hostile plugin panics on purpose"),
+            Mode::WrongShape => true,
+            Mode::BadSpan => {
+                let key = out.key("bad");
+                out.push(Cell { key, value: Value::Text(Span { offset: u32::MAX - 4, len: 4 }) });
+                false
+            }
+            Mode::ConfigureFails => false,
+            Mode::ReadEnv => self.seen(out, format!("env={}", std::env::vars().count())),
+            Mode::ReadFile => {
+                let r = std::fs::read_to_string("/etc/passwd").map(|s| s.len());
+                self.seen(out, format!("file={}", r.is_ok()))
+            }
+            Mode::Clock => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                self.seen(out, format!("clock={}", now.map(|d| d.as_secs()).unwrap_or(0)))
+            }
+        }
+    }
+
+    fn seen(&self, out: &mut OutputBuilder, what: String) -> bool {
+        let key = out.key("seen");
+        out.push_text(key, &what);
+        false
+    }
+}
+
+plugin_sdk::plugin!(Hostile);
