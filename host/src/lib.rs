@@ -1,1 +1,10 @@
-pub fn x(){}
+//! The ETL host: pipelines move records from a source through sandboxed
+//! WebAssembly transforms into PostgreSQL. `main.rs` is only the CLI over
+//! this library.
+
+pub mod batch;
+pub mod commands;
+pub mod config;
+pub mod input;
+pub mod mapping;
+pub mod transform;

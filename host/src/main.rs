@@ -1,1 +1,100 @@
-fn main(){}
+//! The `host` command line. Only argument parsing and wiring: the work is in
+//! `host::commands`.
+
+use clap::{Parser, Subcommand};
+use host::commands::{self, EngineOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "host", version, about = "Moves records from SQS and S3 through sandboxed WebAssembly transforms into PostgreSQL")]
+struct Cli {
+    /// Folder for compiled plugins, kept across runs [default: $HOST_CACHE_DIR, else ~/.cache/etl-host]
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile plugins afresh every time.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline: consume its source, transform, load into PostgreSQL.
+    Run {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Dry-run a pipeline's transforms on a local JSON-lines file (no AWS, no
+    /// database), or run the test cases in the pipeline file.
+    ///
+    /// Rows go to stdout as JSON lines, rejected records (line number and
+    /// reason, never content) to stderr or --rejects, and a summary to
+    /// stderr. Exits non-zero only when the host fails or a test case fails.
+    Test {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// JSON lines to run; without it, the pipeline's [[tests]] run.
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Write rejected records here instead of stderr.
+        #[arg(long, value_name = "FILE")]
+        rejects: Option<PathBuf>,
+    },
+    /// Validate pipelines offline: parse, check, find, compile and configure
+    /// every plugin.
+    Check {
+        /// Pipeline files.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let opts = EngineOptions {
+        cache_dir: if cli.no_cache { None } else { cli.cache_dir.clone().or_else(host::transform::Engine::default_cache_dir) },
+    };
+    match run(cli.command, &opts) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { pipeline } => {
+            host::config::load(&pipeline)?;
+            anyhow::bail!("`host run` needs the SQS source and PostgreSQL sink, which this build does not have yet (issue #3); `host test` and `host check` work")
+        }
+        Command::Test { pipeline, input: Some(input), rejects } => {
+            let summary = commands::test::run_file(&pipeline, &input, rejects.as_deref(), opts)?;
+            eprintln!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { pipeline, input: None, .. } => {
+            let results = commands::test::run_cases(&pipeline, opts)?;
+            let failed = results.iter().filter(|r| r.failure.is_some()).count();
+            for r in &results {
+                match &r.failure {
+                    None => println!("ok   {}", r.name),
+                    Some(why) => println!("FAIL {}: {why}", r.name),
+                }
+            }
+            println!("{} passed, {failed} failed", results.len() - failed);
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Check { pipelines } => {
+            let failed = commands::check::run(&pipelines, opts)?;
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}

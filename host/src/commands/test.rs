@@ -1,0 +1,191 @@
+//! `host test`: runs a pipeline's transform chain on a local JSON-lines file,
+//! or on the test cases the pipeline carries. No AWS, no database.
+
+use super::{EngineOptions, load};
+use crate::batch::{self, BatchBuilder, json};
+use crate::config::{Pipeline, TestCase, TestExpect};
+use crate::input::Decoder;
+use crate::mapping::{LoadTime, Mapping};
+use crate::transform::{ChainOutput, TransformChain};
+use anyhow::Context;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// Counts of one run.
+#[derive(Debug, Default, PartialEq)]
+pub struct Summary {
+    pub read: usize,
+    pub written: usize,
+    pub rejected: usize,
+    pub dropped: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "read {}, written {}, rejected {}, dropped {}", self.read, self.written, self.rejected, self.dropped)
+    }
+}
+
+/// Runs `input` (JSON lines) through the pipeline: rows to stdout, rejects
+/// to `rejects` (or stderr), the summary to stderr.
+pub fn run_file(pipeline: &Path, input: &Path, rejects: Option<&Path>, opts: &EngineOptions) -> anyhow::Result<Summary> {
+    let engine = opts.engine()?;
+    let (pipeline, mut chain) = load(&engine, pipeline)?;
+    let file = std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let mut reader = std::io::BufReader::new(file);
+    let stdout = std::io::stdout();
+    let mut rows = std::io::BufWriter::new(stdout.lock());
+    let mut rejects: Box<dyn Write> = match rejects {
+        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
+        None => Box::new(std::io::stderr()),
+    };
+    let mut run = FileRun { pipeline: &pipeline, decoder: Decoder::new(&pipeline), summary: Summary::default() };
+    let mut builder = BatchBuilder::new();
+    let mut lines: Vec<usize> = Vec::new();
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).with_context(|| format!("cannot read {}", input.display()))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        run.summary.read += 1;
+        match run.decoder.decode(body, &mut builder) {
+            Ok(()) => lines.push(line_no),
+            Err(reason) => {
+                run.summary.rejected += 1;
+                writeln!(rejects, "{}", reject_line(line_no, 0, "input", &reason))?;
+            }
+        }
+        if builder.len() >= pipeline.max_records {
+            run.batch(&mut chain, std::mem::take(&mut builder).finish(), &std::mem::take(&mut lines), &mut rows, &mut rejects)?;
+        }
+    }
+    run.batch(&mut chain, builder.finish(), &lines, &mut rows, &mut rejects)?;
+    rows.flush()?;
+    Ok(run.summary)
+}
+
+struct FileRun<'a> {
+    pipeline: &'a Pipeline,
+    decoder: Decoder,
+    summary: Summary,
+}
+
+impl FileRun<'_> {
+    fn batch(
+        &mut self,
+        chain: &mut TransformChain,
+        batch: batch::Batch,
+        lines: &[usize],
+        rows: &mut impl Write,
+        rejects: &mut impl Write,
+    ) -> anyhow::Result<()> {
+        if batch.records.is_empty() {
+            return Ok(());
+        }
+        let out = chain.run(batch)?;
+        for r in &out.rejected {
+            writeln!(rejects, "{}", reject_line(lines[r.record as usize], r.step, &r.plugin, &r.reason))?;
+        }
+        self.summary.rejected += out.rejected.len();
+        self.summary.dropped += out.dropped.len();
+        self.summary.written += out.batch.records.len();
+        for row in rows_json(self.pipeline, &out, Some(&LoadTime::now())) {
+            writeln!(rows, "{row}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The output rows as JSON: mapped onto the sink's columns when the pipeline
+/// has a sink, the records as they are otherwise.
+fn rows_json(pipeline: &Pipeline, out: &ChainOutput, load: Option<&LoadTime>) -> Vec<String> {
+    match &pipeline.sink {
+        Some(sink) => {
+            let mapping = Mapping::new(sink);
+            let keys = mapping.keys(&out.batch);
+            batch::records(&out.batch).map(|cells| mapping.row_json(&out.batch, &keys, cells, load)).collect()
+        }
+        None => batch::records(&out.batch).map(|cells| json::record_json(&out.batch, cells)).collect(),
+    }
+}
+
+fn reject_line(line: usize, step: usize, plugin: &str, reason: &str) -> String {
+    serde_json::json!({"line": line, "step": step, "plugin": plugin, "reason": reason}).to_string()
+}
+
+/// The result of one test case.
+pub struct CaseResult {
+    pub name: String,
+    /// `None` when it passed.
+    pub failure: Option<String>,
+}
+
+/// Runs the pipeline's own test cases.
+pub fn run_cases(pipeline: &PathBuf, opts: &EngineOptions) -> anyhow::Result<Vec<CaseResult>> {
+    let engine = opts.engine()?;
+    let (pipeline, mut chain) = load(&engine, pipeline)?;
+    if pipeline.tests.is_empty() {
+        anyhow::bail!("{} has no [[tests]]; give --input FILE to run a file", pipeline.file.display());
+    }
+    let decoder = Decoder::new(&pipeline);
+    pipeline.tests.iter().map(|case| run_case(&pipeline, &decoder, &mut chain, case)).collect()
+}
+
+/// Runs one case; only host failures are `Err`.
+pub fn run_case(pipeline: &Pipeline, decoder: &Decoder, chain: &mut TransformChain, case: &TestCase) -> anyhow::Result<CaseResult> {
+    let mut b = BatchBuilder::new();
+    let got = match decoder.decode(case.input.to_string().as_bytes(), &mut b) {
+        Err(reason) => Got::Rejected(format!("input: {reason}")),
+        Ok(()) => {
+            let out = chain.run(b.finish())?;
+            if let Some(r) = out.rejected.first() {
+                Got::Rejected(r.to_string())
+            } else if out.batch.records.is_empty() {
+                Got::Dropped
+            } else {
+                let rows = rows_json(pipeline, &out, None);
+                Got::Rows(rows.iter().map(|r| serde_json::from_str(r).expect("rows are JSON")).collect())
+            }
+        }
+    };
+    let failure = match (&case.expect, &got) {
+        (TestExpect::Row(want), Got::Rows(rows)) if rows.len() == 1 && rows[0].as_object() == Some(want) => None,
+        (TestExpect::Reject(want), Got::Rejected(reason)) if reason.contains(want.as_str()) => None,
+        (TestExpect::Dropped, Got::Dropped) => None,
+        (expect, got) => Some(format!("expected {}, got {}", describe_expect(expect), got.describe())),
+    };
+    Ok(CaseResult { name: case.name.clone(), failure })
+}
+
+enum Got {
+    Rows(Vec<serde_json::Value>),
+    Rejected(String),
+    Dropped,
+}
+
+impl Got {
+    fn describe(&self) -> String {
+        match self {
+            Got::Rows(rows) => format!("rows {}", serde_json::Value::Array(rows.clone())),
+            Got::Rejected(r) => format!("rejection \"{r}\""),
+            Got::Dropped => "a drop".into(),
+        }
+    }
+}
+
+fn describe_expect(e: &TestExpect) -> String {
+    match e {
+        TestExpect::Row(row) => format!("row {}", serde_json::Value::Object(row.clone())),
+        TestExpect::Reject(r) => format!("a rejection containing \"{r}\""),
+        TestExpect::Dropped => "a drop".into(),
+    }
+}

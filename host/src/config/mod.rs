@@ -1,0 +1,295 @@
+//! Pipeline files: the TOML shapes (this file), `${VAR}` interpolation, and
+//! validation into the runtime [`Pipeline`].
+//!
+//! Two phases, both without I/O beyond reading the file: [`parse`] is strict
+//! (unknown keys are errors naming file, line and key), [`validate`] checks
+//! what serde cannot. Connecting to anything is the caller's business.
+
+mod interpolate;
+mod validate;
+
+pub use interpolate::{InterpolateError, interpolate};
+pub use validate::{
+    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, Sink, Source, Step, TestCase, TestExpect,
+    validate,
+};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A pipeline file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Defaults to the file's stem.
+    pub name: Option<String>,
+    /// Extra folders to find plugins in, relative to the pipeline file.
+    #[serde(default)]
+    pub plugin_path: Vec<String>,
+    pub source: Option<SourceConfig>,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub input: InputConfig,
+    #[serde(default)]
+    pub transforms: Vec<StepConfig>,
+    pub sink: Option<SinkConfig>,
+    #[serde(default)]
+    pub tests: Vec<TestCaseConfig>,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Line of each step's `uses`, filled in by [`parse_str`].
+    #[serde(skip)]
+    pub step_lines: Vec<usize>,
+}
+
+/// Where records come from; one table per kind (`[source.sqs]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum SourceConfig {
+    Sqs(SqsConfig),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqsConfig {
+    /// Queue name or URL.
+    pub queue: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_records: default_max_records(), max_wait_ms: default_max_wait_ms() }
+    }
+}
+
+fn default_max_records() -> usize {
+    500
+}
+fn default_max_wait_ms() -> u64 {
+    1000
+}
+
+/// How a message or line becomes a record.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    #[serde(default)]
+    pub format: InputFormat,
+    /// Fields (dotted paths into objects) every record must have; a record
+    /// without them is rejected naming all that are missing.
+    #[serde(default)]
+    pub required: Vec<String>,
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig { format: InputFormat::Json, required: Vec::new(), max_record_bytes: default_max_record_bytes() }
+    }
+}
+
+fn default_max_record_bytes() -> usize {
+    1 << 20
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputFormat {
+    #[default]
+    Json,
+}
+
+/// One transform step: a plugin, its parameters, its limits and grants.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// Plugin name (found on the plugin path) or path to a `.wasm` file.
+    pub uses: Spanned<String>,
+    /// Handed to the plugin's `configure` as JSON.
+    #[serde(default)]
+    pub params: toml::Table,
+    #[serde(default = "default_max_memory_mb")]
+    pub max_memory_mb: u32,
+    #[serde(default = "default_max_call_ms")]
+    pub max_call_ms: u64,
+    #[serde(default)]
+    pub grants: GrantsConfig,
+}
+
+fn default_max_memory_mb() -> u32 {
+    64
+}
+fn default_max_call_ms() -> u64 {
+    1000
+}
+
+/// What a step may reach beyond its input. Nothing by default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// The real wall and monotonic clocks (otherwise both read zero).
+    #[serde(default)]
+    pub clock: bool,
+    /// Environment variables the plugin may read.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Secrets for the host's keyed hashing: name = environment variable
+    /// holding the key. The key never enters the plugin.
+    #[serde(default)]
+    pub secrets: IndexMap<String, String>,
+}
+
+/// Where rows go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub table: Spanned<String>,
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    #[serde(default)]
+    pub mode: MergeModeConfig,
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Target columns in order: `column = "field"`, or
+    /// `column = { field = "x" }`, or `column = { generated = "load-date" }`.
+    pub columns: IndexMap<String, ColumnConfig>,
+}
+
+fn default_schema() -> String {
+    "public".to_string()
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MergeModeConfig {
+    #[default]
+    Append,
+    Upsert,
+    DeleteInsert,
+}
+
+#[derive(Debug)]
+pub enum ColumnConfig {
+    Field(String),
+    Table(ColumnTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnTable {
+    pub field: Option<String>,
+    pub generated: Option<GeneratedConfig>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum GeneratedConfig {
+    /// The date (UTC) the batch is loaded.
+    LoadDate,
+    /// The time (UTC) the batch is loaded.
+    LoadTime,
+}
+
+impl<'de> Deserialize<'de> for ColumnConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ColumnConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name or a table with `field` or `generated`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ColumnConfig, E> {
+                Ok(ColumnConfig::Field(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ColumnConfig, A::Error> {
+                let d = serde::de::value::MapAccessDeserializer::new(map);
+                ColumnTable::deserialize(d).map(ColumnConfig::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A test case the pipeline carries: `host test PIPELINE` runs it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCaseConfig {
+    pub name: String,
+    /// The input record as JSON text (TOML has no null).
+    pub input: String,
+    /// The expected row (mapped onto the sink's columns, generated columns
+    /// left out) as JSON text.
+    pub expect: Option<String>,
+    /// The record must be rejected with a reason containing this text.
+    pub reject: Option<String>,
+    /// The record must be dropped.
+    #[serde(default)]
+    pub dropped: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Allow record values (PII) in logs and error reports, such as a
+    /// plugin's panic message. Off by default.
+    #[serde(default)]
+    pub record_values: bool,
+}
+
+/// A pipeline file that could not be read, parsed or validated.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Reads, interpolates and parses a pipeline file.
+pub fn parse(path: &Path) -> Result<PipelineConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    parse_str(path, &text, |name| std::env::var(name).ok())
+}
+
+/// [`parse`] of text already read; `lookup` resolves `${VAR}`.
+pub fn parse_str(
+    path: &Path,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<PipelineConfig, ConfigError> {
+    let text = interpolate(text, lookup).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        line: e.line,
+        column: e.column,
+        message: e.message,
+    })?;
+    let mut config: PipelineConfig = toml::from_str(&text).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |s| interpolate::position(&text, s.start));
+        let message = e.message().trim_end().to_string();
+        ConfigError::Parse { path: path.into(), line, column, message }
+    })?;
+    config.step_lines =
+        config.transforms.iter().map(|s| interpolate::position(&text, s.uses.span().start).0).collect();
+    Ok(config)
+}
+
+/// Parses and validates a pipeline file (no I/O beyond reading it).
+pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+    let config = parse(path)?;
+    validate(path, config)
+}

@@ -1,0 +1,290 @@
+//! Checks a parsed pipeline file and builds the runtime [`Pipeline`]. No I/O:
+//! plugins are found and configured later, by the transform engine.
+
+use super::{
+    ColumnConfig, ConfigError, GeneratedConfig, MergeModeConfig, PipelineConfig, SinkConfig, SourceConfig,
+    StepConfig, TestCaseConfig,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A checked pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Folders from `plugin_path`, resolved against the file's folder.
+    pub plugin_path: Vec<PathBuf>,
+    pub source: Option<Source>,
+    pub max_records: usize,
+    pub max_wait: Duration,
+    /// Required fields, each as its path of keys.
+    pub required: Vec<Vec<String>>,
+    pub max_record_bytes: usize,
+    pub steps: Vec<Step>,
+    pub sink: Option<Sink>,
+    pub tests: Vec<TestCase>,
+    /// Whether record values may appear in logs and reports.
+    pub record_values_in_logs: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Sqs { queue: String },
+}
+
+/// A transform step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// 1-based position in the chain.
+    pub index: usize,
+    /// Plugin name or path, as written.
+    pub uses: String,
+    /// Line of `uses` in the pipeline file.
+    pub line: usize,
+    /// Parameters as JSON text, for `configure`.
+    pub params: String,
+    pub limits: Limits,
+    pub grants: Grants,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_memory_bytes: usize,
+    pub max_call: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub clock: bool,
+    pub env: Vec<String>,
+    /// (secret name, environment variable)
+    pub secrets: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub schema: String,
+    pub table: String,
+    pub mode: MergeMode,
+    pub columns: Vec<Column>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MergeMode {
+    Append,
+    Upsert { key: Vec<String> },
+    DeleteInsert { key: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub source: ColumnSource,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnSource {
+    Field(String),
+    Generated(Generated),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Generated {
+    LoadDate,
+    LoadTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestCase {
+    pub name: String,
+    pub input: serde_json::Value,
+    pub expect: TestExpect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestExpect {
+    Row(serde_json::Map<String, serde_json::Value>),
+    Reject(String),
+    Dropped,
+}
+
+/// Checks `config` (read from `path`).
+pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError> {
+    let err = |message: String| ConfigError::Invalid { path: path.into(), message };
+    let name = match c.name {
+        Some(n) => n,
+        None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(err(format!("`name`: `{name}` must be letters, digits, `_` or `-`")));
+    }
+    range("[batch] max_records", c.batch.max_records as u64, 1, 100_000).map_err(err)?;
+    range("[batch] max_wait_ms", c.batch.max_wait_ms, 0, 3_600_000).map_err(err)?;
+    range("[input] max_record_bytes", c.input.max_record_bytes as u64, 64, 256 << 20).map_err(err)?;
+    let mut required = Vec::new();
+    for field in &c.input.required {
+        let parts: Vec<String> = field.split('.').map(str::to_string).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(err(format!("[input] required: `{field}` has an empty part")));
+        }
+        required.push(parts);
+    }
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let lines = c.step_lines;
+    let steps = c
+        .transforms
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| step(i + 1, s, lines.get(i).copied().unwrap_or(0)).map_err(&err))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sink = c.sink.map(sink).transpose().map_err(&err)?;
+    let tests = c.tests.into_iter().map(test_case).collect::<Result<Vec<_>, _>>().map_err(&err)?;
+    Ok(Pipeline {
+        name,
+        file: path.to_path_buf(),
+        plugin_path: c.plugin_path.iter().map(|p| dir.join(p)).collect(),
+        source: c.source.map(|s| match s {
+            SourceConfig::Sqs(q) => Source::Sqs { queue: q.queue },
+        }),
+        max_records: c.batch.max_records,
+        max_wait: Duration::from_millis(c.batch.max_wait_ms),
+        required,
+        max_record_bytes: c.input.max_record_bytes,
+        steps,
+        sink,
+        tests,
+        record_values_in_logs: c.logging.record_values,
+    })
+}
+
+fn range(what: &str, v: u64, min: u64, max: u64) -> Result<(), String> {
+    if v < min || v > max {
+        return Err(format!("{what} = {v} is out of range ({min} to {max})"));
+    }
+    Ok(())
+}
+
+fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
+    let at = format!("[[transforms]] #{index}");
+    let uses = s.uses.into_inner();
+    if uses.trim().is_empty() {
+        return Err(format!("{at}: `uses` is empty"));
+    }
+    range(&format!("{at}: max_memory_mb"), s.max_memory_mb.into(), 1, 4096)?;
+    range(&format!("{at}: max_call_ms"), s.max_call_ms, 1, 600_000)?;
+    for var in s.grants.env.iter().chain(s.grants.secrets.values()) {
+        if !is_env_name(var) {
+            return Err(format!("{at}: `{var}` is not an environment variable name"));
+        }
+    }
+    let params = serde_json::Value::Object(
+        s.params.into_iter().map(|(k, v)| (k, json(v))).collect(),
+    );
+    Ok(Step {
+        index,
+        uses,
+        line,
+        params: params.to_string(),
+        limits: Limits {
+            max_memory_bytes: (s.max_memory_mb as usize) << 20,
+            max_call: Duration::from_millis(s.max_call_ms),
+        },
+        grants: super::Grants {
+            clock: s.grants.clock,
+            env: s.grants.env,
+            secrets: s.grants.secrets.into_iter().collect(),
+        },
+    })
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+/// TOML to JSON; dates become their RFC 3339 text.
+fn json(v: toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s),
+        toml::Value::Integer(i) => J::from(i),
+        toml::Value::Float(f) => J::from(f),
+        toml::Value::Boolean(b) => J::Bool(b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.into_iter().map(json).collect()),
+        toml::Value::Table(t) => J::Object(t.into_iter().map(|(k, v)| (k, json(v))).collect()),
+    }
+}
+
+/// Whether `s` may be used as a PostgreSQL identifier (it is still quoted).
+pub fn is_identifier(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+fn sink(s: SinkConfig) -> Result<Sink, String> {
+    let table = s.table.into_inner();
+    for (what, name) in [("schema", &s.schema), ("table", &table)] {
+        if !is_identifier(name) {
+            return Err(format!("[sink] {what}: `{name}` is not a valid SQL identifier (letters, digits, `_`; at most 63)"));
+        }
+    }
+    if s.columns.is_empty() {
+        return Err("[sink] columns: at least one column is needed".into());
+    }
+    let mut columns = Vec::new();
+    for (name, c) in s.columns {
+        if !is_identifier(&name) {
+            return Err(format!("[sink.columns] `{name}` is not a valid SQL identifier (letters, digits, `_`; at most 63)"));
+        }
+        let source = match c {
+            ColumnConfig::Field(f) => ColumnSource::Field(f),
+            ColumnConfig::Table(t) => match (t.field, t.generated) {
+                (Some(f), None) => ColumnSource::Field(f),
+                (None, Some(GeneratedConfig::LoadDate)) => ColumnSource::Generated(Generated::LoadDate),
+                (None, Some(GeneratedConfig::LoadTime)) => ColumnSource::Generated(Generated::LoadTime),
+                _ => return Err(format!("[sink.columns] `{name}`: give exactly one of `field` or `generated`")),
+            },
+        };
+        columns.push(Column { name, source });
+    }
+    for k in &s.key {
+        if !columns.iter().any(|c| &c.name == k) {
+            return Err(format!("[sink] key: `{k}` is not one of the columns"));
+        }
+    }
+    let mode = match (s.mode, s.key.is_empty()) {
+        (MergeModeConfig::Append, true) => MergeMode::Append,
+        (MergeModeConfig::Append, false) => return Err("[sink] key: mode `append` takes no key".into()),
+        (_, true) => return Err("[sink] key: modes `upsert` and `delete-insert` need a key".into()),
+        (MergeModeConfig::Upsert, false) => MergeMode::Upsert { key: s.key },
+        (MergeModeConfig::DeleteInsert, false) => MergeMode::DeleteInsert { key: s.key },
+    };
+    Ok(Sink { schema: s.schema, table, mode, columns })
+}
+
+fn test_case(t: TestCaseConfig) -> Result<TestCase, String> {
+    let at = format!("[[tests]] `{}`", t.name);
+    let input: serde_json::Value =
+        serde_json::from_str(&t.input).map_err(|e| format!("{at}: input is not JSON: {e}"))?;
+    if !input.is_object() {
+        return Err(format!("{at}: input must be a JSON object"));
+    }
+    let expect = match (t.expect, t.reject, t.dropped) {
+        (Some(e), None, false) => match serde_json::from_str(&e) {
+            Ok(serde_json::Value::Object(row)) => TestExpect::Row(row),
+            Ok(_) => return Err(format!("{at}: expect must be a JSON object")),
+            Err(e) => return Err(format!("{at}: expect is not JSON: {e}")),
+        },
+        (None, Some(r), false) => TestExpect::Reject(r),
+        (None, None, true) => TestExpect::Dropped,
+        _ => return Err(format!("{at}: give exactly one of `expect`, `reject` or `dropped = true`")),
+    };
+    Ok(TestCase { name: t.name, input, expect })
+}

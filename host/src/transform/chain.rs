@@ -1,0 +1,121 @@
+//! A pipeline's steps in order: runs a batch through all of them and keeps,
+//! for every output row, the input record it came from, and for every input
+//! record that did not make it, why.
+
+use super::engine::{Engine, Plugin, PluginError, resolve, search_path};
+use super::step::{StepError, StepRunner};
+use super::wit::{Batch, Outcome};
+use crate::config::Pipeline;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A chain that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("{file}:{line}: step {step}: {source}")]
+    Plugin { file: String, line: usize, step: usize, source: PluginError },
+    #[error(transparent)]
+    Step(#[from] StepError),
+}
+
+/// A record a step refused (or that made its calls fail).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// Index of the input record in its batch.
+    pub record: u32,
+    /// 1-based step number.
+    pub step: usize,
+    pub plugin: String,
+    /// Digest of the plugin version that refused it.
+    pub digest: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "step {} (`{}`): {}", self.step, self.plugin, self.reason)
+    }
+}
+
+/// The result of a batch through the whole chain.
+pub struct ChainOutput {
+    pub batch: Batch,
+    /// For each output record, the index of the input record it came from.
+    pub origin: Vec<u32>,
+    pub rejected: Vec<Rejection>,
+    /// Input records deliberately dropped by a step.
+    pub dropped: Vec<u32>,
+}
+
+/// The steps of one pipeline, each with a live instance.
+pub struct TransformChain {
+    steps: Vec<StepRunner>,
+}
+
+impl TransformChain {
+    /// Finds, loads, instantiates and configures every step's plugin.
+    pub fn build(engine: &Arc<Engine>, pipeline: &Pipeline) -> Result<Self, ChainError> {
+        let file = pipeline.file.display().to_string();
+        let dir = pipeline.file.parent().unwrap_or(Path::new("."));
+        let search = search_path(&pipeline.plugin_path);
+        let mut loaded: HashMap<std::path::PathBuf, Arc<Plugin>> = HashMap::new();
+        let mut steps = Vec::new();
+        for step in &pipeline.steps {
+            let at = |source| ChainError::Plugin { file: file.clone(), line: step.line, step: step.index, source };
+            let path = resolve(&step.uses, dir, &search).map_err(at)?;
+            let plugin = match loaded.get(&path) {
+                Some(p) => p.clone(),
+                None => {
+                    let name = plugin_name(&step.uses);
+                    let p = engine.load(&name, &path).map_err(at)?;
+                    loaded.insert(path, p.clone());
+                    p
+                }
+            };
+            steps.push(StepRunner::new(engine.clone(), &file, step.clone(), plugin, pipeline.record_values_in_logs)?);
+        }
+        Ok(TransformChain { steps })
+    }
+
+    /// The plugins in step order.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.steps.iter().map(|s| &s.plugin)
+    }
+
+    /// Runs `batch` through every step.
+    pub fn run(&mut self, mut batch: Batch) -> Result<ChainOutput, StepError> {
+        let mut origin: Vec<u32> = (0..batch.records.len() as u32).collect();
+        let mut rejected = Vec::new();
+        let mut dropped = Vec::new();
+        for runner in &mut self.steps {
+            if batch.records.is_empty() {
+                break;
+            }
+            let out = runner.run(&batch)?;
+            let mut next = Vec::with_capacity(out.batch.records.len());
+            for (i, outcome) in out.outcomes.into_iter().enumerate() {
+                let from = origin[i];
+                match outcome {
+                    Outcome::Emit(0) | Outcome::Drop => dropped.push(from),
+                    Outcome::Emit(k) => next.extend(std::iter::repeat_n(from, k as usize)),
+                    Outcome::Reject(reason) => rejected.push(Rejection {
+                        record: from,
+                        step: runner.step.index,
+                        plugin: runner.plugin.name.clone(),
+                        digest: runner.plugin.digest.clone(),
+                        reason,
+                    }),
+                }
+            }
+            origin = next;
+            batch = out.batch;
+        }
+        Ok(ChainOutput { batch, origin, rejected, dropped })
+    }
+}
+
+/// The name of a plugin from `uses`: the file stem for paths.
+fn plugin_name(uses: &str) -> String {
+    Path::new(uses).file_stem().map_or_else(|| uses.to_string(), |s| s.to_string_lossy().into_owned())
+}

@@ -1,0 +1,200 @@
+//! The wasmtime engine, the linker, the epoch ticker, the compiled-component
+//! cache, and loading plugins from `.wasm` files.
+
+use super::sandbox::StepState;
+use super::wit;
+use crate::config::{Grants, Limits};
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+/// Interval of the epoch ticker: the resolution of the per-call time budget.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Compiles plugins and makes stores for them. Clone-cheap parts inside.
+pub struct Engine {
+    pub(super) engine: wasmtime::Engine,
+    pub(super) linker: Arc<Linker<StepState>>,
+    /// Where compiled components are kept across runs, if anywhere.
+    cache_dir: Option<PathBuf>,
+}
+
+/// A plugin that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin `{name}` not found; looked for {file} in: {searched}")]
+    NotFound { name: String, file: String, searched: String },
+    #[error("plugin `{name}`: cannot read {path}: {source}")]
+    Read { name: String, path: PathBuf, source: std::io::Error },
+    #[error("plugin `{name}`: {path} is not a valid WebAssembly component: {reason}")]
+    Compile { name: String, path: PathBuf, reason: String },
+    #[error("plugin `{name}`: {path} does not fit the etl:transform/plugin@0.1.0 world: {reason}")]
+    World { name: String, path: PathBuf, reason: String },
+    #[error("wasmtime engine: {0}")]
+    Engine(String),
+}
+
+/// A compiled, pre-linked plugin. Immutable: a new version is a new `Plugin`.
+pub struct Plugin {
+    /// The name a pipeline uses.
+    pub name: String,
+    pub path: PathBuf,
+    /// `sha256:` and the hex digest of the `.wasm` bytes.
+    pub digest: String,
+    pub size: u64,
+    pub description: wit::Description,
+    pub(super) pre: wit::PluginPre<StepState>,
+}
+
+impl Engine {
+    /// An engine with epoch interruption and a ticker thread; `cache_dir`
+    /// keeps compiled components between runs.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
+        wit::Plugin::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        if let Some(dir) = &cache_dir {
+            // An unusable cache only costs compile time.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        Ok(Engine { engine, linker: Arc::new(linker), cache_dir })
+    }
+
+    /// The default cache folder: `$HOST_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/etl-host`, else `~/.cache/etl-host`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        env("HOST_CACHE_DIR")
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("etl-host")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache/etl-host")))
+    }
+
+    /// Loads, compiles (or takes from the cache), links and describes the
+    /// plugin at `path`.
+    pub fn load(&self, name: &str, path: &Path) -> Result<Arc<Plugin>, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            name: name.into(),
+            path: path.into(),
+            source,
+        })?;
+        let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+        let component = self.compile(&bytes, &digest).map_err(|reason| PluginError::Compile {
+            name: name.into(),
+            path: path.into(),
+            reason,
+        })?;
+        let world = |e: wasmtime::Error| PluginError::World { name: name.into(), path: path.into(), reason: format!("{e:#}") };
+        let pre = self.linker.instantiate_pre(&component).map_err(world)?;
+        let pre = wit::PluginPre::new(pre).map_err(world)?;
+        let mut store = self.store(&Limits::probe(), &Grants::default(), Default::default());
+        let description = pre
+            .instantiate(&mut store)
+            .and_then(|i| i.call_describe(&mut store))
+            .map_err(world)?;
+        Ok(Arc::new(Plugin { name: name.into(), path: path.into(), digest, size: bytes.len() as u64, description, pre }))
+    }
+
+    /// A store for one instance, with its limits armed.
+    pub(super) fn store(
+        &self,
+        limits: &Limits,
+        grants: &Grants,
+        secrets: Arc<std::collections::HashMap<String, Vec<u8>>>,
+    ) -> wasmtime::Store<StepState> {
+        let mut store = wasmtime::Store::new(&self.engine, StepState::new(limits, grants, secrets));
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(limits.max_call));
+        store
+    }
+
+    fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, String> {
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"));
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let file = dir.join(format!("{}-{:016x}.cwasm", digest.trim_start_matches("sha256:"), h.finish()));
+        if file.exists() {
+            // SAFETY: the cache folder is the host's own; files in it are
+            // only ever written below, by this engine configuration, named by
+            // the digest of their source and the engine's compatibility hash.
+            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &file) } {
+                return Ok(c);
+            }
+            let _ = std::fs::remove_file(&file);
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        if let Ok(serialized) = component.serialize() {
+            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, serialized).is_ok() {
+                let _ = std::fs::rename(&tmp, &file);
+            }
+        }
+        Ok(component)
+    }
+}
+
+/// Epoch ticks for a time budget (at least one).
+pub(super) fn ticks(budget: Duration) -> u64 {
+    (budget.as_millis() / TICK.as_millis()).max(1) as u64
+}
+
+impl Limits {
+    /// Limits for calling `describe` on a freshly loaded plugin.
+    fn probe() -> Limits {
+        Limits { max_memory_bytes: 64 << 20, max_call: Duration::from_secs(1) }
+    }
+}
+
+/// Finds the `.wasm` file for `uses`: a path (has `/` or ends in `.wasm`,
+/// relative to the pipeline's folder), or a name looked up as `NAME.wasm` in
+/// `search`.
+pub fn resolve(uses: &str, pipeline_dir: &Path, search: &[PathBuf]) -> Result<PathBuf, PluginError> {
+    if uses.contains('/') || uses.ends_with(".wasm") {
+        return Ok(pipeline_dir.join(uses));
+    }
+    let file = format!("{uses}.wasm");
+    for dir in search {
+        let candidate = dir.join(&file);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    let searched = search.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
+    Err(PluginError::NotFound { name: uses.into(), file, searched })
+}
+
+/// The plugin search path: `$HOST_PLUGIN_PATH` (colon-separated), the
+/// pipeline's own `plugin_path`, `./target/plugins`, and `plugins` beside the
+/// folder holding the `host` binary (`target/release/../plugins`).
+pub fn search_path(pipeline_path: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var("HOST_PLUGIN_PATH")
+        .map(|v| v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect())
+        .unwrap_or_default();
+    dirs.extend(pipeline_path.iter().cloned());
+    dirs.push(PathBuf::from("target/plugins"));
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent()?.parent().map(|p| p.join("plugins"))) {
+        dirs.push(dir);
+    }
+    dirs
+}

@@ -1,0 +1,236 @@
+//! One step of a chain: a live instance of a plugin under its limits, calls
+//! that cannot take the host down, and isolation of the records that make a
+//! call fail.
+
+use super::engine::{Engine, Plugin, ticks};
+use super::sandbox::StepState;
+use super::wit::{self, Batch, Outcome, Output};
+use crate::batch::{self, BatchBuilder};
+use crate::config::Step;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Calls that may fail while isolating the bad records of one batch; past it
+/// the records not yet cleared are rejected with the last failure.
+const MAX_FAILED_CALLS: usize = 24;
+
+/// Why one call failed. The instance is discarded after any of these.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallFailure {
+    Timeout { budget_ms: u128 },
+    OutOfMemory { cap_mb: usize },
+    /// A trap; `panic` is the plugin's panic message when the pipeline lets
+    /// record values be shown.
+    Trap { trap: String, panicked: bool, panic: Option<String> },
+    Malformed(String),
+}
+
+impl fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallFailure::Timeout { budget_ms } => write!(f, "exceeded its time budget of {budget_ms} ms per call"),
+            CallFailure::OutOfMemory { cap_mb } => write!(f, "ran out of memory (cap {cap_mb} MiB)"),
+            CallFailure::Trap { trap, panicked: true, panic: Some(p) } => write!(f, "panicked ({trap}): {p}"),
+            CallFailure::Trap { trap, panicked: true, panic: None } => write!(
+                f,
+                "panicked ({trap}); message withheld as it may hold record values ([logging] record_values = true shows it)"
+            ),
+            CallFailure::Trap { trap, .. } => write!(f, "trapped: {trap}"),
+            CallFailure::Malformed(why) => write!(f, "returned malformed output: {why}"),
+        }
+    }
+}
+
+/// A step that cannot run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("{file}:{line}: step {step} (`{plugin}`): secret `{secret}`: environment variable `{var}` is not set")]
+    Secret { file: String, line: usize, step: usize, plugin: String, secret: String, var: String },
+    #[error("{file}:{line}: step {step} (`{plugin}`): cannot instantiate: {reason}")]
+    Instantiate { file: String, line: usize, step: usize, plugin: String, reason: String },
+    #[error("{file}:{line}: step {step} (`{plugin}`) refused its params: {reason}")]
+    Configure { file: String, line: usize, step: usize, plugin: String, reason: String },
+}
+
+/// The outcome of one step on one batch.
+pub struct StepOutput {
+    pub batch: Batch,
+    /// One per input record, in order.
+    pub outcomes: Vec<Outcome>,
+    /// Calls that failed (and were isolated) on the way.
+    pub failed_calls: usize,
+}
+
+/// A step ready to run batches.
+pub struct StepRunner {
+    pub step: Step,
+    pub plugin: Arc<Plugin>,
+    /// Where errors point: the pipeline file.
+    file: String,
+    engine: Arc<Engine>,
+    secrets: Arc<HashMap<String, Vec<u8>>>,
+    show_panics: bool,
+    live: Option<Live>,
+}
+
+struct Live {
+    store: wasmtime::Store<StepState>,
+    instance: wit::Plugin,
+}
+
+impl StepRunner {
+    /// Resolves the step's secrets, instantiates and configures the plugin.
+    pub fn new(engine: Arc<Engine>, file: &str, step: Step, plugin: Arc<Plugin>, show_panics: bool) -> Result<Self, StepError> {
+        let mut secrets = HashMap::new();
+        for (name, var) in &step.grants.secrets {
+            let value = std::env::var(var).map_err(|_| StepError::Secret {
+                file: file.into(),
+                line: step.line,
+                step: step.index,
+                plugin: plugin.name.clone(),
+                secret: name.clone(),
+                var: var.clone(),
+            })?;
+            secrets.insert(name.clone(), value.into_bytes());
+        }
+        let mut runner =
+            StepRunner { step, plugin, file: file.into(), engine, secrets: Arc::new(secrets), show_panics, live: None };
+        runner.live = Some(runner.instantiate()?);
+        Ok(runner)
+    }
+
+    /// A fresh, configured instance.
+    fn instantiate(&self) -> Result<Live, StepError> {
+        let mut store = self.engine.store(&self.step.limits, &self.step.grants, self.secrets.clone());
+        let err = |reason: String| StepError::Instantiate {
+            file: self.file.clone(),
+            line: self.step.line,
+            step: self.step.index,
+            plugin: self.plugin.name.clone(),
+            reason,
+        };
+        let instance = self.plugin.pre.instantiate(&mut store).map_err(|e| err(format!("{e:#}")))?;
+        match instance.call_configure(&mut store, &self.step.params) {
+            Ok(Ok(())) => Ok(Live { store, instance }),
+            Ok(Err(reason)) => Err(StepError::Configure {
+                file: self.file.clone(),
+                line: self.step.line,
+                step: self.step.index,
+                plugin: self.plugin.name.clone(),
+                reason,
+            }),
+            Err(e) => Err(err(self.failure(&mut store, e).to_string())),
+        }
+    }
+
+    /// One call under the limits; after a failure the instance is replaced
+    /// before the next call.
+    pub fn call(&mut self, batch: &Batch) -> Result<Result<Output, CallFailure>, StepError> {
+        let mut live = match self.live.take() {
+            Some(l) => l,
+            None => self.instantiate()?,
+        };
+        live.store.set_epoch_deadline(ticks(self.step.limits.max_call));
+        match live.instance.call_transform(&mut live.store, batch) {
+            Ok(out) => {
+                let checked = batch::check_output(batch.records.len(), &out).map_err(CallFailure::Malformed);
+                if checked.is_ok() {
+                    self.live = Some(live);
+                }
+                Ok(checked.map(|()| out))
+            }
+            Err(e) => Ok(Err(self.failure(&mut live.store, e))),
+        }
+    }
+
+    fn failure(&self, store: &mut wasmtime::Store<StepState>, e: wasmtime::Error) -> CallFailure {
+        let trap = e.downcast_ref::<wasmtime::Trap>().copied();
+        if trap == Some(wasmtime::Trap::Interrupt) {
+            return CallFailure::Timeout { budget_ms: self.step.limits.max_call.as_millis() };
+        }
+        if store.data().limiter.refused {
+            return CallFailure::OutOfMemory { cap_mb: self.step.limits.max_memory_bytes >> 20 };
+        }
+        let stderr = store.data().stderr.contents();
+        let panicked = stderr.windows(9).any(|w| w == b"panicked ");
+        let panic = (panicked && self.show_panics).then(|| String::from_utf8_lossy(&stderr).trim().to_string());
+        let trap = trap.map_or_else(|| format!("{e:#}"), |t| t.to_string());
+        CallFailure::Trap { trap, panicked, panic }
+    }
+
+    /// Runs a batch; when a call fails, retries halves until the failing
+    /// records are alone, and rejects only them.
+    pub fn run(&mut self, input: &Batch) -> Result<StepOutput, StepError> {
+        let n = input.records.len();
+        if n == 0 {
+            return Ok(StepOutput { batch: Batch::default(), outcomes: Vec::new(), failed_calls: 0 });
+        }
+        let first = match self.call(input)? {
+            Ok(out) => return Ok(StepOutput { batch: out.batch, outcomes: out.outcomes, failed_calls: 0 }),
+            Err(f) => f,
+        };
+        tracing::warn!(step = self.step.index, plugin = %self.plugin.name, records = n, cause = %first, "call failed; isolating");
+        let mut acc = Isolation { rows: BatchBuilder::new(), outcomes: Vec::with_capacity(n), failed: 1, last: first };
+        if n == 1 {
+            acc.reject(1, self.reason(&acc.last.clone()));
+        } else {
+            self.isolate(input, 0..n / 2, &mut acc)?;
+            self.isolate(input, n / 2..n, &mut acc)?;
+        }
+        Ok(StepOutput { batch: acc.rows.finish(), outcomes: acc.outcomes, failed_calls: acc.failed })
+    }
+
+    fn isolate(&mut self, input: &Batch, range: std::ops::Range<usize>, acc: &mut Isolation) -> Result<(), StepError> {
+        if acc.failed >= MAX_FAILED_CALLS {
+            let reason = format!("{} (not isolated: too many failed calls in this batch)", acc.last);
+            acc.reject(range.len(), reason);
+            return Ok(());
+        }
+        let part = batch::slice(input, range.clone());
+        match self.call(&part)? {
+            Ok(out) => {
+                let mut records = batch::records(&out.batch);
+                for o in out.outcomes {
+                    if let Outcome::Emit(k) = o {
+                        for cells in records.by_ref().take(k as usize) {
+                            acc.rows.append_record(&out.batch, cells);
+                        }
+                    }
+                    acc.outcomes.push(o);
+                }
+            }
+            Err(f) => {
+                acc.failed += 1;
+                acc.last = f.clone();
+                if range.len() == 1 {
+                    acc.reject(1, self.reason(&f));
+                } else {
+                    let mid = range.start + range.len() / 2;
+                    self.isolate(input, range.start..mid, acc)?;
+                    self.isolate(input, mid..range.end, acc)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reason(&self, f: &CallFailure) -> String {
+        f.to_string()
+    }
+}
+
+struct Isolation {
+    rows: BatchBuilder,
+    outcomes: Vec<Outcome>,
+    failed: usize,
+    last: CallFailure,
+}
+
+impl Isolation {
+    fn reject(&mut self, n: usize, reason: String) {
+        for _ in 0..n {
+            self.outcomes.push(Outcome::Reject(reason.clone()));
+        }
+    }
+}
