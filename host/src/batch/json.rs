@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn decodes_every_kind_of_value() {
         let line = r#"{"s":"x\"y","i":-3,"u":18446744073709551615,"f":1.5,"b":true,"n":null,"o":{"a":[1,{"z":"é"}]},"e":{}}"#;
-        let want = r#"{"s":"x\"y","i":-3,"u":1.8446744073709552e19,"f":1.5,"b":true,"n":null,"o":{"a":[1,{"z":"é"}]},"e":{}}"#;
+        let want = r#"{"s":"x\"y","i":-3,"u":1.8446744073709552e+19,"f":1.5,"b":true,"n":null,"o":{"a":[1,{"z":"é"}]},"e":{}}"#;
         assert_eq!(roundtrip(line).unwrap(), want);
     }
 
