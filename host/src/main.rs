@@ -12,6 +12,9 @@ struct Cli {
     /// Folder for compiled plugins, kept across runs [default: $HOST_CACHE_DIR, else ~/.cache/etl-host]
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Folder to look for plugins in before the others (repeatable).
+    #[arg(long, global = true, value_name = "DIR")]
+    plugin_path: Vec<PathBuf>,
     /// Compile plugins afresh every time.
     #[arg(long, global = true)]
     no_cache: bool,
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let opts = EngineOptions {
+        plugin_path: cli.plugin_path.clone(),
         cache_dir: if cli.no_cache { None } else { cli.cache_dir.clone().or_else(host::transform::Engine::default_cache_dir) },
     };
     match run(cli.command, &opts) {
@@ -76,7 +80,15 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
             anyhow::bail!("`host run` needs the SQS source and PostgreSQL sink, which this build does not have yet (issue #3); `host test` and `host check` work")
         }
         Command::Test { pipeline, input: Some(input), rejects } => {
-            let summary = commands::test::run_file(&pipeline, &input, rejects.as_deref(), opts)?;
+            let rows = std::io::BufWriter::new(std::io::stdout().lock());
+            let summary = match rejects {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+                    commands::test::run_file(&pipeline, &input, rows, std::io::BufWriter::new(file), opts)?
+                }
+                None => commands::test::run_file(&pipeline, &input, rows, std::io::stderr(), opts)?,
+            };
             eprintln!("{summary}");
             Ok(ExitCode::SUCCESS)
         }

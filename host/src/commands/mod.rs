@@ -13,11 +13,13 @@ use std::sync::Arc;
 pub struct EngineOptions {
     /// Folder for compiled components; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Folders searched for plugins first.
+    pub plugin_path: Vec<PathBuf>,
 }
 
 impl EngineOptions {
     pub fn engine(&self) -> anyhow::Result<Arc<Engine>> {
-        Ok(Arc::new(Engine::new(self.cache_dir.clone())?))
+        Ok(Arc::new(Engine::new(self.cache_dir.clone(), self.plugin_path.clone())?))
     }
 }
 

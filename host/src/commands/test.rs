@@ -9,7 +9,7 @@ use crate::mapping::{LoadTime, Mapping};
 use crate::transform::{ChainOutput, TransformChain};
 use anyhow::Context;
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Counts of one run.
 #[derive(Debug, Default, PartialEq)]
@@ -26,19 +26,19 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Runs `input` (JSON lines) through the pipeline: rows to stdout, rejects
-/// to `rejects` (or stderr), the summary to stderr.
-pub fn run_file(pipeline: &Path, input: &Path, rejects: Option<&Path>, opts: &EngineOptions) -> anyhow::Result<Summary> {
+/// Runs `input` (JSON lines) through the pipeline: rows (JSON lines) to
+/// `rows`, rejected records (line number and reason) to `rejects`.
+pub fn run_file(
+    pipeline: &Path,
+    input: &Path,
+    mut rows: impl Write,
+    mut rejects: impl Write,
+    opts: &EngineOptions,
+) -> anyhow::Result<Summary> {
     let engine = opts.engine()?;
     let (pipeline, mut chain) = load(&engine, pipeline)?;
     let file = std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     let mut reader = std::io::BufReader::new(file);
-    let stdout = std::io::stdout();
-    let mut rows = std::io::BufWriter::new(stdout.lock());
-    let mut rejects: Box<dyn Write> = match rejects {
-        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
-        None => Box::new(std::io::stderr()),
-    };
     let mut run = FileRun { pipeline: &pipeline, decoder: Decoder::new(&pipeline), summary: Summary::default() };
     let mut builder = BatchBuilder::new();
     let mut lines: Vec<usize> = Vec::new();
@@ -70,6 +70,7 @@ pub fn run_file(pipeline: &Path, input: &Path, rejects: Option<&Path>, opts: &En
     }
     run.batch(&mut chain, builder.finish(), &lines, &mut rows, &mut rejects)?;
     rows.flush()?;
+    rejects.flush()?;
     Ok(run.summary)
 }
 
@@ -130,7 +131,7 @@ pub struct CaseResult {
 }
 
 /// Runs the pipeline's own test cases.
-pub fn run_cases(pipeline: &PathBuf, opts: &EngineOptions) -> anyhow::Result<Vec<CaseResult>> {
+pub fn run_cases(pipeline: &Path, opts: &EngineOptions) -> anyhow::Result<Vec<CaseResult>> {
     let engine = opts.engine()?;
     let (pipeline, mut chain) = load(&engine, pipeline)?;
     if pipeline.tests.is_empty() {

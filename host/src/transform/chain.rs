@@ -2,7 +2,7 @@
 //! for every output row, the input record it came from, and for every input
 //! record that did not make it, why.
 
-use super::engine::{Engine, Plugin, PluginError, resolve, search_path};
+use super::engine::{Engine, Plugin, PluginError, resolve};
 use super::step::{StepError, StepRunner};
 use super::wit::{Batch, Outcome};
 use crate::config::Pipeline;
@@ -58,7 +58,7 @@ impl TransformChain {
     pub fn build(engine: &Arc<Engine>, pipeline: &Pipeline) -> Result<Self, ChainError> {
         let file = pipeline.file.display().to_string();
         let dir = pipeline.file.parent().unwrap_or(Path::new("."));
-        let search = search_path(&pipeline.plugin_path);
+        let search = engine.search_path(&pipeline.plugin_path);
         let mut loaded: HashMap<std::path::PathBuf, Arc<Plugin>> = HashMap::new();
         let mut steps = Vec::new();
         for step in &pipeline.steps {

@@ -20,6 +20,9 @@ pub struct Engine {
     pub(super) linker: Arc<Linker<StepState>>,
     /// Where compiled components are kept across runs, if anywhere.
     cache_dir: Option<PathBuf>,
+    /// Folders searched for plugins before the pipeline's own and the
+    /// defaults (from `--plugin-path` and `$HOST_PLUGIN_PATH`).
+    plugin_path: Vec<PathBuf>,
 }
 
 /// A plugin that could not be loaded.
@@ -52,7 +55,7 @@ pub struct Plugin {
 impl Engine {
     /// An engine with epoch interruption and a ticker thread; `cache_dir`
     /// keeps compiled components between runs.
-    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
+    pub fn new(cache_dir: Option<PathBuf>, plugin_path: Vec<PathBuf>) -> Result<Self, PluginError> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -76,7 +79,7 @@ impl Engine {
             // An unusable cache only costs compile time.
             let _ = std::fs::create_dir_all(dir);
         }
-        Ok(Engine { engine, linker: Arc::new(linker), cache_dir })
+        Ok(Engine { engine, linker: Arc::new(linker), cache_dir, plugin_path })
     }
 
     /// The default cache folder: `$HOST_CACHE_DIR`, else
@@ -102,7 +105,7 @@ impl Engine {
             path: path.into(),
             reason,
         })?;
-        let world = |e: wasmtime::Error| PluginError::World { name: name.into(), path: path.into(), reason: format!("{e:#}") };
+        let world = |e: wasmtime::Error| PluginError::World { name: name.into(), path: path.into(), reason: one_line(&e) };
         let pre = self.linker.instantiate_pre(&component).map_err(world)?;
         let pre = wit::PluginPre::new(pre).map_err(world)?;
         let mut store = self.store(&Limits::probe(), &Grants::default(), Default::default());
@@ -129,7 +132,7 @@ impl Engine {
 
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, String> {
         let Some(dir) = &self.cache_dir else {
-            return Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"));
+            return Component::new(&self.engine, bytes).map_err(|e| one_line(&e));
         };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
@@ -143,7 +146,7 @@ impl Engine {
             }
             let _ = std::fs::remove_file(&file);
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| one_line(&e))?;
         if let Ok(serialized) = component.serialize() {
             let tmp = file.with_extension(format!("tmp{}", std::process::id()));
             if std::fs::write(&tmp, serialized).is_ok() {
@@ -152,6 +155,11 @@ impl Engine {
         }
         Ok(component)
     }
+}
+
+/// An error chain on one line (wasmtime's messages may span several).
+fn one_line(e: &wasmtime::Error) -> String {
+    format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Epoch ticks for a time budget (at least one).
@@ -184,10 +192,19 @@ pub fn resolve(uses: &str, pipeline_dir: &Path, search: &[PathBuf]) -> Result<Pa
     Err(PluginError::NotFound { name: uses.into(), file, searched })
 }
 
-/// The plugin search path: `$HOST_PLUGIN_PATH` (colon-separated), the
-/// pipeline's own `plugin_path`, `./target/plugins`, and `plugins` beside the
-/// folder holding the `host` binary (`target/release/../plugins`).
-pub fn search_path(pipeline_path: &[PathBuf]) -> Vec<PathBuf> {
+impl Engine {
+    /// The plugin search path for a pipeline: the engine's folders
+    /// (`--plugin-path`), `$HOST_PLUGIN_PATH` (colon-separated), the
+    /// pipeline's own `plugin_path`, `./target/plugins`, and `plugins` beside
+    /// the folder holding the `host` binary (`target/release/../plugins`).
+    pub fn search_path(&self, pipeline_path: &[PathBuf]) -> Vec<PathBuf> {
+        let mut dirs = self.plugin_path.clone();
+        dirs.extend(default_search_path(pipeline_path));
+        dirs
+    }
+}
+
+fn default_search_path(pipeline_path: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var("HOST_PLUGIN_PATH")
         .map(|v| v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect())
         .unwrap_or_default();

@@ -18,5 +18,5 @@ mod step;
 pub mod wit;
 
 pub use chain::{ChainError, ChainOutput, Rejection, TransformChain};
-pub use engine::{Engine, Plugin, PluginError, TICK, resolve, search_path};
+pub use engine::{Engine, Plugin, PluginError, TICK, resolve};
 pub use step::{CallFailure, StepError, StepOutput, StepRunner};

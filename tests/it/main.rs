@@ -1,0 +1,8 @@
+//! The one integration-test binary: the real engine running the real built
+//! components (built by `build.rs`), pipeline files, and the `host` CLI.
+
+mod cli;
+mod common;
+mod golden;
+mod pipeline_files;
+mod sandbox;

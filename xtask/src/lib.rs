@@ -1,0 +1,66 @@
+//! Building plugin components, shared by `cargo xtask` and the test build
+//! (`tests/build.rs`). Standard library only, so it builds in a second.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The wasm target plugins are built for.
+pub const TARGET: &str = "wasm32-wasip2";
+
+/// Plugin crates in `dir`: each subfolder whose `Cargo.toml` builds a
+/// `cdylib` (the SDK, a plain library, is skipped).
+pub fn plugin_crates(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let manifest = path.join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+        if text.contains("\"cdylib\"") {
+            names.push(path.file_name().expect("a folder name").to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Builds `crates` for wasm32-wasip2 (release) in `target_dir` and copies
+/// each component to `out_dir/NAME.wasm`. Returns the files.
+pub fn build_plugins(workspace: &Path, crates: &[String], target_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace).args(["build", "--release", "--target", TARGET]).arg("--target-dir").arg(target_dir);
+    for c in crates {
+        cmd.args(["-p", c]);
+    }
+    // When run from a build script, do not inherit the outer build's
+    // settings (flags for the host target, jobserver, profile overrides).
+    for (k, _) in std::env::vars() {
+        let inherited = k.starts_with("CARGO_PROFILE_")
+            || k.starts_with("CARGO_CFG_")
+            || k.starts_with("CARGO_FEATURE_")
+            || matches!(
+                k.as_str(),
+                "CARGO_ENCODED_RUSTFLAGS" | "RUSTFLAGS" | "CARGO_BUILD_TARGET" | "CARGO_MAKEFLAGS" | "MAKEFLAGS"
+                    | "MFLAGS" | "CARGO_TARGET_DIR" | "CARGO_PRIMARY_PACKAGE" | "RUSTC_WORKSPACE_WRAPPER"
+                    | "TARGET" | "HOST" | "OUT_DIR" | "OPT_LEVEL" | "PROFILE" | "DEBUG" | "NUM_JOBS"
+            );
+        if inherited {
+            cmd.env_remove(k);
+        }
+    }
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building plugins {crates:?} for {TARGET} failed ({status}); is the target installed? `rustup target add {TARGET}`"
+        ));
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let mut files = Vec::new();
+    for c in crates {
+        let built = target_dir.join(TARGET).join("release").join(format!("{}.wasm", c.replace('-', "_")));
+        let dest = out_dir.join(format!("{c}.wasm"));
+        std::fs::copy(&built, &dest).map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
+        files.push(dest);
+    }
+    Ok(files)
+}
