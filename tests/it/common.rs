@@ -53,7 +53,7 @@ pub fn batch(lines: &[String]) -> Batch {
 /// `{"reject": "step N (`plugin`): reason"}`, or `{"drop": true}`.
 pub fn results(n: usize, out: &ChainOutput) -> Vec<serde_json::Value> {
     let mut results = vec![serde_json::json!({"emit": []}); n];
-    for (cells, &from) in batch::records(&out.batch).zip(&out.origin) {
+    for (cells, &from) in out.batch.iter().zip(&out.origin) {
         let row: serde_json::Value = serde_json::from_str(&batch::json::record_json(&out.batch, cells)).unwrap();
         results[from as usize]["emit"].as_array_mut().unwrap().push(row);
     }

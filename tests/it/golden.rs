@@ -12,7 +12,7 @@ fn run_case(dir: &std::path::Path) -> (Vec<serde_json::Value>, Vec<serde_json::V
     let lines: Vec<String> =
         std::fs::read_to_string(dir.join("input.jsonl")).unwrap().lines().map(str::to_string).collect();
     let (batch, kept, refused) = common::decode(&p, &lines);
-    let out = chain.run(batch).expect("chain runs");
+    let out = chain.run(&batch).expect("chain runs");
     let mut got = vec![serde_json::Value::Null; lines.len()];
     for (i, r) in common::results(kept.len(), &out).into_iter().enumerate() {
         got[kept[i]] = r;

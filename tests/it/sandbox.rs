@@ -20,7 +20,7 @@ fn eight() -> Vec<String> {
 /// bad record's rejection reason is returned.
 fn isolate(mode: &str, extra: &str) -> String {
     let mut c = chain(&hostile(mode, extra));
-    let out = c.run(batch(&eight())).expect("a failing call costs records, not the chain");
+    let out = c.run(&batch(&eight())).expect("a failing call costs records, not the chain");
     let res = results(8, &out);
     for (i, r) in res.iter().enumerate() {
         if i != 3 {
@@ -30,7 +30,7 @@ fn isolate(mode: &str, extra: &str) -> String {
     let reason = res[3]["reject"].as_str().unwrap_or_else(|| panic!("{mode}: record 3 rejected, got {}", res[3])).to_string();
     // The next batch runs on a fresh instance.
     let clean: Vec<String> = (0..3).map(|i| json!({"i": i}).to_string()).collect();
-    let out = c.run(batch(&clean)).expect("next batch");
+    let out = c.run(&batch(&clean)).expect("next batch");
     assert_eq!(out.batch.records.len(), 3, "{mode}: the next batch runs");
     reason
 }
@@ -55,7 +55,7 @@ fn a_panic_is_reported_without_its_message_by_default() {
 fn a_panic_message_is_shown_when_the_pipeline_opts_in() {
     let body = format!("[logging]\nrecord_values = true\n{}", hostile("panic", ""));
     let mut c = chain(&body);
-    let out = c.run(batch(&eight())).unwrap();
+    let out = c.run(&batch(&eight())).unwrap();
     let reason = out.rejected[0].reason.clone();
     assert!(reason.contains("hostile plugin panics on purpose"), "{reason}");
 }
@@ -79,7 +79,7 @@ fn isolation_finds_one_bad_record_among_a_thousand() {
     let lines: Vec<String> =
         (0..1000).map(|i| if i == 617 { json!({"i": i, "bad": true}) } else { json!({"i": i}) }.to_string()).collect();
     let mut c = chain(&hostile("panic", ""));
-    let out = c.run(batch(&lines)).unwrap();
+    let out = c.run(&batch(&lines)).unwrap();
     assert_eq!(out.batch.records.len(), 999);
     assert_eq!(out.rejected.len(), 1);
     assert_eq!(out.rejected[0].record, 617);
@@ -92,14 +92,14 @@ fn isolation_gives_up_after_a_bounded_number_of_failed_calls() {
     // every record is rejected, none lost.
     let lines: Vec<String> = (0..256).map(|i| json!({"i": i}).to_string()).collect();
     let mut c = chain("[[transforms]]\nuses = \"hostile\"\nparams = { mode = \"panic\" }\n");
-    let out = c.run(batch(&lines)).unwrap();
+    let out = c.run(&batch(&lines)).unwrap();
     assert_eq!(out.rejected.len(), 256);
     assert!(out.rejected.last().unwrap().reason.contains("not isolated: too many failed calls"));
 }
 
 fn seen(extra: &str, mode: &str) -> String {
     let mut c = chain(&format!("[[transforms]]\nuses = \"hostile\"\n{extra}\nparams = {{ mode = \"{mode}\" }}\n"));
-    let out = c.run(batch(&[json!({"i": 1}).to_string()])).unwrap();
+    let out = c.run(&batch(&[json!({"i": 1}).to_string()])).unwrap();
     results(1, &out)[0]["emit"][0]["seen"].as_str().unwrap().to_string()
 }
 

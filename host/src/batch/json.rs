@@ -2,7 +2,7 @@
 //! values back to JSON text. Decode errors describe the problem and position,
 //! never the content.
 
-use super::{Batch, BatchBuilder, Cell, NO_KEY, Value, text};
+use super::{Batch, BatchBuilder, Cell, NO_KEY, Value};
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
@@ -200,7 +200,7 @@ pub fn write_value(out: &mut String, batch: &Batch, cell: &Cell, inner: &[Cell])
             out.push_str(&serde_json::Number::from_f64(f).map_or("null".into(), |n| n.to_string()))
         }
         Value::Float(_) => out.push_str("null"),
-        Value::Text(s) => write_str(out, text(batch, s)),
+        Value::Text(s) => write_str(out, batch.text(s)),
         Value::Object(_) | Value::Array(_) => {
             let array = matches!(cell.value, Value::Array(_));
             out.push(if array { '[' } else { '{' });
@@ -240,7 +240,7 @@ mod tests {
         let mut b = BatchBuilder::new();
         decode(line.as_bytes(), &mut b)?;
         let batch = b.finish();
-        let cells = super::super::records(&batch).next().unwrap();
+        let cells = batch.iter().next().unwrap();
         Ok(record_json(&batch, cells))
     }
 

@@ -1,13 +1,10 @@
-//! Batches on the host side: building them record by record, reading them,
-//! cutting and joining them, and checking what a plugin returned. The types
-//! are the WIT ones (see `wit/transform.wit`); this module holds no wasmtime
-//! logic.
+//! Batches on the host side: building them record by record and joining
+//! them. The record model itself (and its checked column form, which crosses
+//! the WIT boundary) is `plugin_sdk::record`, shared with plugins.
 
 pub mod json;
-mod shape;
 
-pub use crate::transform::wit::{Batch, Cell, NO_KEY, Span, Value};
-pub use shape::check_output;
+pub use plugin_sdk::record::{Batch, Cell, NO_KEY, Span, Value, fields, members};
 
 use std::collections::HashMap;
 
@@ -19,12 +16,6 @@ pub struct BatchBuilder {
     /// Where the open record started, in cells and in text.
     record_cells: usize,
     record_text: usize,
-}
-
-impl Default for Batch {
-    fn default() -> Self {
-        Batch { keys: Vec::new(), text: Vec::new(), cells: Vec::new(), records: Vec::new() }
-    }
 }
 
 impl BatchBuilder {
@@ -126,7 +117,7 @@ impl BatchBuilder {
                 remap[i]
             };
             match c.value {
-                Value::Text(s) => self.push_text(key, text(src, s)),
+                Value::Text(s) => self.push_text(key, src.text(s)),
                 v => self.push(key, v),
             }
         }
@@ -136,56 +127,6 @@ impl BatchBuilder {
     pub fn finish(mut self) -> Batch {
         self.abandon_record();
         self.batch
-    }
-}
-
-/// The records of a batch, as cell slices.
-pub fn records(batch: &Batch) -> impl Iterator<Item = &[Cell]> {
-    let mut start = 0usize;
-    batch.records.iter().map(move |&n| {
-        let cells = &batch.cells[start..start + n as usize];
-        start += n as usize;
-        cells
-    })
-}
-
-/// How many cells follow `cell` as its members.
-pub fn members(cell: &Cell) -> usize {
-    match cell.value {
-        Value::Object(n) | Value::Array(n) => n as usize,
-        _ => 0,
-    }
-}
-
-/// Top-level fields of a record, each with its members.
-pub fn fields(cells: &[Cell]) -> impl Iterator<Item = (&Cell, &[Cell])> {
-    let mut i = 0;
-    std::iter::from_fn(move || {
-        let cell = cells.get(i)?;
-        let end = (i + 1 + members(cell)).min(cells.len());
-        let inner = &cells[i + 1..end];
-        i = end;
-        Some((cell, inner))
-    })
-}
-
-/// A span's text. Spans in batches are checked before use, so this only
-/// fails on a bug.
-pub fn text(batch: &Batch, span: Span) -> &str {
-    let bytes = &batch.text[span.offset as usize..(span.offset + span.len) as usize];
-    std::str::from_utf8(bytes).expect("spans are checked UTF-8")
-}
-
-/// Records `range` of `batch` as a batch of their own (keys and text shared
-/// by copy; used only when isolating a failing record).
-pub fn slice(batch: &Batch, range: std::ops::Range<usize>) -> Batch {
-    let start: usize = batch.records[..range.start].iter().map(|&n| n as usize).sum();
-    let len: usize = batch.records[range.clone()].iter().map(|&n| n as usize).sum();
-    Batch {
-        keys: batch.keys.clone(),
-        text: batch.text.clone(),
-        cells: batch.cells[start..start + len].to_vec(),
-        records: batch.records[range].to_vec(),
     }
 }
 
@@ -204,13 +145,13 @@ mod tests {
         let other = b.key("other");
         b.push(other, Value::Integer(1));
         b.end_record();
-        b.append_record(&src, records(&src).next().unwrap());
+        b.append_record(&src, src.iter().next().unwrap());
         let out = b.finish();
         assert_eq!(out.keys, vec!["other".to_string(), "x".to_string()]);
-        let second = records(&out).nth(1).unwrap();
+        let second = out.iter().nth(1).unwrap();
         assert_eq!(second[0].key, 1);
         match second[0].value {
-            Value::Text(s) => assert_eq!(text(&out, s), "hello"),
+            Value::Text(s) => assert_eq!(out.text(s), "hello"),
             _ => panic!("text expected"),
         }
     }
@@ -223,7 +164,7 @@ mod tests {
             b.push(k, Value::Integer(i));
             b.end_record();
         }
-        let s = slice(&b.finish(), 1..3);
+        let s = b.finish().slice(1..3);
         assert_eq!(s.records, vec![1, 1]);
         assert!(matches!(s.cells[0].value, Value::Integer(1)));
         assert!(matches!(s.cells[1].value, Value::Integer(2)));

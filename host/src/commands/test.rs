@@ -92,7 +92,7 @@ impl FileRun<'_> {
         if batch.records.is_empty() {
             return Ok(());
         }
-        let out = chain.run(batch)?;
+        let out = chain.run(&batch)?;
         for r in &out.rejected {
             writeln!(rejects, "{}", reject_line(lines[r.record as usize], r.step, &r.plugin, &r.reason))?;
         }
@@ -113,9 +113,9 @@ fn rows_json(pipeline: &Pipeline, out: &ChainOutput, load: Option<&LoadTime>) ->
         Some(sink) => {
             let mapping = Mapping::new(sink);
             let keys = mapping.keys(&out.batch);
-            batch::records(&out.batch).map(|cells| mapping.row_json(&out.batch, &keys, cells, load)).collect()
+            out.batch.iter().map(|cells| mapping.row_json(&out.batch, &keys, cells, load)).collect()
         }
-        None => batch::records(&out.batch).map(|cells| json::record_json(&out.batch, cells)).collect(),
+        None => out.batch.iter().map(|cells| json::record_json(&out.batch, cells)).collect(),
     }
 }
 
@@ -147,7 +147,7 @@ pub fn run_case(pipeline: &Pipeline, decoder: &Decoder, chain: &mut TransformCha
     let got = match decoder.decode(case.input.to_string().as_bytes(), &mut b) {
         Err(reason) => Got::Rejected(format!("input: {reason}")),
         Ok(()) => {
-            let out = chain.run(b.finish())?;
+            let out = chain.run(&b.finish())?;
             if let Some(r) = out.rejected.first() {
                 Got::Rejected(r.to_string())
             } else if out.batch.records.is_empty() {

@@ -4,7 +4,7 @@
 
 use super::engine::{Engine, Plugin, PluginError, resolve};
 use super::step::{StepError, StepRunner};
-use super::wit::{Batch, Outcome};
+use plugin_sdk::record::{Batch, Outcome};
 use crate::config::Pipeline;
 use std::collections::HashMap;
 use std::path::Path;
@@ -83,16 +83,18 @@ impl TransformChain {
         self.steps.iter().map(|s| &s.plugin)
     }
 
-    /// Runs `batch` through every step.
-    pub fn run(&mut self, mut batch: Batch) -> Result<ChainOutput, StepError> {
-        let mut origin: Vec<u32> = (0..batch.records.len() as u32).collect();
+    /// Runs `input` through every step.
+    pub fn run(&mut self, input: &Batch) -> Result<ChainOutput, StepError> {
+        let mut origin: Vec<u32> = (0..input.records.len() as u32).collect();
         let mut rejected = Vec::new();
         let mut dropped = Vec::new();
+        let mut current: Option<Batch> = None;
         for runner in &mut self.steps {
+            let batch = current.as_ref().unwrap_or(input);
             if batch.records.is_empty() {
                 break;
             }
-            let out = runner.run(&batch)?;
+            let out = runner.run(batch)?;
             let mut next = Vec::with_capacity(out.batch.records.len());
             for (i, outcome) in out.outcomes.into_iter().enumerate() {
                 let from = origin[i];
@@ -109,8 +111,9 @@ impl TransformChain {
                 }
             }
             origin = next;
-            batch = out.batch;
+            current = Some(out.batch);
         }
+        let batch = current.unwrap_or_else(|| input.clone());
         Ok(ChainOutput { batch, origin, rejected, dropped })
     }
 }

@@ -162,9 +162,11 @@ fn one_line(e: &wasmtime::Error) -> String {
     format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Epoch ticks for a time budget (at least one).
+/// Epoch ticks for a time budget (at least one). The deadline falls one
+/// tick short of the budget, so a call is stopped between `budget - 2 TICK`
+/// and `budget - TICK` after it starts (plus the ticker's scheduling delay).
 pub(super) fn ticks(budget: Duration) -> u64 {
-    (budget.as_millis() / TICK.as_millis()).max(1) as u64
+    (budget.as_millis() / TICK.as_millis()).saturating_sub(1).max(1) as u64
 }
 
 impl Limits {

@@ -4,8 +4,9 @@
 
 use super::engine::{Engine, Plugin, ticks};
 use super::sandbox::StepState;
-use super::wit::{self, Batch, Outcome, Output};
-use crate::batch::{self, BatchBuilder};
+use super::wit;
+use crate::batch::BatchBuilder;
+use plugin_sdk::record::{Batch, Outcome, Output};
 use crate::config::Step;
 use std::collections::HashMap;
 use std::fmt;
@@ -132,13 +133,13 @@ impl StepRunner {
             None => self.instantiate()?,
         };
         live.store.set_epoch_deadline(ticks(self.step.limits.max_call));
-        match live.instance.call_transform(&mut live.store, batch) {
+        match live.instance.call_transform(&mut live.store, &wit::to_wit(batch)) {
             Ok(out) => {
-                let checked = batch::check_output(batch.records.len(), &out).map_err(CallFailure::Malformed);
+                let checked = wit::from_wit(out, batch.records.len()).map_err(CallFailure::Malformed);
                 if checked.is_ok() {
                     self.live = Some(live);
                 }
-                Ok(checked.map(|()| out))
+                Ok(checked)
             }
             Err(e) => Ok(Err(self.failure(&mut live.store, e))),
         }
@@ -187,10 +188,10 @@ impl StepRunner {
             acc.reject(range.len(), reason);
             return Ok(());
         }
-        let part = batch::slice(input, range.clone());
+        let part = input.slice(range.clone());
         match self.call(&part)? {
             Ok(out) => {
-                let mut records = batch::records(&out.batch);
+                let mut records = out.batch.iter();
                 for o in out.outcomes {
                     if let Outcome::Emit(k) = o {
                         for cells in records.by_ref().take(k as usize) {

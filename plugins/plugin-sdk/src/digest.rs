@@ -48,24 +48,29 @@ mod native {
             (Algorithm::HmacSha256, None) => return Err("hmac-sha256 needs a secret".into()),
             _ => Vec::new(),
         };
-        let mut out = Vec::new();
+        let width = if matches!(algorithm, Algorithm::Sha512) { 128 } else { 64 };
+        let mut out = Vec::with_capacity(ends.len() * width);
         let mut start = 0usize;
         for &end in ends {
             let input = data.get(start..end as usize).ok_or("ends out of range")?;
             start = end as usize;
-            let digest: Vec<u8> = match algorithm {
-                Algorithm::Sha256 => Sha256::digest(input).to_vec(),
-                Algorithm::Sha512 => Sha512::digest(input).to_vec(),
+            match algorithm {
+                Algorithm::Sha256 => push_hex(&mut out, &Sha256::digest(input)),
+                Algorithm::Sha512 => push_hex(&mut out, &Sha512::digest(input)),
                 Algorithm::HmacSha256 => {
                     let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
                     mac.update(input);
-                    mac.finalize().into_bytes().to_vec()
+                    push_hex(&mut out, &mac.finalize().into_bytes());
                 }
-            };
-            for b in digest {
-                out.extend_from_slice(format!("{b:02x}").as_bytes());
             }
         }
         Ok(out)
+    }
+
+    fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for b in bytes {
+            out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        }
     }
 }

@@ -10,6 +10,7 @@ mod digest;
 pub mod json;
 mod output;
 mod read;
+pub mod record;
 
 /// Generated from `wit/transform.wit`.
 pub mod bindings {
@@ -25,13 +26,11 @@ pub mod bindings {
 pub use digest::{Algorithm, hex_digests};
 #[cfg(not(target_arch = "wasm32"))]
 pub use digest::grant_native_secret;
-pub use bindings::etl::transform::types::{Batch, Cell, Description, Outcome, Output, Span, Value};
 pub use bindings::Guest;
+pub use bindings::etl::transform::types::Description;
+pub use record::{Batch, Cell, Columns, NO_KEY, Outcome, Output, Span, Value, fields, members};
 pub use output::OutputBuilder;
-pub use read::{Input, RecordRef, members};
-
-/// The key of an array element's cell.
-pub const NO_KEY: u32 = u32::MAX;
+pub use read::{Input, RecordRef};
 
 /// A transform plugin's logic.
 pub trait Transform: Sized + 'static {
@@ -73,15 +72,6 @@ pub fn run<T: Transform>(t: &mut T, batch: Batch) -> Output {
     out.finish()
 }
 
-/// Every record rejected with `reason`.
-pub fn reject_all(batch: Batch, reason: &str) -> Output {
-    let (input, mut out) = read::split(batch);
-    for _ in input.records() {
-        out.reject(reason);
-    }
-    out.finish()
-}
-
 /// The description a plugin reports.
 pub fn describe<T: Transform>(name: &str, version: &str) -> Description {
     Description {
@@ -89,6 +79,56 @@ pub fn describe<T: Transform>(name: &str, version: &str) -> Description {
         version: version.to_string(),
         summary: T::SUMMARY.to_string(),
         params_schema: T::PARAMS_SCHEMA.map(str::to_string),
+    }
+}
+
+/// The glue between the WIT types and the record model; used by [`plugin!`].
+#[doc(hidden)]
+pub mod glue {
+    use crate::bindings::etl::transform::types as wit;
+    use crate::{Columns, Outcome, Output, Transform};
+
+    /// Decodes the host's batch. The host checked it, so a malformed one is
+    /// a host bug: its records are then all rejected rather than trusted.
+    pub fn transform<T: Transform>(t: Option<&mut T>, b: wit::Batch) -> wit::Output {
+        let n = b.records.len();
+        let columns = Columns {
+            keys: b.keys,
+            text: b.text,
+            cell_keys: b.cell_keys,
+            cell_kinds: b.cell_kinds,
+            cell_values: b.cell_values,
+            records: b.records,
+        };
+        let out = match (t, columns.into_batch()) {
+            (Some(t), Ok(batch)) => crate::run(t, batch),
+            (None, _) => reject(n, "plugin was not configured"),
+            (_, Err(why)) => reject(n, &format!("the host sent a malformed batch: {why}")),
+        };
+        let c = out.batch.into_columns();
+        wit::Output {
+            batch: wit::Batch {
+                keys: c.keys,
+                text: c.text,
+                cell_keys: c.cell_keys,
+                cell_kinds: c.cell_kinds,
+                cell_values: c.cell_values,
+                records: c.records,
+            },
+            outcomes: out
+                .outcomes
+                .into_iter()
+                .map(|o| match o {
+                    Outcome::Emit(n) => wit::Outcome::Emit(n),
+                    Outcome::Drop => wit::Outcome::Drop,
+                    Outcome::Reject(r) => wit::Outcome::Reject(r),
+                })
+                .collect(),
+        }
+    }
+
+    fn reject(n: usize, reason: &str) -> Output {
+        Output { batch: Default::default(), outcomes: vec![Outcome::Reject(reason.to_string()); n] }
     }
 }
 
@@ -118,11 +158,10 @@ macro_rules! plugin {
                     STATE.with(|s| *s.borrow_mut() = Some(t));
                     Ok(())
                 }
-                fn transform(input: $crate::Batch) -> $crate::Output {
-                    STATE.with(|s| match s.borrow_mut().as_mut() {
-                        Some(t) => $crate::run(t, input),
-                        None => $crate::reject_all(input, "plugin was not configured"),
-                    })
+                fn transform(
+                    input: $crate::bindings::etl::transform::types::Batch,
+                ) -> $crate::bindings::etl::transform::types::Output {
+                    STATE.with(|s| $crate::glue::transform(s.borrow_mut().as_mut(), input))
                 }
             }
 

@@ -1,7 +1,7 @@
 //! Reading an input batch: records as runs of cells, containers skipped in
 //! one step. Text is read through the [`OutputBuilder`], which owns the arena.
 
-use crate::{Batch, Cell, OutputBuilder, Value};
+use crate::{Batch, Cell, OutputBuilder, members};
 
 /// The cells of an input batch, split from its keys and text.
 pub struct Input {
@@ -62,14 +62,6 @@ impl<'a> RecordRef<'a> {
     /// The top-level field with `key`, if any.
     pub fn get(&self, key: u32) -> Option<&'a Cell> {
         self.fields().find(|(c, _)| c.key == key).map(|(c, _)| c)
-    }
-}
-
-/// How many cells follow `cell` as its members.
-pub fn members(cell: &Cell) -> usize {
-    match cell.value {
-        Value::Object(n) | Value::Array(n) => n as usize,
-        _ => 0,
     }
 }
 

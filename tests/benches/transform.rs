@@ -1,0 +1,145 @@
+//! The logins chain (flatten, app-version, mask sha256) in WebAssembly, under
+//! the sandbox limits (epoch deadline, memory cap), against the same plugin
+//! logic compiled natively, at batches of 1, 100 and 1,000 records; then how
+//! fast the sandbox stops a runaway plugin.
+//!
+//! `cargo bench -p tests --bench transform` (or `cargo xtask bench`). Prints
+//! a table; figures are medians of several rounds on one thread.
+
+use host::batch::{self, Batch, BatchBuilder};
+use host::config;
+use host::transform::{Engine, TransformChain};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 7;
+const ROUND_TIME: Duration = Duration::from_millis(400);
+
+fn main() {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let plugins = vec![PathBuf::from(env!("PLUGIN_DIR")), PathBuf::from(env!("TEST_PLUGIN_DIR"))];
+    let engine = Arc::new(Engine::new(None, plugins).expect("engine"));
+    let lines = fetch_lines(&ws);
+    if std::env::var_os("PROFILE_WASM").is_some() {
+        // For `perf record`: only the WASM chain at batches of 1,000.
+        let pipeline = config::load(&ws.join("pipelines/logins.toml")).expect("pipeline");
+        let mut chain = TransformChain::build(&engine, &pipeline).expect("chain");
+        let batches = make_batches(&lines, 1000, 20_000);
+        let r = rate(&batches, || (), |_, b| chain.run(b).expect("runs").batch.records.len());
+        println!("wasm rec/s at 1000: {r:.0}");
+        return;
+    }
+    println!("logins chain: flatten -> app-version -> mask (sha256 x2); {} distinct Fetch records", lines.len());
+    println!("{:>6} | {:>14} | {:>14} | {:>11}", "batch", "native rec/s", "wasm rec/s", "wasm/native");
+    println!("{:->6}-+-{:->14}-+-{:->14}-+-{:->11}", "", "", "", "");
+    for size in [1usize, 100, 1000] {
+        let batches = make_batches(&lines, size, 20_000usize.max(size));
+        let native = rate(&batches, || native_chain(), |c, b| c.run(b));
+        let pipeline = config::load(&ws.join("pipelines/logins.toml")).expect("pipeline");
+        let mut chain = TransformChain::build(&engine, &pipeline).expect("chain");
+        let wasm = rate(&batches, || (), |_, b| chain.run(b).expect("runs").batch.records.len());
+        println!("{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2}", wasm / native);
+    }
+    decode_rate(&lines);
+    sandbox_stops(&engine);
+}
+
+/// The 99 good Fetch bodies.
+fn fetch_lines(ws: &Path) -> Vec<String> {
+    std::fs::read_to_string(ws.join("tests/data/fetch_login_queue_bodies.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("user_id"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn make_batches(lines: &[String], size: usize, total: usize) -> Vec<Batch> {
+    let mut out = Vec::new();
+    let mut b = BatchBuilder::new();
+    for line in lines.iter().cycle().take(total) {
+        batch::json::decode(line.as_bytes(), &mut b).unwrap();
+        if b.len() == size {
+            out.push(std::mem::take(&mut b).finish());
+        }
+    }
+    out
+}
+
+/// Median records/s over rounds of running every batch repeatedly.
+fn rate<S>(batches: &[Batch], setup: impl Fn() -> S, mut run: impl FnMut(&mut S, &Batch) -> usize) -> f64 {
+    let mut state = setup();
+    let records: usize = batches.iter().map(|b| b.records.len()).sum();
+    for b in batches.iter().take(50) {
+        run(&mut state, b); // warm up
+    }
+    let mut rates = Vec::new();
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let mut done = 0usize;
+        while start.elapsed() < ROUND_TIME {
+            for b in batches {
+                assert_eq!(run(&mut state, b), b.records.len());
+            }
+            done += records;
+        }
+        rates.push(done as f64 / start.elapsed().as_secs_f64());
+    }
+    rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rates[ROUNDS / 2]
+}
+
+/// The three plugins' logic, compiled natively, on the SDK's batch type.
+struct Native {
+    flatten: flatten::Flatten,
+    version: app_version::AppVersion,
+    mask: mask::Mask,
+}
+
+fn native_chain() -> Native {
+    Native {
+        flatten: plugin_sdk::configure(r#"{"separator":"_"}"#).unwrap(),
+        version: plugin_sdk::configure(r#"{"field":"app_version"}"#).unwrap(),
+        mask: plugin_sdk::configure(r#"{"fields":{"ip":"masked_ip","device_id":"masked_device_id"},"algorithm":"sha256"}"#)
+            .unwrap(),
+    }
+}
+
+impl Native {
+    fn run(&mut self, b: &Batch) -> usize {
+        // The clone stands for the copy the sandbox makes of its input.
+        let out = plugin_sdk::run(&mut self.flatten, b.clone());
+        let out = plugin_sdk::run(&mut self.version, out.batch);
+        let out = plugin_sdk::run(&mut self.mask, out.batch);
+        out.batch.records.len()
+    }
+}
+
+fn decode_rate(lines: &[String]) {
+    let total = 100_000;
+    let start = Instant::now();
+    let batches = make_batches(lines, 1000, total);
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(batches.len(), total / 1000);
+    println!("\nJSON decode into batches (host, native): {:.0} rec/s", total as f64 / secs);
+}
+
+/// Time for the sandbox to stop an endless loop (default budget 1 s) and to
+/// refuse a 1 GiB allocation (default cap 64 MiB).
+fn sandbox_stops(engine: &Arc<Engine>) {
+    println!("\nsandbox:");
+    for (mode, what) in [("loop", "endless loop stopped"), ("alloc", "1 GiB allocation refused")] {
+        let body = format!("[[transforms]]\nuses = \"hostile\"\nparams = {{ mode = \"{mode}\" }}\n");
+        let path = Path::new("bench.toml");
+        let p = config::validate(path, config::parse_str(path, &body, |_| None).unwrap()).unwrap();
+        let mut chain = TransformChain::build(engine, &p).unwrap();
+        let mut b = BatchBuilder::new();
+        batch::json::decode(br#"{"i":1}"#, &mut b).unwrap();
+        let b = b.finish();
+        let start = Instant::now();
+        let out = chain.run(&b).unwrap();
+        let took = start.elapsed();
+        println!("  {what} after {:.0} ms: {}", took.as_secs_f64() * 1000.0, out.rejected[0]);
+    }
+}
