@@ -4,6 +4,7 @@
 
 use super::engine::{Engine, Plugin, PluginError, resolve};
 use super::step::{StepError, StepRunner};
+use super::wit;
 use plugin_sdk::record::{Batch, Outcome};
 use crate::config::Pipeline;
 use std::collections::HashMap;
@@ -88,13 +89,13 @@ impl TransformChain {
         let mut origin: Vec<u32> = (0..input.records.len() as u32).collect();
         let mut rejected = Vec::new();
         let mut dropped = Vec::new();
-        let mut current: Option<Batch> = None;
+        // Between steps the batch stays in its (checked) column form.
+        let mut current = wit::to_wit(input);
         for runner in &mut self.steps {
-            let batch = current.as_ref().unwrap_or(input);
-            if batch.records.is_empty() {
+            if current.records.is_empty() {
                 break;
             }
-            let out = runner.run(batch)?;
+            let out = runner.run(&current)?;
             let mut next = Vec::with_capacity(out.batch.records.len());
             for (i, outcome) in out.outcomes.into_iter().enumerate() {
                 let from = origin[i];
@@ -111,10 +112,9 @@ impl TransformChain {
                 }
             }
             origin = next;
-            current = Some(out.batch);
+            current = out.batch;
         }
-        let batch = current.unwrap_or_else(|| input.clone());
-        Ok(ChainOutput { batch, origin, rejected, dropped })
+        Ok(ChainOutput { batch: current.into_record(), origin, rejected, dropped })
     }
 }
 

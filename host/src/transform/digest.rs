@@ -42,10 +42,12 @@ pub fn hex_digests(algorithm: Algorithm, key: Option<&[u8]>, data: &[u8], ends: 
 
 fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize]);
-        out.push(HEX[(b & 15) as usize]);
+    let mut buf = [0u8; 128];
+    for (i, b) in bytes.iter().take(64).enumerate() {
+        buf[2 * i] = HEX[(b >> 4) as usize];
+        buf[2 * i + 1] = HEX[(b & 15) as usize];
     }
+    out.extend_from_slice(&buf[..2 * bytes.len().min(64)]);
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 
 use super::engine::{Engine, Plugin, ticks};
 use super::sandbox::StepState;
-use super::wit;
+use super::wit::{self, Batch};
 use crate::batch::BatchBuilder;
-use plugin_sdk::record::{Batch, Outcome, Output};
+use plugin_sdk::record::Outcome;
 use crate::config::Step;
 use std::collections::HashMap;
 use std::fmt;
@@ -56,6 +56,7 @@ pub enum StepError {
 
 /// The outcome of one step on one batch.
 pub struct StepOutput {
+    /// The emitted records, checked.
     pub batch: Batch,
     /// One per input record, in order.
     pub outcomes: Vec<Outcome>,
@@ -127,15 +128,15 @@ impl StepRunner {
 
     /// One call under the limits; after a failure the instance is replaced
     /// before the next call.
-    pub fn call(&mut self, batch: &Batch) -> Result<Result<Output, CallFailure>, StepError> {
+    pub fn call(&mut self, batch: &Batch) -> Result<Result<(Batch, Vec<Outcome>), CallFailure>, StepError> {
         let mut live = match self.live.take() {
             Some(l) => l,
             None => self.instantiate()?,
         };
         live.store.set_epoch_deadline(ticks(self.step.limits.max_call));
-        match live.instance.call_transform(&mut live.store, &wit::to_wit(batch)) {
+        match live.instance.call_transform(&mut live.store, batch) {
             Ok(out) => {
-                let checked = wit::from_wit(out, batch.records.len()).map_err(CallFailure::Malformed);
+                let checked = wit::check(out, batch.records.len()).map_err(CallFailure::Malformed);
                 if checked.is_ok() {
                     self.live = Some(live);
                 }
@@ -165,10 +166,10 @@ impl StepRunner {
     pub fn run(&mut self, input: &Batch) -> Result<StepOutput, StepError> {
         let n = input.records.len();
         if n == 0 {
-            return Ok(StepOutput { batch: Batch::default(), outcomes: Vec::new(), failed_calls: 0 });
+            return Ok(StepOutput { batch: input.clone(), outcomes: Vec::new(), failed_calls: 0 });
         }
         let first = match self.call(input)? {
-            Ok(out) => return Ok(StepOutput { batch: out.batch, outcomes: out.outcomes, failed_calls: 0 }),
+            Ok((batch, outcomes)) => return Ok(StepOutput { batch, outcomes, failed_calls: 0 }),
             Err(f) => f,
         };
         tracing::warn!(step = self.step.index, plugin = %self.plugin.name, records = n, cause = %first, "call failed; isolating");
@@ -179,7 +180,8 @@ impl StepRunner {
             self.isolate(input, 0..n / 2, &mut acc)?;
             self.isolate(input, n / 2..n, &mut acc)?;
         }
-        Ok(StepOutput { batch: acc.rows.finish(), outcomes: acc.outcomes, failed_calls: acc.failed })
+        let batch = wit::to_wit(&acc.rows.finish());
+        Ok(StepOutput { batch, outcomes: acc.outcomes, failed_calls: acc.failed })
     }
 
     fn isolate(&mut self, input: &Batch, range: std::ops::Range<usize>, acc: &mut Isolation) -> Result<(), StepError> {
@@ -190,12 +192,13 @@ impl StepRunner {
         }
         let part = input.slice(range.clone());
         match self.call(&part)? {
-            Ok(out) => {
-                let mut records = out.batch.iter();
-                for o in out.outcomes {
+            Ok((batch, outcomes)) => {
+                let batch = batch.into_record();
+                let mut records = batch.iter();
+                for o in outcomes {
                     if let Outcome::Emit(k) = o {
                         for cells in records.by_ref().take(k as usize) {
-                            acc.rows.append_record(&out.batch, cells);
+                            acc.rows.append_record(&batch, cells);
                         }
                     }
                     acc.outcomes.push(o);

@@ -8,7 +8,7 @@ wasmtime::component::bindgen!({
 pub use etl::transform::host::Algorithm;
 pub use etl::transform::types::Outcome;
 
-use plugin_sdk::record;
+use plugin_sdk::record::{self, ColumnsRef};
 
 /// The column form of a batch, for a call.
 pub fn to_wit(b: &record::Batch) -> Batch {
@@ -23,9 +23,43 @@ pub fn to_wit(b: &record::Batch) -> Batch {
     }
 }
 
-/// Checks and decodes a call's output for `inputs` input records. `Err`
-/// says what is malformed.
-pub fn from_wit(out: Output, inputs: usize) -> Result<record::Output, String> {
+impl Batch {
+    pub fn columns(&self) -> ColumnsRef<'_> {
+        ColumnsRef {
+            keys: &self.keys,
+            text: &self.text,
+            cell_keys: &self.cell_keys,
+            cell_kinds: &self.cell_kinds,
+            cell_values: &self.cell_values,
+            records: &self.records,
+        }
+    }
+
+    /// Decodes a batch that was checked (every batch the host holds is).
+    pub fn into_record(self) -> record::Batch {
+        let cells = self.columns().decode_cells();
+        record::Batch { keys: self.keys, text: self.text, cells, records: self.records }
+    }
+
+    /// Records `range` as a batch of their own (keys and text copied whole).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Batch {
+        let start: usize = self.records[..range.start].iter().map(|&n| n as usize).sum();
+        let len: usize = self.records[range.clone()].iter().map(|&n| n as usize).sum();
+        let cells = start..start + len;
+        Batch {
+            keys: self.keys.clone(),
+            text: self.text.clone(),
+            cell_keys: self.cell_keys[cells.clone()].to_vec(),
+            cell_kinds: self.cell_kinds[cells.clone()].to_vec(),
+            cell_values: self.cell_values[cells].to_vec(),
+            records: self.records[range].to_vec(),
+        }
+    }
+}
+
+/// Checks a call's output for `inputs` input records; `Err` says what is
+/// malformed.
+pub fn check(out: Output, inputs: usize) -> Result<(Batch, Vec<record::Outcome>), String> {
     if out.outcomes.len() != inputs {
         return Err(format!("{} outcomes for {inputs} input records", out.outcomes.len()));
     }
@@ -33,15 +67,7 @@ pub fn from_wit(out: Output, inputs: usize) -> Result<record::Output, String> {
     if emitted != out.batch.records.len() as u64 {
         return Err(format!("outcomes emit {emitted} records but the batch has {}", out.batch.records.len()));
     }
-    let b = out.batch;
-    let columns = record::Columns {
-        keys: b.keys,
-        text: b.text,
-        cell_keys: b.cell_keys,
-        cell_kinds: b.cell_kinds,
-        cell_values: b.cell_values,
-        records: b.records,
-    };
+    out.batch.columns().check()?;
     let outcomes = out
         .outcomes
         .into_iter()
@@ -51,5 +77,5 @@ pub fn from_wit(out: Output, inputs: usize) -> Result<record::Output, String> {
             Outcome::Reject(r) => record::Outcome::Reject(r),
         })
         .collect();
-    Ok(record::Output { batch: columns.into_batch()?, outcomes })
+    Ok((out.batch, outcomes))
 }

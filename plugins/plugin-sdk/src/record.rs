@@ -176,12 +176,61 @@ fn encode_cells(cells: &[Cell]) -> (Vec<u8>, Vec<u64>) {
     (kinds, values)
 }
 
+/// A borrowed view of columns, for checking and decoding in place.
+#[derive(Clone, Copy)]
+pub struct ColumnsRef<'a> {
+    pub keys: &'a [String],
+    pub text: &'a [u8],
+    pub cell_keys: &'a [u32],
+    pub cell_kinds: &'a [u8],
+    pub cell_values: &'a [u64],
+    pub records: &'a [u32],
+}
+
 impl Columns {
-    /// Decodes and checks: equal column lengths, counts that add up, known
-    /// kinds, keys in range, text spans inside the arena and valid UTF-8,
-    /// containers inside their record. `Err` says what is malformed (never
-    /// a value).
+    pub fn as_ref(&self) -> ColumnsRef<'_> {
+        ColumnsRef {
+            keys: &self.keys,
+            text: &self.text,
+            cell_keys: &self.cell_keys,
+            cell_kinds: &self.cell_kinds,
+            cell_values: &self.cell_values,
+            records: &self.records,
+        }
+    }
+
+    /// Checks (see [`ColumnsRef::check`]) and decodes.
     pub fn into_batch(self) -> Result<Batch, String> {
+        self.as_ref().check()?;
+        Ok(self.into_batch_unchecked())
+    }
+
+    /// Decodes without checking: for columns checked already (or sent by
+    /// the host, which checks). Malformed input cannot cause undefined
+    /// behaviour, only wrong values: an unknown kind reads as null, and
+    /// reading a bad span gives "".
+    pub fn into_batch_unchecked(self) -> Batch {
+        let cells = self.as_ref().decode_cells();
+        Batch { keys: self.keys, text: self.text, cells, records: self.records }
+    }
+}
+
+impl ColumnsRef<'_> {
+    /// The cells, without checks.
+    pub fn decode_cells(&self) -> Vec<Cell> {
+        self.cell_keys
+            .iter()
+            .zip(self.cell_kinds)
+            .zip(self.cell_values)
+            .map(|((&key, &kind), &v)| Cell { key, value: decode_value(kind, v) })
+            .collect()
+    }
+
+    /// Checks everything a reader relies on: equal column lengths, counts
+    /// that add up, known kinds, keys in range, text spans inside the arena
+    /// and valid UTF-8, containers inside their record. `Err` says what is
+    /// malformed (never a value).
+    pub fn check(&self) -> Result<(), String> {
         let n = self.cell_keys.len();
         if self.cell_kinds.len() != n || self.cell_values.len() != n {
             return Err(format!(
@@ -195,58 +244,70 @@ impl Columns {
         if total != n as u64 {
             return Err(format!("records count {total} cells but the batch has {n}"));
         }
-        let mut cells = Vec::with_capacity(n);
+        // A valid arena makes every span valid that starts and ends on a
+        // character boundary; only if the arena is not valid as a whole is
+        // each span checked on its own.
+        let arena_ok = std::str::from_utf8(self.text).is_ok();
         let mut start = 0usize;
         for (r, &len) in self.records.iter().enumerate() {
             let end = start + len as usize;
-            decode_record(&self, start, end, &mut cells).map_err(|e| format!("record {r}: {e}"))?;
+            self.check_record(start, end, arena_ok).map_err(|e| format!("record {r}: {e}"))?;
             start = end;
         }
-        Ok(Batch { keys: self.keys, text: self.text, cells, records: self.records })
+        Ok(())
+    }
+
+    fn check_record(&self, start: usize, end: usize, arena_ok: bool) -> Result<(), String> {
+        // Open containers: (end cell, is array).
+        let mut open: Vec<(usize, bool)> = Vec::new();
+        for i in start..end {
+            while open.last().is_some_and(|&(e, _)| e <= i) {
+                open.pop();
+            }
+            let key = self.cell_keys[i];
+            if key == NO_KEY {
+                if !open.last().is_some_and(|&(_, array)| array) {
+                    return Err("a field without a key outside an array".into());
+                }
+            } else if key as usize >= self.keys.len() {
+                return Err(format!("key index {key} out of range ({} keys)", self.keys.len()));
+            }
+            let v = self.cell_values[i];
+            match self.cell_kinds[i] {
+                NULL | BOOLEAN | INTEGER | FLOAT => {}
+                TEXT => self.check_span(v, arena_ok)?,
+                OBJECT | ARRAY => {
+                    let inner_end = (i as u64 + 1).saturating_add(v);
+                    if inner_end > end as u64 || open.last().is_some_and(|&(e, _)| inner_end > e as u64) {
+                        return Err("a container longer than its record".into());
+                    }
+                    open.push((inner_end as usize, self.cell_kinds[i] == ARRAY));
+                }
+                other => return Err(format!("unknown value kind {other}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn check_span(&self, v: u64, arena_ok: bool) -> Result<(), String> {
+        let (from, to) = ((v >> 32) as usize, (v >> 32) as usize + (v as u32) as usize);
+        let bytes = self.text.get(from..to).ok_or_else(|| format!("text span {from}..{to} outside the arena"))?;
+        let boundary = |at: usize| self.text.get(at).is_none_or(|&b| (b as i8) >= -0x40);
+        let valid = if arena_ok { boundary(from) && boundary(to) } else { std::str::from_utf8(bytes).is_ok() };
+        if valid { Ok(()) } else { Err("text that is not UTF-8".into()) }
     }
 }
 
-fn decode_record(c: &Columns, start: usize, end: usize, cells: &mut Vec<Cell>) -> Result<(), String> {
-    // Open containers: (end cell, is array).
-    let mut open: Vec<(usize, bool)> = Vec::new();
-    for i in start..end {
-        while open.last().is_some_and(|&(e, _)| e <= i) {
-            open.pop();
-        }
-        let key = c.cell_keys[i];
-        if key == NO_KEY {
-            if !open.last().is_some_and(|&(_, array)| array) {
-                return Err("a field without a key outside an array".into());
-            }
-        } else if key as usize >= c.keys.len() {
-            return Err(format!("key index {key} out of range ({} keys)", c.keys.len()));
-        }
-        let v = c.cell_values[i];
-        let value = match c.cell_kinds[i] {
-            NULL => Value::Null,
-            BOOLEAN => Value::Boolean(v != 0),
-            INTEGER => Value::Integer(v as i64),
-            FLOAT => Value::Float(f64::from_bits(v)),
-            TEXT => {
-                let span = Span { offset: (v >> 32) as u32, len: v as u32 };
-                let (from, to) = (span.offset as usize, span.offset as usize + span.len as usize);
-                let bytes = c.text.get(from..to).ok_or_else(|| format!("text span {from}..{to} outside the arena"))?;
-                std::str::from_utf8(bytes).map_err(|_| "text that is not UTF-8".to_string())?;
-                Value::Text(span)
-            }
-            kind @ (OBJECT | ARRAY) => {
-                let inner_end = (i as u64 + 1).saturating_add(v);
-                if inner_end > end as u64 || open.last().is_some_and(|&(e, _)| inner_end > e as u64) {
-                    return Err("a container longer than its record".into());
-                }
-                open.push((inner_end as usize, kind == ARRAY));
-                if kind == ARRAY { Value::Array(v as u32) } else { Value::Object(v as u32) }
-            }
-            other => return Err(format!("unknown value kind {other}")),
-        };
-        cells.push(Cell { key, value });
+fn decode_value(kind: u8, v: u64) -> Value {
+    match kind {
+        BOOLEAN => Value::Boolean(v != 0),
+        INTEGER => Value::Integer(v as i64),
+        FLOAT => Value::Float(f64::from_bits(v)),
+        TEXT => Value::Text(Span { offset: (v >> 32) as u32, len: v as u32 }),
+        OBJECT => Value::Object(v as u32),
+        ARRAY => Value::Array(v as u32),
+        _ => Value::Null,
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -293,5 +354,13 @@ mod tests {
         let mut c = batch(vec![text(0, 2)], vec![1]).to_columns();
         c.text = vec![0xff, 0xfe, 0];
         assert_eq!(c.into_batch(), Err("record 0: text that is not UTF-8".into()));
+        // A valid arena, but the span cuts a character in two.
+        let mut c = batch(vec![text(0, 1)], vec![1]).to_columns();
+        c.text = "é".as_bytes().to_vec();
+        assert_eq!(c.into_batch(), Err("record 0: text that is not UTF-8".into()));
+        // Garbage outside the spans is tolerated.
+        let mut c = batch(vec![text(0, 2)], vec![1]).to_columns();
+        c.text = vec![b'o', b'k', 0xff];
+        assert!(c.into_batch().is_ok());
     }
 }
