@@ -3,7 +3,7 @@
 //! record that did not make it, why.
 
 use super::engine::{Engine, Plugin, PluginError, resolve};
-use super::step::{StepError, StepRunner};
+use super::step::{StepError, StepOutput, StepRunner};
 use super::wit;
 use plugin_sdk::record::{Batch, Outcome};
 use crate::config::Pipeline;
@@ -95,9 +95,12 @@ impl TransformChain {
             if current.records.is_empty() {
                 break;
             }
-            let out = runner.run(&current)?;
-            let mut next = Vec::with_capacity(out.batch.records.len());
-            for (i, outcome) in out.outcomes.into_iter().enumerate() {
+            let (batch, outcomes) = match runner.run(&current)? {
+                StepOutput::Unchanged => continue,
+                StepOutput::Changed { batch, outcomes, .. } => (batch, outcomes),
+            };
+            let mut next = Vec::with_capacity(batch.records.len());
+            for (i, outcome) in outcomes.into_iter().enumerate() {
                 let from = origin[i];
                 match outcome {
                     Outcome::Emit(0) | Outcome::Drop => dropped.push(from),
@@ -112,7 +115,7 @@ impl TransformChain {
                 }
             }
             origin = next;
-            current = out.batch;
+            current = batch;
         }
         Ok(ChainOutput { batch: current.into_record(), origin, rejected, dropped })
     }

@@ -55,14 +55,21 @@ pub enum StepError {
 }
 
 /// The outcome of one step on one batch.
-pub struct StepOutput {
-    /// The emitted records, checked.
-    pub batch: Batch,
-    /// One per input record, in order.
-    pub outcomes: Vec<Outcome>,
-    /// Calls that failed (and were isolated) on the way.
-    pub failed_calls: usize,
+pub enum StepOutput {
+    /// Every record passed through as it came.
+    Unchanged,
+    Changed {
+        /// The emitted records, checked.
+        batch: Batch,
+        /// One per input record, in order.
+        outcomes: Vec<Outcome>,
+        /// Calls that failed (and were isolated) on the way.
+        failed_calls: usize,
+    },
 }
+
+/// A call's result: `None` when the batch passed unchanged.
+type Called = Option<(Batch, Vec<Outcome>)>;
 
 /// A step ready to run batches.
 pub struct StepRunner {
@@ -128,19 +135,23 @@ impl StepRunner {
 
     /// One call under the limits; after a failure the instance is replaced
     /// before the next call.
-    pub fn call(&mut self, batch: &Batch) -> Result<Result<(Batch, Vec<Outcome>), CallFailure>, StepError> {
+    pub fn call(&mut self, batch: &Batch) -> Result<Result<Called, CallFailure>, StepError> {
         let mut live = match self.live.take() {
             Some(l) => l,
             None => self.instantiate()?,
         };
         live.store.set_epoch_deadline(ticks(self.step.limits.max_call));
         match live.instance.call_transform(&mut live.store, batch) {
-            Ok(out) => {
+            Ok(wit::Output::Unchanged) => {
+                self.live = Some(live);
+                Ok(Ok(None))
+            }
+            Ok(wit::Output::Changed(out)) => {
                 let checked = wit::check(out, batch.records.len()).map_err(CallFailure::Malformed);
                 if checked.is_ok() {
                     self.live = Some(live);
                 }
-                Ok(checked)
+                Ok(checked.map(Some))
             }
             Err(e) => Ok(Err(self.failure(&mut live.store, e))),
         }
@@ -166,10 +177,11 @@ impl StepRunner {
     pub fn run(&mut self, input: &Batch) -> Result<StepOutput, StepError> {
         let n = input.records.len();
         if n == 0 {
-            return Ok(StepOutput { batch: input.clone(), outcomes: Vec::new(), failed_calls: 0 });
+            return Ok(StepOutput::Unchanged);
         }
         let first = match self.call(input)? {
-            Ok((batch, outcomes)) => return Ok(StepOutput { batch, outcomes, failed_calls: 0 }),
+            Ok(None) => return Ok(StepOutput::Unchanged),
+            Ok(Some((batch, outcomes))) => return Ok(StepOutput::Changed { batch, outcomes, failed_calls: 0 }),
             Err(f) => f,
         };
         tracing::warn!(step = self.step.index, plugin = %self.plugin.name, records = n, cause = %first, "call failed; isolating");
@@ -181,7 +193,7 @@ impl StepRunner {
             self.isolate(input, n / 2..n, &mut acc)?;
         }
         let batch = wit::to_wit(&acc.rows.finish());
-        Ok(StepOutput { batch, outcomes: acc.outcomes, failed_calls: acc.failed })
+        Ok(StepOutput::Changed { batch, outcomes: acc.outcomes, failed_calls: acc.failed })
     }
 
     fn isolate(&mut self, input: &Batch, range: std::ops::Range<usize>, acc: &mut Isolation) -> Result<(), StepError> {
@@ -192,8 +204,11 @@ impl StepRunner {
         }
         let part = input.slice(range.clone());
         match self.call(&part)? {
-            Ok((batch, outcomes)) => {
-                let batch = batch.into_record();
+            Ok(called) => {
+                let (batch, outcomes) = match called {
+                    Some((batch, outcomes)) => (batch.into_record(), outcomes),
+                    None => (part.into_record(), vec![Outcome::Emit(1); range.len()]),
+                };
                 let mut records = batch.iter();
                 for o in outcomes {
                     if let Outcome::Emit(k) = o {

@@ -6,7 +6,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use etl::transform::host::Algorithm;
-pub use etl::transform::types::Outcome;
+pub use etl::transform::types::{Changed, Outcome};
 
 use plugin_sdk::record::{self, ColumnsRef};
 
@@ -57,9 +57,9 @@ impl Batch {
     }
 }
 
-/// Checks a call's output for `inputs` input records; `Err` says what is
-/// malformed.
-pub fn check(out: Output, inputs: usize) -> Result<(Batch, Vec<record::Outcome>), String> {
+/// Checks a call's changed output for `inputs` input records; `Err` says
+/// what is malformed.
+pub fn check(out: Changed, inputs: usize) -> Result<(Batch, Vec<record::Outcome>), String> {
     if out.outcomes.len() != inputs {
         return Err(format!("{} outcomes for {inputs} input records", out.outcomes.len()));
     }

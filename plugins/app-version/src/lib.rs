@@ -40,18 +40,29 @@ pub struct Version {
 /// third are accepted and ignored). The error says what is wrong, never what
 /// the text was.
 pub fn parse(text: &str) -> Result<Version, &'static str> {
+    parse_bytes(text.as_bytes())
+}
+
+/// [`parse`] on the UTF-8 bytes (digits and dots are ASCII).
+pub fn parse_bytes(text: &[u8]) -> Result<Version, &'static str> {
     if text.is_empty() {
         return Err("is empty");
     }
     let mut parts = [0u32; 3];
-    for (i, part) in text.split('.').enumerate() {
+    for (i, part) in text.split(|&b| b == b'.').enumerate() {
         if part.is_empty() {
             return Err("is not a version: empty component");
         }
-        if !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err("is not a version: components must be decimal digits");
+        let mut n: u32 = 0;
+        for &b in part {
+            if !b.is_ascii_digit() {
+                return Err("is not a version: components must be decimal digits");
+            }
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u32::from(b - b'0')))
+                .ok_or("is not a version: component too large")?;
         }
-        let n: u32 = part.parse().map_err(|_| "is not a version: component too large")?;
         if i < 3 {
             parts[i] = n;
         }
@@ -95,7 +106,7 @@ impl Transform for AppVersion {
         for record in input.records() {
             let found = keys.field.and_then(|k| record.get(k));
             let version = match found.map(|c| c.value) {
-                Some(Value::Text(span)) => parse(out.text(span)),
+                Some(Value::Text(span)) => parse_bytes(out.bytes(span)),
                 Some(Value::Null) => Err("is null"),
                 Some(Value::Object(_) | Value::Array(_)) => Err("is not text but a container"),
                 Some(_) => Err("is not text but a number or boolean"),

@@ -9,6 +9,7 @@
 //! - An empty object yields no field.
 //! - Two fields flattening to the same key reject the record (no silent loss).
 
+use plugin_sdk::record::kind;
 use plugin_sdk::{Cell, Input, NO_KEY, OutputBuilder, Transform, Value, members};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -72,14 +73,17 @@ impl Transform for Flatten {
         })
     }
 
+    fn unchanged(&self, kinds: &[u8]) -> bool {
+        let opened = |k: &u8| *k == kind::OBJECT || (*k == kind::ARRAY && self.arrays == Arrays::Index);
+        !kinds.iter().any(opened)
+    }
+
     fn transform(&mut self, input: &Input, out: &mut OutputBuilder) {
         self.joined.clear();
         for record in input.records() {
             let flat = record.cells.iter().all(|c| !self.opens(c));
             if flat {
-                for cell in record.cells {
-                    out.push(*cell);
-                }
+                out.push_all(record.cells);
                 out.emit();
                 continue;
             }

@@ -105,7 +105,7 @@ impl Transform for Mask {
             for (i, (key, _)) in keys.iter().enumerate() {
                 let slot = match key.and_then(|k| record.get(k)).map(|c| c.value) {
                     Some(Value::Text(span)) => {
-                        data.extend_from_slice(out.text(span).as_bytes());
+                        data.extend_from_slice(out.bytes(span));
                         ends.push(data.len() as u32);
                         (ends.len() - 1) as u32
                     }

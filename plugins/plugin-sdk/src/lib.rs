@@ -49,6 +49,14 @@ pub trait Transform: Sized + 'static {
     /// Gives every input record exactly one outcome (emit, drop or reject),
     /// in order.
     fn transform(&mut self, input: &Input, out: &mut OutputBuilder);
+
+    /// Whether this batch passes through unchanged, judged from the kinds
+    /// of its cells alone (one byte each, see [`record::kind`]); if so,
+    /// `transform` is not called and nothing is copied back. Must agree with
+    /// what `transform` would do.
+    fn unchanged(&self, _kinds: &[u8]) -> bool {
+        false
+    }
 }
 
 /// Parses `params` (JSON text) and builds `T`.
@@ -65,8 +73,14 @@ pub fn configure<T: Transform>(params: &str) -> Result<T, String> {
     T::new(params)
 }
 
-/// Runs `t` over one batch.
+/// Runs `t` over one batch (natively; the same steps as in the component,
+/// the `unchanged` shortcut included).
 pub fn run<T: Transform>(t: &mut T, batch: Batch) -> Output {
+    let kinds: Vec<u8> = batch.cells.iter().map(|c| record::kind::of(&c.value)).collect();
+    if t.unchanged(&kinds) {
+        let outcomes = vec![Outcome::Emit(1); batch.records.len()];
+        return Output { batch, outcomes };
+    }
     let (input, mut out) = read::split(batch);
     t.transform(&input, &mut out);
     out.finish()
@@ -92,6 +106,9 @@ pub mod glue {
     /// every batch it holds).
     pub fn transform<T: Transform>(t: Option<&mut T>, b: wit::Batch) -> wit::Output {
         let n = b.records.len();
+        if t.as_ref().is_some_and(|t| t.unchanged(&b.cell_kinds)) {
+            return wit::Output::Unchanged;
+        }
         let columns = Columns {
             keys: b.keys,
             text: b.text,
@@ -105,7 +122,7 @@ pub mod glue {
             None => reject(n, "plugin was not configured"),
         };
         let c = out.batch.into_columns();
-        wit::Output {
+        wit::Output::Changed(wit::Changed {
             batch: wit::Batch {
                 keys: c.keys,
                 text: c.text,
@@ -123,7 +140,7 @@ pub mod glue {
                     Outcome::Reject(r) => wit::Outcome::Reject(r),
                 })
                 .collect(),
-        }
+        })
     }
 
     fn reject(n: usize, reason: &str) -> Output {

@@ -19,13 +19,13 @@ pub struct OutputBuilder {
 }
 
 impl OutputBuilder {
-    pub(crate) fn new(keys: Vec<String>, text: Vec<u8>) -> Self {
+    pub(crate) fn new(keys: Vec<String>, text: Vec<u8>, cells: usize, records: usize) -> Self {
         OutputBuilder {
             keys,
             text,
-            cells: Vec::new(),
-            records: Vec::new(),
-            outcomes: Vec::new(),
+            cells: Vec::with_capacity(cells + records),
+            records: Vec::with_capacity(records),
+            outcomes: Vec::with_capacity(records),
             record_start: 0,
             emitted: 0,
             emitted_cells: 0,
@@ -33,9 +33,15 @@ impl OutputBuilder {
     }
 
     /// The text of a span of the arena (input spans are valid here too).
+    #[inline]
     pub fn text(&self, span: Span) -> &str {
-        let bytes = &self.text[span.offset as usize..(span.offset + span.len) as usize];
-        std::str::from_utf8(bytes).expect("the host sends UTF-8 text")
+        std::str::from_utf8(self.bytes(span)).expect("the host sends UTF-8 text")
+    }
+
+    /// The bytes of a span of the arena.
+    #[inline]
+    pub fn bytes(&self, span: Span) -> &[u8] {
+        &self.text[span.offset as usize..span.offset as usize + span.len as usize]
     }
 
     /// The name of a key.
@@ -59,11 +65,19 @@ impl OutputBuilder {
     }
 
     /// Appends a cell to the open record.
+    #[inline]
     pub fn push(&mut self, cell: Cell) {
         self.cells.push(cell);
     }
 
+    /// Appends cells to the open record.
+    #[inline]
+    pub fn push_all(&mut self, cells: &[Cell]) {
+        self.cells.extend_from_slice(cells);
+    }
+
     /// Appends a text field, its bytes added to the arena.
+    #[inline]
     pub fn push_text(&mut self, key: u32, text: &str) {
         let span = self.add_text(text.as_bytes());
         self.push(Cell { key, value: Value::Text(span) });

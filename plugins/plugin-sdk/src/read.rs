@@ -12,8 +12,8 @@ pub struct Input {
 /// Splits a batch: the cells stay readable in [`Input`]; the keys and the text
 /// arena move into the builder, so copied cells keep their key and span.
 pub(crate) fn split(batch: Batch) -> (Input, OutputBuilder) {
-    let input = Input { cells: batch.cells, records: batch.records };
-    (input, OutputBuilder::new(batch.keys, batch.text))
+    let builder = OutputBuilder::new(batch.keys, batch.text, batch.cells.len(), batch.records.len());
+    (Input { cells: batch.cells, records: batch.records }, builder)
 }
 
 impl Input {
@@ -60,6 +60,7 @@ impl<'a> RecordRef<'a> {
     }
 
     /// The top-level field with `key`, if any.
+    #[inline]
     pub fn get(&self, key: u32) -> Option<&'a Cell> {
         self.fields().find(|(c, _)| c.key == key).map(|(c, _)| c)
     }
@@ -67,10 +68,9 @@ impl<'a> RecordRef<'a> {
 
 impl OutputBuilder {
     /// Copies a field and its members unchanged.
+    #[inline]
     pub fn copy_field(&mut self, cell: &Cell, members: &[Cell]) {
         self.push(*cell);
-        for m in members {
-            self.push(*m);
-        }
+        self.push_all(members);
     }
 }

@@ -65,6 +65,7 @@ pub struct Output {
 }
 
 /// How many cells follow `cell` as its members.
+#[inline]
 pub fn members(cell: &Cell) -> usize {
     match cell.value {
         Value::Object(n) | Value::Array(n) => n as usize,
@@ -127,13 +128,34 @@ pub struct Columns {
     pub records: Vec<u32>,
 }
 
-const NULL: u8 = 0;
-const BOOLEAN: u8 = 1;
-const INTEGER: u8 = 2;
-const FLOAT: u8 = 3;
-const TEXT: u8 = 4;
-const OBJECT: u8 = 5;
-const ARRAY: u8 = 6;
+/// The kind bytes of `cell-kinds` (see `kind` in `wit/transform.wit`).
+pub mod kind {
+    use super::Value;
+
+    pub const NULL: u8 = 0;
+    pub const BOOLEAN: u8 = 1;
+    pub const INTEGER: u8 = 2;
+    pub const FLOAT: u8 = 3;
+    pub const TEXT: u8 = 4;
+    pub const OBJECT: u8 = 5;
+    pub const ARRAY: u8 = 6;
+
+    /// The kind byte of a value.
+    #[inline]
+    pub fn of(v: &Value) -> u8 {
+        match v {
+            Value::Null => NULL,
+            Value::Boolean(_) => BOOLEAN,
+            Value::Integer(_) => INTEGER,
+            Value::Float(_) => FLOAT,
+            Value::Text(_) => TEXT,
+            Value::Object(_) => OBJECT,
+            Value::Array(_) => ARRAY,
+        }
+    }
+}
+
+use kind::{ARRAY, BOOLEAN, FLOAT, INTEGER, NULL, OBJECT, TEXT};
 
 impl Batch {
     /// Into columns, moving keys and text.
@@ -158,10 +180,10 @@ impl Batch {
 }
 
 fn encode_cells(cells: &[Cell]) -> (Vec<u8>, Vec<u64>) {
-    let mut kinds = Vec::with_capacity(cells.len());
-    let mut values = Vec::with_capacity(cells.len());
-    for c in cells {
-        let (k, v) = match c.value {
+    let mut kinds = vec![0u8; cells.len()];
+    let mut values = vec![0u64; cells.len()];
+    for ((c, kind), value) in cells.iter().zip(&mut kinds).zip(&mut values) {
+        (*kind, *value) = match c.value {
             Value::Null => (NULL, 0),
             Value::Boolean(b) => (BOOLEAN, u64::from(b)),
             Value::Integer(i) => (INTEGER, i as u64),
@@ -170,8 +192,6 @@ fn encode_cells(cells: &[Cell]) -> (Vec<u8>, Vec<u64>) {
             Value::Object(n) => (OBJECT, u64::from(n)),
             Value::Array(n) => (ARRAY, u64::from(n)),
         };
-        kinds.push(k);
-        values.push(v);
     }
     (kinds, values)
 }
@@ -218,12 +238,13 @@ impl Columns {
 impl ColumnsRef<'_> {
     /// The cells, without checks.
     pub fn decode_cells(&self) -> Vec<Cell> {
-        self.cell_keys
-            .iter()
-            .zip(self.cell_kinds)
-            .zip(self.cell_values)
-            .map(|((&key, &kind), &v)| Cell { key, value: decode_value(kind, v) })
-            .collect()
+        let n = self.cell_keys.len().min(self.cell_kinds.len()).min(self.cell_values.len());
+        let (keys, kinds, values) = (&self.cell_keys[..n], &self.cell_kinds[..n], &self.cell_values[..n]);
+        let mut cells = Vec::with_capacity(n);
+        for i in 0..n {
+            cells.push(Cell { key: keys[i], value: decode_value(kinds[i], values[i]) });
+        }
+        cells
     }
 
     /// Checks everything a reader relies on: equal column lengths, counts
@@ -298,6 +319,7 @@ impl ColumnsRef<'_> {
     }
 }
 
+#[inline]
 fn decode_value(kind: u8, v: u64) -> Value {
     match kind {
         BOOLEAN => Value::Boolean(v != 0),
