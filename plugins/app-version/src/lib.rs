@@ -5,7 +5,7 @@
 //! (`major * 1_000_000 + minor * 1_000 + patch`). A missing, null, non-text or
 //! malformed version is rejected with the reason, or given `default`.
 
-use plugin_sdk::{Cell, Input, OutputBuilder, Transform, Value};
+use plugin_sdk::{Cell, Field, Input, OutputBuilder, Transform, Value};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -134,20 +134,21 @@ impl AppVersion {
     fn write<'a>(
         &self,
         keys: &Keys,
-        fields: impl Iterator<Item = (&'a Cell, &'a [Cell])>,
-        found: Option<&Cell>,
+        fields: impl Iterator<Item = Field<'a>>,
+        found: Option<Cell>,
         v: Option<Version>,
         out: &mut OutputBuilder,
     ) {
         let outputs = [Some(keys.major), keys.minor, keys.patch, keys.sortable];
-        for (cell, members) in fields {
-            if Some(cell.key) == keys.field {
-                if !outputs.contains(&Some(cell.key)) {
-                    out.copy_field(cell, members);
+        for field in fields {
+            let key = field.cell.key;
+            if Some(key) == keys.field {
+                if !outputs.contains(&Some(key)) {
+                    out.copy_field(&field);
                 }
                 self.push_outputs(keys, v, out);
-            } else if !outputs.contains(&Some(cell.key)) {
-                out.copy_field(cell, members);
+            } else if !outputs.contains(&Some(key)) {
+                out.copy_field(&field);
             }
         }
         if found.is_none() {

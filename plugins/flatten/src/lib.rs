@@ -10,7 +10,7 @@
 //! - Two fields flattening to the same key reject the record (no silent loss).
 
 use plugin_sdk::record::kind;
-use plugin_sdk::{Cell, Input, NO_KEY, OutputBuilder, Transform, Value, members};
+use plugin_sdk::{Cell, Cells, Input, NO_KEY, OutputBuilder, Transform, Value};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -81,14 +81,13 @@ impl Transform for Flatten {
     fn transform(&mut self, input: &Input, out: &mut OutputBuilder) {
         self.joined.clear();
         for record in input.records() {
-            let flat = record.cells.iter().all(|c| !self.opens(c));
-            if flat {
-                out.push_all(record.cells);
+            if self.unchanged(record.kinds()) {
+                out.copy(record);
                 out.emit();
                 continue;
             }
             self.written.clear();
-            match self.write(record.cells, None, 0, out) {
+            match self.write(record, None, 0, out) {
                 Ok(()) => out.emit(),
                 Err(key) => out.reject(format!("two fields flatten to the same key `{}`", out.key_name(key))),
             }
@@ -107,29 +106,21 @@ impl Flatten {
     }
 
     /// Writes `cells` (siblings) under `parent`; `Err` holds a colliding key.
-    fn write(&mut self, cells: &[Cell], parent: Option<u32>, depth: u32, out: &mut OutputBuilder) -> Result<(), u32> {
-        let mut i = 0;
-        let mut index = 0u32;
-        while i < cells.len() {
-            let cell = &cells[i];
-            let n = members(cell);
-            let inner = &cells[i + 1..(i + 1 + n).min(cells.len())];
-            let child = if cell.key == NO_KEY { Child::Index(index) } else { Child::Key(cell.key) };
-            index += 1;
+    fn write(&mut self, cells: Cells<'_>, parent: Option<u32>, depth: u32, out: &mut OutputBuilder) -> Result<(), u32> {
+        for (index, field) in cells.fields().enumerate() {
+            let cell = field.cell;
+            let child = if cell.key == NO_KEY { Child::Index(index as u32) } else { Child::Key(cell.key) };
             let key = self.join(parent, child, out);
-            if self.opens(cell) && depth < self.max_depth {
-                self.write(inner, Some(key), depth + 1, out)?;
+            if self.opens(&cell) && depth < self.max_depth {
+                self.write(field.members, Some(key), depth + 1, out)?;
             } else {
                 if self.written.contains(&key) {
                     return Err(key);
                 }
                 self.written.push(key);
                 out.push(Cell { key, value: cell.value });
-                for m in inner {
-                    out.push(*m);
-                }
+                out.copy(field.members);
             }
-            i += 1 + n;
         }
         Ok(())
     }

@@ -139,15 +139,16 @@ impl Transform for Mask {
                 out.reject(why);
                 continue;
             }
-            for (cell, members) in record.fields() {
-                match keys.iter().position(|(from, _)| *from == Some(cell.key)) {
+            for field in record.fields() {
+                let key = field.cell.key;
+                match keys.iter().position(|(from, _)| *from == Some(key)) {
                     Some(i) => {
                         if self.keep_original {
-                            out.copy_field(cell, members);
+                            out.copy_field(&field);
                         }
                         self.push_slot(keys[i].1, slots[i], &digests, out);
                     }
-                    None if !keys.iter().any(|(_, to)| *to == cell.key) => out.copy_field(cell, members),
+                    None if !keys.iter().any(|(_, to)| *to == key) => out.copy_field(&field),
                     None => {}
                 }
             }
@@ -170,8 +171,8 @@ impl Mask {
             out.push(Cell { key: to, value: Value::Null });
         } else {
             let at = slot as usize * self.width;
-            let hex = std::str::from_utf8(&digests[at..at + self.width]).expect("hex is ASCII");
-            out.push_text(to, hex);
+            // Hex digits are ASCII, hence UTF-8.
+            out.push_utf8(to, &digests[at..at + self.width]);
         }
     }
 }

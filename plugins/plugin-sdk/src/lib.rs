@@ -30,7 +30,7 @@ pub use bindings::Guest;
 pub use bindings::etl::transform::types::Description;
 pub use record::{Batch, Cell, Columns, ColumnsRef, NO_KEY, Outcome, Output, Span, Value, fields, members};
 pub use output::OutputBuilder;
-pub use read::{Input, RecordRef};
+pub use read::{Cells, Field, Input};
 
 /// A transform plugin's logic.
 pub trait Transform: Sized + 'static {
@@ -73,17 +73,24 @@ pub fn configure<T: Transform>(params: &str) -> Result<T, String> {
     T::new(params)
 }
 
-/// Runs `t` over one batch (natively; the same steps as in the component,
-/// the `unchanged` shortcut included).
-pub fn run<T: Transform>(t: &mut T, batch: Batch) -> Output {
-    let kinds: Vec<u8> = batch.cells.iter().map(|c| record::kind::of(&c.value)).collect();
-    if t.unchanged(&kinds) {
-        let outcomes = vec![Outcome::Emit(1); batch.records.len()];
-        return Output { batch, outcomes };
+/// Runs `t` over one batch: what the component does with it, the
+/// `unchanged` shortcut included. The outcomes are `None` when the batch
+/// passed unchanged (and is handed back as it came).
+pub fn run_columns<T: Transform>(t: &mut T, batch: Columns) -> (Columns, Option<Vec<Outcome>>) {
+    if t.unchanged(&batch.cell_kinds) {
+        return (batch, None);
     }
     let (input, mut out) = read::split(batch);
     t.transform(&input, &mut out);
-    out.finish()
+    let (columns, outcomes) = out.finish();
+    (columns, Some(outcomes))
+}
+
+/// [`run_columns`] on a decoded batch, for tests.
+pub fn run<T: Transform>(t: &mut T, batch: Batch) -> Output {
+    let n = batch.records.len();
+    let (columns, outcomes) = run_columns(t, batch.into_columns());
+    Output { batch: columns.into_batch_unchecked(), outcomes: outcomes.unwrap_or(vec![Outcome::Emit(1); n]) }
 }
 
 /// The description a plugin reports.
@@ -100,15 +107,12 @@ pub fn describe<T: Transform>(name: &str, version: &str) -> Description {
 #[doc(hidden)]
 pub mod glue {
     use crate::bindings::etl::transform::types as wit;
-    use crate::{Columns, Outcome, Output, Transform};
+    use crate::{Columns, Outcome, Transform};
 
     /// Decodes the host's batch without checking it again (the host checks
     /// every batch it holds).
     pub fn transform<T: Transform>(t: Option<&mut T>, b: wit::Batch) -> wit::Output {
         let n = b.records.len();
-        if t.as_ref().is_some_and(|t| t.unchanged(&b.cell_kinds)) {
-            return wit::Output::Unchanged;
-        }
         let columns = Columns {
             keys: b.keys,
             text: b.text,
@@ -117,11 +121,13 @@ pub mod glue {
             cell_values: b.cell_values,
             records: b.records,
         };
-        let out = match t {
-            Some(t) => crate::run(t, columns.into_batch_unchecked()),
-            None => reject(n, "plugin was not configured"),
+        let (c, outcomes) = match t {
+            Some(t) => match crate::run_columns(t, columns) {
+                (c, Some(outcomes)) => (c, outcomes),
+                (_, None) => return wit::Output::Unchanged,
+            },
+            None => (Columns::default(), vec![Outcome::Reject("plugin was not configured".into()); n]),
         };
-        let c = out.batch.into_columns();
         wit::Output::Changed(wit::Changed {
             batch: wit::Batch {
                 keys: c.keys,
@@ -131,8 +137,7 @@ pub mod glue {
                 cell_values: c.cell_values,
                 records: c.records,
             },
-            outcomes: out
-                .outcomes
+            outcomes: outcomes
                 .into_iter()
                 .map(|o| match o {
                     Outcome::Emit(n) => wit::Outcome::Emit(n),
@@ -141,10 +146,6 @@ pub mod glue {
                 })
                 .collect(),
         })
-    }
-
-    fn reject(n: usize, reason: &str) -> Output {
-        Output { batch: Default::default(), outcomes: vec![Outcome::Reject(reason.to_string()); n] }
     }
 }
 

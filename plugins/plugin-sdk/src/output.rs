@@ -1,19 +1,22 @@
-//! Building a transform's output: records as cells over the text arena taken
-//! from the input, and one outcome per input record.
+//! Building a transform's output in column form: records as cells over the
+//! text arena taken from the input, and one outcome per input record.
 
-use crate::{Batch, Cell, Outcome, Output, Span, Value};
+use crate::read::Cells;
+use crate::record::{Cell, Columns, Outcome, Span, Value, encode_value};
 
 /// Builds the output batch. It starts with the input's keys and text, so a
 /// copied cell needs no rewriting; new text is appended to the arena.
 pub struct OutputBuilder {
     keys: Vec<String>,
     text: Vec<u8>,
-    cells: Vec<Cell>,
+    cell_keys: Vec<u32>,
+    cell_kinds: Vec<u8>,
+    cell_values: Vec<u64>,
     records: Vec<u32>,
     outcomes: Vec<Outcome>,
-    /// `cells.len()` when the open record started.
+    /// Cell count when the open record started.
     record_start: usize,
-    /// Records closed since the last outcome, and where they started.
+    /// Records closed since the last outcome, and the cell count before them.
     emitted: u32,
     emitted_cells: usize,
 }
@@ -23,7 +26,9 @@ impl OutputBuilder {
         OutputBuilder {
             keys,
             text,
-            cells: Vec::with_capacity(cells + records),
+            cell_keys: Vec::with_capacity(cells + records),
+            cell_kinds: Vec::with_capacity(cells + records),
+            cell_values: Vec::with_capacity(cells + records),
             records: Vec::with_capacity(records),
             outcomes: Vec::with_capacity(records),
             record_start: 0,
@@ -52,8 +57,8 @@ impl OutputBuilder {
     /// The index of `name` among the batch's keys, added if new. Look keys up
     /// once per batch, not once per record.
     pub fn key(&mut self, name: &str) -> u32 {
-        if let Some(i) = self.keys.iter().position(|k| k == name) {
-            return i as u32;
+        if let Some(i) = self.find_key(name) {
+            return i;
         }
         self.keys.push(name.to_string());
         (self.keys.len() - 1) as u32
@@ -67,33 +72,60 @@ impl OutputBuilder {
     /// Appends a cell to the open record.
     #[inline]
     pub fn push(&mut self, cell: Cell) {
-        self.cells.push(cell);
+        let (kind, value) = encode_value(&cell.value);
+        self.cell_keys.push(cell.key);
+        self.cell_kinds.push(kind);
+        self.cell_values.push(value);
     }
 
-    /// Appends cells to the open record.
+    /// Appends a run of cells unchanged.
     #[inline]
-    pub fn push_all(&mut self, cells: &[Cell]) {
-        self.cells.extend_from_slice(cells);
+    pub fn copy(&mut self, cells: Cells<'_>) {
+        // Short runs (most fields are one cell) element by element: in a
+        // component, a bulk copy is a call out of the guest.
+        if cells.len() <= 4 {
+            for i in 0..cells.len() {
+                self.cell_keys.push(cells.keys[i]);
+                self.cell_kinds.push(cells.kinds[i]);
+                self.cell_values.push(cells.values[i]);
+            }
+        } else {
+            self.cell_keys.extend_from_slice(cells.keys);
+            self.cell_kinds.extend_from_slice(cells.kinds);
+            self.cell_values.extend_from_slice(cells.values);
+        }
     }
 
     /// Appends a text field, its bytes added to the arena.
     #[inline]
     pub fn push_text(&mut self, key: u32, text: &str) {
-        let span = self.add_text(text.as_bytes());
+        let span = self.add_text(text);
         self.push(Cell { key, value: Value::Text(span) });
     }
 
-    /// Adds UTF-8 bytes to the arena and returns their span.
-    pub fn add_text(&mut self, bytes: &[u8]) -> Span {
+    /// Appends a text field from bytes that are UTF-8 (such as ASCII hex),
+    /// without checking them here; the host checks every batch and refuses
+    /// one with invalid text.
+    #[inline]
+    pub fn push_utf8(&mut self, key: u32, bytes: &[u8]) {
         let offset = self.text.len() as u32;
         self.text.extend_from_slice(bytes);
-        Span { offset, len: bytes.len() as u32 }
+        let span = Span { offset, len: bytes.len() as u32 };
+        self.push(Cell { key, value: Value::Text(span) });
+    }
+
+    /// Adds text to the arena and returns its span.
+    #[inline]
+    pub fn add_text(&mut self, text: &str) -> Span {
+        let offset = self.text.len() as u32;
+        self.text.extend_from_slice(text.as_bytes());
+        Span { offset, len: text.len() as u32 }
     }
 
     /// Closes the open record as one output record.
     pub fn end_record(&mut self) {
-        self.records.push((self.cells.len() - self.record_start) as u32);
-        self.record_start = self.cells.len();
+        self.records.push((self.cell_keys.len() - self.record_start) as u32);
+        self.record_start = self.cell_keys.len();
         self.emitted += 1;
     }
 
@@ -119,24 +151,31 @@ impl OutputBuilder {
     }
 
     /// Finishes the batch.
-    pub fn finish(mut self) -> Output {
+    pub fn finish(mut self) -> (Columns, Vec<Outcome>) {
         self.discard();
-        Output {
-            batch: Batch { keys: self.keys, text: self.text, cells: self.cells, records: self.records },
-            outcomes: self.outcomes,
-        }
+        let columns = Columns {
+            keys: self.keys,
+            text: self.text,
+            cell_keys: self.cell_keys,
+            cell_kinds: self.cell_kinds,
+            cell_values: self.cell_values,
+            records: self.records,
+        };
+        (columns, self.outcomes)
     }
 
     fn settle(&mut self) {
         self.emitted = 0;
-        self.emitted_cells = self.cells.len();
+        self.emitted_cells = self.cell_keys.len();
     }
 
     /// Forgets cells and records since the last outcome.
     fn discard(&mut self) {
-        self.cells.truncate(self.emitted_cells);
+        self.cell_keys.truncate(self.emitted_cells);
+        self.cell_kinds.truncate(self.emitted_cells);
+        self.cell_values.truncate(self.emitted_cells);
         self.records.truncate(self.records.len() - self.emitted as usize);
-        self.record_start = self.cells.len();
+        self.record_start = self.cell_keys.len();
         self.settle();
     }
 }

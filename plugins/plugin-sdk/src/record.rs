@@ -183,17 +183,23 @@ fn encode_cells(cells: &[Cell]) -> (Vec<u8>, Vec<u64>) {
     let mut kinds = vec![0u8; cells.len()];
     let mut values = vec![0u64; cells.len()];
     for ((c, kind), value) in cells.iter().zip(&mut kinds).zip(&mut values) {
-        (*kind, *value) = match c.value {
-            Value::Null => (NULL, 0),
-            Value::Boolean(b) => (BOOLEAN, u64::from(b)),
-            Value::Integer(i) => (INTEGER, i as u64),
-            Value::Float(f) => (FLOAT, f.to_bits()),
-            Value::Text(s) => (TEXT, (u64::from(s.offset) << 32) | u64::from(s.len)),
-            Value::Object(n) => (OBJECT, u64::from(n)),
-            Value::Array(n) => (ARRAY, u64::from(n)),
-        };
+        (*kind, *value) = encode_value(&c.value);
     }
     (kinds, values)
+}
+
+/// A value's kind byte and `cell-values` entry.
+#[inline]
+pub fn encode_value(v: &Value) -> (u8, u64) {
+    match *v {
+        Value::Null => (NULL, 0),
+        Value::Boolean(b) => (BOOLEAN, u64::from(b)),
+        Value::Integer(i) => (INTEGER, i as u64),
+        Value::Float(f) => (FLOAT, f.to_bits()),
+        Value::Text(s) => (TEXT, (u64::from(s.offset) << 32) | u64::from(s.len)),
+        Value::Object(n) => (OBJECT, u64::from(n)),
+        Value::Array(n) => (ARRAY, u64::from(n)),
+    }
 }
 
 /// A borrowed view of columns, for checking and decoding in place.
@@ -242,7 +248,7 @@ impl ColumnsRef<'_> {
         let (keys, kinds, values) = (&self.cell_keys[..n], &self.cell_kinds[..n], &self.cell_values[..n]);
         let mut cells = Vec::with_capacity(n);
         for i in 0..n {
-            cells.push(Cell { key: keys[i], value: decode_value(kinds[i], values[i]) });
+            cells.push(Cell { key: keys[i], value: value_of(kinds[i], values[i]) });
         }
         cells
     }
@@ -319,8 +325,10 @@ impl ColumnsRef<'_> {
     }
 }
 
+/// The value of a kind byte and `cell-values` entry (an unknown kind reads
+/// as null).
 #[inline]
-fn decode_value(kind: u8, v: u64) -> Value {
+pub fn value_of(kind: u8, v: u64) -> Value {
     match kind {
         BOOLEAN => Value::Boolean(v != 0),
         INTEGER => Value::Integer(v as i64),

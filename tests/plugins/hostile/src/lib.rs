@@ -61,9 +61,7 @@ impl Transform for Hostile {
                 Some(None) => false,
                 Some(Some(k)) => matches!(record.get(k).map(|c| c.value), Some(Value::Boolean(true))),
             };
-            for cell in record.cells {
-                out.push(*cell);
-            }
+            out.copy(record);
             if hit && !fired {
                 fired = true;
                 if self.misbehave(out) {
