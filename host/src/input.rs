@@ -3,29 +3,70 @@
 //! what is wrong, never its content.
 
 use crate::batch::{BatchBuilder, Cell, Value, fields, json};
-use crate::config::Pipeline;
+use crate::config::{Pipeline, Source};
+use crate::source::Message;
 
 /// Decodes bodies for one pipeline.
 pub struct Decoder {
     required: Vec<Vec<String>>,
     max_record_bytes: usize,
+    /// Name of the field that carries the message's metadata, if wanted.
+    metadata_field: Option<String>,
 }
 
 impl Decoder {
     pub fn new(p: &Pipeline) -> Self {
-        Decoder { required: p.required.clone(), max_record_bytes: p.max_record_bytes }
+        let metadata_field = match &p.source {
+            Some(Source::Sqs(s)) => s.metadata_field.clone(),
+            None => None,
+        };
+        Decoder {
+            required: p.required.clone(),
+            max_record_bytes: p.max_record_bytes,
+            metadata_field,
+        }
     }
 
     /// Adds `bytes` as a record to `b`, or says why not (leaving `b` as it
     /// was).
     pub fn decode(&self, bytes: &[u8], b: &mut BatchBuilder) -> Result<(), String> {
+        self.decode_message(bytes, None, b)
+    }
+
+    /// [`Decoder::decode`] of a message's body, adding its metadata field
+    /// when the pipeline asks for one.
+    pub fn decode_message(
+        &self,
+        bytes: &[u8],
+        message: Option<&Message>,
+        b: &mut BatchBuilder,
+    ) -> Result<(), String> {
         if bytes.len() > self.max_record_bytes {
-            let e = json::DecodeError::TooLarge { size: bytes.len(), max: self.max_record_bytes };
+            let e = json::DecodeError::TooLarge {
+                size: bytes.len(),
+                max: self.max_record_bytes,
+            };
             return Err(e.to_string());
         }
-        json::decode(bytes, b).map_err(|e| e.to_string())?;
-        let missing: Vec<String> =
-            self.required.iter().filter(|path| !has_path(b, b.last_record(), path)).map(|p| p.join(".")).collect();
+        json::decode_open(bytes, b).map_err(|e| e.to_string())?;
+        if let (Some(field), Some(m)) = (&self.metadata_field, message) {
+            if b.find_key(field)
+                .is_some_and(|k| b.open_record().iter().any(|c| c.key == k))
+            {
+                b.abandon_record();
+                return Err(format!(
+                    "the record already has a field `{field}` (the metadata field)"
+                ));
+            }
+            push_metadata(b, field, m);
+        }
+        b.end_record();
+        let missing: Vec<String> = self
+            .required
+            .iter()
+            .filter(|path| !has_path(b, b.last_record(), path))
+            .map(|p| p.join("."))
+            .collect();
         if !missing.is_empty() {
             b.pop_record();
             return Err(format!("missing required fields: {}", missing.join(", ")));
@@ -34,10 +75,31 @@ impl Decoder {
     }
 }
 
+fn push_metadata(b: &mut BatchBuilder, field: &str, m: &Message) {
+    let k = b.key(field);
+    let at = b.open(k);
+    let id = b.key("message_id");
+    b.push_text(id, &m.id);
+    let count = b.key("receive_count");
+    b.push(count, Value::Integer(i64::from(m.receive_count)));
+    let attrs = b.key("attributes");
+    let inner = b.open(attrs);
+    for (name, value) in &m.attributes {
+        let k = b.key(name);
+        b.push_text(k, value);
+    }
+    b.close(inner, false);
+    b.close(at, false);
+}
+
 /// Whether the record has the field at `path` (null counts as present).
 fn has_path(b: &BatchBuilder, cells: &[Cell], path: &[String]) -> bool {
-    let Some((first, rest)) = path.split_first() else { return true };
-    let Some(key) = b.find_key(first) else { return false };
+    let Some((first, rest)) = path.split_first() else {
+        return true;
+    };
+    let Some(key) = b.find_key(first) else {
+        return false;
+    };
     match fields(cells).find(|(c, _)| c.key == key) {
         None => false,
         Some(_) if rest.is_empty() => true,
@@ -51,8 +113,12 @@ mod tests {
 
     fn decoder(required: &[&str]) -> Decoder {
         Decoder {
-            required: required.iter().map(|r| r.split('.').map(str::to_string).collect()).collect(),
+            required: required
+                .iter()
+                .map(|r| r.split('.').map(str::to_string).collect())
+                .collect(),
             max_record_bytes: 64,
+            metadata_field: None,
         }
     }
 
@@ -60,12 +126,26 @@ mod tests {
     fn names_every_missing_field_in_order() {
         let d = decoder(&["user_id", "ip", "device.id", "locale"]);
         let mut b = BatchBuilder::new();
-        let err = d.decode(br#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#, &mut b).unwrap_err();
-        assert_eq!(err, "missing required fields: user_id, ip, device.id, locale");
+        let err = d
+            .decode(br#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#, &mut b)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "missing required fields: user_id, ip, device.id, locale"
+        );
         assert!(b.is_empty());
-        let err = d.decode(br#"{"user_id":1,"ip":null,"device":{"x":1},"locale":"RU"}"#, &mut b).unwrap_err();
+        let err = d
+            .decode(
+                br#"{"user_id":1,"ip":null,"device":{"x":1},"locale":"RU"}"#,
+                &mut b,
+            )
+            .unwrap_err();
         assert_eq!(err, "missing required fields: device.id");
-        d.decode(br#"{"user_id":1,"ip":null,"device":{"id":1},"locale":null}"#, &mut b).unwrap();
+        d.decode(
+            br#"{"user_id":1,"ip":null,"device":{"id":1},"locale":null}"#,
+            &mut b,
+        )
+        .unwrap();
         assert_eq!(b.len(), 1);
     }
 
@@ -73,7 +153,9 @@ mod tests {
     fn oversized_bodies_are_refused_before_parsing() {
         let d = decoder(&[]);
         let body = format!(r#"{{"a":"{}"}}"#, "x".repeat(100));
-        let err = d.decode(body.as_bytes(), &mut BatchBuilder::new()).unwrap_err();
+        let err = d
+            .decode(body.as_bytes(), &mut BatchBuilder::new())
+            .unwrap_err();
         assert_eq!(err, "record is 108 bytes, more than max_record_bytes (64)");
     }
 }

@@ -7,4 +7,8 @@ pub mod commands;
 pub mod config;
 pub mod input;
 pub mod mapping;
+pub mod migrate;
+pub mod run;
+pub mod sink;
+pub mod source;
 pub mod transform;

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "host", version, about = "Moves records from SQS and S3 through sandboxed WebAssembly transforms into PostgreSQL")]
+#[command(
+    name = "host",
+    version,
+    about = "Moves records from SQS and S3 through sandboxed WebAssembly transforms into PostgreSQL"
+)]
 struct Cli {
     /// Folder for compiled plugins, kept across runs [default: $HOST_CACHE_DIR, else ~/.cache/etl-host]
     #[arg(long, global = true, value_name = "DIR")]
@@ -24,11 +28,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline: consume its source, transform, load into PostgreSQL.
+    /// Run a pipeline: consume its source, transform, load into PostgreSQL
+    /// (DATABASE_URL), acknowledge after commit. Stops cleanly on SIGINT or
+    /// SIGTERM.
     Run {
         /// The pipeline file.
         pipeline: PathBuf,
+        /// Drain: exit once the queue stays empty for 2 s, printing a summary.
+        #[arg(long)]
+        once: bool,
+        /// Apply the migrations first.
+        #[arg(long)]
+        migrate: bool,
     },
+    /// Apply the schema migrations (the host's tables and the pipelines'
+    /// tables) to DATABASE_URL.
+    Migrate {
+        /// The pipeline file (checked first).
+        pipeline: PathBuf,
+    },
+    /// List or replay the records a pipeline could not load.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
     /// Dry-run a pipeline's transforms on a local JSON-lines file (no AWS, no
     /// database), or run the test cases in the pipeline file.
     ///
@@ -54,15 +75,44 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DeadLetters {
+    /// List dead letters (id, time, message, stage, step, reason; never the
+    /// payload).
+    List {
+        pipeline: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Include those already replayed.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run dead letters through the pipeline as it is now and load them.
+    Replay {
+        pipeline: PathBuf,
+        /// Dead-letter ids; all not yet replayed when none is given.
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let opts = EngineOptions {
         plugin_path: cli.plugin_path.clone(),
-        cache_dir: if cli.no_cache { None } else { cli.cache_dir.clone().or_else(host::transform::Engine::default_cache_dir) },
+        cache_dir: if cli.no_cache {
+            None
+        } else {
+            cli.cache_dir
+                .clone()
+                .or_else(host::transform::Engine::default_cache_dir)
+        },
     };
     match run(cli.command, &opts) {
         Ok(code) => code,
@@ -74,25 +124,80 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match command {
-        Command::Run { pipeline } => {
-            host::config::load(&pipeline)?;
-            anyhow::bail!("`host run` needs the SQS source and PostgreSQL sink, which this build does not have yet (issue #3); `host test` and `host check` work")
+        Command::Run {
+            pipeline,
+            once,
+            migrate,
+        } => {
+            let summary =
+                runtime()?.block_on(commands::run::run(&pipeline, once, migrate, opts))?;
+            println!("{summary}");
+            Ok(if summary.failed_batches == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Test { pipeline, input: Some(input), rejects } => {
+        Command::Migrate { pipeline } => {
+            let applied = runtime()?.block_on(commands::run::migrate(&pipeline))?;
+            println!(
+                "migrations applied: {}",
+                if applied.is_empty() {
+                    "none (up to date)".into()
+                } else {
+                    applied.join(", ")
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters(DeadLetters::List {
+            pipeline,
+            limit,
+            all,
+        }) => {
+            runtime()?.block_on(commands::dead_letters::list(&pipeline, limit, all))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters(DeadLetters::Replay { pipeline, ids }) => {
+            let (loaded, failed) =
+                runtime()?.block_on(commands::dead_letters::replay(&pipeline, &ids, opts))?;
+            println!("replayed: {loaded} loaded, {failed} failed again");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test {
+            pipeline,
+            input: Some(input),
+            rejects,
+        } => {
             let rows = std::io::BufWriter::new(std::io::stdout().lock());
             let summary = match rejects {
                 Some(path) => {
                     let file = std::fs::File::create(&path)
                         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-                    commands::test::run_file(&pipeline, &input, rows, std::io::BufWriter::new(file), opts)?
+                    commands::test::run_file(
+                        &pipeline,
+                        &input,
+                        rows,
+                        std::io::BufWriter::new(file),
+                        opts,
+                    )?
                 }
                 None => commands::test::run_file(&pipeline, &input, rows, std::io::stderr(), opts)?,
             };
             eprintln!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Test { pipeline, input: None, .. } => {
+        Command::Test {
+            pipeline,
+            input: None,
+            ..
+        } => {
             let results = commands::test::run_cases(&pipeline, opts)?;
             let failed = results.iter().filter(|r| r.failure.is_some()).count();
             for r in &results {
@@ -102,11 +207,19 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("{} passed, {failed} failed", results.len() - failed);
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Check { pipelines } => {
             let failed = commands::check::run(&pipelines, opts)?;
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

@@ -14,9 +14,16 @@ pub fn plugin_crates(dir: &Path) -> std::io::Result<Vec<String>> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let manifest = path.join("Cargo.toml");
-        let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
         if text.contains("\"cdylib\"") {
-            names.push(path.file_name().expect("a folder name").to_string_lossy().into_owned());
+            names.push(
+                path.file_name()
+                    .expect("a folder name")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     names.sort();
@@ -25,13 +32,26 @@ pub fn plugin_crates(dir: &Path) -> std::io::Result<Vec<String>> {
 
 /// Builds `crates` for wasm32-wasip2 (release) in `target_dir` and copies
 /// each component to `out_dir/NAME.wasm`. Returns the files.
-pub fn build_plugins(workspace: &Path, crates: &[String], target_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn build_plugins(
+    workspace: &Path,
+    crates: &[String],
+    target_dir: &Path,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace).args(["build", "--release", "--target", TARGET]).arg("--target-dir").arg(target_dir);
+    cmd.current_dir(workspace)
+        .args(["build", "--release", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(target_dir);
     // Plugins are small: whole-program optimisation is cheap for them and
     // inlines the SDK's accessors into each plugin's loop.
-    cmd.args(["--config", "profile.release.lto=true", "--config", "profile.release.codegen-units=1"]);
+    cmd.args([
+        "--config",
+        "profile.release.lto=true",
+        "--config",
+        "profile.release.codegen-units=1",
+    ]);
     for c in crates {
         cmd.args(["-p", c]);
     }
@@ -43,9 +63,22 @@ pub fn build_plugins(workspace: &Path, crates: &[String], target_dir: &Path, out
             || k.starts_with("CARGO_FEATURE_")
             || matches!(
                 k.as_str(),
-                "CARGO_ENCODED_RUSTFLAGS" | "RUSTFLAGS" | "CARGO_BUILD_TARGET" | "CARGO_MAKEFLAGS" | "MAKEFLAGS"
-                    | "MFLAGS" | "CARGO_TARGET_DIR" | "CARGO_PRIMARY_PACKAGE" | "RUSTC_WORKSPACE_WRAPPER"
-                    | "TARGET" | "HOST" | "OUT_DIR" | "OPT_LEVEL" | "PROFILE" | "DEBUG" | "NUM_JOBS"
+                "CARGO_ENCODED_RUSTFLAGS"
+                    | "RUSTFLAGS"
+                    | "CARGO_BUILD_TARGET"
+                    | "CARGO_MAKEFLAGS"
+                    | "MAKEFLAGS"
+                    | "MFLAGS"
+                    | "CARGO_TARGET_DIR"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "TARGET"
+                    | "HOST"
+                    | "OUT_DIR"
+                    | "OPT_LEVEL"
+                    | "PROFILE"
+                    | "DEBUG"
+                    | "NUM_JOBS"
             );
         if inherited {
             cmd.env_remove(k);
@@ -57,12 +90,17 @@ pub fn build_plugins(workspace: &Path, crates: &[String], target_dir: &Path, out
             "building plugins {crates:?} for {TARGET} failed ({status}); is the target installed? `rustup target add {TARGET}`"
         ));
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let mut files = Vec::new();
     for c in crates {
-        let built = target_dir.join(TARGET).join("release").join(format!("{}.wasm", c.replace('-', "_")));
+        let built = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{}.wasm", c.replace('-', "_")));
         let dest = out_dir.join(format!("{c}.wasm"));
-        std::fs::copy(&built, &dest).map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
+        std::fs::copy(&built, &dest)
+            .map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
         files.push(dest);
     }
     Ok(files)

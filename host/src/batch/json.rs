@@ -22,13 +22,19 @@ pub enum DecodeError {
 /// Decodes one JSON object into a new record of `b`. On error nothing is
 /// added.
 pub fn decode(bytes: &[u8], b: &mut BatchBuilder) -> Result<(), DecodeError> {
+    decode_open(bytes, b)?;
+    b.end_record();
+    Ok(())
+}
+
+/// Like [`decode`] but leaves the record open, for more fields.
+pub fn decode_open(bytes: &[u8], b: &mut BatchBuilder) -> Result<(), DecodeError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let result = RecordSeed { b: &mut *b }.deserialize(&mut de).and_then(|()| de.end());
+    let result = RecordSeed { b: &mut *b }
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
     match result {
-        Ok(()) => {
-            b.end_record();
-            Ok(())
-        }
+        Ok(()) => Ok(()),
         Err(e) => {
             b.abandon_record();
             let msg = e.to_string();
@@ -101,7 +107,10 @@ fn read_object<'de, A: MapAccess<'de>>(b: &mut BatchBuilder, mut map: A) -> Resu
     while let Some(key) = map.next_key_seed(KeySeed { b: &mut *b })? {
         if seen.contains(&key) {
             // Keys are names, not values: fine to report.
-            return Err(A::Error::custom(format!("duplicate key: {}", b.key_name(key))));
+            return Err(A::Error::custom(format!(
+                "duplicate key: {}",
+                b.key_name(key)
+            )));
         }
         seen.push(key);
         map.next_value_seed(ValueSeed { b: &mut *b, key })?;
@@ -181,7 +190,13 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let at = self.b.open(self.key);
-        while seq.next_element_seed(ValueSeed { b: &mut *self.b, key: NO_KEY })?.is_some() {}
+        while seq
+            .next_element_seed(ValueSeed {
+                b: &mut *self.b,
+                key: NO_KEY,
+            })?
+            .is_some()
+        {}
         self.b.close(at, true);
         Ok(())
     }
@@ -227,7 +242,10 @@ pub fn write_str(out: &mut String, s: &str) {
 /// A whole record as a JSON object.
 pub fn record_json(batch: &Batch, cells: &[Cell]) -> String {
     let mut out = String::new();
-    let top = Cell { key: NO_KEY, value: Value::Object(cells.len() as u32) };
+    let top = Cell {
+        key: NO_KEY,
+        value: Value::Object(cells.len() as u32),
+    };
     write_value(&mut out, batch, &top, cells);
     out
 }
@@ -253,20 +271,40 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_errors_without_content() {
-        assert_eq!(roundtrip("[1,2]"), Err(DecodeError::NotAnObject("an array")));
-        assert_eq!(roundtrip("\"secret\""), Err(DecodeError::NotAnObject("a string")));
+        assert_eq!(
+            roundtrip("[1,2]"),
+            Err(DecodeError::NotAnObject("an array"))
+        );
+        assert_eq!(
+            roundtrip("\"secret\""),
+            Err(DecodeError::NotAnObject("a string"))
+        );
         assert_eq!(roundtrip("null"), Err(DecodeError::NotAnObject("null")));
-        assert_eq!(roundtrip(r#"{"a":1,"a":2}"#), Err(DecodeError::DuplicateKey("a".into())));
-        let Err(DecodeError::Syntax(msg)) = roundtrip(r#"{"ip": "10.0.0.1""#) else { panic!() };
+        assert_eq!(
+            roundtrip(r#"{"a":1,"a":2}"#),
+            Err(DecodeError::DuplicateKey("a".into()))
+        );
+        let Err(DecodeError::Syntax(msg)) = roundtrip(r#"{"ip": "10.0.0.1""#) else {
+            panic!()
+        };
         assert!(!msg.contains("10.0.0.1"), "{msg}");
-        assert!(matches!(roundtrip(r#"{"a":1} x"#), Err(DecodeError::Syntax(_))));
-        assert!(matches!(roundtrip("{\"a\":\"\u{1}\"}"), Err(DecodeError::Syntax(_))));
+        assert!(matches!(
+            roundtrip(r#"{"a":1} x"#),
+            Err(DecodeError::Syntax(_))
+        ));
+        assert!(matches!(
+            roundtrip("{\"a\":\"\u{1}\"}"),
+            Err(DecodeError::Syntax(_))
+        ));
     }
 
     #[test]
     fn invalid_utf8_is_an_error() {
         let mut b = BatchBuilder::new();
-        assert!(matches!(decode(b"{\"a\":\"\xff\"}", &mut b), Err(DecodeError::Syntax(_))));
+        assert!(matches!(
+            decode(b"{\"a\":\"\xff\"}", &mut b),
+            Err(DecodeError::Syntax(_))
+        ));
         assert!(b.is_empty());
     }
 

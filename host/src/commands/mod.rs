@@ -1,6 +1,8 @@
 //! What the CLI subcommands do; `main.rs` only parses arguments.
 
 pub mod check;
+pub mod dead_letters;
+pub mod run;
 pub mod test;
 
 use crate::config::{self, Pipeline};
@@ -19,7 +21,10 @@ pub struct EngineOptions {
 
 impl EngineOptions {
     pub fn engine(&self) -> anyhow::Result<Arc<Engine>> {
-        Ok(Arc::new(Engine::new(self.cache_dir.clone(), self.plugin_path.clone())?))
+        Ok(Arc::new(Engine::new(
+            self.cache_dir.clone(),
+            self.plugin_path.clone(),
+        )?))
     }
 }
 

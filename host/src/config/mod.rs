@@ -10,8 +10,8 @@ mod validate;
 
 pub use interpolate::{InterpolateError, interpolate};
 pub use validate::{
-    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, Sink, Source, Step, TestCase, TestExpect,
-    validate,
+    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, Sink, Source,
+    SqsSourceConfig, Step, TestCase, TestExpect, validate,
 };
 
 use indexmap::IndexMap;
@@ -57,6 +57,36 @@ pub enum SourceConfig {
 pub struct SqsConfig {
     /// Queue name or URL.
     pub queue: String,
+    /// Long-polling wait of each receive (at most 20).
+    #[serde(default = "default_wait_time_s")]
+    pub wait_time_s: u64,
+    /// How long received messages stay invisible to others; extended while
+    /// their batch is still in work.
+    #[serde(default = "default_visibility_timeout_s")]
+    pub visibility_timeout_s: u64,
+    /// Concurrent receive loops.
+    #[serde(default = "default_receivers")]
+    pub receivers: usize,
+    /// A message received more often than this goes to the dead letters
+    /// instead of being tried again.
+    #[serde(default = "default_max_receives")]
+    pub max_receives: u32,
+    /// If set, each record gets an object field of this name with the
+    /// message's `message_id`, `receive_count` and string `attributes`.
+    pub metadata_field: Option<String>,
+}
+
+fn default_wait_time_s() -> u64 {
+    10
+}
+fn default_visibility_timeout_s() -> u64 {
+    60
+}
+fn default_receivers() -> usize {
+    2
+}
+fn default_max_receives() -> u32 {
+    5
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,12 +96,24 @@ pub struct BatchConfig {
     pub max_records: usize,
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
+    /// Batches transformed and loaded at once (each worker has its own
+    /// plugin instances and database connection).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_records: default_max_records(), max_wait_ms: default_max_wait_ms() }
+        BatchConfig {
+            max_records: default_max_records(),
+            max_wait_ms: default_max_wait_ms(),
+            workers: default_workers(),
+        }
     }
+}
+
+fn default_workers() -> usize {
+    2
 }
 
 fn default_max_records() -> usize {
@@ -97,7 +139,11 @@ pub struct InputConfig {
 
 impl Default for InputConfig {
     fn default() -> Self {
-        InputConfig { format: InputFormat::Json, required: Vec::new(), max_record_bytes: default_max_record_bytes() }
+        InputConfig {
+            format: InputFormat::Json,
+            required: Vec::new(),
+            max_record_bytes: default_max_record_bytes(),
+        }
     }
 }
 
@@ -214,7 +260,10 @@ impl<'de> Deserialize<'de> for ColumnConfig {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ColumnConfig, E> {
                 Ok(ColumnConfig::Field(v.to_string()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ColumnConfig, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ColumnConfig, A::Error> {
                 let d = serde::de::value::MapAccessDeserializer::new(map);
                 ColumnTable::deserialize(d).map(ColumnConfig::Table)
             }
@@ -253,16 +302,27 @@ pub struct LoggingConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {message}")]
-    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
 /// Reads, interpolates and parses a pipeline file.
 pub fn parse(path: &Path) -> Result<PipelineConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
     parse_str(path, &text, |name| std::env::var(name).ok())
 }
 
@@ -279,12 +339,22 @@ pub fn parse_str(
         message: e.message,
     })?;
     let mut config: PipelineConfig = toml::from_str(&text).map_err(|e| {
-        let (line, column) = e.span().map_or((1, 1), |s| interpolate::position(&text, s.start));
+        let (line, column) = e
+            .span()
+            .map_or((1, 1), |s| interpolate::position(&text, s.start));
         let message = e.message().trim_end().to_string();
-        ConfigError::Parse { path: path.into(), line, column, message }
+        ConfigError::Parse {
+            path: path.into(),
+            line,
+            column,
+            message,
+        }
     })?;
-    config.step_lines =
-        config.transforms.iter().map(|s| interpolate::position(&text, s.uses.span().start).0).collect();
+    config.step_lines = config
+        .transforms
+        .iter()
+        .map(|s| interpolate::position(&text, s.uses.span().start).0)
+        .collect();
     Ok(config)
 }
 

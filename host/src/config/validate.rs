@@ -2,8 +2,8 @@
 //! plugins are found and configured later, by the transform engine.
 
 use super::{
-    ColumnConfig, ConfigError, GeneratedConfig, MergeModeConfig, PipelineConfig, SinkConfig, SourceConfig,
-    StepConfig, TestCaseConfig,
+    ColumnConfig, ConfigError, GeneratedConfig, MergeModeConfig, PipelineConfig, SinkConfig,
+    SourceConfig, StepConfig, TestCaseConfig,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +19,7 @@ pub struct Pipeline {
     pub source: Option<Source>,
     pub max_records: usize,
     pub max_wait: Duration,
+    pub workers: usize,
     /// Required fields, each as its path of keys.
     pub required: Vec<Vec<String>>,
     pub max_record_bytes: usize,
@@ -31,7 +32,18 @@ pub struct Pipeline {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
-    Sqs { queue: String },
+    Sqs(SqsSourceConfig),
+}
+
+/// A checked `[source.sqs]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqsSourceConfig {
+    pub queue: String,
+    pub wait: Duration,
+    pub visibility: Duration,
+    pub receivers: usize,
+    pub max_receives: u32,
+    pub metadata_field: Option<String>,
 }
 
 /// A transform step.
@@ -112,22 +124,50 @@ pub enum TestExpect {
 
 /// Checks `config` (read from `path`).
 pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError> {
-    let err = |message: String| ConfigError::Invalid { path: path.into(), message };
+    let err = |message: String| ConfigError::Invalid {
+        path: path.into(),
+        message,
+    };
     let name = match c.name {
         Some(n) => n,
-        None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     };
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(err(format!("`name`: `{name}` must be letters, digits, `_` or `-`")));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(err(format!(
+            "`name`: `{name}` must be letters, digits, `_` or `-`"
+        )));
     }
-    range("[batch] max_records", c.batch.max_records as u64, 1, 100_000).map_err(err)?;
+    range(
+        "[batch] max_records",
+        c.batch.max_records as u64,
+        1,
+        100_000,
+    )
+    .map_err(err)?;
     range("[batch] max_wait_ms", c.batch.max_wait_ms, 0, 3_600_000).map_err(err)?;
-    range("[input] max_record_bytes", c.input.max_record_bytes as u64, 64, 256 << 20).map_err(err)?;
+    range("[batch] workers", c.batch.workers as u64, 1, 64).map_err(err)?;
+    let source = c.source.map(source).transpose().map_err(&err)?;
+    range(
+        "[input] max_record_bytes",
+        c.input.max_record_bytes as u64,
+        64,
+        256 << 20,
+    )
+    .map_err(err)?;
     let mut required = Vec::new();
     for field in &c.input.required {
         let parts: Vec<String> = field.split('.').map(str::to_string).collect();
         if parts.iter().any(String::is_empty) {
-            return Err(err(format!("[input] required: `{field}` has an empty part")));
+            return Err(err(format!(
+                "[input] required: `{field}` has an empty part"
+            )));
         }
         required.push(parts);
     }
@@ -140,16 +180,20 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
         .map(|(i, s)| step(i + 1, s, lines.get(i).copied().unwrap_or(0)).map_err(&err))
         .collect::<Result<Vec<_>, _>>()?;
     let sink = c.sink.map(sink).transpose().map_err(&err)?;
-    let tests = c.tests.into_iter().map(test_case).collect::<Result<Vec<_>, _>>().map_err(&err)?;
+    let tests = c
+        .tests
+        .into_iter()
+        .map(test_case)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(&err)?;
     Ok(Pipeline {
         name,
         file: path.to_path_buf(),
         plugin_path: c.plugin_path.iter().map(|p| dir.join(p)).collect(),
-        source: c.source.map(|s| match s {
-            SourceConfig::Sqs(q) => Source::Sqs { queue: q.queue },
-        }),
+        source,
         max_records: c.batch.max_records,
         max_wait: Duration::from_millis(c.batch.max_wait_ms),
+        workers: c.batch.workers,
         required,
         max_record_bytes: c.input.max_record_bytes,
         steps,
@@ -157,6 +201,33 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
         tests,
         record_values_in_logs: c.logging.record_values,
     })
+}
+
+fn source(s: SourceConfig) -> Result<Source, String> {
+    match s {
+        SourceConfig::Sqs(q) => {
+            if q.queue.trim().is_empty() {
+                return Err("[source.sqs] queue is empty".into());
+            }
+            range("[source.sqs] wait_time_s", q.wait_time_s, 0, 20)?;
+            range(
+                "[source.sqs] visibility_timeout_s",
+                q.visibility_timeout_s,
+                2,
+                43_200,
+            )?;
+            range("[source.sqs] receivers", q.receivers as u64, 1, 32)?;
+            range("[source.sqs] max_receives", q.max_receives.into(), 1, 1000)?;
+            Ok(Source::Sqs(SqsSourceConfig {
+                queue: q.queue,
+                wait: Duration::from_secs(q.wait_time_s),
+                visibility: Duration::from_secs(q.visibility_timeout_s),
+                receivers: q.receivers,
+                max_receives: q.max_receives,
+                metadata_field: q.metadata_field,
+            }))
+        }
+    }
 }
 
 fn range(what: &str, v: u64, min: u64, max: u64) -> Result<(), String> {
@@ -172,16 +243,20 @@ fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
     if uses.trim().is_empty() {
         return Err(format!("{at}: `uses` is empty"));
     }
-    range(&format!("{at}: max_memory_mb"), s.max_memory_mb.into(), 1, 4096)?;
+    range(
+        &format!("{at}: max_memory_mb"),
+        s.max_memory_mb.into(),
+        1,
+        4096,
+    )?;
     range(&format!("{at}: max_call_ms"), s.max_call_ms, 1, 600_000)?;
     for var in s.grants.env.iter().chain(s.grants.secrets.values()) {
         if !is_env_name(var) {
             return Err(format!("{at}: `{var}` is not an environment variable name"));
         }
     }
-    let params = serde_json::Value::Object(
-        s.params.into_iter().map(|(k, v)| (k, json(v))).collect(),
-    );
+    let params =
+        serde_json::Value::Object(s.params.into_iter().map(|(k, v)| (k, json(v))).collect());
     Ok(Step {
         index,
         uses,
@@ -232,7 +307,9 @@ fn sink(s: SinkConfig) -> Result<Sink, String> {
     let table = s.table.into_inner();
     for (what, name) in [("schema", &s.schema), ("table", &table)] {
         if !is_identifier(name) {
-            return Err(format!("[sink] {what}: `{name}` is not a valid SQL identifier (letters, digits, `_`; at most 63)"));
+            return Err(format!(
+                "[sink] {what}: `{name}` is not a valid SQL identifier (letters, digits, `_`; at most 63)"
+            ));
         }
     }
     if s.columns.is_empty() {
@@ -241,15 +318,25 @@ fn sink(s: SinkConfig) -> Result<Sink, String> {
     let mut columns = Vec::new();
     for (name, c) in s.columns {
         if !is_identifier(&name) {
-            return Err(format!("[sink.columns] `{name}` is not a valid SQL identifier (letters, digits, `_`; at most 63)"));
+            return Err(format!(
+                "[sink.columns] `{name}` is not a valid SQL identifier (letters, digits, `_`; at most 63)"
+            ));
         }
         let source = match c {
             ColumnConfig::Field(f) => ColumnSource::Field(f),
             ColumnConfig::Table(t) => match (t.field, t.generated) {
                 (Some(f), None) => ColumnSource::Field(f),
-                (None, Some(GeneratedConfig::LoadDate)) => ColumnSource::Generated(Generated::LoadDate),
-                (None, Some(GeneratedConfig::LoadTime)) => ColumnSource::Generated(Generated::LoadTime),
-                _ => return Err(format!("[sink.columns] `{name}`: give exactly one of `field` or `generated`")),
+                (None, Some(GeneratedConfig::LoadDate)) => {
+                    ColumnSource::Generated(Generated::LoadDate)
+                }
+                (None, Some(GeneratedConfig::LoadTime)) => {
+                    ColumnSource::Generated(Generated::LoadTime)
+                }
+                _ => {
+                    return Err(format!(
+                        "[sink.columns] `{name}`: give exactly one of `field` or `generated`"
+                    ));
+                }
             },
         };
         columns.push(Column { name, source });
@@ -261,12 +348,19 @@ fn sink(s: SinkConfig) -> Result<Sink, String> {
     }
     let mode = match (s.mode, s.key.is_empty()) {
         (MergeModeConfig::Append, true) => MergeMode::Append,
-        (MergeModeConfig::Append, false) => return Err("[sink] key: mode `append` takes no key".into()),
+        (MergeModeConfig::Append, false) => {
+            return Err("[sink] key: mode `append` takes no key".into());
+        }
         (_, true) => return Err("[sink] key: modes `upsert` and `delete-insert` need a key".into()),
         (MergeModeConfig::Upsert, false) => MergeMode::Upsert { key: s.key },
         (MergeModeConfig::DeleteInsert, false) => MergeMode::DeleteInsert { key: s.key },
     };
-    Ok(Sink { schema: s.schema, table, mode, columns })
+    Ok(Sink {
+        schema: s.schema,
+        table,
+        mode,
+        columns,
+    })
 }
 
 fn test_case(t: TestCaseConfig) -> Result<TestCase, String> {
@@ -284,7 +378,15 @@ fn test_case(t: TestCaseConfig) -> Result<TestCase, String> {
         },
         (None, Some(r), false) => TestExpect::Reject(r),
         (None, None, true) => TestExpect::Dropped,
-        _ => return Err(format!("{at}: give exactly one of `expect`, `reject` or `dropped = true`")),
+        _ => {
+            return Err(format!(
+                "{at}: give exactly one of `expect`, `reject` or `dropped = true`"
+            ));
+        }
     };
-    Ok(TestCase { name: t.name, input, expect })
+    Ok(TestCase {
+        name: t.name,
+        input,
+        expect,
+    })
 }

@@ -48,7 +48,11 @@ mod native {
             (Algorithm::HmacSha256, None) => return Err("hmac-sha256 needs a secret".into()),
             _ => Vec::new(),
         };
-        let width = if matches!(algorithm, Algorithm::Sha512) { 128 } else { 64 };
+        let width = if matches!(algorithm, Algorithm::Sha512) {
+            128
+        } else {
+            64
+        };
         let mut out = Vec::with_capacity(ends.len() * width);
         let mut start = 0usize;
         for &end in ends {

@@ -59,7 +59,9 @@ impl Transform for Hostile {
             let hit = match trigger {
                 None => true,
                 Some(None) => false,
-                Some(Some(k)) => matches!(record.get(k).map(|c| c.value), Some(Value::Boolean(true))),
+                Some(Some(k)) => {
+                    matches!(record.get(k).map(|c| c.value), Some(Value::Boolean(true)))
+                }
             };
             out.copy(record);
             if hit && !fired {
@@ -93,7 +95,13 @@ impl Hostile {
             Mode::WrongShape => true,
             Mode::BadSpan => {
                 let key = out.key("bad");
-                out.push(Cell { key, value: Value::Text(Span { offset: u32::MAX - 4, len: 4 }) });
+                out.push(Cell {
+                    key,
+                    value: Value::Text(Span {
+                        offset: u32::MAX - 4,
+                        len: 4,
+                    }),
+                });
                 false
             }
             Mode::ConfigureFails => false,
@@ -104,7 +112,10 @@ impl Hostile {
             }
             Mode::Clock => {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-                self.seen(out, format!("clock={}", now.map(|d| d.as_secs()).unwrap_or(0)))
+                self.seen(
+                    out,
+                    format!("clock={}", now.map(|d| d.as_secs()).unwrap_or(0)),
+                )
             }
         }
     }

@@ -1,0 +1,43 @@
+//! Schema migrations (`migrations/`, embedded at build time), applied with
+//! refinery under a PostgreSQL advisory lock so that several hosts starting
+//! at once apply them once.
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// Arbitrary, fixed: the advisory lock key of migrations.
+const LOCK_KEY: i64 = 0x6574_6c5f_6d69_67;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(tokio_postgres::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database error while migrating: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// Applies pending migrations; returns the names of those applied.
+pub async fn run(database_url: &str) -> Result<Vec<String>, MigrateError> {
+    let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .map_err(MigrateError::Connect)?;
+    let conn = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
+    let result = embedded::migrations::runner().run_async(&mut client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await?;
+    drop(client);
+    let _ = conn.await;
+    let report = result.map_err(|e| MigrateError::Migration(e.to_string()))?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect())
+}

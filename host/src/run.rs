@@ -1,0 +1,461 @@
+//! `host run`: receive messages, batch them, transform, load, and only then
+//! acknowledge. Several receive loops feed one batcher; each worker owns its
+//! plugin instances (a `TransformChain`) and loads through the shared sink.
+//!
+//! Delivery: a message is deleted only after the transaction holding all its
+//! rows and dead letters committed; the ledger in that transaction makes a
+//! redelivered message add nothing. A batch that could not commit is left
+//! alone: its messages come back after their visibility timeout.
+
+use crate::batch::BatchBuilder;
+use crate::config::{Pipeline, Source, SqsSourceConfig};
+use crate::input::Decoder;
+use crate::mapping::{LoadTime, Mapping};
+use crate::sink::dead_letter::DeadLetter;
+use crate::sink::{PostgresSink, Unit, copy};
+use crate::source::{Message, SqsSource};
+use crate::transform::{ChainOutput, Engine, TransformChain};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, mpsc, watch};
+
+/// How `run` ends.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Stop once the queue stays empty for `idle` and nothing is in work.
+    pub once: bool,
+    pub idle: Duration,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub messages: usize,
+    pub rows: usize,
+    pub dead_letters: usize,
+    pub duplicates: usize,
+    pub batches: usize,
+    pub failed_batches: usize,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "messages {}, rows {}, dead letters {}, duplicates skipped {}, batches {}, failed batches {}, elapsed {:.1} s",
+            self.messages,
+            self.rows,
+            self.dead_letters,
+            self.duplicates,
+            self.batches,
+            self.failed_batches,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}: `host run` needs a [source] and a [sink]")]
+    Incomplete(String),
+    #[error(transparent)]
+    Source(#[from] crate::source::SqsError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Chain(#[from] crate::transform::ChainError),
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// Everything a worker needs, shared.
+struct Shared {
+    pipeline: Pipeline,
+    sqs: SqsSourceConfig,
+    source: SqsSource,
+    sink: PostgresSink,
+    mapping: Mapping,
+    decoder: Decoder,
+    summary: std::sync::Mutex<Summary>,
+    /// Batches dispatched and not finished.
+    in_flight: AtomicUsize,
+    /// Set when a worker meets an error that must stop the run.
+    fatal: std::sync::Mutex<Option<String>>,
+}
+
+/// Runs `pipeline` until `shutdown` resolves (or, with `once`, the queue
+/// stays empty).
+pub async fn run(
+    pipeline: Pipeline,
+    engine: Arc<Engine>,
+    database_url: &str,
+    opts: RunOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let name = pipeline.file.display().to_string();
+    let (Some(Source::Sqs(sqs)), Some(sink_config)) =
+        (pipeline.source.clone(), pipeline.sink.clone())
+    else {
+        return Err(RunError::Incomplete(name));
+    };
+    let source = SqsSource::connect(&sqs.queue).await?;
+    let pool = crate::sink::pool(database_url, pipeline.workers + 1)?;
+    let sealer = crate::sink::dead_letter::Sealer::from_env().map_err(RunError::Stopped)?;
+    if sealer.is_none() {
+        tracing::warn!(pipeline = %pipeline.name, "HOST_DEAD_LETTER_KEY is not set: dead-letter payloads are stored unencrypted (in etl.dead_letter_payloads, no PUBLIC access)");
+    }
+    let sink = PostgresSink::new(
+        pool,
+        &pipeline.name,
+        &format!("sqs:{}", sqs.queue),
+        &sink_config,
+        sealer,
+    );
+    let mut chains = Vec::new();
+    for _ in 0..pipeline.workers {
+        let (engine, p) = (engine.clone(), pipeline.clone());
+        let chain = tokio::task::spawn_blocking(move || TransformChain::build(&engine, &p))
+            .await
+            .expect("no panic")?;
+        chains.push(chain);
+    }
+    let shared = Arc::new(Shared {
+        mapping: Mapping::new(&sink_config),
+        decoder: Decoder::new(&pipeline),
+        pipeline,
+        sqs,
+        source,
+        sink,
+        summary: Default::default(),
+        in_flight: AtomicUsize::new(0),
+        fatal: Default::default(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (msg_tx, mut msg_rx) = mpsc::channel::<Message>(shared.pipeline.max_records * 2);
+    let receivers: Vec<_> = (0..shared.sqs.receivers)
+        .map(|_| {
+            tokio::spawn(receive_loop(
+                shared.clone(),
+                msg_tx.clone(),
+                stop_rx.clone(),
+                opts,
+            ))
+        })
+        .collect();
+    drop(msg_tx);
+    let (batch_tx, batch_rx) = mpsc::channel::<Vec<Message>>(1);
+    let batch_rx = Arc::new(Mutex::new(batch_rx));
+    let workers: Vec<_> = chains
+        .into_iter()
+        .map(|c| tokio::spawn(worker(shared.clone(), c, batch_rx.clone())))
+        .collect();
+
+    let leftover = batch_loop(&shared, &mut msg_rx, &batch_tx, opts, shutdown).await;
+    // Stop receiving; release what was received but not dispatched.
+    let _ = stop_tx.send(true);
+    for r in receivers {
+        let _ = r.await;
+    }
+    let mut unsent = leftover;
+    while let Ok(m) = msg_rx.try_recv() {
+        unsent.push(m);
+    }
+    if !unsent.is_empty() {
+        let refs: Vec<&Message> = unsent.iter().collect();
+        if let Err(e) = shared.source.set_visibility(&refs, Duration::ZERO).await {
+            tracing::warn!(error = %e, "could not release messages; they return after their visibility timeout");
+        }
+    }
+    drop(batch_tx);
+    for w in workers {
+        let _ = w.await;
+    }
+    let mut summary = shared.summary.lock().expect("not poisoned").clone();
+    summary.elapsed = started.elapsed();
+    if let Some(why) = shared.fatal.lock().expect("not poisoned").take() {
+        return Err(RunError::Stopped(why));
+    }
+    Ok(summary)
+}
+
+/// Receives until told to stop; pushes each message to the batcher.
+async fn receive_loop(
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Message>,
+    mut stop: watch::Receiver<bool>,
+    opts: RunOptions,
+) {
+    let wait = if opts.once {
+        shared.sqs.wait.min(Duration::from_secs(1))
+    } else {
+        shared.sqs.wait
+    };
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let received = tokio::select! {
+            r = shared.source.receive(wait, shared.sqs.visibility) => r,
+            _ = stop.changed() => return,
+        };
+        match received {
+            Ok(messages) => {
+                for m in messages {
+                    if tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "receive failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Groups messages into batches of `max_records` or `max_wait`; returns the
+/// messages not dispatched when it stops.
+async fn batch_loop(
+    shared: &Arc<Shared>,
+    rx: &mut mpsc::Receiver<Message>,
+    tx: &mpsc::Sender<Vec<Message>>,
+    opts: RunOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Vec<Message> {
+    tokio::pin!(shutdown);
+    let mut pending: Vec<Message> = Vec::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut last_activity = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let full = pending.len() >= shared.pipeline.max_records;
+        let due = deadline.is_some_and(|d| d <= tokio::time::Instant::now());
+        if !pending.is_empty() && (full || due) {
+            shared.in_flight.fetch_add(1, Ordering::SeqCst);
+            if tx.send(std::mem::take(&mut pending)).await.is_err() {
+                return Vec::new();
+            }
+            deadline = None;
+            last_activity = Instant::now();
+        }
+        if shared.fatal.lock().expect("not poisoned").is_some() {
+            return pending;
+        }
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => {
+                    if pending.is_empty() {
+                        deadline = Some(tokio::time::Instant::now() + shared.pipeline.max_wait);
+                    }
+                    pending.push(m);
+                    last_activity = Instant::now();
+                }
+                None => return pending,
+            },
+            _ = tick.tick() => {
+                if shared.in_flight.load(Ordering::SeqCst) > 0 {
+                    last_activity = Instant::now();
+                }
+                if opts.once && pending.is_empty() && last_activity.elapsed() >= opts.idle {
+                    return pending;
+                }
+            }
+            _ = &mut shutdown => return pending,
+        }
+    }
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    mut chain: TransformChain,
+    rx: Arc<Mutex<mpsc::Receiver<Vec<Message>>>>,
+) {
+    loop {
+        let batch = { rx.lock().await.recv().await };
+        let Some(batch) = batch else { return };
+        chain = process(&shared, chain, batch).await;
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One batch, start to acknowledgement. Gives the chain back.
+async fn process(
+    shared: &Arc<Shared>,
+    chain: TransformChain,
+    messages: Vec<Message>,
+) -> TransformChain {
+    let span =
+        tracing::info_span!("batch", pipeline = %shared.pipeline.name, messages = messages.len());
+    let _enter = span.enter();
+    let keeper = keep_visible(shared.clone(), messages.clone());
+    let (chain, prepared) = prepare(shared, chain, &messages).await;
+    let result = match prepared {
+        Ok((units, plugins)) => shared
+            .sink
+            .commit(units, &plugins)
+            .await
+            .map_err(|e| (e.retryable(), e.to_string())),
+        Err(e) => Err((true, e)),
+    };
+    keeper.abort();
+    match result {
+        Ok(report) => {
+            let refs: Vec<&Message> = messages.iter().collect();
+            match shared.source.delete(&refs).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    failed = n,
+                    "some deletes failed; those messages will come back and add nothing"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "delete failed; the messages will come back and add nothing")
+                }
+            }
+            let mut s = shared.summary.lock().expect("not poisoned");
+            s.messages += messages.len() - report.duplicates;
+            s.duplicates += report.duplicates;
+            s.rows += report.rows;
+            s.dead_letters += report.dead_letters;
+            s.batches += 1;
+        }
+        Err((retryable, why)) => {
+            shared.summary.lock().expect("not poisoned").failed_batches += 1;
+            if retryable {
+                tracing::error!(error = %why, "batch not committed; its messages will be received again");
+            } else {
+                tracing::error!(error = %why, "stopping: the batch cannot be committed as configured");
+                *shared.fatal.lock().expect("not poisoned") = Some(why);
+            }
+        }
+    }
+    chain
+}
+
+/// Extends the messages' visibility every half timeout while their batch is
+/// in work.
+fn keep_visible(shared: Arc<Shared>, messages: Vec<Message>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = shared.sqs.visibility / 2;
+        loop {
+            tokio::time::sleep(every).await;
+            let refs: Vec<&Message> = messages.iter().collect();
+            if let Err(e) = shared
+                .source
+                .set_visibility(&refs, shared.sqs.visibility)
+                .await
+            {
+                tracing::warn!(error = %e, "could not extend visibility");
+            }
+        }
+    })
+}
+
+/// Decodes, transforms and encodes a batch into sink units.
+async fn prepare(
+    shared: &Arc<Shared>,
+    chain: TransformChain,
+    messages: &[Message],
+) -> (TransformChain, Result<(Vec<Unit>, String), String>) {
+    let mut units: Vec<Unit> = messages
+        .iter()
+        .map(|m| Unit {
+            message_id: m.id.clone(),
+            ..Unit::default()
+        })
+        .collect();
+    let mut builder = BatchBuilder::new();
+    let mut record_message = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        if m.receive_count > shared.sqs.max_receives {
+            let reason = format!(
+                "received {} times (max_receives = {})",
+                m.receive_count, shared.sqs.max_receives
+            );
+            units[i].dead.push(dead("source", reason, m));
+            continue;
+        }
+        match shared
+            .decoder
+            .decode_message(&m.body, Some(m), &mut builder)
+        {
+            Ok(()) => record_message.push(i),
+            Err(reason) => units[i].dead.push(dead("input", reason, m)),
+        }
+    }
+    let batch = builder.finish();
+    let (chain, out) = tokio::task::spawn_blocking(move || {
+        let mut chain = chain;
+        let out = chain.run(&batch);
+        (chain, out)
+    })
+    .await
+    .expect("the chain does not panic");
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return (chain, Err(e.to_string())),
+    };
+    fill_units(shared, &out, &record_message, messages, &mut units);
+    for (u, m) in units.iter_mut().zip(messages) {
+        if !u.dead.is_empty() {
+            u.payload = m.body.clone();
+        }
+    }
+    let plugins: Vec<serde_json::Value> = chain
+        .plugins()
+        .map(|p| serde_json::json!({"name": p.name, "digest": p.digest}))
+        .collect();
+    (
+        chain,
+        Ok((units, serde_json::Value::Array(plugins).to_string())),
+    )
+}
+
+fn fill_units(
+    shared: &Shared,
+    out: &ChainOutput,
+    record_message: &[usize],
+    messages: &[Message],
+    units: &mut [Unit],
+) {
+    let keys = shared.mapping.keys(&out.batch);
+    let load = LoadTime::now();
+    let staged = shared.sink.staged();
+    for (seq, (cells, &record)) in out.batch.iter().zip(&out.origin).enumerate() {
+        let u = &mut units[record_message[record as usize]];
+        let seq = staged.then_some(seq as u64);
+        copy::write_row(
+            &mut u.rows,
+            &shared.mapping,
+            &out.batch,
+            &keys,
+            cells,
+            &load,
+            seq,
+        );
+        u.row_count += 1;
+    }
+    for r in &out.rejected {
+        let i = record_message[r.record as usize];
+        let mut d = dead("transform", r.reason.clone(), &messages[i]);
+        d.step = Some(r.step as i32);
+        d.plugin = Some(r.plugin.clone());
+        d.plugin_digest = Some(r.digest.clone());
+        units[i].dead.push(d);
+    }
+}
+
+fn dead(stage: &'static str, reason: String, m: &Message) -> DeadLetter {
+    DeadLetter {
+        record_index: 0,
+        stage,
+        step: None,
+        plugin: None,
+        plugin_digest: None,
+        reason,
+        received_count: m.receive_count as i32,
+    }
+}

@@ -1,0 +1,298 @@
+//! The PostgreSQL sink: per batch one transaction that records the
+//! messages in the ledger (skipping those committed before), loads the rows
+//! (COPY straight into the target for `append`, through a staging table and a
+//! merge otherwise), writes dead letters and the batch's lineage, and
+//! commits. Transient errors are retried; a data error isolates the messages
+//! that cause it into dead letters and commits the rest.
+//!
+//! Must not acknowledge anything: the caller deletes messages after `commit`
+//! returns.
+
+pub mod copy;
+pub mod dead_letter;
+pub mod sql;
+
+use crate::config::{MergeMode, Sink};
+use bytes::Bytes;
+use dead_letter::{DeadLetter, Sealer};
+use futures_util::SinkExt;
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+
+/// What one message brings to a batch's transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Unit {
+    /// The ledger key (SQS message id, or `dead-letter:ID` on replay).
+    pub message_id: String,
+    /// Its rows in COPY text format.
+    pub rows: Vec<u8>,
+    pub row_count: usize,
+    /// Its records that could not be loaded.
+    pub dead: Vec<DeadLetter>,
+    /// The raw message, kept with dead letters.
+    pub payload: Vec<u8>,
+}
+
+/// What a commit did.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Report {
+    /// Messages seen in the ledger before: nothing added for them.
+    pub duplicates: usize,
+    pub rows: usize,
+    pub dead_letters: usize,
+    /// Transactions committed (more than one after isolating a data error).
+    pub commits: usize,
+}
+
+impl std::ops::AddAssign for Report {
+    fn add_assign(&mut self, o: Report) {
+        self.duplicates += o.duplicates;
+        self.rows += o.rows;
+        self.dead_letters += o.dead_letters;
+        self.commits += o.commits;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("DATABASE_URL is not a valid connection string: {0}")]
+    Url(String),
+    #[error("database unreachable or failing after {attempts} attempts (retryable): {source}")]
+    Transient {
+        attempts: u32,
+        source: tokio_postgres::Error,
+    },
+    #[error("database refused the batch (check the table and the pipeline's [sink]): {0}")]
+    Permanent(tokio_postgres::Error),
+    #[error("database connection pool: {0}")]
+    Pool(String),
+}
+
+impl SinkError {
+    /// Whether trying again later may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, SinkError::Transient { .. } | SinkError::Pool(_))
+    }
+}
+
+/// Whether an error may go away by itself (connection lost, server
+/// restarting, serialization failure, deadlock, out of resources).
+pub fn transient(e: &tokio_postgres::Error) -> bool {
+    let Some(code) = e.code() else { return true };
+    let c = code.code();
+    c.starts_with("08")
+        || c.starts_with("53")
+        || c.starts_with("57P")
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+}
+
+/// Whether an error is about the data of some row (wrong type, too long,
+/// constraint violated): the offending message is a dead letter.
+pub fn data_error(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+}
+
+/// A connection pool from `DATABASE_URL`.
+pub fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, SinkError> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| SinkError::Url(e.to_string()))?;
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| SinkError::Pool(e.to_string()))
+}
+
+/// Loads batches of one pipeline into its table.
+pub struct PostgresSink {
+    pool: deadpool_postgres::Pool,
+    pipeline: String,
+    source: String,
+    target: String,
+    stage: String,
+    columns: Vec<String>,
+    mode: MergeMode,
+    sealer: Option<Sealer>,
+    max_attempts: u32,
+}
+
+impl PostgresSink {
+    pub fn new(
+        pool: deadpool_postgres::Pool,
+        pipeline: &str,
+        source: &str,
+        sink: &Sink,
+        sealer: Option<Sealer>,
+    ) -> Self {
+        PostgresSink {
+            pool,
+            pipeline: pipeline.to_string(),
+            source: source.to_string(),
+            target: sql::qualified(&sink.schema, &sink.table),
+            stage: sql::staging_name(&sink.table),
+            columns: sink.columns.iter().map(|c| c.name.clone()).collect(),
+            mode: sink.mode.clone(),
+            sealer,
+            max_attempts: 6,
+        }
+    }
+
+    /// Whether rows need the staging sequence column.
+    pub fn staged(&self) -> bool {
+        self.mode != MergeMode::Append
+    }
+
+    /// Commits `units` (see the module docs). `plugins` is the lineage: the
+    /// chain's plugin names and digests as JSON.
+    pub async fn commit(&self, units: Vec<Unit>, plugins: &str) -> Result<Report, SinkError> {
+        let mut pending = vec![units];
+        let mut report = Report::default();
+        while let Some(units) = pending.pop() {
+            match self.commit_retrying(&units, plugins).await {
+                Ok(r) => report += r,
+                Err(Failure::Data(e)) if units.len() > 1 => {
+                    let mut units = units;
+                    let back = units.split_off(units.len() / 2);
+                    pending.push(back);
+                    pending.push(units);
+                    tracing::warn!(pipeline = %self.pipeline, code = ?e.code().map(|c| c.code()), "data error; isolating");
+                }
+                Err(Failure::Data(e)) => {
+                    let mut unit = units.into_iter().next().expect("one unit");
+                    unit.dead.push(DeadLetter::sink(&e));
+                    unit.rows.clear();
+                    unit.row_count = 0;
+                    pending.push(vec![unit]);
+                }
+                Err(Failure::Other(e)) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn commit_retrying(&self, units: &[Unit], plugins: &str) -> Result<Report, Failure> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match self.pool.get().await {
+                Ok(mut client) => self.try_commit(&mut client, units, plugins).await,
+                Err(deadpool_postgres::PoolError::Backend(e)) => Err(e),
+                Err(e) => return Err(Failure::Other(SinkError::Pool(e.to_string()))),
+            };
+            match result {
+                Ok(r) => return Ok(r),
+                Err(e) if data_error(&e) => return Err(Failure::Data(e)),
+                Err(e) if transient(&e) && attempt < self.max_attempts => {
+                    let wait = Duration::from_millis(100 << attempt.min(6));
+                    tracing::warn!(pipeline = %self.pipeline, attempt, wait_ms = wait.as_millis() as u64, error = %e, "transient database error; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) if transient(&e) => {
+                    return Err(Failure::Other(SinkError::Transient {
+                        attempts: attempt,
+                        source: e,
+                    }));
+                }
+                Err(e) => return Err(Failure::Other(SinkError::Permanent(e))),
+            }
+        }
+    }
+
+    async fn try_commit(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        units: &[Unit],
+        plugins: &str,
+    ) -> Result<Report, tokio_postgres::Error> {
+        let tx = client.transaction().await?;
+        let batch_id: i64 = tx.query_one(sql::NEXT_BATCH_ID, &[]).await?.get(0);
+        let ids: Vec<&str> = units.iter().map(|u| u.message_id.as_str()).collect();
+        let fresh: HashSet<String> = tx
+            .query(sql::LEDGER, &[&self.pipeline, &ids, &batch_id])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let fresh: Vec<&Unit> = units
+            .iter()
+            .filter(|u| fresh.contains(&u.message_id))
+            .collect();
+        let mut report = Report {
+            duplicates: units.len() - fresh.len(),
+            commits: 1,
+            ..Report::default()
+        };
+        let row_count: usize = fresh.iter().map(|u| u.row_count).sum();
+        if row_count > 0 {
+            let into = if self.staged() {
+                tx.batch_execute(&sql::create_staging(
+                    &self.stage,
+                    &self.target,
+                    &self.columns,
+                ))
+                .await?;
+                &self.stage
+            } else {
+                &self.target
+            };
+            let copy = tx
+                .copy_in(&sql::copy_in(into, &self.columns, self.staged()))
+                .await?;
+            futures_util::pin_mut!(copy);
+            let mut buf = Vec::with_capacity(fresh.iter().map(|u| u.rows.len()).sum());
+            for u in &fresh {
+                buf.extend_from_slice(&u.rows);
+            }
+            copy.send(Bytes::from(buf)).await?;
+            copy.finish().await?;
+            for statement in sql::merge(&self.mode, &self.target, &self.stage, &self.columns) {
+                tx.execute(&statement, &[]).await?;
+            }
+            report.rows = row_count;
+        }
+        for u in &fresh {
+            for d in &u.dead {
+                dead_letter::insert(
+                    &tx,
+                    &self.pipeline,
+                    &self.source,
+                    &u.message_id,
+                    d,
+                    &u.payload,
+                    self.sealer.as_ref(),
+                )
+                .await?;
+                report.dead_letters += 1;
+            }
+        }
+        let fresh_ids: Vec<&str> = fresh.iter().map(|u| u.message_id.as_str()).collect();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &batch_id,
+            &self.pipeline,
+            &self.source,
+            &(fresh.len() as i32),
+            &(row_count as i32),
+            &(report.dead_letters as i32),
+            &plugins,
+            &fresh_ids,
+        ];
+        tx.execute(sql::LINEAGE, &params).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+}
+
+enum Failure {
+    Data(tokio_postgres::Error),
+    Other(SinkError),
+}

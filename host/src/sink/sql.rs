@@ -1,0 +1,177 @@
+//! The SQL the sink runs, built by small pure functions from validated names.
+//! Every identifier is quoted; none comes from record data.
+
+use crate::config::MergeMode;
+
+/// `"name"`, with embedded quotes doubled.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."table"`.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", ident(schema), ident(table))
+}
+
+fn list(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The staging table of a target: a temporary table of the mapped columns
+/// plus a sequence number, emptied at every commit. Temporary tables are
+/// private to the session and not WAL-logged.
+pub fn staging_name(table: &str) -> String {
+    ident(&format!("etl_stage_{table}"))
+}
+
+pub fn create_staging(stage: &str, target: &str, columns: &[String]) -> String {
+    format!(
+        "SET LOCAL client_min_messages = warning; \
+         CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS \
+         SELECT {cols}, 0::bigint AS \"_etl_seq\" FROM {target} WITH NO DATA",
+        cols = list(columns)
+    )
+}
+
+/// `COPY` of the rows, into the staging table (with its sequence column) or
+/// straight into the target (append).
+pub fn copy_in(table: &str, columns: &[String], with_seq: bool) -> String {
+    let seq = if with_seq { ", \"_etl_seq\"" } else { "" };
+    format!("COPY {table} ({}{seq}) FROM STDIN", list(columns))
+}
+
+/// Statements that move the staging rows into the target. In-batch
+/// duplicates of a key: the last one wins.
+pub fn merge(mode: &MergeMode, target: &str, stage: &str, columns: &[String]) -> Vec<String> {
+    let cols = list(columns);
+    match mode {
+        MergeMode::Append => Vec::new(),
+        MergeMode::Upsert { key } => {
+            let keys = list(key);
+            let updates: Vec<String> = columns
+                .iter()
+                .filter(|c| !key.contains(c))
+                .map(|c| format!("{0} = EXCLUDED.{0}", ident(c)))
+                .collect();
+            let action = if updates.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!("DO UPDATE SET {}", updates.join(", "))
+            };
+            vec![format!(
+                "INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} \
+                 ORDER BY {keys}, \"_etl_seq\" DESC ON CONFLICT ({keys}) {action}"
+            )]
+        }
+        MergeMode::DeleteInsert { key } => {
+            let keys = list(key);
+            let on: Vec<String> = key
+                .iter()
+                .map(|k| format!("t.{0} = s.{0}", ident(k)))
+                .collect();
+            vec![
+                format!(
+                    "DELETE FROM {target} t USING (SELECT DISTINCT {keys} FROM {stage}) s WHERE {}",
+                    on.join(" AND ")
+                ),
+                format!(
+                    "INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} \
+                     ORDER BY {keys}, \"_etl_seq\" DESC"
+                ),
+            ]
+        }
+    }
+}
+
+/// Records the batch's messages; returns those not committed before.
+pub const LEDGER: &str = "INSERT INTO etl.ledger (pipeline, message_id, batch_id) \
+     SELECT $1, id, $3 FROM unnest($2::text[]) AS id ON CONFLICT DO NOTHING RETURNING message_id";
+
+pub const NEXT_BATCH_ID: &str = "SELECT nextval(pg_get_serial_sequence('etl.batches', 'id'))";
+
+pub const LINEAGE: &str = "INSERT INTO etl.batches \
+     (id, pipeline, source, messages, rows_written, dead_letters, plugins, message_ids) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols() -> Vec<String> {
+        vec!["id".into(), "name".into()]
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(ident("user_logins"), "\"user_logins\"");
+        assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(qualified("public", "t"), "\"public\".\"t\"");
+    }
+
+    #[test]
+    fn staging_and_copy() {
+        assert_eq!(
+            create_staging("\"etl_stage_t\"", "\"public\".\"t\"", &cols()),
+            "SET LOCAL client_min_messages = warning; CREATE TEMP TABLE IF NOT EXISTS \"etl_stage_t\" ON COMMIT DELETE ROWS AS \
+             SELECT \"id\", \"name\", 0::bigint AS \"_etl_seq\" FROM \"public\".\"t\" WITH NO DATA"
+        );
+        assert_eq!(
+            copy_in("\"s\"", &cols(), true),
+            "COPY \"s\" (\"id\", \"name\", \"_etl_seq\") FROM STDIN"
+        );
+        assert_eq!(
+            copy_in("\"p\".\"t\"", &cols(), false),
+            "COPY \"p\".\"t\" (\"id\", \"name\") FROM STDIN"
+        );
+    }
+
+    #[test]
+    fn merges_by_mode() {
+        assert!(merge(&MergeMode::Append, "t", "s", &cols()).is_empty());
+        let upsert = merge(
+            &MergeMode::Upsert {
+                key: vec!["id".into()],
+            },
+            "t",
+            "s",
+            &cols(),
+        );
+        assert_eq!(
+            upsert,
+            vec![
+                "INSERT INTO t (\"id\", \"name\") SELECT DISTINCT ON (\"id\") \"id\", \"name\" FROM s \
+                 ORDER BY \"id\", \"_etl_seq\" DESC ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""
+            ]
+        );
+        let only_key = merge(
+            &MergeMode::Upsert {
+                key: vec!["id".into()],
+            },
+            "t",
+            "s",
+            &["id".to_string()],
+        );
+        assert!(only_key[0].ends_with("ON CONFLICT (\"id\") DO NOTHING"));
+        let di = merge(
+            &MergeMode::DeleteInsert {
+                key: vec!["id".into()],
+            },
+            "t",
+            "s",
+            &cols(),
+        );
+        assert_eq!(
+            di,
+            vec![
+                "DELETE FROM t t USING (SELECT DISTINCT \"id\" FROM s) s WHERE t.\"id\" = s.\"id\"".to_string(),
+                "INSERT INTO t (\"id\", \"name\") SELECT DISTINCT ON (\"id\") \"id\", \"name\" FROM s \
+                 ORDER BY \"id\", \"_etl_seq\" DESC"
+                    .to_string(),
+            ]
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The SQS source: long-polling receives, visibility extension, batch
+//! deletes. Endpoint, region and credentials come from the environment
+//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, the standard credential chain).
+
+use super::Message;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName,
+};
+use std::time::Duration;
+
+/// An SQS call that failed. All are retryable: the messages concerned come
+/// back after their visibility timeout.
+#[derive(Debug, thiserror::Error)]
+pub enum SqsError {
+    #[error("SQS queue `{queue}`: cannot find its URL: {source}")]
+    QueueUrl {
+        queue: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("SQS queue `{queue}`: {action} failed: {source}")]
+    Call {
+        queue: String,
+        action: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// One queue.
+#[derive(Clone)]
+pub struct SqsSource {
+    client: Client,
+    /// The queue as configured (name or URL), for messages.
+    queue: String,
+    url: String,
+}
+
+fn boxed<E: std::error::Error + Send + Sync + 'static>(
+    e: E,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    // The SDK's errors print as "service error"; the debug form names the
+    // cause (no message bodies are ever part of it).
+    let text = format!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e));
+    text.into()
+}
+
+impl SqsSource {
+    /// Connects (loads the AWS configuration) and resolves the queue URL.
+    pub async fn connect(queue: &str) -> Result<Self, SqsError> {
+        let config = aws_config::load_from_env().await;
+        let client = Client::new(&config);
+        let url = if queue.starts_with("https://") || queue.starts_with("http://") {
+            queue.to_string()
+        } else {
+            client
+                .get_queue_url()
+                .queue_name(queue)
+                .send()
+                .await
+                .map_err(|e| SqsError::QueueUrl {
+                    queue: queue.into(),
+                    source: boxed(e),
+                })?
+                .queue_url()
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok(SqsSource {
+            client,
+            queue: queue.to_string(),
+            url,
+        })
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    fn err(
+        &self,
+        action: &'static str,
+    ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SqsError + '_ {
+        move |source| SqsError::Call {
+            queue: self.queue.clone(),
+            action,
+            source,
+        }
+    }
+
+    /// Up to 10 messages, waiting up to `wait` for the first (long polling);
+    /// they stay invisible to others for `visibility`.
+    pub async fn receive(
+        &self,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Message>, SqsError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .visibility_timeout(visibility.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| self.err("ReceiveMessage")(boxed(e)))?;
+        let messages = out
+            .messages()
+            .iter()
+            .map(|m| Message {
+                id: m.message_id().unwrap_or_default().to_string(),
+                receipt: m.receipt_handle().unwrap_or_default().to_string(),
+                body: m.body().unwrap_or_default().as_bytes().to_vec(),
+                receive_count: m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1),
+                attributes: m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Ok(messages)
+    }
+
+    /// Deletes messages (10 per call). Returns how many could not be
+    /// deleted: they come back and the ledger makes them no-ops.
+    pub async fn delete(&self, messages: &[&Message]) -> Result<usize, SqsError> {
+        let mut failed = 0;
+        for chunk in messages.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(&m.receipt)
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.err("DeleteMessageBatch")(boxed(e)))?;
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| self.err("DeleteMessageBatch")(boxed(e)))?;
+            failed += out.failed().len();
+        }
+        Ok(failed)
+    }
+
+    /// Sets the messages' visibility timeout (to keep them while a batch is
+    /// still in work, or to 0 to release them at once).
+    pub async fn set_visibility(
+        &self,
+        messages: &[&Message],
+        timeout: Duration,
+    ) -> Result<(), SqsError> {
+        for chunk in messages.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(&m.receipt)
+                        .visibility_timeout(timeout.as_secs() as i32)
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.err("ChangeMessageVisibilityBatch")(boxed(e)))?;
+            self.client
+                .change_message_visibility_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| self.err("ChangeMessageVisibilityBatch")(boxed(e)))?;
+        }
+        Ok(())
+    }
+}
