@@ -6,34 +6,16 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let ws = here
-        .parent()
-        .expect("tests/ is in the workspace")
-        .to_path_buf();
+    let ws = here.parent().expect("tests/ is in the workspace").to_path_buf();
     for watched in ["plugins", "tests/plugins", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", ws.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| ws.join("target"), PathBuf::from);
-    let target = if target.is_absolute() {
-        target
-    } else {
-        ws.join(target)
-    };
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| ws.join("target"), PathBuf::from);
+    let target = if target.is_absolute() { target } else { ws.join(target) };
     let build_dir = target.join("plugin-build");
-    let shipped = build(
-        &ws,
-        &ws.join("plugins"),
-        &build_dir,
-        &target.join("plugins"),
-    );
-    let hostile = build(
-        &ws,
-        &here.join("plugins"),
-        &build_dir,
-        &target.join("test-plugins"),
-    );
+    let shipped = build(&ws, &ws.join("plugins"), &build_dir, &target.join("plugins"));
+    let hostile = build(&ws, &here.join("plugins"), &build_dir, &target.join("test-plugins"));
     println!("cargo:rustc-env=PLUGIN_DIR={}", shipped.display());
     println!("cargo:rustc-env=TEST_PLUGIN_DIR={}", hostile.display());
 }

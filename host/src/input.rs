@@ -20,11 +20,7 @@ impl Decoder {
             Some(Source::Sqs(s)) => s.metadata_field.clone(),
             None => None,
         };
-        Decoder {
-            required: p.required.clone(),
-            max_record_bytes: p.max_record_bytes,
-            metadata_field,
-        }
+        Decoder { required: p.required.clone(), max_record_bytes: p.max_record_bytes, metadata_field }
     }
 
     /// Adds `bytes` as a record to `b`, or says why not (leaving `b` as it
@@ -35,38 +31,22 @@ impl Decoder {
 
     /// [`Decoder::decode`] of a message's body, adding its metadata field
     /// when the pipeline asks for one.
-    pub fn decode_message(
-        &self,
-        bytes: &[u8],
-        message: Option<&Message>,
-        b: &mut BatchBuilder,
-    ) -> Result<(), String> {
+    pub fn decode_message(&self, bytes: &[u8], message: Option<&Message>, b: &mut BatchBuilder) -> Result<(), String> {
         if bytes.len() > self.max_record_bytes {
-            let e = json::DecodeError::TooLarge {
-                size: bytes.len(),
-                max: self.max_record_bytes,
-            };
+            let e = json::DecodeError::TooLarge { size: bytes.len(), max: self.max_record_bytes };
             return Err(e.to_string());
         }
         json::decode_open(bytes, b).map_err(|e| e.to_string())?;
         if let (Some(field), Some(m)) = (&self.metadata_field, message) {
-            if b.find_key(field)
-                .is_some_and(|k| b.open_record().iter().any(|c| c.key == k))
-            {
+            if b.find_key(field).is_some_and(|k| b.open_record().iter().any(|c| c.key == k)) {
                 b.abandon_record();
-                return Err(format!(
-                    "the record already has a field `{field}` (the metadata field)"
-                ));
+                return Err(format!("the record already has a field `{field}` (the metadata field)"));
             }
             push_metadata(b, field, m);
         }
         b.end_record();
-        let missing: Vec<String> = self
-            .required
-            .iter()
-            .filter(|path| !has_path(b, b.last_record(), path))
-            .map(|p| p.join("."))
-            .collect();
+        let missing: Vec<String> =
+            self.required.iter().filter(|path| !has_path(b, b.last_record(), path)).map(|p| p.join(".")).collect();
         if !missing.is_empty() {
             b.pop_record();
             return Err(format!("missing required fields: {}", missing.join(", ")));
@@ -113,10 +93,7 @@ mod tests {
 
     fn decoder(required: &[&str]) -> Decoder {
         Decoder {
-            required: required
-                .iter()
-                .map(|r| r.split('.').map(str::to_string).collect())
-                .collect(),
+            required: required.iter().map(|r| r.split('.').map(str::to_string).collect()).collect(),
             max_record_bytes: 64,
             metadata_field: None,
         }
@@ -126,26 +103,12 @@ mod tests {
     fn names_every_missing_field_in_order() {
         let d = decoder(&["user_id", "ip", "device.id", "locale"]);
         let mut b = BatchBuilder::new();
-        let err = d
-            .decode(br#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#, &mut b)
-            .unwrap_err();
-        assert_eq!(
-            err,
-            "missing required fields: user_id, ip, device.id, locale"
-        );
+        let err = d.decode(br#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#, &mut b).unwrap_err();
+        assert_eq!(err, "missing required fields: user_id, ip, device.id, locale");
         assert!(b.is_empty());
-        let err = d
-            .decode(
-                br#"{"user_id":1,"ip":null,"device":{"x":1},"locale":"RU"}"#,
-                &mut b,
-            )
-            .unwrap_err();
+        let err = d.decode(br#"{"user_id":1,"ip":null,"device":{"x":1},"locale":"RU"}"#, &mut b).unwrap_err();
         assert_eq!(err, "missing required fields: device.id");
-        d.decode(
-            br#"{"user_id":1,"ip":null,"device":{"id":1},"locale":null}"#,
-            &mut b,
-        )
-        .unwrap();
+        d.decode(br#"{"user_id":1,"ip":null,"device":{"id":1},"locale":null}"#, &mut b).unwrap();
         assert_eq!(b.len(), 1);
     }
 
@@ -153,9 +116,7 @@ mod tests {
     fn oversized_bodies_are_refused_before_parsing() {
         let d = decoder(&[]);
         let body = format!(r#"{{"a":"{}"}}"#, "x".repeat(100));
-        let err = d
-            .decode(body.as_bytes(), &mut BatchBuilder::new())
-            .unwrap_err();
+        let err = d.decode(body.as_bytes(), &mut BatchBuilder::new()).unwrap_err();
         assert_eq!(err, "record is 108 bytes, more than max_record_bytes (64)");
     }
 }

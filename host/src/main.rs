@@ -98,9 +98,7 @@ enum DeadLetters {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -109,9 +107,7 @@ fn main() -> ExitCode {
         cache_dir: if cli.no_cache {
             None
         } else {
-            cli.cache_dir
-                .clone()
-                .or_else(host::transform::Engine::default_cache_dir)
+            cli.cache_dir.clone().or_else(host::transform::Engine::default_cache_dir)
         },
     };
     match run(cli.command, &opts) {
@@ -124,80 +120,44 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    };
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match command {
-        Command::Run {
-            pipeline,
-            once,
-            migrate,
-        } => {
-            let summary =
-                runtime()?.block_on(commands::run::run(&pipeline, once, migrate, opts))?;
+        Command::Run { pipeline, once, migrate } => {
+            let summary = runtime()?.block_on(commands::run::run(&pipeline, once, migrate, opts))?;
             println!("{summary}");
-            Ok(if summary.failed_batches == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if summary.failed_batches == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Migrate { pipeline } => {
             let applied = runtime()?.block_on(commands::run::migrate(&pipeline))?;
             println!(
                 "migrations applied: {}",
-                if applied.is_empty() {
-                    "none (up to date)".into()
-                } else {
-                    applied.join(", ")
-                }
+                if applied.is_empty() { "none (up to date)".into() } else { applied.join(", ") }
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::DeadLetters(DeadLetters::List {
-            pipeline,
-            limit,
-            all,
-        }) => {
+        Command::DeadLetters(DeadLetters::List { pipeline, limit, all }) => {
             runtime()?.block_on(commands::dead_letters::list(&pipeline, limit, all))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters(DeadLetters::Replay { pipeline, ids }) => {
-            let (loaded, failed) =
-                runtime()?.block_on(commands::dead_letters::replay(&pipeline, &ids, opts))?;
+            let (loaded, failed) = runtime()?.block_on(commands::dead_letters::replay(&pipeline, &ids, opts))?;
             println!("replayed: {loaded} loaded, {failed} failed again");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Test {
-            pipeline,
-            input: Some(input),
-            rejects,
-        } => {
+        Command::Test { pipeline, input: Some(input), rejects } => {
             let rows = std::io::BufWriter::new(std::io::stdout().lock());
             let summary = match rejects {
                 Some(path) => {
                     let file = std::fs::File::create(&path)
                         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-                    commands::test::run_file(
-                        &pipeline,
-                        &input,
-                        rows,
-                        std::io::BufWriter::new(file),
-                        opts,
-                    )?
+                    commands::test::run_file(&pipeline, &input, rows, std::io::BufWriter::new(file), opts)?
                 }
                 None => commands::test::run_file(&pipeline, &input, rows, std::io::stderr(), opts)?,
             };
             eprintln!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Test {
-            pipeline,
-            input: None,
-            ..
-        } => {
+        Command::Test { pipeline, input: None, .. } => {
             let results = commands::test::run_cases(&pipeline, opts)?;
             let failed = results.iter().filter(|r| r.failure.is_some()).count();
             for r in &results {
@@ -207,19 +167,11 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("{} passed, {failed} failed", results.len() - failed);
-            Ok(if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Check { pipelines } => {
             let failed = commands::check::run(&pipelines, opts)?;
-            Ok(if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
 }

@@ -29,19 +29,12 @@ pub struct LoadTime {
 
 impl LoadTime {
     pub fn now() -> Self {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let (y, m, d) = civil_from_days((secs / 86_400) as i64);
         let s = secs % 86_400;
         LoadTime {
             date: format!("{y:04}-{m:02}-{d:02}"),
-            time: format!(
-                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-                s / 3600,
-                s / 60 % 60,
-                s % 60
-            ),
+            time: format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60),
         }
     }
 }
@@ -61,13 +54,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 impl Mapping {
     pub fn new(sink: &Sink) -> Self {
-        Mapping {
-            columns: sink
-                .columns
-                .iter()
-                .map(|c| (c.name.clone(), c.source.clone()))
-                .collect(),
-        }
+        Mapping { columns: sink.columns.iter().map(|c| (c.name.clone(), c.source.clone())).collect() }
     }
 
     pub fn column_names(&self) -> impl Iterator<Item = &str> {
@@ -91,31 +78,18 @@ impl Mapping {
     }
 
     /// The record's value for each column.
-    pub fn slots<'a>(
-        &'a self,
-        keys: &'a [Option<u32>],
-        cells: &'a [Cell],
-    ) -> impl Iterator<Item = Slot<'a>> + 'a {
-        self.columns
-            .iter()
-            .zip(keys)
-            .map(move |((_, source), key)| match source {
-                ColumnSource::Generated(g) => Slot::Generated(*g),
-                ColumnSource::Field(_) => key
-                    .and_then(|k| fields(cells).find(|(c, _)| c.key == k))
-                    .map_or(Slot::Missing, |(c, m)| Slot::Field(c, m)),
-            })
+    pub fn slots<'a>(&'a self, keys: &'a [Option<u32>], cells: &'a [Cell]) -> impl Iterator<Item = Slot<'a>> + 'a {
+        self.columns.iter().zip(keys).map(move |((_, source), key)| match source {
+            ColumnSource::Generated(g) => Slot::Generated(*g),
+            ColumnSource::Field(_) => key
+                .and_then(|k| fields(cells).find(|(c, _)| c.key == k))
+                .map_or(Slot::Missing, |(c, m)| Slot::Field(c, m)),
+        })
     }
 
     /// The row as a JSON object in column order; generated columns are left
     /// out unless `load` is given.
-    pub fn row_json(
-        &self,
-        batch: &Batch,
-        keys: &[Option<u32>],
-        cells: &[Cell],
-        load: Option<&LoadTime>,
-    ) -> String {
+    pub fn row_json(&self, batch: &Batch, keys: &[Option<u32>], cells: &[Cell], load: Option<&LoadTime>) -> String {
         let mut out = String::from("{");
         let mut first = true;
         for ((name, _), slot) in self.columns.iter().zip(self.slots(keys, cells)) {

@@ -21,23 +21,14 @@ pub enum MigrateError {
 
 /// Applies pending migrations; returns the names of those applied.
 pub async fn run(database_url: &str) -> Result<Vec<String>, MigrateError> {
-    let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
-        .await
-        .map_err(MigrateError::Connect)?;
+    let (mut client, connection) =
+        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await.map_err(MigrateError::Connect)?;
     let conn = tokio::spawn(connection);
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
-        .await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
     let result = embedded::migrations::runner().run_async(&mut client).await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-        .await?;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await?;
     drop(client);
     let _ = conn.await;
     let report = result.map_err(|e| MigrateError::Migration(e.to_string()))?;
-    Ok(report
-        .applied_migrations()
-        .iter()
-        .map(|m| m.to_string())
-        .collect())
+    Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
 }

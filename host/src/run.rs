@@ -91,35 +91,26 @@ pub async fn run(
     pipeline: Pipeline,
     engine: Arc<Engine>,
     database_url: &str,
+    aws: &aws_config::SdkConfig,
     opts: RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let name = pipeline.file.display().to_string();
-    let (Some(Source::Sqs(sqs)), Some(sink_config)) =
-        (pipeline.source.clone(), pipeline.sink.clone())
-    else {
+    let (Some(Source::Sqs(sqs)), Some(sink_config)) = (pipeline.source.clone(), pipeline.sink.clone()) else {
         return Err(RunError::Incomplete(name));
     };
-    let source = SqsSource::connect(&sqs.queue).await?;
+    let source = SqsSource::with_config(aws, &sqs.queue).await?;
     let pool = crate::sink::pool(database_url, pipeline.workers + 1)?;
     let sealer = crate::sink::dead_letter::Sealer::from_env().map_err(RunError::Stopped)?;
     if sealer.is_none() {
         tracing::warn!(pipeline = %pipeline.name, "HOST_DEAD_LETTER_KEY is not set: dead-letter payloads are stored unencrypted (in etl.dead_letter_payloads, no PUBLIC access)");
     }
-    let sink = PostgresSink::new(
-        pool,
-        &pipeline.name,
-        &format!("sqs:{}", sqs.queue),
-        &sink_config,
-        sealer,
-    );
+    let sink = PostgresSink::new(pool, &pipeline.name, &format!("sqs:{}", sqs.queue), &sink_config, sealer);
     let mut chains = Vec::new();
     for _ in 0..pipeline.workers {
         let (engine, p) = (engine.clone(), pipeline.clone());
-        let chain = tokio::task::spawn_blocking(move || TransformChain::build(&engine, &p))
-            .await
-            .expect("no panic")?;
+        let chain = tokio::task::spawn_blocking(move || TransformChain::build(&engine, &p)).await.expect("no panic")?;
         chains.push(chain);
     }
     let shared = Arc::new(Shared {
@@ -136,22 +127,13 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (msg_tx, mut msg_rx) = mpsc::channel::<Message>(shared.pipeline.max_records * 2);
     let receivers: Vec<_> = (0..shared.sqs.receivers)
-        .map(|_| {
-            tokio::spawn(receive_loop(
-                shared.clone(),
-                msg_tx.clone(),
-                stop_rx.clone(),
-                opts,
-            ))
-        })
+        .map(|_| tokio::spawn(receive_loop(shared.clone(), msg_tx.clone(), stop_rx.clone(), opts)))
         .collect();
     drop(msg_tx);
     let (batch_tx, batch_rx) = mpsc::channel::<Vec<Message>>(1);
     let batch_rx = Arc::new(Mutex::new(batch_rx));
-    let workers: Vec<_> = chains
-        .into_iter()
-        .map(|c| tokio::spawn(worker(shared.clone(), c, batch_rx.clone())))
-        .collect();
+    let workers: Vec<_> =
+        chains.into_iter().map(|c| tokio::spawn(worker(shared.clone(), c, batch_rx.clone()))).collect();
 
     let leftover = batch_loop(&shared, &mut msg_rx, &batch_tx, opts, shutdown).await;
     // Stop receiving; release what was received but not dispatched.
@@ -188,11 +170,7 @@ async fn receive_loop(
     mut stop: watch::Receiver<bool>,
     opts: RunOptions,
 ) {
-    let wait = if opts.once {
-        shared.sqs.wait.min(Duration::from_secs(1))
-    } else {
-        shared.sqs.wait
-    };
+    let wait = if opts.once { shared.sqs.wait.min(Duration::from_secs(1)) } else { shared.sqs.wait };
     loop {
         if *stop.borrow() {
             return;
@@ -269,11 +247,7 @@ async fn batch_loop(
     }
 }
 
-async fn worker(
-    shared: Arc<Shared>,
-    mut chain: TransformChain,
-    rx: Arc<Mutex<mpsc::Receiver<Vec<Message>>>>,
-) {
+async fn worker(shared: Arc<Shared>, mut chain: TransformChain, rx: Arc<Mutex<mpsc::Receiver<Vec<Message>>>>) {
     loop {
         let batch = { rx.lock().await.recv().await };
         let Some(batch) = batch else { return };
@@ -283,22 +257,13 @@ async fn worker(
 }
 
 /// One batch, start to acknowledgement. Gives the chain back.
-async fn process(
-    shared: &Arc<Shared>,
-    chain: TransformChain,
-    messages: Vec<Message>,
-) -> TransformChain {
-    let span =
-        tracing::info_span!("batch", pipeline = %shared.pipeline.name, messages = messages.len());
+async fn process(shared: &Arc<Shared>, chain: TransformChain, messages: Vec<Message>) -> TransformChain {
+    let span = tracing::info_span!("batch", pipeline = %shared.pipeline.name, messages = messages.len());
     let _enter = span.enter();
     let keeper = keep_visible(shared.clone(), messages.clone());
     let (chain, prepared) = prepare(shared, chain, &messages).await;
     let result = match prepared {
-        Ok((units, plugins)) => shared
-            .sink
-            .commit(units, &plugins)
-            .await
-            .map_err(|e| (e.retryable(), e.to_string())),
+        Ok((units, plugins)) => shared.sink.commit(units, &plugins).await.map_err(|e| (e.retryable(), e.to_string())),
         Err(e) => Err((true, e)),
     };
     keeper.abort();
@@ -307,10 +272,9 @@ async fn process(
             let refs: Vec<&Message> = messages.iter().collect();
             match shared.source.delete(&refs).await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(
-                    failed = n,
-                    "some deletes failed; those messages will come back and add nothing"
-                ),
+                Ok(n) => {
+                    tracing::warn!(failed = n, "some deletes failed; those messages will come back and add nothing")
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "delete failed; the messages will come back and add nothing")
                 }
@@ -343,11 +307,7 @@ fn keep_visible(shared: Arc<Shared>, messages: Vec<Message>) -> tokio::task::Joi
         loop {
             tokio::time::sleep(every).await;
             let refs: Vec<&Message> = messages.iter().collect();
-            if let Err(e) = shared
-                .source
-                .set_visibility(&refs, shared.sqs.visibility)
-                .await
-            {
+            if let Err(e) = shared.source.set_visibility(&refs, shared.sqs.visibility).await {
                 tracing::warn!(error = %e, "could not extend visibility");
             }
         }
@@ -360,28 +320,16 @@ async fn prepare(
     chain: TransformChain,
     messages: &[Message],
 ) -> (TransformChain, Result<(Vec<Unit>, String), String>) {
-    let mut units: Vec<Unit> = messages
-        .iter()
-        .map(|m| Unit {
-            message_id: m.id.clone(),
-            ..Unit::default()
-        })
-        .collect();
+    let mut units: Vec<Unit> = messages.iter().map(|m| Unit { message_id: m.id.clone(), ..Unit::default() }).collect();
     let mut builder = BatchBuilder::new();
     let mut record_message = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         if m.receive_count > shared.sqs.max_receives {
-            let reason = format!(
-                "received {} times (max_receives = {})",
-                m.receive_count, shared.sqs.max_receives
-            );
+            let reason = format!("received {} times (max_receives = {})", m.receive_count, shared.sqs.max_receives);
             units[i].dead.push(dead("source", reason, m));
             continue;
         }
-        match shared
-            .decoder
-            .decode_message(&m.body, Some(m), &mut builder)
-        {
+        match shared.decoder.decode_message(&m.body, Some(m), &mut builder) {
             Ok(()) => record_message.push(i),
             Err(reason) => units[i].dead.push(dead("input", reason, m)),
         }
@@ -404,38 +352,19 @@ async fn prepare(
             u.payload = m.body.clone();
         }
     }
-    let plugins: Vec<serde_json::Value> = chain
-        .plugins()
-        .map(|p| serde_json::json!({"name": p.name, "digest": p.digest}))
-        .collect();
-    (
-        chain,
-        Ok((units, serde_json::Value::Array(plugins).to_string())),
-    )
+    let plugins: Vec<serde_json::Value> =
+        chain.plugins().map(|p| serde_json::json!({"name": p.name, "digest": p.digest})).collect();
+    (chain, Ok((units, serde_json::Value::Array(plugins).to_string())))
 }
 
-fn fill_units(
-    shared: &Shared,
-    out: &ChainOutput,
-    record_message: &[usize],
-    messages: &[Message],
-    units: &mut [Unit],
-) {
+fn fill_units(shared: &Shared, out: &ChainOutput, record_message: &[usize], messages: &[Message], units: &mut [Unit]) {
     let keys = shared.mapping.keys(&out.batch);
     let load = LoadTime::now();
     let staged = shared.sink.staged();
     for (seq, (cells, &record)) in out.batch.iter().zip(&out.origin).enumerate() {
         let u = &mut units[record_message[record as usize]];
         let seq = staged.then_some(seq as u64);
-        copy::write_row(
-            &mut u.rows,
-            &shared.mapping,
-            &out.batch,
-            &keys,
-            cells,
-            &load,
-            seq,
-        );
+        copy::write_row(&mut u.rows, &shared.mapping, &out.batch, &keys, cells, &load, seq);
         u.row_count += 1;
     }
     for r in &out.rejected {

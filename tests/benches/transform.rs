@@ -17,55 +17,29 @@ const ROUNDS: usize = 7;
 const ROUND_TIME: Duration = Duration::from_millis(400);
 
 fn main() {
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let plugins = vec![
-        PathBuf::from(env!("PLUGIN_DIR")),
-        PathBuf::from(env!("TEST_PLUGIN_DIR")),
-    ];
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let plugins = vec![PathBuf::from(env!("PLUGIN_DIR")), PathBuf::from(env!("TEST_PLUGIN_DIR"))];
     let engine = Arc::new(Engine::new(None, plugins).expect("engine"));
     let lines = fetch_lines(&ws);
-    if let Some(size) = std::env::var("PROFILE_WASM")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(size) = std::env::var("PROFILE_WASM").ok().and_then(|s| s.parse().ok()) {
         // For `perf record`: only the WASM chain, at batches of `size`.
         let pipeline = config::load(&ws.join("pipelines/logins.toml")).expect("pipeline");
         let mut chain = TransformChain::build(&engine, &pipeline).expect("chain");
         let batches = make_batches(&lines, size, 20_000);
-        let r = rate(
-            &batches,
-            || (),
-            |_, b| chain.run(b).expect("runs").batch.records.len(),
-        );
+        let r = rate(&batches, || (), |_, b| chain.run(b).expect("runs").batch.records.len());
         println!("wasm rec/s at {size}: {r:.0}");
         return;
     }
-    println!(
-        "logins chain: flatten -> app-version -> mask (sha256 x2); {} distinct Fetch records",
-        lines.len()
-    );
-    println!(
-        "{:>6} | {:>14} | {:>14} | {:>11}",
-        "batch", "native rec/s", "wasm rec/s", "wasm/native"
-    );
+    println!("logins chain: flatten -> app-version -> mask (sha256 x2); {} distinct Fetch records", lines.len());
+    println!("{:>6} | {:>14} | {:>14} | {:>11}", "batch", "native rec/s", "wasm rec/s", "wasm/native");
     println!("{:->6}-+-{:->14}-+-{:->14}-+-{:->11}", "", "", "", "");
     for size in [1usize, 100, 1000] {
         let batches = make_batches(&lines, size, 20_000usize.max(size));
         let native = rate(&batches, || native_chain(), |c, b| c.run(b));
         let pipeline = config::load(&ws.join("pipelines/logins.toml")).expect("pipeline");
         let mut chain = TransformChain::build(&engine, &pipeline).expect("chain");
-        let wasm = rate(
-            &batches,
-            || (),
-            |_, b| chain.run(b).expect("runs").batch.records.len(),
-        );
-        println!(
-            "{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2}",
-            wasm / native
-        );
+        let wasm = rate(&batches, || (), |_, b| chain.run(b).expect("runs").batch.records.len());
+        println!("{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2}", wasm / native);
     }
     decode_rate(&lines);
     sandbox_stops(&engine);
@@ -94,11 +68,7 @@ fn make_batches(lines: &[String], size: usize, total: usize) -> Vec<Batch> {
 }
 
 /// Median records/s over rounds of running every batch repeatedly.
-fn rate<S>(
-    batches: &[Batch],
-    setup: impl Fn() -> S,
-    mut run: impl FnMut(&mut S, &Batch) -> usize,
-) -> f64 {
+fn rate<S>(batches: &[Batch], setup: impl Fn() -> S, mut run: impl FnMut(&mut S, &Batch) -> usize) -> f64 {
     let mut state = setup();
     let records: usize = batches.iter().map(|b| b.records.len()).sum();
     for b in batches.iter().take(50) {
@@ -156,22 +126,15 @@ fn decode_rate(lines: &[String]) {
     let batches = make_batches(lines, 1000, total);
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(batches.len(), total / 1000);
-    println!(
-        "\nJSON decode into batches (host, native): {:.0} rec/s",
-        total as f64 / secs
-    );
+    println!("\nJSON decode into batches (host, native): {:.0} rec/s", total as f64 / secs);
 }
 
 /// Time for the sandbox to stop an endless loop (default budget 1 s) and to
 /// refuse a 1 GiB allocation (default cap 64 MiB).
 fn sandbox_stops(engine: &Arc<Engine>) {
     println!("\nsandbox:");
-    for (mode, what) in [
-        ("loop", "endless loop stopped"),
-        ("alloc", "1 GiB allocation refused"),
-    ] {
-        let body =
-            format!("[[transforms]]\nuses = \"hostile\"\nparams = {{ mode = \"{mode}\" }}\n");
+    for (mode, what) in [("loop", "endless loop stopped"), ("alloc", "1 GiB allocation refused")] {
+        let body = format!("[[transforms]]\nuses = \"hostile\"\nparams = {{ mode = \"{mode}\" }}\n");
         let path = Path::new("bench.toml");
         let p = config::validate(path, config::parse_str(path, &body, |_| None).unwrap()).unwrap();
         let mut chain = TransformChain::build(engine, &p).unwrap();
@@ -181,10 +144,6 @@ fn sandbox_stops(engine: &Arc<Engine>) {
         let start = Instant::now();
         let out = chain.run(&b).unwrap();
         let took = start.elapsed();
-        println!(
-            "  {what} after {:.0} ms: {}",
-            took.as_secs_f64() * 1000.0,
-            out.rejected[0]
-        );
+        println!("  {what} after {:.0} ms: {}", took.as_secs_f64() * 1000.0, out.rejected[0]);
     }
 }

@@ -13,10 +13,7 @@ pub const TEST_PLUGIN_DIR: &str = env!("TEST_PLUGIN_DIR");
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 pub fn cache_dir() -> PathBuf {
@@ -29,9 +26,7 @@ pub fn plugin_path() -> Vec<PathBuf> {
 
 pub fn engine() -> Arc<Engine> {
     static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| Arc::new(Engine::new(Some(cache_dir()), plugin_path()).expect("engine")))
-        .clone()
+    ENGINE.get_or_init(|| Arc::new(Engine::new(Some(cache_dir()), plugin_path()).expect("engine"))).clone()
 }
 
 /// A pipeline from TOML text (named `test.toml` in errors).
@@ -59,12 +54,8 @@ pub fn batch(lines: &[String]) -> Batch {
 pub fn results(n: usize, out: &ChainOutput) -> Vec<serde_json::Value> {
     let mut results = vec![serde_json::json!({"emit": []}); n];
     for (cells, &from) in out.batch.iter().zip(&out.origin) {
-        let row: serde_json::Value =
-            serde_json::from_str(&batch::json::record_json(&out.batch, cells)).unwrap();
-        results[from as usize]["emit"]
-            .as_array_mut()
-            .unwrap()
-            .push(row);
+        let row: serde_json::Value = serde_json::from_str(&batch::json::record_json(&out.batch, cells)).unwrap();
+        results[from as usize]["emit"].as_array_mut().unwrap().push(row);
     }
     for r in &out.rejected {
         results[r.record as usize] = serde_json::json!({"reject": r.to_string()});

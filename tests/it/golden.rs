@@ -9,11 +9,8 @@ fn run_case(dir: &std::path::Path) -> (Vec<serde_json::Value>, Vec<serde_json::V
     let body = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
     let p = common::pipeline(&body);
     let mut chain = host::transform::TransformChain::build(&common::engine(), &p).expect("chain");
-    let lines: Vec<String> = std::fs::read_to_string(dir.join("input.jsonl"))
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let lines: Vec<String> =
+        std::fs::read_to_string(dir.join("input.jsonl")).unwrap().lines().map(str::to_string).collect();
     let (batch, kept, refused) = common::decode(&p, &lines);
     let out = chain.run(&batch).expect("chain runs");
     let mut got = vec![serde_json::Value::Null; lines.len()];
@@ -39,10 +36,7 @@ fn run_case(dir: &std::path::Path) -> (Vec<serde_json::Value>, Vec<serde_json::V
 #[test]
 fn fixtures_match() {
     let root = common::workspace().join("tests/fixtures");
-    let mut cases: Vec<_> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut cases: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
     cases.sort();
     assert!(cases.len() >= 4, "fixtures are missing");
     for dir in cases {

@@ -5,4 +5,6 @@ mod cli;
 mod common;
 mod golden;
 mod pipeline_files;
+mod run;
 mod sandbox;
+mod services;

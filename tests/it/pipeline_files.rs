@@ -14,8 +14,7 @@ fn check(path: &Path) -> String {
                 let msg = e.to_string();
                 // The search path and build folders differ between machines.
                 let msg = msg.split(" in: ").next().unwrap_or(&msg);
-                msg.replace(common::TEST_PLUGIN_DIR, "$TEST_PLUGINS")
-                    .replace(common::PLUGIN_DIR, "$PLUGINS")
+                msg.replace(common::TEST_PLUGIN_DIR, "$TEST_PLUGINS").replace(common::PLUGIN_DIR, "$PLUGINS")
             }
             Ok(_) => "ok".into(),
         },
@@ -42,11 +41,7 @@ fn each_bad_pipeline_gets_its_exact_error() {
         }
         let want = std::fs::read_to_string(&err_file).unwrap_or_default();
         if got != want.trim_end() {
-            failures.push(format!(
-                "{}:\n  want: {}\n  got:  {got}",
-                rel.display(),
-                want.trim_end()
-            ));
+            failures.push(format!("{}:\n  want: {}\n  got:  {got}", rel.display(), want.trim_end()));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -13,39 +13,22 @@ fn hostile(mode: &str, extra: &str) -> String {
 
 /// Eight records, the fourth sets the plugin off.
 fn eight() -> Vec<String> {
-    (0..8)
-        .map(|i| {
-            if i == 3 {
-                json!({"i": i, "bad": true})
-            } else {
-                json!({"i": i})
-            }
-            .to_string()
-        })
-        .collect()
+    (0..8).map(|i| if i == 3 { json!({"i": i, "bad": true}) } else { json!({"i": i}) }.to_string()).collect()
 }
 
 /// Runs `mode` on a batch with one bad record, then on a clean batch; the
 /// bad record's rejection reason is returned.
 fn isolate(mode: &str, extra: &str) -> String {
     let mut c = chain(&hostile(mode, extra));
-    let out = c
-        .run(&batch(&eight()))
-        .expect("a failing call costs records, not the chain");
+    let out = c.run(&batch(&eight())).expect("a failing call costs records, not the chain");
     let res = results(8, &out);
     for (i, r) in res.iter().enumerate() {
         if i != 3 {
-            assert_eq!(
-                r,
-                &json!({"emit": [{"i": i}]}),
-                "{mode}: record {i} is unharmed"
-            );
+            assert_eq!(r, &json!({"emit": [{"i": i}]}), "{mode}: record {i} is unharmed");
         }
     }
-    let reason = res[3]["reject"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{mode}: record 3 rejected, got {}", res[3]))
-        .to_string();
+    let reason =
+        res[3]["reject"].as_str().unwrap_or_else(|| panic!("{mode}: record 3 rejected, got {}", res[3])).to_string();
     // The next batch runs on a fresh instance.
     let clean: Vec<String> = (0..3).map(|i| json!({"i": i}).to_string()).collect();
     let out = c.run(&batch(&clean)).expect("next batch");
@@ -55,24 +38,23 @@ fn isolate(mode: &str, extra: &str) -> String {
 
 #[test]
 fn an_endless_loop_is_interrupted_at_its_budget() {
-    assert_eq!(
-        isolate("loop", ""),
-        "step 1 (`hostile`): exceeded its time budget of 200 ms per call"
-    );
+    assert_eq!(isolate("loop", ""), "step 1 (`hostile`): exceeded its time budget of 200 ms per call");
 }
 
 #[test]
 fn a_huge_allocation_is_refused_by_the_memory_cap() {
-    assert_eq!(
-        isolate("alloc", "max_memory_mb = 64"),
-        "step 1 (`hostile`): ran out of memory (cap 64 MiB)"
-    );
+    assert_eq!(isolate("alloc", "max_memory_mb = 64"), "step 1 (`hostile`): ran out of memory (cap 64 MiB)");
 }
 
 #[test]
 fn a_panic_is_reported_without_its_message_by_default() {
     let reason = isolate("panic", "");
-    assert!(reason.starts_with("step 1 (`hostile`): panicked (wasm trap: wasm `unreachable` instruction executed); message withheld"), "{reason}");
+    assert!(
+        reason.starts_with(
+            "step 1 (`hostile`): panicked (wasm trap: wasm `unreachable` instruction executed); message withheld"
+        ),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -81,10 +63,7 @@ fn a_panic_message_is_shown_when_the_pipeline_opts_in() {
     let mut c = chain(&body);
     let out = c.run(&batch(&eight())).unwrap();
     let reason = out.rejected[0].reason.clone();
-    assert!(
-        reason.contains("hostile plugin panics on purpose"),
-        "{reason}"
-    );
+    assert!(reason.contains("hostile plugin panics on purpose"), "{reason}");
 }
 
 #[test]
@@ -94,38 +73,20 @@ fn wrong_shaped_output_is_refused() {
         "step 1 (`hostile`): returned malformed output: 0 outcomes for 1 input records"
     );
     let reason = isolate("bad-span", "");
-    assert!(
-        reason.starts_with("step 1 (`hostile`): returned malformed output: record 0: text span"),
-        "{reason}"
-    );
+    assert!(reason.starts_with("step 1 (`hostile`): returned malformed output: record 0: text span"), "{reason}");
 }
 
 #[test]
 fn a_failing_configure_stops_the_chain_from_building_with_file_and_step() {
-    let p = common::pipeline(
-        "\n\n[[transforms]]\nuses = \"hostile\"\nparams = { mode = \"configure-fails\" }\n",
-    );
-    let err = host::transform::TransformChain::build(&common::engine(), &p)
-        .err()
-        .expect("configure fails");
-    assert_eq!(
-        err.to_string(),
-        "test.toml:4: step 1 (`hostile`) refused its params: configure failed on purpose"
-    );
+    let p = common::pipeline("\n\n[[transforms]]\nuses = \"hostile\"\nparams = { mode = \"configure-fails\" }\n");
+    let err = host::transform::TransformChain::build(&common::engine(), &p).err().expect("configure fails");
+    assert_eq!(err.to_string(), "test.toml:4: step 1 (`hostile`) refused its params: configure failed on purpose");
 }
 
 #[test]
 fn isolation_finds_one_bad_record_among_a_thousand() {
-    let lines: Vec<String> = (0..1000)
-        .map(|i| {
-            if i == 617 {
-                json!({"i": i, "bad": true})
-            } else {
-                json!({"i": i})
-            }
-            .to_string()
-        })
-        .collect();
+    let lines: Vec<String> =
+        (0..1000).map(|i| if i == 617 { json!({"i": i, "bad": true}) } else { json!({"i": i}) }.to_string()).collect();
     let mut c = chain(&hostile("panic", ""));
     let out = c.run(&batch(&lines)).unwrap();
     assert_eq!(out.batch.records.len(), 999);
@@ -142,24 +103,13 @@ fn isolation_gives_up_after_a_bounded_number_of_failed_calls() {
     let mut c = chain("[[transforms]]\nuses = \"hostile\"\nparams = { mode = \"panic\" }\n");
     let out = c.run(&batch(&lines)).unwrap();
     assert_eq!(out.rejected.len(), 256);
-    assert!(
-        out.rejected
-            .last()
-            .unwrap()
-            .reason
-            .contains("not isolated: too many failed calls")
-    );
+    assert!(out.rejected.last().unwrap().reason.contains("not isolated: too many failed calls"));
 }
 
 fn seen(extra: &str, mode: &str) -> String {
-    let mut c = chain(&format!(
-        "[[transforms]]\nuses = \"hostile\"\n{extra}\nparams = {{ mode = \"{mode}\" }}\n"
-    ));
+    let mut c = chain(&format!("[[transforms]]\nuses = \"hostile\"\n{extra}\nparams = {{ mode = \"{mode}\" }}\n"));
     let out = c.run(&batch(&[json!({"i": 1}).to_string()])).unwrap();
-    results(1, &out)[0]["emit"][0]["seen"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    results(1, &out)[0]["emit"][0]["seen"].as_str().unwrap().to_string()
 }
 
 #[test]

@@ -18,12 +18,7 @@ pub fn plugin_crates(dir: &Path) -> std::io::Result<Vec<String>> {
             continue;
         };
         if text.contains("\"cdylib\"") {
-            names.push(
-                path.file_name()
-                    .expect("a folder name")
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+            names.push(path.file_name().expect("a folder name").to_string_lossy().into_owned());
         }
     }
     names.sort();
@@ -40,18 +35,10 @@ pub fn build_plugins(
 ) -> Result<Vec<PathBuf>, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace)
-        .args(["build", "--release", "--target", TARGET])
-        .arg("--target-dir")
-        .arg(target_dir);
+    cmd.current_dir(workspace).args(["build", "--release", "--target", TARGET]).arg("--target-dir").arg(target_dir);
     // Plugins are small: whole-program optimisation is cheap for them and
     // inlines the SDK's accessors into each plugin's loop.
-    cmd.args([
-        "--config",
-        "profile.release.lto=true",
-        "--config",
-        "profile.release.codegen-units=1",
-    ]);
+    cmd.args(["--config", "profile.release.lto=true", "--config", "profile.release.codegen-units=1"]);
     for c in crates {
         cmd.args(["-p", c]);
     }
@@ -90,17 +77,12 @@ pub fn build_plugins(
             "building plugins {crates:?} for {TARGET} failed ({status}); is the target installed? `rustup target add {TARGET}`"
         ));
     }
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let mut files = Vec::new();
     for c in crates {
-        let built = target_dir
-            .join(TARGET)
-            .join("release")
-            .join(format!("{}.wasm", c.replace('-', "_")));
+        let built = target_dir.join(TARGET).join("release").join(format!("{}.wasm", c.replace('-', "_")));
         let dest = out_dir.join(format!("{c}.wasm"));
-        std::fs::copy(&built, &dest)
-            .map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
+        std::fs::copy(&built, &dest).map_err(|e| format!("cannot copy {}: {e}", built.display()))?;
         files.push(dest);
     }
     Ok(files)

@@ -31,10 +31,7 @@ fn main() -> ExitCode {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
@@ -70,15 +67,8 @@ fn test() -> Result<(), String> {
         println!("{line}");
         if let Some(rest) = line.strip_prefix("test result: ") {
             let count = |word: &str| {
-                rest.split(';').find_map(|part| {
-                    part.trim()
-                        .strip_suffix(word)?
-                        .trim()
-                        .rsplit(' ')
-                        .next()?
-                        .parse::<u64>()
-                        .ok()
-                })
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse::<u64>().ok())
             };
             passed += count("passed").unwrap_or(0);
             failed += count("failed").unwrap_or(0);
@@ -86,11 +76,7 @@ fn test() -> Result<(), String> {
     }
     let status = child.wait().map_err(|e| e.to_string())?;
     println!("{passed} passed, {failed} failed");
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("cargo test failed ({status})"))
-    }
+    if status.success() { Ok(()) } else { Err(format!("cargo test failed ({status})")) }
 }
 
 /// The Fetch logins pipeline on the real queue bodies, offline.
@@ -99,16 +85,8 @@ fn demo() -> Result<(), String> {
     let host = target_dir().join("release/host");
     let run = |args: &[&str]| -> Result<(), String> {
         println!("\n$ host {}", args.join(" "));
-        let status = Command::new(&host)
-            .current_dir(&ws)
-            .args(args)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("host {} failed ({status})", args.join(" ")))
-        }
+        let status = Command::new(&host).current_dir(&ws).args(args).status().map_err(|e| e.to_string())?;
+        if status.success() { Ok(()) } else { Err(format!("host {} failed ({status})", args.join(" "))) }
     };
     run(&["check", "pipelines/logins.toml"])?;
     run(&["test", "pipelines/logins.toml"])?;
@@ -126,14 +104,6 @@ fn demo() -> Result<(), String> {
 
 fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(workspace())
-        .args(args)
-        .status()
-        .map_err(|e| e.to_string())?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("cargo {} failed ({status})", args.join(" ")))
-    }
+    let status = Command::new(cargo).current_dir(workspace()).args(args).status().map_err(|e| e.to_string())?;
+    if status.success() { Ok(()) } else { Err(format!("cargo {} failed ({status})", args.join(" "))) }
 }

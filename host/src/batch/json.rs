@@ -30,9 +30,7 @@ pub fn decode(bytes: &[u8], b: &mut BatchBuilder) -> Result<(), DecodeError> {
 /// Like [`decode`] but leaves the record open, for more fields.
 pub fn decode_open(bytes: &[u8], b: &mut BatchBuilder) -> Result<(), DecodeError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let result = RecordSeed { b: &mut *b }
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
+    let result = RecordSeed { b: &mut *b }.deserialize(&mut de).and_then(|()| de.end());
     match result {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -107,10 +105,7 @@ fn read_object<'de, A: MapAccess<'de>>(b: &mut BatchBuilder, mut map: A) -> Resu
     while let Some(key) = map.next_key_seed(KeySeed { b: &mut *b })? {
         if seen.contains(&key) {
             // Keys are names, not values: fine to report.
-            return Err(A::Error::custom(format!(
-                "duplicate key: {}",
-                b.key_name(key)
-            )));
+            return Err(A::Error::custom(format!("duplicate key: {}", b.key_name(key))));
         }
         seen.push(key);
         map.next_value_seed(ValueSeed { b: &mut *b, key })?;
@@ -190,13 +185,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let at = self.b.open(self.key);
-        while seq
-            .next_element_seed(ValueSeed {
-                b: &mut *self.b,
-                key: NO_KEY,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(ValueSeed { b: &mut *self.b, key: NO_KEY })?.is_some() {}
         self.b.close(at, true);
         Ok(())
     }
@@ -242,10 +231,7 @@ pub fn write_str(out: &mut String, s: &str) {
 /// A whole record as a JSON object.
 pub fn record_json(batch: &Batch, cells: &[Cell]) -> String {
     let mut out = String::new();
-    let top = Cell {
-        key: NO_KEY,
-        value: Value::Object(cells.len() as u32),
-    };
+    let top = Cell { key: NO_KEY, value: Value::Object(cells.len() as u32) };
     write_value(&mut out, batch, &top, cells);
     out
 }
@@ -264,47 +250,28 @@ mod tests {
 
     #[test]
     fn decodes_every_kind_of_value() {
-        let line = r#"{"s":"x\"y","i":-3,"u":18446744073709551615,"f":1.5,"b":true,"n":null,"o":{"a":[1,{"z":"é"}]},"e":{}}"#;
+        let line =
+            r#"{"s":"x\"y","i":-3,"u":18446744073709551615,"f":1.5,"b":true,"n":null,"o":{"a":[1,{"z":"é"}]},"e":{}}"#;
         let want = r#"{"s":"x\"y","i":-3,"u":1.8446744073709552e+19,"f":1.5,"b":true,"n":null,"o":{"a":[1,{"z":"é"}]},"e":{}}"#;
         assert_eq!(roundtrip(line).unwrap(), want);
     }
 
     #[test]
     fn malformed_lines_are_errors_without_content() {
-        assert_eq!(
-            roundtrip("[1,2]"),
-            Err(DecodeError::NotAnObject("an array"))
-        );
-        assert_eq!(
-            roundtrip("\"secret\""),
-            Err(DecodeError::NotAnObject("a string"))
-        );
+        assert_eq!(roundtrip("[1,2]"), Err(DecodeError::NotAnObject("an array")));
+        assert_eq!(roundtrip("\"secret\""), Err(DecodeError::NotAnObject("a string")));
         assert_eq!(roundtrip("null"), Err(DecodeError::NotAnObject("null")));
-        assert_eq!(
-            roundtrip(r#"{"a":1,"a":2}"#),
-            Err(DecodeError::DuplicateKey("a".into()))
-        );
-        let Err(DecodeError::Syntax(msg)) = roundtrip(r#"{"ip": "10.0.0.1""#) else {
-            panic!()
-        };
+        assert_eq!(roundtrip(r#"{"a":1,"a":2}"#), Err(DecodeError::DuplicateKey("a".into())));
+        let Err(DecodeError::Syntax(msg)) = roundtrip(r#"{"ip": "10.0.0.1""#) else { panic!() };
         assert!(!msg.contains("10.0.0.1"), "{msg}");
-        assert!(matches!(
-            roundtrip(r#"{"a":1} x"#),
-            Err(DecodeError::Syntax(_))
-        ));
-        assert!(matches!(
-            roundtrip("{\"a\":\"\u{1}\"}"),
-            Err(DecodeError::Syntax(_))
-        ));
+        assert!(matches!(roundtrip(r#"{"a":1} x"#), Err(DecodeError::Syntax(_))));
+        assert!(matches!(roundtrip("{\"a\":\"\u{1}\"}"), Err(DecodeError::Syntax(_))));
     }
 
     #[test]
     fn invalid_utf8_is_an_error() {
         let mut b = BatchBuilder::new();
-        assert!(matches!(
-            decode(b"{\"a\":\"\xff\"}", &mut b),
-            Err(DecodeError::Syntax(_))
-        ));
+        assert!(matches!(decode(b"{\"a\":\"\xff\"}", &mut b), Err(DecodeError::Syntax(_))));
         assert!(b.is_empty());
     }
 

@@ -50,13 +50,7 @@ impl BatchBuilder {
     pub fn push_text(&mut self, key: u32, text: &str) {
         let offset = self.batch.text.len() as u32;
         self.batch.text.extend_from_slice(text.as_bytes());
-        self.push(
-            key,
-            Value::Text(Span {
-                offset,
-                len: text.len() as u32,
-            }),
-        );
+        self.push(key, Value::Text(Span { offset, len: text.len() as u32 }));
     }
 
     /// Opens a container; close it with [`BatchBuilder::close`].
@@ -67,11 +61,7 @@ impl BatchBuilder {
 
     pub fn close(&mut self, at: usize, array: bool) {
         let n = (self.batch.cells.len() - at - 1) as u32;
-        self.batch.cells[at].value = if array {
-            Value::Array(n)
-        } else {
-            Value::Object(n)
-        };
+        self.batch.cells[at].value = if array { Value::Array(n) } else { Value::Object(n) };
     }
 
     /// The index of key `name`, if the batch has it.
@@ -104,9 +94,7 @@ impl BatchBuilder {
     }
 
     pub fn end_record(&mut self) {
-        self.batch
-            .records
-            .push((self.batch.cells.len() - self.record_cells) as u32);
+        self.batch.records.push((self.batch.cells.len() - self.record_cells) as u32);
         self.record_cells = self.batch.cells.len();
         self.record_text = self.batch.text.len();
     }

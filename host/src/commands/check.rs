@@ -12,16 +12,8 @@ pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<usize> {
     for path in paths {
         match load(&engine, path) {
             Ok((pipeline, chain)) => {
-                let steps: Vec<String> = chain
-                    .plugins()
-                    .map(|p| format!("{} {}", p.name, short(&p.digest)))
-                    .collect();
-                println!(
-                    "ok: {} ({} steps: {})",
-                    path.display(),
-                    pipeline.steps.len(),
-                    steps.join(", ")
-                );
+                let steps: Vec<String> = chain.plugins().map(|p| format!("{} {}", p.name, short(&p.digest))).collect();
+                println!("ok: {} ({} steps: {})", path.display(), pipeline.steps.len(), steps.join(", "));
             }
             Err(e) => {
                 failed += 1;

@@ -12,11 +12,9 @@ use crate::transform::TransformChain;
 use anyhow::Context;
 use std::path::Path;
 
-async fn connect() -> anyhow::Result<tokio_postgres::Client> {
-    let url = super::run::database_url()?;
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .context("cannot connect to the database")?;
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("cannot connect to the database")?;
     tokio::spawn(conn);
     Ok(client)
 }
@@ -24,7 +22,7 @@ async fn connect() -> anyhow::Result<tokio_postgres::Client> {
 /// Prints the pipeline's dead letters (never their payloads).
 pub async fn list(path: &Path, limit: i64, include_replayed: bool) -> anyhow::Result<usize> {
     let pipeline = config::load(path)?;
-    let client = connect().await?;
+    let client = connect(&super::run::database_url()?).await?;
     let rows = client
         .query(
             "SELECT id, failed_at::text, message_id, stage, step, plugin, reason, received_count, \
@@ -33,10 +31,7 @@ pub async fn list(path: &Path, limit: i64, include_replayed: bool) -> anyhow::Re
             &[&pipeline.name, &limit, &include_replayed],
         )
         .await?;
-    println!(
-        "{:>6}  {:<29}  {:<38}  {:<9}  {:<20}  reason",
-        "id", "failed at", "message", "stage", "step"
-    );
+    println!("{:>6}  {:<29}  {:<38}  {:<9}  {:<20}  reason", "id", "failed at", "message", "stage", "step");
     for r in &rows {
         let step: Option<i32> = r.get(4);
         let plugin: Option<String> = r.get(5);
@@ -45,11 +40,7 @@ pub async fn list(path: &Path, limit: i64, include_replayed: bool) -> anyhow::Re
             _ => "-".into(),
         };
         let replay: String = r.get(8);
-        let replay = if replay.is_empty() {
-            String::new()
-        } else {
-            format!(" [replayed: {replay}]")
-        };
+        let replay = if replay.is_empty() { String::new() } else { format!(" [replayed: {replay}]") };
         println!(
             "{:>6}  {:<29}  {:<38}  {:<9}  {:<20}  {}{replay}",
             r.get::<_, i64>(0),
@@ -65,17 +56,15 @@ pub async fn list(path: &Path, limit: i64, include_replayed: bool) -> anyhow::Re
 
 /// Replays dead letters (`ids`, or all not yet replayed) through the current
 /// pipeline. Returns (loaded, failed again).
-pub async fn replay(
-    path: &Path,
-    ids: &[i64],
-    opts: &EngineOptions,
-) -> anyhow::Result<(usize, usize)> {
+pub async fn replay(path: &Path, ids: &[i64], opts: &EngineOptions) -> anyhow::Result<(usize, usize)> {
+    replay_with(path, ids, opts, &super::run::database_url()?).await
+}
+
+/// [`replay`] against the database at `url`.
+pub async fn replay_with(path: &Path, ids: &[i64], opts: &EngineOptions, url: &str) -> anyhow::Result<(usize, usize)> {
     let pipeline = config::load(path)?;
-    let sink_config = pipeline
-        .sink
-        .clone()
-        .context("the pipeline has no [sink]")?;
-    let client = connect().await?;
+    let sink_config = pipeline.sink.clone().context("the pipeline has no [sink]")?;
+    let client = connect(url).await?;
     let rows = client
         .query(
             "SELECT d.id, d.message_id, p.key_id, p.nonce, p.payload FROM etl.dead_letters d \
@@ -88,9 +77,8 @@ pub async fn replay(
     let sealer = Sealer::from_env().map_err(anyhow::Error::msg)?;
     let engine = opts.engine()?;
     let p = pipeline.clone();
-    let mut chain =
-        tokio::task::spawn_blocking(move || TransformChain::build(&engine, &p)).await??;
-    let pool = crate::sink::pool(&super::run::database_url()?, 2)?;
+    let mut chain = tokio::task::spawn_blocking(move || TransformChain::build(&engine, &p)).await??;
+    let pool = crate::sink::pool(url, 2)?;
     let sink = PostgresSink::new(pool, &pipeline.name, "replay", &sink_config, sealer);
     let sealer = Sealer::from_env().map_err(anyhow::Error::msg)?;
     let (decoder, mapping) = (Decoder::new(&pipeline), Mapping::new(&sink_config));
@@ -100,18 +88,14 @@ pub async fn replay(
         let key_id: Option<String> = row.get(2);
         let payload: Vec<u8> = match (key_id, &sealer) {
             (None, _) => row.get(4),
-            (Some(k), Some(s)) => s
-                .open(&k, &row.get::<_, Vec<u8>>(3), &row.get::<_, Vec<u8>>(4))
-                .map_err(anyhow::Error::msg)?,
+            (Some(k), Some(s)) => {
+                s.open(&k, &row.get::<_, Vec<u8>>(3), &row.get::<_, Vec<u8>>(4)).map_err(anyhow::Error::msg)?
+            }
             (Some(k), None) => {
                 anyhow::bail!("dead letter {id} is sealed with key {k}; set HOST_DEAD_LETTER_KEY")
             }
         };
-        let mut unit = Unit {
-            message_id: format!("dead-letter:{id}"),
-            payload: payload.clone(),
-            ..Unit::default()
-        };
+        let mut unit = Unit { message_id: format!("dead-letter:{id}"), payload: payload.clone(), ..Unit::default() };
         let mut b = BatchBuilder::new();
         let reason = match decoder.decode(&payload, &mut b) {
             Err(reason) => Some(("input", reason, None)),
@@ -128,20 +112,10 @@ pub async fn replay(
                 let load = LoadTime::now();
                 for (seq, cells) in out.batch.iter().enumerate() {
                     let seq = sink.staged().then_some(seq as u64);
-                    copy::write_row(
-                        &mut unit.rows,
-                        &mapping,
-                        &out.batch,
-                        &keys,
-                        cells,
-                        &load,
-                        seq,
-                    );
+                    copy::write_row(&mut unit.rows, &mapping, &out.batch, &keys, cells, &load, seq);
                     unit.row_count += 1;
                 }
-                out.rejected
-                    .first()
-                    .map(|r| ("transform", r.reason.clone(), Some(r.clone())))
+                out.rejected.first().map(|r| ("transform", r.reason.clone(), Some(r.clone())))
             }
         };
         if let Some((stage, reason, rejection)) = &reason {

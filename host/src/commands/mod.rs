@@ -21,10 +21,7 @@ pub struct EngineOptions {
 
 impl EngineOptions {
     pub fn engine(&self) -> anyhow::Result<Arc<Engine>> {
-        Ok(Arc::new(Engine::new(
-            self.cache_dir.clone(),
-            self.plugin_path.clone(),
-        )?))
+        Ok(Arc::new(Engine::new(self.cache_dir.clone(), self.plugin_path.clone())?))
     }
 }
 

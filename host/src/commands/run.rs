@@ -12,30 +12,21 @@ pub fn database_url() -> anyhow::Result<String> {
     std::env::var("DATABASE_URL")
         .ok()
         .filter(|u| !u.is_empty())
-        .context(
-            "DATABASE_URL is not set (for example postgres://postgres@127.0.0.1:5432/postgres)",
-        )
+        .context("DATABASE_URL is not set (for example postgres://postgres@127.0.0.1:5432/postgres)")
 }
 
 /// Runs a pipeline until SIGINT/SIGTERM (or, with `--once`, until the queue
 /// stays empty).
-pub async fn run(
-    path: &Path,
-    once: bool,
-    migrate: bool,
-    opts: &EngineOptions,
-) -> anyhow::Result<Summary> {
+pub async fn run(path: &Path, once: bool, migrate: bool, opts: &EngineOptions) -> anyhow::Result<Summary> {
     let pipeline = config::load(path)?;
     let url = database_url()?;
     if migrate {
         crate::migrate::run(&url).await?;
     }
     let engine = opts.engine()?;
-    let run_opts = RunOptions {
-        once,
-        idle: std::time::Duration::from_secs(2),
-    };
-    Ok(crate::run::run(pipeline, engine, &url, run_opts, shutdown_signal()).await?)
+    let aws = aws_config::load_from_env().await;
+    let run_opts = RunOptions { once, idle: std::time::Duration::from_secs(2) };
+    Ok(crate::run::run(pipeline, engine, &url, &aws, run_opts, shutdown_signal()).await?)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -22,11 +22,7 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "read {}, written {}, rejected {}, dropped {}",
-            self.read, self.written, self.rejected, self.dropped
-        )
+        write!(f, "read {}, written {}, rejected {}, dropped {}", self.read, self.written, self.rejected, self.dropped)
     }
 }
 
@@ -41,23 +37,16 @@ pub fn run_file(
 ) -> anyhow::Result<Summary> {
     let engine = opts.engine()?;
     let (pipeline, mut chain) = load(&engine, pipeline)?;
-    let file =
-        std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let file = std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     let mut reader = std::io::BufReader::new(file);
-    let mut run = FileRun {
-        pipeline: &pipeline,
-        decoder: Decoder::new(&pipeline),
-        summary: Summary::default(),
-    };
+    let mut run = FileRun { pipeline: &pipeline, decoder: Decoder::new(&pipeline), summary: Summary::default() };
     let mut builder = BatchBuilder::new();
     let mut lines: Vec<usize> = Vec::new();
     let mut buf = Vec::new();
     let mut line_no = 0;
     loop {
         buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .with_context(|| format!("cannot read {}", input.display()))?;
+        let n = reader.read_until(b'\n', &mut buf).with_context(|| format!("cannot read {}", input.display()))?;
         if n == 0 {
             break;
         }
@@ -85,13 +74,7 @@ pub fn run_file(
             )?;
         }
     }
-    run.batch(
-        &mut chain,
-        builder.finish(),
-        &lines,
-        &mut rows,
-        &mut rejects,
-    )?;
+    run.batch(&mut chain, builder.finish(), &lines, &mut rows, &mut rejects)?;
     rows.flush()?;
     rejects.flush()?;
     Ok(run.summary)
@@ -117,11 +100,7 @@ impl FileRun<'_> {
         }
         let out = chain.run(&batch)?;
         for r in &out.rejected {
-            writeln!(
-                rejects,
-                "{}",
-                reject_line(lines[r.record as usize], r.step, &r.plugin, &r.reason)
-            )?;
+            writeln!(rejects, "{}", reject_line(lines[r.record as usize], r.step, &r.plugin, &r.reason))?;
         }
         self.summary.rejected += out.rejected.len();
         self.summary.dropped += out.dropped.len();
@@ -140,16 +119,9 @@ fn rows_json(pipeline: &Pipeline, out: &ChainOutput, load: Option<&LoadTime>) ->
         Some(sink) => {
             let mapping = Mapping::new(sink);
             let keys = mapping.keys(&out.batch);
-            out.batch
-                .iter()
-                .map(|cells| mapping.row_json(&out.batch, &keys, cells, load))
-                .collect()
+            out.batch.iter().map(|cells| mapping.row_json(&out.batch, &keys, cells, load)).collect()
         }
-        None => out
-            .batch
-            .iter()
-            .map(|cells| json::record_json(&out.batch, cells))
-            .collect(),
+        None => out.batch.iter().map(|cells| json::record_json(&out.batch, cells)).collect(),
     }
 }
 
@@ -169,17 +141,10 @@ pub fn run_cases(pipeline: &Path, opts: &EngineOptions) -> anyhow::Result<Vec<Ca
     let engine = opts.engine()?;
     let (pipeline, mut chain) = load(&engine, pipeline)?;
     if pipeline.tests.is_empty() {
-        anyhow::bail!(
-            "{} has no [[tests]]; give --input FILE to run a file",
-            pipeline.file.display()
-        );
+        anyhow::bail!("{} has no [[tests]]; give --input FILE to run a file", pipeline.file.display());
     }
     let decoder = Decoder::new(&pipeline);
-    pipeline
-        .tests
-        .iter()
-        .map(|case| run_case(&pipeline, &decoder, &mut chain, case))
-        .collect()
+    pipeline.tests.iter().map(|case| run_case(&pipeline, &decoder, &mut chain, case)).collect()
 }
 
 /// Runs one case; only host failures are `Err`.
@@ -200,32 +165,17 @@ pub fn run_case(
                 Got::Dropped
             } else {
                 let rows = rows_json(pipeline, &out, None);
-                Got::Rows(
-                    rows.iter()
-                        .map(|r| serde_json::from_str(r).expect("rows are JSON"))
-                        .collect(),
-                )
+                Got::Rows(rows.iter().map(|r| serde_json::from_str(r).expect("rows are JSON")).collect())
             }
         }
     };
     let failure = match (&case.expect, &got) {
-        (TestExpect::Row(want), Got::Rows(rows))
-            if rows.len() == 1 && rows[0].as_object() == Some(want) =>
-        {
-            None
-        }
+        (TestExpect::Row(want), Got::Rows(rows)) if rows.len() == 1 && rows[0].as_object() == Some(want) => None,
         (TestExpect::Reject(want), Got::Rejected(reason)) if reason.contains(want.as_str()) => None,
         (TestExpect::Dropped, Got::Dropped) => None,
-        (expect, got) => Some(format!(
-            "expected {}, got {}",
-            describe_expect(expect),
-            got.describe()
-        )),
+        (expect, got) => Some(format!("expected {}, got {}", describe_expect(expect), got.describe())),
     };
-    Ok(CaseResult {
-        name: case.name.clone(),
-        failure,
-    })
+    Ok(CaseResult { name: case.name.clone(), failure })
 }
 
 enum Got {

@@ -32,10 +32,7 @@ enum Ctx {
 }
 
 /// Substitutes variables using `lookup` (normally `std::env::var`).
-pub fn interpolate(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, InterpolateError> {
+pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, InterpolateError> {
     let mut out = String::with_capacity(text.len());
     let mut ctx = Ctx::Code;
     let mut i = 0;
@@ -55,14 +52,8 @@ pub fn interpolate(
             i += 3;
         } else if in_string && rest.starts_with("${") {
             let (line, column) = position(text, i);
-            let err = |message: String| InterpolateError {
-                line,
-                column,
-                message,
-            };
-            let end = rest
-                .find('}')
-                .ok_or_else(|| err("`${` without a closing `}`".into()))?;
+            let err = |message: String| InterpolateError { line, column, message };
+            let end = rest.find('}').ok_or_else(|| err("`${` without a closing `}`".into()))?;
             let value = resolve(&rest[2..end], &lookup).map_err(err)?;
             out.push_str(&escape(&value, ctx).map_err(err)?);
             i += end + 1;
@@ -105,17 +96,15 @@ fn resolve(expr: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<Strin
         && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
         && !name.as_bytes()[0].is_ascii_digit();
     if !valid {
-        return Err(format!(
-            "`${{{expr}}}`: `{name}` is not a valid variable name"
-        ));
+        return Err(format!("`${{{expr}}}`: `{name}` is not a valid variable name"));
     }
     match (lookup(name), default) {
         (Some(v), Some(d)) if v.is_empty() => Ok(d.to_string()),
         (Some(v), _) => Ok(v),
         (None, Some(d)) => Ok(d.to_string()),
-        (None, None) => Err(format!(
-            "environment variable `{name}` is not set (write `${{{name}:-default}}` for a default)"
-        )),
+        (None, None) => {
+            Err(format!("environment variable `{name}` is not set (write `${{{name}:-default}}` for a default)"))
+        }
     }
 }
 
@@ -173,30 +162,15 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_unset_or_empty() {
-        assert_eq!(
-            interpolate("a = \"${X:-dflt}\"", env).unwrap(),
-            "a = \"dflt\""
-        );
-        assert_eq!(
-            interpolate("a = \"${EMPTY:-dflt}\"", env).unwrap(),
-            "a = \"dflt\""
-        );
-        assert_eq!(
-            interpolate("a = \"${QUEUE:-dflt}\"", env).unwrap(),
-            "a = \"logins\""
-        );
-        assert_eq!(
-            interpolate("a = \"$${QUEUE}\"", env).unwrap(),
-            "a = \"${QUEUE}\""
-        );
+        assert_eq!(interpolate("a = \"${X:-dflt}\"", env).unwrap(), "a = \"dflt\"");
+        assert_eq!(interpolate("a = \"${EMPTY:-dflt}\"", env).unwrap(), "a = \"dflt\"");
+        assert_eq!(interpolate("a = \"${QUEUE:-dflt}\"", env).unwrap(), "a = \"logins\"");
+        assert_eq!(interpolate("a = \"$${QUEUE}\"", env).unwrap(), "a = \"${QUEUE}\"");
     }
 
     #[test]
     fn values_are_escaped_for_their_string() {
-        assert_eq!(
-            interpolate("a = \"${TRICKY}\"", env).unwrap(),
-            "a = \"a\\\"b\\\\c\\nd\""
-        );
+        assert_eq!(interpolate("a = \"${TRICKY}\"", env).unwrap(), "a = \"a\\\"b\\\\c\\nd\"");
         let err = interpolate("\na = '${TRICKY}'", env).unwrap_err();
         assert_eq!((err.line, err.column), (2, 6));
     }
@@ -209,18 +183,12 @@ mod tests {
             "2:10: environment variable `MISSING` is not set (write `${MISSING:-default}` for a default)"
         );
         let err = interpolate("q = \"${1BAD}\"", env).unwrap_err();
-        assert_eq!(
-            err.message,
-            "`${1BAD}`: `1BAD` is not a valid variable name"
-        );
+        assert_eq!(err.message, "`${1BAD}`: `1BAD` is not a valid variable name");
         assert!(interpolate("q = \"${OPEN\"", env).is_err());
     }
 
     #[test]
     fn escaped_quotes_do_not_end_strings() {
-        assert_eq!(
-            interpolate(r#"a = "x\"${QUEUE}""#, env).unwrap(),
-            r#"a = "x\"logins""#
-        );
+        assert_eq!(interpolate(r#"a = "x\"${QUEUE}""#, env).unwrap(), r#"a = "x\"logins""#);
     }
 }

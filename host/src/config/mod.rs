@@ -10,8 +10,8 @@ mod validate;
 
 pub use interpolate::{InterpolateError, interpolate};
 pub use validate::{
-    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, Sink, Source,
-    SqsSourceConfig, Step, TestCase, TestExpect, validate,
+    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, Sink, Source, SqsSourceConfig, Step,
+    TestCase, TestExpect, validate,
 };
 
 use indexmap::IndexMap;
@@ -139,11 +139,7 @@ pub struct InputConfig {
 
 impl Default for InputConfig {
     fn default() -> Self {
-        InputConfig {
-            format: InputFormat::Json,
-            required: Vec::new(),
-            max_record_bytes: default_max_record_bytes(),
-        }
+        InputConfig { format: InputFormat::Json, required: Vec::new(), max_record_bytes: default_max_record_bytes() }
     }
 }
 
@@ -260,10 +256,7 @@ impl<'de> Deserialize<'de> for ColumnConfig {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ColumnConfig, E> {
                 Ok(ColumnConfig::Field(v.to_string()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<ColumnConfig, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ColumnConfig, A::Error> {
                 let d = serde::de::value::MapAccessDeserializer::new(map);
                 ColumnTable::deserialize(d).map(ColumnConfig::Table)
             }
@@ -302,27 +295,16 @@ pub struct LoggingConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
 /// Reads, interpolates and parses a pipeline file.
 pub fn parse(path: &Path) -> Result<PipelineConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.into(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
     parse_str(path, &text, |name| std::env::var(name).ok())
 }
 
@@ -339,22 +321,11 @@ pub fn parse_str(
         message: e.message,
     })?;
     let mut config: PipelineConfig = toml::from_str(&text).map_err(|e| {
-        let (line, column) = e
-            .span()
-            .map_or((1, 1), |s| interpolate::position(&text, s.start));
+        let (line, column) = e.span().map_or((1, 1), |s| interpolate::position(&text, s.start));
         let message = e.message().trim_end().to_string();
-        ConfigError::Parse {
-            path: path.into(),
-            line,
-            column,
-            message,
-        }
+        ConfigError::Parse { path: path.into(), line, column, message }
     })?;
-    config.step_lines = config
-        .transforms
-        .iter()
-        .map(|s| interpolate::position(&text, s.uses.span().start).0)
-        .collect();
+    config.step_lines = config.transforms.iter().map(|s| interpolate::position(&text, s.uses.span().start).0).collect();
     Ok(config)
 }
 

@@ -2,8 +2,8 @@
 //! plugins are found and configured later, by the transform engine.
 
 use super::{
-    ColumnConfig, ConfigError, GeneratedConfig, MergeModeConfig, PipelineConfig, SinkConfig,
-    SourceConfig, StepConfig, TestCaseConfig,
+    ColumnConfig, ConfigError, GeneratedConfig, MergeModeConfig, PipelineConfig, SinkConfig, SourceConfig, StepConfig,
+    TestCaseConfig,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,50 +124,24 @@ pub enum TestExpect {
 
 /// Checks `config` (read from `path`).
 pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError> {
-    let err = |message: String| ConfigError::Invalid {
-        path: path.into(),
-        message,
-    };
+    let err = |message: String| ConfigError::Invalid { path: path.into(), message };
     let name = match c.name {
         Some(n) => n,
-        None => path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
     };
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(err(format!(
-            "`name`: `{name}` must be letters, digits, `_` or `-`"
-        )));
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(err(format!("`name`: `{name}` must be letters, digits, `_` or `-`")));
     }
-    range(
-        "[batch] max_records",
-        c.batch.max_records as u64,
-        1,
-        100_000,
-    )
-    .map_err(err)?;
+    range("[batch] max_records", c.batch.max_records as u64, 1, 100_000).map_err(err)?;
     range("[batch] max_wait_ms", c.batch.max_wait_ms, 0, 3_600_000).map_err(err)?;
     range("[batch] workers", c.batch.workers as u64, 1, 64).map_err(err)?;
     let source = c.source.map(source).transpose().map_err(&err)?;
-    range(
-        "[input] max_record_bytes",
-        c.input.max_record_bytes as u64,
-        64,
-        256 << 20,
-    )
-    .map_err(err)?;
+    range("[input] max_record_bytes", c.input.max_record_bytes as u64, 64, 256 << 20).map_err(err)?;
     let mut required = Vec::new();
     for field in &c.input.required {
         let parts: Vec<String> = field.split('.').map(str::to_string).collect();
         if parts.iter().any(String::is_empty) {
-            return Err(err(format!(
-                "[input] required: `{field}` has an empty part"
-            )));
+            return Err(err(format!("[input] required: `{field}` has an empty part")));
         }
         required.push(parts);
     }
@@ -180,12 +154,7 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
         .map(|(i, s)| step(i + 1, s, lines.get(i).copied().unwrap_or(0)).map_err(&err))
         .collect::<Result<Vec<_>, _>>()?;
     let sink = c.sink.map(sink).transpose().map_err(&err)?;
-    let tests = c
-        .tests
-        .into_iter()
-        .map(test_case)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(&err)?;
+    let tests = c.tests.into_iter().map(test_case).collect::<Result<Vec<_>, _>>().map_err(&err)?;
     Ok(Pipeline {
         name,
         file: path.to_path_buf(),
@@ -210,12 +179,7 @@ fn source(s: SourceConfig) -> Result<Source, String> {
                 return Err("[source.sqs] queue is empty".into());
             }
             range("[source.sqs] wait_time_s", q.wait_time_s, 0, 20)?;
-            range(
-                "[source.sqs] visibility_timeout_s",
-                q.visibility_timeout_s,
-                2,
-                43_200,
-            )?;
+            range("[source.sqs] visibility_timeout_s", q.visibility_timeout_s, 2, 43_200)?;
             range("[source.sqs] receivers", q.receivers as u64, 1, 32)?;
             range("[source.sqs] max_receives", q.max_receives.into(), 1, 1000)?;
             Ok(Source::Sqs(SqsSourceConfig {
@@ -243,20 +207,14 @@ fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
     if uses.trim().is_empty() {
         return Err(format!("{at}: `uses` is empty"));
     }
-    range(
-        &format!("{at}: max_memory_mb"),
-        s.max_memory_mb.into(),
-        1,
-        4096,
-    )?;
+    range(&format!("{at}: max_memory_mb"), s.max_memory_mb.into(), 1, 4096)?;
     range(&format!("{at}: max_call_ms"), s.max_call_ms, 1, 600_000)?;
     for var in s.grants.env.iter().chain(s.grants.secrets.values()) {
         if !is_env_name(var) {
             return Err(format!("{at}: `{var}` is not an environment variable name"));
         }
     }
-    let params =
-        serde_json::Value::Object(s.params.into_iter().map(|(k, v)| (k, json(v))).collect());
+    let params = serde_json::Value::Object(s.params.into_iter().map(|(k, v)| (k, json(v))).collect());
     Ok(Step {
         index,
         uses,
@@ -275,9 +233,7 @@ fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
 }
 
 fn is_env_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !s.as_bytes()[0].is_ascii_digit()
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !s.as_bytes()[0].is_ascii_digit()
 }
 
 /// TOML to JSON; dates become their RFC 3339 text.
@@ -326,16 +282,10 @@ fn sink(s: SinkConfig) -> Result<Sink, String> {
             ColumnConfig::Field(f) => ColumnSource::Field(f),
             ColumnConfig::Table(t) => match (t.field, t.generated) {
                 (Some(f), None) => ColumnSource::Field(f),
-                (None, Some(GeneratedConfig::LoadDate)) => {
-                    ColumnSource::Generated(Generated::LoadDate)
-                }
-                (None, Some(GeneratedConfig::LoadTime)) => {
-                    ColumnSource::Generated(Generated::LoadTime)
-                }
+                (None, Some(GeneratedConfig::LoadDate)) => ColumnSource::Generated(Generated::LoadDate),
+                (None, Some(GeneratedConfig::LoadTime)) => ColumnSource::Generated(Generated::LoadTime),
                 _ => {
-                    return Err(format!(
-                        "[sink.columns] `{name}`: give exactly one of `field` or `generated`"
-                    ));
+                    return Err(format!("[sink.columns] `{name}`: give exactly one of `field` or `generated`"));
                 }
             },
         };
@@ -355,12 +305,7 @@ fn sink(s: SinkConfig) -> Result<Sink, String> {
         (MergeModeConfig::Upsert, false) => MergeMode::Upsert { key: s.key },
         (MergeModeConfig::DeleteInsert, false) => MergeMode::DeleteInsert { key: s.key },
     };
-    Ok(Sink {
-        schema: s.schema,
-        table,
-        mode,
-        columns,
-    })
+    Ok(Sink { schema: s.schema, table, mode, columns })
 }
 
 fn test_case(t: TestCaseConfig) -> Result<TestCase, String> {
@@ -379,14 +324,8 @@ fn test_case(t: TestCaseConfig) -> Result<TestCase, String> {
         (None, Some(r), false) => TestExpect::Reject(r),
         (None, None, true) => TestExpect::Dropped,
         _ => {
-            return Err(format!(
-                "{at}: give exactly one of `expect`, `reject` or `dropped = true`"
-            ));
+            return Err(format!("{at}: give exactly one of `expect`, `reject` or `dropped = true`"));
         }
     };
-    Ok(TestCase {
-        name: t.name,
-        input,
-        expect,
-    })
+    Ok(TestCase { name: t.name, input, expect })
 }

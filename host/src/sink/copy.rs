@@ -43,9 +43,7 @@ fn write_value(out: &mut Vec<u8>, batch: &Batch, cell: &Cell, members: &[Cell]) 
         Value::Boolean(b) => out.push(if b { b't' } else { b'f' }),
         Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
         Value::Float(f) if f.is_nan() => out.extend_from_slice(b"NaN"),
-        Value::Float(f) if f.is_infinite() => {
-            out.extend_from_slice(if f > 0.0 { b"Infinity" } else { b"-Infinity" })
-        }
+        Value::Float(f) if f.is_infinite() => out.extend_from_slice(if f > 0.0 { b"Infinity" } else { b"-Infinity" }),
         Value::Float(f) => out.extend_from_slice(f.to_string().as_bytes()),
         Value::Text(s) => escape(out, batch.text(s).as_bytes()),
         Value::Object(_) | Value::Array(_) => {

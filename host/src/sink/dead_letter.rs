@@ -57,9 +57,8 @@ impl Sealer {
     }
 
     pub fn new(hex: &str) -> Result<Sealer, String> {
-        let key = decode_hex(hex.trim())
-            .filter(|k| k.len() == 32)
-            .ok_or("HOST_DEAD_LETTER_KEY must be 64 hex digits")?;
+        let key =
+            decode_hex(hex.trim()).filter(|k| k.len() == 32).ok_or("HOST_DEAD_LETTER_KEY must be 64 hex digits")?;
         let key_id = format!("{:x}", Sha256::digest(&key))[..12].to_string();
         let cipher = Aes256Gcm::new_from_slice(&key).map_err(|e| e.to_string())?;
         Ok(Sealer { cipher, key_id })
@@ -67,24 +66,16 @@ impl Sealer {
 
     fn seal(&self, plain: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let nonce: [u8; 12] = rand::random();
-        let sealed = self
-            .cipher
-            .encrypt(Nonce::from_slice(&nonce), plain)
-            .expect("AES-GCM encryption does not fail");
+        let sealed = self.cipher.encrypt(Nonce::from_slice(&nonce), plain).expect("AES-GCM encryption does not fail");
         (nonce.to_vec(), sealed)
     }
 
     /// Opens a payload sealed with this key.
     pub fn open(&self, key_id: &str, nonce: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
         if key_id != self.key_id {
-            return Err(format!(
-                "sealed with key {key_id}, not with the current key {}",
-                self.key_id
-            ));
+            return Err(format!("sealed with key {key_id}, not with the current key {}", self.key_id));
         }
-        self.cipher
-            .decrypt(Nonce::from_slice(nonce), sealed)
-            .map_err(|_| "payload does not open with this key".into())
+        self.cipher.decrypt(Nonce::from_slice(nonce), sealed).map_err(|_| "payload does not open with this key".into())
     }
 }
 
@@ -92,10 +83,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// Inserts one dead letter and its payload in the open transaction.
@@ -113,7 +101,18 @@ pub async fn insert(
             "INSERT INTO etl.dead_letters \
              (pipeline, source, message_id, record_index, stage, step, plugin, plugin_digest, reason, received_count) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-            &[&pipeline, &source, &message_id, &d.record_index, &d.stage, &d.step, &d.plugin, &d.plugin_digest, &d.reason, &d.received_count],
+            &[
+                &pipeline,
+                &source,
+                &message_id,
+                &d.record_index,
+                &d.stage,
+                &d.step,
+                &d.plugin,
+                &d.plugin_digest,
+                &d.reason,
+                &d.received_count,
+            ],
         )
         .await?
         .get(0);
@@ -141,10 +140,7 @@ mod tests {
         let s = Sealer::new(&"ab".repeat(32)).unwrap();
         let (nonce, sealed) = s.seal(b"{\"ip\":\"10.0.0.1\"}");
         assert!(!sealed.windows(8).any(|w| w == b"10.0.0.1"));
-        assert_eq!(
-            s.open(&s.key_id, &nonce, &sealed).unwrap(),
-            b"{\"ip\":\"10.0.0.1\"}"
-        );
+        assert_eq!(s.open(&s.key_id, &nonce, &sealed).unwrap(), b"{\"ip\":\"10.0.0.1\"}");
         let other = Sealer::new(&"cd".repeat(32)).unwrap();
         assert!(other.open(&s.key_id, &nonce, &sealed).is_err());
         assert!(Sealer::new("abc").is_err());

@@ -59,10 +59,7 @@ pub enum SinkError {
     #[error("DATABASE_URL is not a valid connection string: {0}")]
     Url(String),
     #[error("database unreachable or failing after {attempts} attempts (retryable): {source}")]
-    Transient {
-        attempts: u32,
-        source: tokio_postgres::Error,
-    },
+    Transient { attempts: u32, source: tokio_postgres::Error },
     #[error("database refused the batch (check the table and the pipeline's [sink]): {0}")]
     Permanent(tokio_postgres::Error),
     #[error("database connection pool: {0}")]
@@ -91,26 +88,19 @@ pub fn transient(e: &tokio_postgres::Error) -> bool {
 /// Whether an error is about the data of some row (wrong type, too long,
 /// constraint violated): the offending message is a dead letter.
 pub fn data_error(e: &tokio_postgres::Error) -> bool {
-    e.code()
-        .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+    e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
 }
 
 /// A connection pool from `DATABASE_URL`.
 pub fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, SinkError> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| SinkError::Url(e.to_string()))?;
+    let config: tokio_postgres::Config =
+        url.parse().map_err(|e: tokio_postgres::Error| SinkError::Url(e.to_string()))?;
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
+        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
     );
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(size)
-        .build()
-        .map_err(|e| SinkError::Pool(e.to_string()))
+    deadpool_postgres::Pool::builder(manager).max_size(size).build().map_err(|e| SinkError::Pool(e.to_string()))
 }
 
 /// Loads batches of one pipeline into its table.
@@ -198,10 +188,7 @@ impl PostgresSink {
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) if transient(&e) => {
-                    return Err(Failure::Other(SinkError::Transient {
-                        attempts: attempt,
-                        source: e,
-                    }));
+                    return Err(Failure::Other(SinkError::Transient { attempts: attempt, source: e }));
                 }
                 Err(e) => return Err(Failure::Other(SinkError::Permanent(e))),
             }
@@ -217,37 +204,19 @@ impl PostgresSink {
         let tx = client.transaction().await?;
         let batch_id: i64 = tx.query_one(sql::NEXT_BATCH_ID, &[]).await?.get(0);
         let ids: Vec<&str> = units.iter().map(|u| u.message_id.as_str()).collect();
-        let fresh: HashSet<String> = tx
-            .query(sql::LEDGER, &[&self.pipeline, &ids, &batch_id])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let fresh: Vec<&Unit> = units
-            .iter()
-            .filter(|u| fresh.contains(&u.message_id))
-            .collect();
-        let mut report = Report {
-            duplicates: units.len() - fresh.len(),
-            commits: 1,
-            ..Report::default()
-        };
+        let fresh: HashSet<String> =
+            tx.query(sql::LEDGER, &[&self.pipeline, &ids, &batch_id]).await?.iter().map(|r| r.get(0)).collect();
+        let fresh: Vec<&Unit> = units.iter().filter(|u| fresh.contains(&u.message_id)).collect();
+        let mut report = Report { duplicates: units.len() - fresh.len(), commits: 1, ..Report::default() };
         let row_count: usize = fresh.iter().map(|u| u.row_count).sum();
         if row_count > 0 {
             let into = if self.staged() {
-                tx.batch_execute(&sql::create_staging(
-                    &self.stage,
-                    &self.target,
-                    &self.columns,
-                ))
-                .await?;
+                tx.batch_execute(&sql::create_staging(&self.stage, &self.target, &self.columns)).await?;
                 &self.stage
             } else {
                 &self.target
             };
-            let copy = tx
-                .copy_in(&sql::copy_in(into, &self.columns, self.staged()))
-                .await?;
+            let copy = tx.copy_in(&sql::copy_in(into, &self.columns, self.staged())).await?;
             futures_util::pin_mut!(copy);
             let mut buf = Vec::with_capacity(fresh.iter().map(|u| u.rows.len()).sum());
             for u in &fresh {

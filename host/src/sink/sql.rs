@@ -14,11 +14,7 @@ pub fn qualified(schema: &str, table: &str) -> String {
 }
 
 fn list(columns: &[String]) -> String {
-    columns
-        .iter()
-        .map(|c| ident(c))
-        .collect::<Vec<_>>()
-        .join(", ")
+    columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
 }
 
 /// The staging table of a target: a temporary table of the mapped columns
@@ -52,11 +48,8 @@ pub fn merge(mode: &MergeMode, target: &str, stage: &str, columns: &[String]) ->
         MergeMode::Append => Vec::new(),
         MergeMode::Upsert { key } => {
             let keys = list(key);
-            let updates: Vec<String> = columns
-                .iter()
-                .filter(|c| !key.contains(c))
-                .map(|c| format!("{0} = EXCLUDED.{0}", ident(c)))
-                .collect();
+            let updates: Vec<String> =
+                columns.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
             let action = if updates.is_empty() {
                 "DO NOTHING".to_string()
             } else {
@@ -69,10 +62,7 @@ pub fn merge(mode: &MergeMode, target: &str, stage: &str, columns: &[String]) ->
         }
         MergeMode::DeleteInsert { key } => {
             let keys = list(key);
-            let on: Vec<String> = key
-                .iter()
-                .map(|k| format!("t.{0} = s.{0}", ident(k)))
-                .collect();
+            let on: Vec<String> = key.iter().map(|k| format!("t.{0} = s.{0}", ident(k))).collect();
             vec![
                 format!(
                     "DELETE FROM {target} t USING (SELECT DISTINCT {keys} FROM {stage}) s WHERE {}",
@@ -119,27 +109,14 @@ mod tests {
             "SET LOCAL client_min_messages = warning; CREATE TEMP TABLE IF NOT EXISTS \"etl_stage_t\" ON COMMIT DELETE ROWS AS \
              SELECT \"id\", \"name\", 0::bigint AS \"_etl_seq\" FROM \"public\".\"t\" WITH NO DATA"
         );
-        assert_eq!(
-            copy_in("\"s\"", &cols(), true),
-            "COPY \"s\" (\"id\", \"name\", \"_etl_seq\") FROM STDIN"
-        );
-        assert_eq!(
-            copy_in("\"p\".\"t\"", &cols(), false),
-            "COPY \"p\".\"t\" (\"id\", \"name\") FROM STDIN"
-        );
+        assert_eq!(copy_in("\"s\"", &cols(), true), "COPY \"s\" (\"id\", \"name\", \"_etl_seq\") FROM STDIN");
+        assert_eq!(copy_in("\"p\".\"t\"", &cols(), false), "COPY \"p\".\"t\" (\"id\", \"name\") FROM STDIN");
     }
 
     #[test]
     fn merges_by_mode() {
         assert!(merge(&MergeMode::Append, "t", "s", &cols()).is_empty());
-        let upsert = merge(
-            &MergeMode::Upsert {
-                key: vec!["id".into()],
-            },
-            "t",
-            "s",
-            &cols(),
-        );
+        let upsert = merge(&MergeMode::Upsert { key: vec!["id".into()] }, "t", "s", &cols());
         assert_eq!(
             upsert,
             vec![
@@ -147,23 +124,9 @@ mod tests {
                  ORDER BY \"id\", \"_etl_seq\" DESC ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""
             ]
         );
-        let only_key = merge(
-            &MergeMode::Upsert {
-                key: vec!["id".into()],
-            },
-            "t",
-            "s",
-            &["id".to_string()],
-        );
+        let only_key = merge(&MergeMode::Upsert { key: vec!["id".into()] }, "t", "s", &["id".to_string()]);
         assert!(only_key[0].ends_with("ON CONFLICT (\"id\") DO NOTHING"));
-        let di = merge(
-            &MergeMode::DeleteInsert {
-                key: vec!["id".into()],
-            },
-            "t",
-            "s",
-            &cols(),
-        );
+        let di = merge(&MergeMode::DeleteInsert { key: vec!["id".into()] }, "t", "s", &cols());
         assert_eq!(
             di,
             vec![

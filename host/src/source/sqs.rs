@@ -5,8 +5,7 @@
 use super::Message;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
 };
 use std::time::Duration;
 
@@ -15,16 +14,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum SqsError {
     #[error("SQS queue `{queue}`: cannot find its URL: {source}")]
-    QueueUrl {
-        queue: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    QueueUrl { queue: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("SQS queue `{queue}`: {action} failed: {source}")]
-    Call {
-        queue: String,
-        action: &'static str,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    Call { queue: String, action: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
 /// One queue.
@@ -36,9 +28,7 @@ pub struct SqsSource {
     url: String,
 }
 
-fn boxed<E: std::error::Error + Send + Sync + 'static>(
-    e: E,
-) -> Box<dyn std::error::Error + Send + Sync> {
+fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> Box<dyn std::error::Error + Send + Sync> {
     // The SDK's errors print as "service error"; the debug form names the
     // cause (no message bodies are ever part of it).
     let text = format!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e));
@@ -46,10 +36,16 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(
 }
 
 impl SqsSource {
-    /// Connects (loads the AWS configuration) and resolves the queue URL.
+    /// Connects with the AWS configuration of the environment and resolves
+    /// the queue URL.
     pub async fn connect(queue: &str) -> Result<Self, SqsError> {
         let config = aws_config::load_from_env().await;
-        let client = Client::new(&config);
+        Self::with_config(&config, queue).await
+    }
+
+    /// Like [`SqsSource::connect`] with a given AWS configuration.
+    pub async fn with_config(config: &aws_config::SdkConfig, queue: &str) -> Result<Self, SqsError> {
+        let client = Client::new(config);
         let url = if queue.starts_with("https://") || queue.starts_with("http://") {
             queue.to_string()
         } else {
@@ -58,43 +54,25 @@ impl SqsSource {
                 .queue_name(queue)
                 .send()
                 .await
-                .map_err(|e| SqsError::QueueUrl {
-                    queue: queue.into(),
-                    source: boxed(e),
-                })?
+                .map_err(|e| SqsError::QueueUrl { queue: queue.into(), source: boxed(e) })?
                 .queue_url()
                 .unwrap_or_default()
                 .to_string()
         };
-        Ok(SqsSource {
-            client,
-            queue: queue.to_string(),
-            url,
-        })
+        Ok(SqsSource { client, queue: queue.to_string(), url })
     }
 
     pub fn queue(&self) -> &str {
         &self.queue
     }
 
-    fn err(
-        &self,
-        action: &'static str,
-    ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SqsError + '_ {
-        move |source| SqsError::Call {
-            queue: self.queue.clone(),
-            action,
-            source,
-        }
+    fn err(&self, action: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SqsError + '_ {
+        move |source| SqsError::Call { queue: self.queue.clone(), action, source }
     }
 
     /// Up to 10 messages, waiting up to `wait` for the first (long polling);
     /// they stay invisible to others for `visibility`.
-    pub async fn receive(
-        &self,
-        wait: Duration,
-        visibility: Duration,
-    ) -> Result<Vec<Message>, SqsError> {
+    pub async fn receive(&self, wait: Duration, visibility: Duration) -> Result<Vec<Message>, SqsError> {
         let out = self
             .client
             .receive_message()
@@ -121,11 +99,7 @@ impl SqsSource {
                     .unwrap_or(1),
                 attributes: m
                     .message_attributes()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_string())))
-                            .collect()
-                    })
+                    .map(|a| a.iter().filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_string()))).collect())
                     .unwrap_or_default(),
             })
             .collect();
@@ -141,10 +115,7 @@ impl SqsSource {
                 .iter()
                 .enumerate()
                 .map(|(i, m)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(&m.receipt)
-                        .build()
+                    DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(&m.receipt).build()
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| self.err("DeleteMessageBatch")(boxed(e)))?;
@@ -163,11 +134,7 @@ impl SqsSource {
 
     /// Sets the messages' visibility timeout (to keep them while a batch is
     /// still in work, or to 0 to release them at once).
-    pub async fn set_visibility(
-        &self,
-        messages: &[&Message],
-        timeout: Duration,
-    ) -> Result<(), SqsError> {
+    pub async fn set_visibility(&self, messages: &[&Message], timeout: Duration) -> Result<(), SqsError> {
         for chunk in messages.chunks(10) {
             let entries = chunk
                 .iter()

@@ -15,12 +15,7 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
     #[error("{file}:{line}: step {step}: {source}")]
-    Plugin {
-        file: String,
-        line: usize,
-        step: usize,
-        source: PluginError,
-    },
+    Plugin { file: String, line: usize, step: usize, source: PluginError },
     #[error(transparent)]
     Step(#[from] StepError),
 }
@@ -68,12 +63,7 @@ impl TransformChain {
         let mut loaded: HashMap<std::path::PathBuf, Arc<Plugin>> = HashMap::new();
         let mut steps = Vec::new();
         for step in &pipeline.steps {
-            let at = |source| ChainError::Plugin {
-                file: file.clone(),
-                line: step.line,
-                step: step.index,
-                source,
-            };
+            let at = |source| ChainError::Plugin { file: file.clone(), line: step.line, step: step.index, source };
             let path = resolve(&step.uses, dir, &search).map_err(at)?;
             let plugin = match loaded.get(&path) {
                 Some(p) => p.clone(),
@@ -84,13 +74,7 @@ impl TransformChain {
                     p
                 }
             };
-            steps.push(StepRunner::new(
-                engine.clone(),
-                &file,
-                step.clone(),
-                plugin,
-                pipeline.record_values_in_logs,
-            )?);
+            steps.push(StepRunner::new(engine.clone(), &file, step.clone(), plugin, pipeline.record_values_in_logs)?);
         }
         Ok(TransformChain { steps })
     }
@@ -113,9 +97,7 @@ impl TransformChain {
             }
             let (batch, outcomes) = match runner.run(&current)? {
                 StepOutput::Unchanged => continue,
-                StepOutput::Changed {
-                    batch, outcomes, ..
-                } => (batch, outcomes),
+                StepOutput::Changed { batch, outcomes, .. } => (batch, outcomes),
             };
             let mut next = Vec::with_capacity(batch.records.len());
             for (i, outcome) in outcomes.into_iter().enumerate() {
@@ -135,18 +117,11 @@ impl TransformChain {
             origin = next;
             current = batch;
         }
-        Ok(ChainOutput {
-            batch: current.into_record(),
-            origin,
-            rejected,
-            dropped,
-        })
+        Ok(ChainOutput { batch: current.into_record(), origin, rejected, dropped })
     }
 }
 
 /// The name of a plugin from `uses`: the file stem for paths.
 fn plugin_name(uses: &str) -> String {
-    Path::new(uses)
-        .file_stem()
-        .map_or_else(|| uses.to_string(), |s| s.to_string_lossy().into_owned())
+    Path::new(uses).file_stem().map_or_else(|| uses.to_string(), |s| s.to_string_lossy().into_owned())
 }

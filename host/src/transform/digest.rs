@@ -8,12 +8,7 @@ use sha2::{Digest, Sha256, Sha512};
 
 /// Hex digests of `data[ends[i-1]..ends[i]]`, end to end. `key` is the
 /// granted secret's bytes, for HMAC.
-pub fn hex_digests(
-    algorithm: Algorithm,
-    key: Option<&[u8]>,
-    data: &[u8],
-    ends: &[u32],
-) -> Result<Vec<u8>, String> {
+pub fn hex_digests(algorithm: Algorithm, key: Option<&[u8]>, data: &[u8], ends: &[u32]) -> Result<Vec<u8>, String> {
     let width = match algorithm {
         Algorithm::Sha512 => 128,
         Algorithm::Sha256 | Algorithm::HmacSha256 => 64,
@@ -21,19 +16,14 @@ pub fn hex_digests(
     let mut out = Vec::with_capacity(ends.len() * width);
     let mut start = 0usize;
     let mac = match (algorithm, key) {
-        (Algorithm::HmacSha256, Some(key)) => {
-            Some(Hmac::<Sha256>::new_from_slice(key).map_err(|e| e.to_string())?)
-        }
+        (Algorithm::HmacSha256, Some(key)) => Some(Hmac::<Sha256>::new_from_slice(key).map_err(|e| e.to_string())?),
         (Algorithm::HmacSha256, None) => return Err("hmac-sha256 needs a granted secret".into()),
         _ => None,
     };
     for &end in ends {
         let end = end as usize;
         if end < start || end > data.len() {
-            return Err(format!(
-                "ends are not ascending within the data ({} bytes)",
-                data.len()
-            ));
+            return Err(format!("ends are not ascending within the data ({} bytes)", data.len()));
         }
         let input = &data[start..end];
         start = end;
@@ -73,23 +63,10 @@ mod tests {
                     a6d0e2f27f6111e10b06790db42f34123e724aa0fd24b280f4a0ef5ee986784c";
         assert_eq!(String::from_utf8(got).unwrap(), want);
         let got = hex_digests(Algorithm::Sha512, None, b"abc", &[3]).unwrap();
-        assert!(
-            String::from_utf8(got)
-                .unwrap()
-                .starts_with("ddaf35a193617aba")
-        );
+        assert!(String::from_utf8(got).unwrap().starts_with("ddaf35a193617aba"));
         let msg = b"The quick brown fox jumps over the lazy dog";
-        let got = hex_digests(
-            Algorithm::HmacSha256,
-            Some(b"key"),
-            msg,
-            &[msg.len() as u32],
-        )
-        .unwrap();
-        assert_eq!(
-            String::from_utf8(got).unwrap(),
-            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
-        );
+        let got = hex_digests(Algorithm::HmacSha256, Some(b"key"), msg, &[msg.len() as u32]).unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8");
     }
 
     #[test]

@@ -29,29 +29,13 @@ pub struct Engine {
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error("plugin `{name}` not found; looked for {file} in: {searched}")]
-    NotFound {
-        name: String,
-        file: String,
-        searched: String,
-    },
+    NotFound { name: String, file: String, searched: String },
     #[error("plugin `{name}`: cannot read {path}: {source}")]
-    Read {
-        name: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { name: String, path: PathBuf, source: std::io::Error },
     #[error("plugin `{name}`: {path} is not a valid WebAssembly component: {reason}")]
-    Compile {
-        name: String,
-        path: PathBuf,
-        reason: String,
-    },
+    Compile { name: String, path: PathBuf, reason: String },
     #[error("plugin `{name}`: {path} does not fit the etl:transform/plugin@0.1.0 world: {reason}")]
-    World {
-        name: String,
-        path: PathBuf,
-        reason: String,
-    },
+    World { name: String, path: PathBuf, reason: String },
     #[error("wasmtime engine: {0}")]
     Engine(String),
 }
@@ -79,11 +63,9 @@ impl Engine {
             // Names guest functions in `perf` profiles (/tmp/perf-PID.map).
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let engine =
-            wasmtime::Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
+        let engine = wasmtime::Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
         wit::Plugin::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
         let weak = engine.weak();
@@ -101,22 +83,13 @@ impl Engine {
             // An unusable cache only costs compile time.
             let _ = std::fs::create_dir_all(dir);
         }
-        Ok(Engine {
-            engine,
-            linker: Arc::new(linker),
-            cache_dir,
-            plugin_path,
-        })
+        Ok(Engine { engine, linker: Arc::new(linker), cache_dir, plugin_path })
     }
 
     /// The default cache folder: `$HOST_CACHE_DIR`, else
     /// `$XDG_CACHE_HOME/etl-host`, else `~/.cache/etl-host`.
     pub fn default_cache_dir() -> Option<PathBuf> {
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         env("HOST_CACHE_DIR")
             .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("etl-host")))
             .or_else(|| env("HOME").map(|d| d.join(".cache/etl-host")))
@@ -125,31 +98,20 @@ impl Engine {
     /// Loads, compiles (or takes from the cache), links and describes the
     /// plugin at `path`.
     pub fn load(&self, name: &str, path: &Path) -> Result<Arc<Plugin>, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
-            name: name.into(),
-            path: path.into(),
-            source,
-        })?;
+        let bytes =
+            std::fs::read(path).map_err(|source| PluginError::Read { name: name.into(), path: path.into(), source })?;
         let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
-        let component = self
-            .compile(&bytes, &digest)
-            .map_err(|reason| PluginError::Compile {
-                name: name.into(),
-                path: path.into(),
-                reason,
-            })?;
-        let world = |e: wasmtime::Error| PluginError::World {
+        let component = self.compile(&bytes, &digest).map_err(|reason| PluginError::Compile {
             name: name.into(),
             path: path.into(),
-            reason: one_line(&e),
-        };
+            reason,
+        })?;
+        let world =
+            |e: wasmtime::Error| PluginError::World { name: name.into(), path: path.into(), reason: one_line(&e) };
         let pre = self.linker.instantiate_pre(&component).map_err(world)?;
         let pre = wit::PluginPre::new(pre).map_err(world)?;
         let mut store = self.store(&Limits::probe(), &Grants::default(), Default::default());
-        let description = pre
-            .instantiate(&mut store)
-            .and_then(|i| i.call_describe(&mut store))
-            .map_err(world)?;
+        let description = pre.instantiate(&mut store).and_then(|i| i.call_describe(&mut store)).map_err(world)?;
         Ok(Arc::new(Plugin {
             name: name.into(),
             path: path.into(),
@@ -180,11 +142,7 @@ impl Engine {
         };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
-        let file = dir.join(format!(
-            "{}-{:016x}.cwasm",
-            digest.trim_start_matches("sha256:"),
-            h.finish()
-        ));
+        let file = dir.join(format!("{}-{:016x}.cwasm", digest.trim_start_matches("sha256:"), h.finish()));
         if file.exists() {
             // SAFETY: the cache folder is the host's own; files in it are
             // only ever written below, by this engine configuration, named by
@@ -207,39 +165,27 @@ impl Engine {
 
 /// An error chain on one line (wasmtime's messages may span several).
 fn one_line(e: &wasmtime::Error) -> String {
-    format!("{e:#}")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Epoch ticks for a time budget (at least one). The deadline falls one
 /// tick short of the budget, so a call is stopped between `budget - 2 TICK`
 /// and `budget - TICK` after it starts (plus the ticker's scheduling delay).
 pub(super) fn ticks(budget: Duration) -> u64 {
-    (budget.as_millis() / TICK.as_millis())
-        .saturating_sub(1)
-        .max(1) as u64
+    (budget.as_millis() / TICK.as_millis()).saturating_sub(1).max(1) as u64
 }
 
 impl Limits {
     /// Limits for calling `describe` on a freshly loaded plugin.
     fn probe() -> Limits {
-        Limits {
-            max_memory_bytes: 64 << 20,
-            max_call: Duration::from_secs(1),
-        }
+        Limits { max_memory_bytes: 64 << 20, max_call: Duration::from_secs(1) }
     }
 }
 
 /// Finds the `.wasm` file for `uses`: a path (has `/` or ends in `.wasm`,
 /// relative to the pipeline's folder), or a name looked up as `NAME.wasm` in
 /// `search`.
-pub fn resolve(
-    uses: &str,
-    pipeline_dir: &Path,
-    search: &[PathBuf],
-) -> Result<PathBuf, PluginError> {
+pub fn resolve(uses: &str, pipeline_dir: &Path, search: &[PathBuf]) -> Result<PathBuf, PluginError> {
     if uses.contains('/') || uses.ends_with(".wasm") {
         return Ok(pipeline_dir.join(uses));
     }
@@ -250,16 +196,8 @@ pub fn resolve(
             return Ok(candidate);
         }
     }
-    let searched = search
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    Err(PluginError::NotFound {
-        name: uses.into(),
-        file,
-        searched,
-    })
+    let searched = search.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
+    Err(PluginError::NotFound { name: uses.into(), file, searched })
 }
 
 impl Engine {
@@ -276,19 +214,11 @@ impl Engine {
 
 fn default_search_path(pipeline_path: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var("HOST_PLUGIN_PATH")
-        .map(|v| {
-            v.split(':')
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-                .collect()
-        })
+        .map(|v| v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect())
         .unwrap_or_default();
     dirs.extend(pipeline_path.iter().cloned());
     dirs.push(PathBuf::from("target/plugins"));
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent()?.parent().map(|p| p.join("plugins")))
-    {
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent()?.parent().map(|p| p.join("plugins"))) {
         dirs.push(dir);
     }
     dirs

@@ -44,16 +44,8 @@ impl fmt::Display for CallFailure {
             CallFailure::OutOfMemory { cap_mb } => {
                 write!(f, "ran out of memory (cap {cap_mb} MiB)")
             }
-            CallFailure::Trap {
-                trap,
-                panicked: true,
-                panic: Some(p),
-            } => write!(f, "panicked ({trap}): {p}"),
-            CallFailure::Trap {
-                trap,
-                panicked: true,
-                panic: None,
-            } => write!(
+            CallFailure::Trap { trap, panicked: true, panic: Some(p) } => write!(f, "panicked ({trap}): {p}"),
+            CallFailure::Trap { trap, panicked: true, panic: None } => write!(
                 f,
                 "panicked ({trap}); message withheld as it may hold record values ([logging] record_values = true shows it)"
             ),
@@ -66,33 +58,12 @@ impl fmt::Display for CallFailure {
 /// A step that cannot run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    #[error(
-        "{file}:{line}: step {step} (`{plugin}`): secret `{secret}`: environment variable `{var}` is not set"
-    )]
-    Secret {
-        file: String,
-        line: usize,
-        step: usize,
-        plugin: String,
-        secret: String,
-        var: String,
-    },
+    #[error("{file}:{line}: step {step} (`{plugin}`): secret `{secret}`: environment variable `{var}` is not set")]
+    Secret { file: String, line: usize, step: usize, plugin: String, secret: String, var: String },
     #[error("{file}:{line}: step {step} (`{plugin}`): cannot instantiate: {reason}")]
-    Instantiate {
-        file: String,
-        line: usize,
-        step: usize,
-        plugin: String,
-        reason: String,
-    },
+    Instantiate { file: String, line: usize, step: usize, plugin: String, reason: String },
     #[error("{file}:{line}: step {step} (`{plugin}`) refused its params: {reason}")]
-    Configure {
-        file: String,
-        line: usize,
-        step: usize,
-        plugin: String,
-        reason: String,
-    },
+    Configure { file: String, line: usize, step: usize, plugin: String, reason: String },
 }
 
 /// The outcome of one step on one batch.
@@ -150,24 +121,15 @@ impl StepRunner {
             })?;
             secrets.insert(name.clone(), value.into_bytes());
         }
-        let mut runner = StepRunner {
-            step,
-            plugin,
-            file: file.into(),
-            engine,
-            secrets: Arc::new(secrets),
-            show_panics,
-            live: None,
-        };
+        let mut runner =
+            StepRunner { step, plugin, file: file.into(), engine, secrets: Arc::new(secrets), show_panics, live: None };
         runner.live = Some(runner.instantiate()?);
         Ok(runner)
     }
 
     /// A fresh, configured instance.
     fn instantiate(&self) -> Result<Live, StepError> {
-        let mut store =
-            self.engine
-                .store(&self.step.limits, &self.step.grants, self.secrets.clone());
+        let mut store = self.engine.store(&self.step.limits, &self.step.grants, self.secrets.clone());
         let err = |reason: String| StepError::Instantiate {
             file: self.file.clone(),
             line: self.step.line,
@@ -175,11 +137,7 @@ impl StepRunner {
             plugin: self.plugin.name.clone(),
             reason,
         };
-        let instance = self
-            .plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| err(format!("{e:#}")))?;
+        let instance = self.plugin.pre.instantiate(&mut store).map_err(|e| err(format!("{e:#}")))?;
         match instance.call_configure(&mut store, &self.step.params) {
             Ok(Ok(())) => Ok(Live { store, instance }),
             Ok(Err(reason)) => Err(StepError::Configure {
@@ -200,8 +158,7 @@ impl StepRunner {
             Some(l) => l,
             None => self.instantiate()?,
         };
-        live.store
-            .set_epoch_deadline(ticks(self.step.limits.max_call));
+        live.store.set_epoch_deadline(ticks(self.step.limits.max_call));
         match live.instance.call_transform(&mut live.store, batch) {
             Ok(wit::Output::Unchanged) => {
                 self.live = Some(live);
@@ -221,25 +178,16 @@ impl StepRunner {
     fn failure(&self, store: &mut wasmtime::Store<StepState>, e: wasmtime::Error) -> CallFailure {
         let trap = e.downcast_ref::<wasmtime::Trap>().copied();
         if trap == Some(wasmtime::Trap::Interrupt) {
-            return CallFailure::Timeout {
-                budget_ms: self.step.limits.max_call.as_millis(),
-            };
+            return CallFailure::Timeout { budget_ms: self.step.limits.max_call.as_millis() };
         }
         if store.data().limiter.refused {
-            return CallFailure::OutOfMemory {
-                cap_mb: self.step.limits.max_memory_bytes >> 20,
-            };
+            return CallFailure::OutOfMemory { cap_mb: self.step.limits.max_memory_bytes >> 20 };
         }
         let stderr = store.data().stderr.contents();
         let panicked = stderr.windows(9).any(|w| w == b"panicked ");
-        let panic = (panicked && self.show_panics)
-            .then(|| String::from_utf8_lossy(&stderr).trim().to_string());
+        let panic = (panicked && self.show_panics).then(|| String::from_utf8_lossy(&stderr).trim().to_string());
         let trap = trap.map_or_else(|| format!("{e:#}"), |t| t.to_string());
-        CallFailure::Trap {
-            trap,
-            panicked,
-            panic,
-        }
+        CallFailure::Trap { trap, panicked, panic }
     }
 
     /// Runs a batch; when a call fails, retries halves until the failing
@@ -252,21 +200,12 @@ impl StepRunner {
         let first = match self.call(input)? {
             Ok(None) => return Ok(StepOutput::Unchanged),
             Ok(Some((batch, outcomes))) => {
-                return Ok(StepOutput::Changed {
-                    batch,
-                    outcomes,
-                    failed_calls: 0,
-                });
+                return Ok(StepOutput::Changed { batch, outcomes, failed_calls: 0 });
             }
             Err(f) => f,
         };
         tracing::warn!(step = self.step.index, plugin = %self.plugin.name, records = n, cause = %first, "call failed; isolating");
-        let mut acc = Isolation {
-            rows: BatchBuilder::new(),
-            outcomes: Vec::with_capacity(n),
-            failed: 1,
-            last: first,
-        };
+        let mut acc = Isolation { rows: BatchBuilder::new(), outcomes: Vec::with_capacity(n), failed: 1, last: first };
         if n == 1 {
             acc.reject(1, self.reason(&acc.last.clone()));
         } else {
@@ -274,24 +213,12 @@ impl StepRunner {
             self.isolate(input, n / 2..n, &mut acc)?;
         }
         let batch = wit::to_wit(&acc.rows.finish());
-        Ok(StepOutput::Changed {
-            batch,
-            outcomes: acc.outcomes,
-            failed_calls: acc.failed,
-        })
+        Ok(StepOutput::Changed { batch, outcomes: acc.outcomes, failed_calls: acc.failed })
     }
 
-    fn isolate(
-        &mut self,
-        input: &Batch,
-        range: std::ops::Range<usize>,
-        acc: &mut Isolation,
-    ) -> Result<(), StepError> {
+    fn isolate(&mut self, input: &Batch, range: std::ops::Range<usize>, acc: &mut Isolation) -> Result<(), StepError> {
         if acc.failed >= MAX_FAILED_CALLS {
-            let reason = format!(
-                "{} (not isolated: too many failed calls in this batch)",
-                acc.last
-            );
+            let reason = format!("{} (not isolated: too many failed calls in this batch)", acc.last);
             acc.reject(range.len(), reason);
             return Ok(());
         }

@@ -38,24 +38,13 @@ impl Batch {
     /// Decodes a batch that was checked (every batch the host holds is).
     pub fn into_record(self) -> record::Batch {
         let cells = self.columns().decode_cells();
-        record::Batch {
-            keys: self.keys,
-            text: self.text,
-            cells,
-            records: self.records,
-        }
+        record::Batch { keys: self.keys, text: self.text, cells, records: self.records }
     }
 
     /// Records `range` as a batch of their own (keys and text copied whole).
     pub fn slice(&self, range: std::ops::Range<usize>) -> Batch {
-        let start: usize = self.records[..range.start]
-            .iter()
-            .map(|&n| n as usize)
-            .sum();
-        let len: usize = self.records[range.clone()]
-            .iter()
-            .map(|&n| n as usize)
-            .sum();
+        let start: usize = self.records[..range.start].iter().map(|&n| n as usize).sum();
+        let len: usize = self.records[range.clone()].iter().map(|&n| n as usize).sum();
         let cells = start..start + len;
         Batch {
             keys: self.keys.clone(),
@@ -72,27 +61,11 @@ impl Batch {
 /// what is malformed.
 pub fn check(out: Changed, inputs: usize) -> Result<(Batch, Vec<record::Outcome>), String> {
     if out.outcomes.len() != inputs {
-        return Err(format!(
-            "{} outcomes for {inputs} input records",
-            out.outcomes.len()
-        ));
+        return Err(format!("{} outcomes for {inputs} input records", out.outcomes.len()));
     }
-    let emitted: u64 = out
-        .outcomes
-        .iter()
-        .map(|o| {
-            if let Outcome::Emit(n) = o {
-                u64::from(*n)
-            } else {
-                0
-            }
-        })
-        .sum();
+    let emitted: u64 = out.outcomes.iter().map(|o| if let Outcome::Emit(n) = o { u64::from(*n) } else { 0 }).sum();
     if emitted != out.batch.records.len() as u64 {
-        return Err(format!(
-            "outcomes emit {emitted} records but the batch has {}",
-            out.batch.records.len()
-        ));
+        return Err(format!("outcomes emit {emitted} records but the batch has {}", out.batch.records.len()));
     }
     out.batch.columns().check()?;
     let outcomes = out

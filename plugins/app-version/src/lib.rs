@@ -67,11 +67,7 @@ pub fn parse_bytes(text: &[u8]) -> Result<Version, &'static str> {
             parts[i] = n;
         }
     }
-    Ok(Version {
-        major: parts[0],
-        minor: parts[1],
-        patch: parts[2],
-    })
+    Ok(Version { major: parts[0], minor: parts[1], patch: parts[2] })
 }
 
 pub struct AppVersion {
@@ -89,7 +85,8 @@ struct Keys {
 
 impl Transform for AppVersion {
     type Params = Params;
-    const SUMMARY: &'static str = "Parses a version text like \"2.3.0\" into its major (and optionally minor, patch, sortable) integer";
+    const SUMMARY: &'static str =
+        "Parses a version text like \"2.3.0\" into its major (and optionally minor, patch, sortable) integer";
 
     fn new(params: Params) -> Result<Self, String> {
         if params.field.is_empty() {
@@ -163,10 +160,7 @@ impl AppVersion {
     fn push_outputs(&self, keys: &Keys, v: Option<Version>, out: &mut OutputBuilder) {
         let int = |x: Option<i64>| x.map_or(Value::Null, Value::Integer);
         let major = v.map(|v| i64::from(v.major)).or(self.params.default);
-        out.push(Cell {
-            key: keys.major,
-            value: int(major),
-        });
+        out.push(Cell { key: keys.major, value: int(major) });
         let parts = [
             (keys.minor, v.map(|v| i64::from(v.minor))),
             (keys.patch, v.map(|v| i64::from(v.patch))),
@@ -174,10 +168,7 @@ impl AppVersion {
         ];
         for (key, value) in parts {
             if let Some(key) = key {
-                out.push(Cell {
-                    key,
-                    value: int(value),
-                });
+                out.push(Cell { key, value: int(value) });
             }
         }
     }
@@ -186,9 +177,7 @@ impl AppVersion {
 /// `major * 1e6 + minor * 1e3 + patch`; minor and patch are clamped to 999 so
 /// the order stays right for ordinary versions.
 fn sortable(v: Version) -> i64 {
-    i64::from(v.major) * 1_000_000
-        + i64::from(v.minor.min(999)) * 1_000
-        + i64::from(v.patch.min(999))
+    i64::from(v.major) * 1_000_000 + i64::from(v.minor.min(999)) * 1_000 + i64::from(v.patch.min(999))
 }
 
 plugin_sdk::plugin!(AppVersion);

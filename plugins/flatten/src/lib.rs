@@ -55,8 +55,7 @@ enum Child {
 
 impl Transform for Flatten {
     type Params = Params;
-    const SUMMARY: &'static str =
-        "Flattens nested objects (and optionally arrays) into separator-joined keys";
+    const SUMMARY: &'static str = "Flattens nested objects (and optionally arrays) into separator-joined keys";
 
     fn new(p: Params) -> Result<Self, String> {
         if p.separator.is_empty() {
@@ -75,8 +74,7 @@ impl Transform for Flatten {
     }
 
     fn unchanged(&self, kinds: &[u8]) -> bool {
-        let opened =
-            |k: &u8| *k == kind::OBJECT || (*k == kind::ARRAY && self.arrays == Arrays::Index);
+        let opened = |k: &u8| *k == kind::OBJECT || (*k == kind::ARRAY && self.arrays == Arrays::Index);
         !kinds.iter().any(opened)
     }
 
@@ -91,10 +89,7 @@ impl Transform for Flatten {
             self.written.clear();
             match self.write(record, None, 0, out) {
                 Ok(()) => out.emit(),
-                Err(key) => out.reject(format!(
-                    "two fields flatten to the same key `{}`",
-                    out.key_name(key)
-                )),
+                Err(key) => out.reject(format!("two fields flatten to the same key `{}`", out.key_name(key))),
             }
         }
     }
@@ -111,20 +106,10 @@ impl Flatten {
     }
 
     /// Writes `cells` (siblings) under `parent`; `Err` holds a colliding key.
-    fn write(
-        &mut self,
-        cells: Cells<'_>,
-        parent: Option<u32>,
-        depth: u32,
-        out: &mut OutputBuilder,
-    ) -> Result<(), u32> {
+    fn write(&mut self, cells: Cells<'_>, parent: Option<u32>, depth: u32, out: &mut OutputBuilder) -> Result<(), u32> {
         for (index, field) in cells.fields().enumerate() {
             let cell = field.cell;
-            let child = if cell.key == NO_KEY {
-                Child::Index(index as u32)
-            } else {
-                Child::Key(cell.key)
-            };
+            let child = if cell.key == NO_KEY { Child::Index(index as u32) } else { Child::Key(cell.key) };
             let key = self.join(parent, child, out);
             if self.opens(&cell) && depth < self.max_depth {
                 self.write(field.members, Some(key), depth + 1, out)?;
@@ -133,10 +118,7 @@ impl Flatten {
                     return Err(key);
                 }
                 self.written.push(key);
-                out.push(Cell {
-                    key,
-                    value: cell.value,
-                });
+                out.push(Cell { key, value: cell.value });
                 out.copy(field.members);
             }
         }
@@ -154,12 +136,7 @@ impl Flatten {
             return k;
         }
         let name = match child {
-            Child::Key(k) => format!(
-                "{}{}{}",
-                out.key_name(parent),
-                self.separator,
-                out.key_name(k)
-            ),
+            Child::Key(k) => format!("{}{}{}", out.key_name(parent), self.separator, out.key_name(k)),
             Child::Index(i) => format!("{}{}{}", out.key_name(parent), self.separator, i),
         };
         let k = out.key(&name);

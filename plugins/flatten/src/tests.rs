@@ -17,10 +17,7 @@ fn flat_records_pass_unchanged() {
 fn nested_objects_join_keys() {
     let r = json!({"a": {"b": {"c": 1}, "d": "x"}, "e": true});
     let got = run(json!({"separator": "_"}), &[r]);
-    assert_eq!(
-        got,
-        vec![Emit(vec![json!({"a_b_c": 1, "a_d": "x", "e": true})])]
-    );
+    assert_eq!(got, vec![Emit(vec![json!({"a_b_c": 1, "a_d": "x", "e": true})])]);
 }
 
 #[test]
@@ -40,10 +37,7 @@ fn arrays_are_kept_or_indexed() {
 
 #[test]
 fn empty_objects_vanish() {
-    assert_eq!(
-        run(json!({}), &[json!({"a": {}, "b": 1})]),
-        vec![Emit(vec![json!({"b": 1})])]
-    );
+    assert_eq!(run(json!({}), &[json!({"a": {}, "b": 1})]), vec![Emit(vec![json!({"b": 1})])]);
 }
 
 #[test]
@@ -51,27 +45,14 @@ fn collisions_reject_only_their_record() {
     let records = [json!({"a.b": 1, "a": {"b": 2}}), json!({"a": {"b": 2}})];
     assert_eq!(
         run(json!({}), &records),
-        vec![
-            Reject("two fields flatten to the same key `a.b`".into()),
-            Emit(vec![json!({"a.b": 2})])
-        ]
+        vec![Reject("two fields flatten to the same key `a.b`".into()), Emit(vec![json!({"a.b": 2})])]
     );
 }
 
 #[test]
 fn bad_parameters_are_refused() {
-    let err = |p: serde_json::Value| {
-        plugin_sdk::configure::<Flatten>(&p.to_string())
-            .err()
-            .unwrap()
-    };
-    assert_eq!(
-        err(json!({"separator": ""})),
-        "`separator` must not be empty"
-    );
-    assert_eq!(
-        err(json!({"max_depth": 0})),
-        "`max_depth` must be at least 1"
-    );
+    let err = |p: serde_json::Value| plugin_sdk::configure::<Flatten>(&p.to_string()).err().unwrap();
+    assert_eq!(err(json!({"separator": ""})), "`separator` must not be empty");
+    assert_eq!(err(json!({"max_depth": 0})), "`max_depth` must be at least 1");
     assert!(err(json!({"arrays": "explode"})).starts_with("unknown variant `explode`"));
 }

@@ -32,10 +32,7 @@ pub struct Params {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a list of field names or a table of field = \"output name\""
-)]
+#[serde(untagged, expecting = "a list of field names or a table of field = \"output name\"")]
 pub enum Fields {
     InPlace(Vec<String>),
     Renamed(BTreeMap<String, String>),
@@ -70,8 +67,7 @@ pub struct Mask {
 
 impl Transform for Mask {
     type Params = Params;
-    const SUMMARY: &'static str =
-        "Replaces text fields by hex SHA-256, SHA-512 or keyed HMAC-SHA-256 digests";
+    const SUMMARY: &'static str = "Replaces text fields by hex SHA-256, SHA-512 or keyed HMAC-SHA-256 digests";
 
     fn new(p: Params) -> Result<Self, String> {
         let fields: Vec<(String, String)> = match p.fields {
@@ -88,31 +84,19 @@ impl Transform for Mask {
         };
         match (algorithm, &p.secret) {
             (Algorithm::HmacSha256, None) => {
-                return Err(
-                    "hmac-sha256 needs `secret`, the name of a secret granted to this step".into(),
-                );
+                return Err("hmac-sha256 needs `secret`, the name of a secret granted to this step".into());
             }
             (Algorithm::Sha256 | Algorithm::Sha512, Some(_)) => {
                 return Err("`secret` is only used by hmac-sha256".into());
             }
             _ => {}
         }
-        Ok(Mask {
-            fields,
-            algorithm,
-            width,
-            secret: p.secret,
-            keep_original: p.keep_original,
-            missing: p.missing,
-        })
+        Ok(Mask { fields, algorithm, width, secret: p.secret, keep_original: p.keep_original, missing: p.missing })
     }
 
     fn transform(&mut self, input: &Input, out: &mut OutputBuilder) {
-        let keys: Vec<(Option<u32>, u32)> = self
-            .fields
-            .iter()
-            .map(|(from, to)| (out.find_key(from), out.key(to)))
-            .collect();
+        let keys: Vec<(Option<u32>, u32)> =
+            self.fields.iter().map(|(from, to)| (out.find_key(from), out.key(to))).collect();
         let k = keys.len();
         // Pass 1: gather the texts to hash; `slots[r * k + i]` is the digest
         // index of record r's field i, or NULL / MISSING.
@@ -136,10 +120,7 @@ impl Transform for Mask {
                         MISSING
                     }
                     Some(_) => {
-                        verdict = Err(format!(
-                            "`{}` is not text; mask takes text",
-                            self.fields[i].0
-                        ));
+                        verdict = Err(format!("`{}` is not text; mask takes text", self.fields[i].0));
                         NULL
                     }
                 };
@@ -157,8 +138,7 @@ impl Transform for Mask {
             }
         };
         // Pass 2: write the records, each digest in its field's place.
-        for ((record, verdict), slots) in input.records().zip(verdicts).zip(slots.chunks(k.max(1)))
-        {
+        for ((record, verdict), slots) in input.records().zip(verdicts).zip(slots.chunks(k.max(1))) {
             if let Err(why) = verdict {
                 out.reject(why);
                 continue;
@@ -178,10 +158,7 @@ impl Transform for Mask {
             }
             for (i, (_, to)) in keys.iter().enumerate() {
                 if slots[i] == MISSING {
-                    out.push(Cell {
-                        key: *to,
-                        value: Value::Null,
-                    });
+                    out.push(Cell { key: *to, value: Value::Null });
                 }
             }
             out.emit();
@@ -195,10 +172,7 @@ const MISSING: u32 = u32::MAX;
 impl Mask {
     fn push_slot(&self, to: u32, slot: u32, digests: &[u8], out: &mut OutputBuilder) {
         if slot >= NULL {
-            out.push(Cell {
-                key: to,
-                value: Value::Null,
-            });
+            out.push(Cell { key: to, value: Value::Null });
         } else {
             let at = slot as usize * self.width;
             // Hex digits are ASCII, hence UTF-8.

@@ -19,20 +19,14 @@ fn run(params: serde_json::Value, records: &[serde_json::Value]) -> Vec<json::Re
 #[test]
 fn renames_into_outputs_in_place_and_drops_the_raw_values() {
     let params = json!({"fields": {"ip": "masked_ip", "device_id": "masked_device_id"}});
-    let got = run(
-        params,
-        &[json!({"user_id": "u", "ip": IP, "locale": null, "device_id": DEVICE})],
-    );
+    let got = run(params, &[json!({"user_id": "u", "ip": IP, "locale": null, "device_id": DEVICE})]);
     let row = json!({"user_id": "u", "masked_ip": IP_SHA256, "locale": null, "masked_device_id": DEVICE_SHA256});
     assert_eq!(got, vec![Emit(vec![row])]);
 }
 
 #[test]
 fn sha512_and_utf8_bytes() {
-    let got = run(
-        json!({"fields": ["a"], "algorithm": "sha512"}),
-        &[json!({"a": "abc"})],
-    );
+    let got = run(json!({"fields": ["a"], "algorithm": "sha512"}), &[json!({"a": "abc"})]);
     assert_eq!(got, vec![Emit(vec![json!({"a": ABC_SHA512})])]);
     let got = run(json!({"fields": ["a"]}), &[json!({"a": "é"})]);
     assert_eq!(got, vec![Emit(vec![json!({"a": E_ACUTE_SHA256})])]);
@@ -42,10 +36,7 @@ fn sha512_and_utf8_bytes() {
 fn hmac_uses_the_granted_secret() {
     plugin_sdk::grant_native_secret("k", b"key");
     let params = json!({"fields": ["a"], "algorithm": "hmac-sha256", "secret": "k"});
-    let got = run(
-        params,
-        &[json!({"a": "The quick brown fox jumps over the lazy dog"})],
-    );
+    let got = run(params, &[json!({"a": "The quick brown fox jumps over the lazy dog"})]);
     let want = "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8";
     assert_eq!(got, vec![Emit(vec![json!({"a": want})])]);
 }
@@ -76,22 +67,13 @@ fn null_stays_null_non_text_and_missing_are_rejected() {
 fn missing_may_become_null_and_originals_may_be_kept() {
     let params = json!({"fields": {"ip": "m"}, "missing": "null", "keep_original": true});
     let got = run(params, &[json!({"x": 1}), json!({"ip": IP})]);
-    assert_eq!(
-        got,
-        vec![
-            Emit(vec![json!({"x": 1, "m": null})]),
-            Emit(vec![json!({"ip": IP, "m": IP_SHA256})])
-        ]
-    );
+    assert_eq!(got, vec![Emit(vec![json!({"x": 1, "m": null})]), Emit(vec![json!({"ip": IP, "m": IP_SHA256})])]);
 }
 
 #[test]
 fn bad_parameters_say_what_is_wrong() {
     let err = |p: serde_json::Value| plugin_sdk::configure::<Mask>(&p.to_string()).err().unwrap();
-    assert_eq!(
-        err(json!({"fields": []})),
-        "`fields` must name at least one field"
-    );
+    assert_eq!(err(json!({"fields": []})), "`fields` must name at least one field");
     assert_eq!(
         err(json!({"fields": ["a"], "algorithm": "hmac-sha256"})),
         "hmac-sha256 needs `secret`, the name of a secret granted to this step"

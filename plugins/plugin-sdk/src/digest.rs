@@ -6,12 +6,7 @@ pub use crate::bindings::etl::transform::host::Algorithm;
 
 /// Lowercase hex digests of the inputs `data[ends[i-1]..ends[i]]`, end to end.
 #[cfg(target_arch = "wasm32")]
-pub fn hex_digests(
-    algorithm: Algorithm,
-    secret: Option<&str>,
-    data: &[u8],
-    ends: &[u32],
-) -> Result<Vec<u8>, String> {
+pub fn hex_digests(algorithm: Algorithm, secret: Option<&str>, data: &[u8], ends: &[u32]) -> Result<Vec<u8>, String> {
     crate::bindings::etl::transform::host::hex_digests(algorithm, secret, data, ends)
 }
 
@@ -48,11 +43,7 @@ mod native {
             (Algorithm::HmacSha256, None) => return Err("hmac-sha256 needs a secret".into()),
             _ => Vec::new(),
         };
-        let width = if matches!(algorithm, Algorithm::Sha512) {
-            128
-        } else {
-            64
-        };
+        let width = if matches!(algorithm, Algorithm::Sha512) { 128 } else { 64 };
         let mut out = Vec::with_capacity(ends.len() * width);
         let mut start = 0usize;
         for &end in ends {

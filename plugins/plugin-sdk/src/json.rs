@@ -6,12 +6,7 @@ use serde_json::{Map, Value as Json};
 
 /// A batch holding `records` (each must be a JSON object).
 pub fn batch(records: &[Json]) -> Batch {
-    let mut b = Batch {
-        keys: Vec::new(),
-        text: Vec::new(),
-        cells: Vec::new(),
-        records: Vec::new(),
-    };
+    let mut b = Batch { keys: Vec::new(), text: Vec::new(), cells: Vec::new(), records: Vec::new() };
     for r in records {
         let start = b.cells.len();
         let obj = r.as_object().expect("records are JSON objects");
@@ -45,10 +40,7 @@ fn push(b: &mut Batch, key: u32, v: &Json) {
         Json::String(s) => {
             let offset = b.text.len() as u32;
             b.text.extend_from_slice(s.as_bytes());
-            Value::Text(crate::Span {
-                offset,
-                len: s.len() as u32,
-            })
+            Value::Text(crate::Span { offset, len: s.len() as u32 })
         }
         Json::Array(items) => {
             let at = open(b, key);
@@ -70,20 +62,13 @@ fn push(b: &mut Batch, key: u32, v: &Json) {
 }
 
 fn open(b: &mut Batch, key: u32) -> usize {
-    b.cells.push(Cell {
-        key,
-        value: Value::Null,
-    });
+    b.cells.push(Cell { key, value: Value::Null });
     b.cells.len() - 1
 }
 
 fn close(b: &mut Batch, at: usize, array: bool) {
     let n = (b.cells.len() - at - 1) as u32;
-    b.cells[at].value = if array {
-        Value::Array(n)
-    } else {
-        Value::Object(n)
-    };
+    b.cells[at].value = if array { Value::Array(n) } else { Value::Object(n) };
 }
 
 /// One input record's result, as JSON.
@@ -126,10 +111,7 @@ fn object(b: &Batch, cells: &[Cell]) -> Map<String, Json> {
     let mut i = 0;
     while i < cells.len() {
         let n = members(&cells[i]);
-        map.insert(
-            b.keys[cells[i].key as usize].clone(),
-            value(b, &cells[i], &cells[i + 1..i + 1 + n]),
-        );
+        map.insert(b.keys[cells[i].key as usize].clone(), value(b, &cells[i], &cells[i + 1..i + 1 + n]));
         i += 1 + n;
     }
     map

@@ -30,9 +30,7 @@ pub use digest::grant_native_secret;
 pub use digest::{Algorithm, hex_digests};
 pub use output::OutputBuilder;
 pub use read::{Cells, Field, Input};
-pub use record::{
-    Batch, Cell, Columns, ColumnsRef, NO_KEY, Outcome, Output, Span, Value, fields, members,
-};
+pub use record::{Batch, Cell, Columns, ColumnsRef, NO_KEY, Outcome, Output, Span, Value, fields, members};
 
 /// A transform plugin's logic.
 pub trait Transform: Sized + 'static {
@@ -92,10 +90,7 @@ pub fn run_columns<T: Transform>(t: &mut T, batch: Columns) -> (Columns, Option<
 pub fn run<T: Transform>(t: &mut T, batch: Batch) -> Output {
     let n = batch.records.len();
     let (columns, outcomes) = run_columns(t, batch.into_columns());
-    Output {
-        batch: columns.into_batch_unchecked(),
-        outcomes: outcomes.unwrap_or(vec![Outcome::Emit(1); n]),
-    }
+    Output { batch: columns.into_batch_unchecked(), outcomes: outcomes.unwrap_or(vec![Outcome::Emit(1); n]) }
 }
 
 /// The description a plugin reports.
@@ -131,10 +126,7 @@ pub mod glue {
                 (c, Some(outcomes)) => (c, outcomes),
                 (_, None) => return wit::Output::Unchanged,
             },
-            None => (
-                Columns::default(),
-                vec![Outcome::Reject("plugin was not configured".into()); n],
-            ),
+            None => (Columns::default(), vec![Outcome::Reject("plugin was not configured".into()); n]),
         };
         wit::Output::Changed(wit::Changed {
             batch: wit::Batch {

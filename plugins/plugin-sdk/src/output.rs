@@ -100,10 +100,7 @@ impl OutputBuilder {
     #[inline]
     pub fn push_text(&mut self, key: u32, text: &str) {
         let span = self.add_text(text);
-        self.push(Cell {
-            key,
-            value: Value::Text(span),
-        });
+        self.push(Cell { key, value: Value::Text(span) });
     }
 
     /// Appends a text field from bytes that are UTF-8 (such as ASCII hex),
@@ -113,14 +110,8 @@ impl OutputBuilder {
     pub fn push_utf8(&mut self, key: u32, bytes: &[u8]) {
         let offset = self.text.len() as u32;
         self.text.extend_from_slice(bytes);
-        let span = Span {
-            offset,
-            len: bytes.len() as u32,
-        };
-        self.push(Cell {
-            key,
-            value: Value::Text(span),
-        });
+        let span = Span { offset, len: bytes.len() as u32 };
+        self.push(Cell { key, value: Value::Text(span) });
     }
 
     /// Adds text to the arena and returns its span.
@@ -128,16 +119,12 @@ impl OutputBuilder {
     pub fn add_text(&mut self, text: &str) -> Span {
         let offset = self.text.len() as u32;
         self.text.extend_from_slice(text.as_bytes());
-        Span {
-            offset,
-            len: text.len() as u32,
-        }
+        Span { offset, len: text.len() as u32 }
     }
 
     /// Closes the open record as one output record.
     pub fn end_record(&mut self) {
-        self.records
-            .push((self.cell_keys.len() - self.record_start) as u32);
+        self.records.push((self.cell_keys.len() - self.record_start) as u32);
         self.record_start = self.cell_keys.len();
         self.emitted += 1;
     }
@@ -187,8 +174,7 @@ impl OutputBuilder {
         self.cell_keys.truncate(self.emitted_cells);
         self.cell_kinds.truncate(self.emitted_cells);
         self.cell_values.truncate(self.emitted_cells);
-        self.records
-            .truncate(self.records.len() - self.emitted as usize);
+        self.records.truncate(self.records.len() - self.emitted as usize);
         self.record_start = self.cell_keys.len();
         self.settle();
     }

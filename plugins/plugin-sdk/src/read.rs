@@ -17,12 +17,7 @@ pub struct Input {
 /// arena move into the builder, so copied cells keep their key and span.
 pub(crate) fn split(c: Columns) -> (Input, OutputBuilder) {
     let builder = OutputBuilder::new(c.keys, c.text, c.cell_keys.len(), c.records.len());
-    let input = Input {
-        keys: c.cell_keys,
-        kinds: c.cell_kinds,
-        values: c.cell_values,
-        records: c.records,
-    };
+    let input = Input { keys: c.cell_keys, kinds: c.cell_kinds, values: c.cell_values, records: c.records };
     (input, builder)
 }
 
@@ -39,11 +34,7 @@ impl Input {
     /// The records in order.
     pub fn records(&self) -> impl Iterator<Item = Cells<'_>> {
         let n = self.keys.len().min(self.kinds.len()).min(self.values.len());
-        let all = Cells {
-            keys: &self.keys[..n],
-            kinds: &self.kinds[..n],
-            values: &self.values[..n],
-        };
+        let all = Cells { keys: &self.keys[..n], kinds: &self.kinds[..n], values: &self.values[..n] };
         let mut start = 0usize;
         self.records.iter().map(move |&len| {
             let end = (start + len as usize).min(n);
@@ -91,10 +82,7 @@ impl<'a> Cells<'a> {
     /// Cell `i`, decoded.
     #[inline]
     pub fn cell(&self, i: usize) -> Cell {
-        Cell {
-            key: self.keys[i],
-            value: value_of(self.kinds[i], self.values[i]),
-        }
+        Cell { key: self.keys[i], value: value_of(self.kinds[i], self.values[i]) }
     }
 
     /// Every cell in order, nested ones included.
@@ -105,11 +93,7 @@ impl<'a> Cells<'a> {
 
     #[inline]
     fn range(&self, from: usize, to: usize) -> Cells<'a> {
-        Cells {
-            keys: &self.keys[from..to],
-            kinds: &self.kinds[from..to],
-            values: &self.values[from..to],
-        }
+        Cells { keys: &self.keys[from..to], kinds: &self.kinds[from..to], values: &self.values[from..to] }
     }
 
     /// How many cells follow cell `i` as its members.
@@ -130,11 +114,7 @@ impl<'a> Cells<'a> {
                 return None;
             }
             let end = (i + 1 + c.members_of(i)).min(c.len());
-            let field = Field {
-                cell: c.cell(i),
-                members: c.range(i + 1, end),
-                whole: c.range(i, end),
-            };
+            let field = Field { cell: c.cell(i), members: c.range(i + 1, end), whole: c.range(i, end) };
             i = end;
             Some(field)
         })

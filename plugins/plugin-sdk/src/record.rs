@@ -100,23 +100,14 @@ impl Batch {
     /// A span's text ("" if the span is not valid, which a checked batch
     /// never has).
     pub fn text(&self, span: Span) -> &str {
-        let bytes = self
-            .text
-            .get(span.offset as usize..span.offset as usize + span.len as usize)
-            .unwrap_or(&[]);
+        let bytes = self.text.get(span.offset as usize..span.offset as usize + span.len as usize).unwrap_or(&[]);
         std::str::from_utf8(bytes).unwrap_or("")
     }
 
     /// Records `range` as a batch of their own (keys and text copied whole).
     pub fn slice(&self, range: std::ops::Range<usize>) -> Batch {
-        let start: usize = self.records[..range.start]
-            .iter()
-            .map(|&n| n as usize)
-            .sum();
-        let len: usize = self.records[range.clone()]
-            .iter()
-            .map(|&n| n as usize)
-            .sum();
+        let start: usize = self.records[..range.start].iter().map(|&n| n as usize).sum();
+        let len: usize = self.records[range.clone()].iter().map(|&n| n as usize).sum();
         Batch {
             keys: self.keys.clone(),
             text: self.text.clone(),
@@ -253,34 +244,18 @@ impl Columns {
     /// reading a bad span gives "".
     pub fn into_batch_unchecked(self) -> Batch {
         let cells = self.as_ref().decode_cells();
-        Batch {
-            keys: self.keys,
-            text: self.text,
-            cells,
-            records: self.records,
-        }
+        Batch { keys: self.keys, text: self.text, cells, records: self.records }
     }
 }
 
 impl ColumnsRef<'_> {
     /// The cells, without checks.
     pub fn decode_cells(&self) -> Vec<Cell> {
-        let n = self
-            .cell_keys
-            .len()
-            .min(self.cell_kinds.len())
-            .min(self.cell_values.len());
-        let (keys, kinds, values) = (
-            &self.cell_keys[..n],
-            &self.cell_kinds[..n],
-            &self.cell_values[..n],
-        );
+        let n = self.cell_keys.len().min(self.cell_kinds.len()).min(self.cell_values.len());
+        let (keys, kinds, values) = (&self.cell_keys[..n], &self.cell_kinds[..n], &self.cell_values[..n]);
         let mut cells = Vec::with_capacity(n);
         for i in 0..n {
-            cells.push(Cell {
-                key: keys[i],
-                value: value_of(kinds[i], values[i]),
-            });
+            cells.push(Cell { key: keys[i], value: value_of(kinds[i], values[i]) });
         }
         cells
     }
@@ -310,8 +285,7 @@ impl ColumnsRef<'_> {
         let mut start = 0usize;
         for (r, &len) in self.records.iter().enumerate() {
             let end = start + len as usize;
-            self.check_record(start, end, arena_ok)
-                .map_err(|e| format!("record {r}: {e}"))?;
+            self.check_record(start, end, arena_ok).map_err(|e| format!("record {r}: {e}"))?;
             start = end;
         }
         Ok(())
@@ -330,10 +304,7 @@ impl ColumnsRef<'_> {
                     return Err("a field without a key outside an array".into());
                 }
             } else if key as usize >= self.keys.len() {
-                return Err(format!(
-                    "key index {key} out of range ({} keys)",
-                    self.keys.len()
-                ));
+                return Err(format!("key index {key} out of range ({} keys)", self.keys.len()));
             }
             let v = self.cell_values[i];
             match self.cell_kinds[i] {
@@ -341,9 +312,7 @@ impl ColumnsRef<'_> {
                 TEXT => self.check_span(v, arena_ok)?,
                 OBJECT | ARRAY => {
                     let inner_end = (i as u64 + 1).saturating_add(v);
-                    if inner_end > end as u64
-                        || open.last().is_some_and(|&(e, _)| inner_end > e as u64)
-                    {
+                    if inner_end > end as u64 || open.last().is_some_and(|&(e, _)| inner_end > e as u64) {
                         return Err("a container longer than its record".into());
                     }
                     open.push((inner_end as usize, self.cell_kinds[i] == ARRAY));
@@ -356,21 +325,10 @@ impl ColumnsRef<'_> {
 
     fn check_span(&self, v: u64, arena_ok: bool) -> Result<(), String> {
         let (from, to) = ((v >> 32) as usize, (v >> 32) as usize + (v as u32) as usize);
-        let bytes = self
-            .text
-            .get(from..to)
-            .ok_or_else(|| format!("text span {from}..{to} outside the arena"))?;
+        let bytes = self.text.get(from..to).ok_or_else(|| format!("text span {from}..{to} outside the arena"))?;
         let boundary = |at: usize| self.text.get(at).is_none_or(|&b| (b as i8) >= -0x40);
-        let valid = if arena_ok {
-            boundary(from) && boundary(to)
-        } else {
-            std::str::from_utf8(bytes).is_ok()
-        };
-        if valid {
-            Ok(())
-        } else {
-            Err("text that is not UTF-8".into())
-        }
+        let valid = if arena_ok { boundary(from) && boundary(to) } else { std::str::from_utf8(bytes).is_ok() };
+        if valid { Ok(()) } else { Err("text that is not UTF-8".into()) }
     }
 }
 
@@ -382,10 +340,7 @@ pub fn value_of(kind: u8, v: u64) -> Value {
         BOOLEAN => Value::Boolean(v != 0),
         INTEGER => Value::Integer(v as i64),
         FLOAT => Value::Float(f64::from_bits(v)),
-        TEXT => Value::Text(Span {
-            offset: (v >> 32) as u32,
-            len: v as u32,
-        }),
+        TEXT => Value::Text(Span { offset: (v >> 32) as u32, len: v as u32 }),
         OBJECT => Value::Object(v as u32),
         ARRAY => Value::Array(v as u32),
         _ => Value::Null,
@@ -397,41 +352,18 @@ mod tests {
     use super::*;
 
     fn batch(cells: Vec<Cell>, records: Vec<u32>) -> Batch {
-        Batch {
-            keys: vec!["k".into()],
-            text: b"abc".to_vec(),
-            cells,
-            records,
-        }
+        Batch { keys: vec!["k".into()], text: b"abc".to_vec(), cells, records }
     }
 
     #[test]
     fn columns_round_trip() {
         let cells = vec![
-            Cell {
-                key: 0,
-                value: Value::Array(3),
-            },
-            Cell {
-                key: NO_KEY,
-                value: Value::Text(Span { offset: 0, len: 3 }),
-            },
-            Cell {
-                key: NO_KEY,
-                value: Value::Float(-1.5),
-            },
-            Cell {
-                key: NO_KEY,
-                value: Value::Integer(-7),
-            },
-            Cell {
-                key: 0,
-                value: Value::Boolean(true),
-            },
-            Cell {
-                key: 0,
-                value: Value::Null,
-            },
+            Cell { key: 0, value: Value::Array(3) },
+            Cell { key: NO_KEY, value: Value::Text(Span { offset: 0, len: 3 }) },
+            Cell { key: NO_KEY, value: Value::Float(-1.5) },
+            Cell { key: NO_KEY, value: Value::Integer(-7) },
+            Cell { key: 0, value: Value::Boolean(true) },
+            Cell { key: 0, value: Value::Null },
         ];
         let b = batch(cells, vec![4, 2]);
         assert_eq!(b.to_columns().into_batch(), Ok(b.clone()));
@@ -440,85 +372,35 @@ mod tests {
 
     #[test]
     fn names_each_malformation() {
-        let text = |offset, len| Cell {
-            key: 0,
-            value: Value::Text(Span { offset, len }),
-        };
+        let text = |offset, len| Cell { key: 0, value: Value::Text(Span { offset, len }) };
         let cases = [
+            (batch(vec![text(0, 1)], vec![2]), "records count 2 cells but the batch has 1"),
+            (batch(vec![text(2, 5)], vec![1]), "record 0: text span 2..7 outside the arena"),
+            (batch(vec![Cell { key: 7, value: Value::Null }], vec![1]), "record 0: key index 7 out of range (1 keys)"),
             (
-                batch(vec![text(0, 1)], vec![2]),
-                "records count 2 cells but the batch has 1",
-            ),
-            (
-                batch(vec![text(2, 5)], vec![1]),
-                "record 0: text span 2..7 outside the arena",
-            ),
-            (
-                batch(
-                    vec![Cell {
-                        key: 7,
-                        value: Value::Null,
-                    }],
-                    vec![1],
-                ),
-                "record 0: key index 7 out of range (1 keys)",
-            ),
-            (
-                batch(
-                    vec![Cell {
-                        key: NO_KEY,
-                        value: Value::Null,
-                    }],
-                    vec![1],
-                ),
+                batch(vec![Cell { key: NO_KEY, value: Value::Null }], vec![1]),
                 "record 0: a field without a key outside an array",
             ),
             (
-                batch(
-                    vec![Cell {
-                        key: 0,
-                        value: Value::Object(3),
-                    }],
-                    vec![1],
-                ),
+                batch(vec![Cell { key: 0, value: Value::Object(3) }], vec![1]),
                 "record 0: a container longer than its record",
             ),
         ];
         for (b, want) in cases {
             assert_eq!(b.to_columns().into_batch(), Err(want.to_string()));
         }
-        let mut c = batch(
-            vec![Cell {
-                key: 0,
-                value: Value::Null,
-            }],
-            vec![1],
-        )
-        .to_columns();
+        let mut c = batch(vec![Cell { key: 0, value: Value::Null }], vec![1]).to_columns();
         c.cell_kinds[0] = 9;
-        assert_eq!(
-            c.clone().into_batch(),
-            Err("record 0: unknown value kind 9".into())
-        );
+        assert_eq!(c.clone().into_batch(), Err("record 0: unknown value kind 9".into()));
         c.cell_values.pop();
-        assert!(
-            c.into_batch()
-                .unwrap_err()
-                .starts_with("cell columns differ in length")
-        );
+        assert!(c.into_batch().unwrap_err().starts_with("cell columns differ in length"));
         let mut c = batch(vec![text(0, 2)], vec![1]).to_columns();
         c.text = vec![0xff, 0xfe, 0];
-        assert_eq!(
-            c.into_batch(),
-            Err("record 0: text that is not UTF-8".into())
-        );
+        assert_eq!(c.into_batch(), Err("record 0: text that is not UTF-8".into()));
         // A valid arena, but the span cuts a character in two.
         let mut c = batch(vec![text(0, 1)], vec![1]).to_columns();
         c.text = "é".as_bytes().to_vec();
-        assert_eq!(
-            c.into_batch(),
-            Err("record 0: text that is not UTF-8".into())
-        );
+        assert_eq!(c.into_batch(), Err("record 0: text that is not UTF-8".into()));
         // Garbage outside the spans is tolerated.
         let mut c = batch(vec![text(0, 2)], vec![1]).to_columns();
         c.text = vec![b'o', b'k', 0xff];

@@ -95,13 +95,7 @@ impl Hostile {
             Mode::WrongShape => true,
             Mode::BadSpan => {
                 let key = out.key("bad");
-                out.push(Cell {
-                    key,
-                    value: Value::Text(Span {
-                        offset: u32::MAX - 4,
-                        len: 4,
-                    }),
-                });
+                out.push(Cell { key, value: Value::Text(Span { offset: u32::MAX - 4, len: 4 }) });
                 false
             }
             Mode::ConfigureFails => false,
@@ -112,10 +106,7 @@ impl Hostile {
             }
             Mode::Clock => {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-                self.seen(
-                    out,
-                    format!("clock={}", now.map(|d| d.as_secs()).unwrap_or(0)),
-                )
+                self.seen(out, format!("clock={}", now.map(|d| d.as_secs()).unwrap_or(0)))
             }
         }
     }

@@ -1,0 +1,198 @@
+//! The sink and the host's own cost, side by side with baselines measured in
+//! the same run:
+//!
+//! 1. 1,000,000 `user_logins` rows through the sink (ledger, COPY, merge,
+//!    lineage; batches of 1,000 one-row messages) against one plain `COPY` of
+//!    the same rows into an empty table; `append` and `upsert`.
+//! 2. CPU seconds of `host run --once` per 10,000 messages against a bare
+//!    receive-and-delete loop over the same endpoint (moto).
+//!
+//! `cargo bench -p tests --bench sink` (PostgreSQL at DATABASE_URL or the
+//! local server; moto from `.venv`, started by the bench). `SINK_ROWS` and
+//! `CPU_MESSAGES` scale it down.
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use std::time::Instant;
+
+#[path = "../it/common.rs"]
+#[allow(dead_code)]
+mod common;
+#[path = "../it/services.rs"]
+#[allow(dead_code)]
+mod services;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let rows = env_usize("SINK_ROWS", 1_000_000);
+    services::migrated().await;
+    sink_against_copy(rows).await;
+    cpu_per_messages(env_usize("CPU_MESSAGES", 10_000)).await;
+}
+
+/// COPY text of `n` rows shaped like the Fetch logins (unique user ids).
+fn rows_text(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            format!(
+                "{i:08x}-063a-43a7-b91b-7ca1a833afae\tandroid\ta6d0e2f27f6111e10b06790db42f34123e724aa0fd24b280f4a0ef5ee986784c\t\
+                 4f00c1a807b673887c7af517d0df68e6b41aecf8cbec26c71fe4c580664669ed\tRU\t2\t2026-11-22\n"
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+async fn sink_against_copy(n: usize) {
+    let schema = services::unique("bench");
+    let db = services::pg().await;
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {schema}; \
+         CREATE TABLE {schema}.plain (LIKE public.user_logins); \
+         CREATE TABLE {schema}.user_logins (LIKE public.user_logins); \
+         CREATE TABLE {schema}.keyed (LIKE public.user_logins); ALTER TABLE {schema}.keyed ADD PRIMARY KEY (user_id)"
+    ))
+    .await
+    .unwrap();
+    let lines = rows_text(n);
+
+    let start = Instant::now();
+    let copy = db.copy_in(&format!("COPY {schema}.plain FROM STDIN")).await.unwrap();
+    futures_util::pin_mut!(copy);
+    copy.send(Bytes::from(lines.concat())).await.unwrap();
+    copy.finish().await.unwrap();
+    let plain = n as f64 / start.elapsed().as_secs_f64();
+
+    let append = through_sink(&schema, "user_logins", "append", &lines).await;
+    let upsert = through_sink(&schema, "keyed", "upsert", &lines).await;
+    println!("sink: {n} user_logins rows, batches of 1,000 one-row messages");
+    println!("{:>22} | {:>10} | {:>13}", "", "rows/s", "of plain COPY");
+    println!("{:>22} | {plain:>10.0} | {:>13.2}", "plain COPY", 1.0);
+    println!("{:>22} | {append:>10.0} | {:>13.2}", "sink append", append / plain);
+    println!("{:>22} | {upsert:>10.0} | {:>13.2}", "sink upsert (staging)", upsert / plain);
+    db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+}
+
+async fn through_sink(schema: &str, table: &str, mode: &str, lines: &[Vec<u8>]) -> f64 {
+    let key = if mode == "upsert" { "key = [\"user_id\"]\n" } else { "" };
+    let body = format!(
+        "name = \"{}\"\n[sink]\ntable = \"{table}\"\nschema = \"{schema}\"\nmode = \"{mode}\"\n{key}[sink.columns]\n\
+         user_id = \"user_id\"\ndevice_type = \"device_type\"\nmasked_ip = \"masked_ip\"\n\
+         masked_device_id = \"masked_device_id\"\nlocale = \"locale\"\napp_version = \"app_version\"\n\
+         create_date = {{ generated = \"load-date\" }}\n",
+        services::unique("bench")
+    );
+    let p = common::pipeline(&body);
+    let pool = host::sink::pool(&services::database_url(), 2).unwrap();
+    let sink = host::sink::PostgresSink::new(pool, &p.name, "bench", p.sink.as_ref().unwrap(), None);
+    let start = Instant::now();
+    for (b, chunk) in lines.chunks(1000).enumerate() {
+        let units = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let mut rows = line.clone();
+                if sink.staged() {
+                    rows.pop();
+                    rows.extend_from_slice(format!("\t{i}\n").as_bytes());
+                }
+                host::sink::Unit { message_id: format!("{b}-{i}"), rows, row_count: 1, ..Default::default() }
+            })
+            .collect();
+        sink.commit(units, "[]").await.unwrap();
+    }
+    lines.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// utime + stime of this process and of its waited-for children, seconds.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<f64> =
+        stat.rsplit(')').next().unwrap().split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+    // After the state field: utime is field 14 of stat, i.e. index 11 here.
+    let tick = 100.0;
+    ((fields[11] + fields[12]) / tick, (fields[13] + fields[14]) / tick)
+}
+
+async fn cpu_per_messages(n: usize) {
+    let sqs = services::sqs().await;
+    let body = std::fs::read_to_string(common::workspace().join("tests/data/fetch_login_queue_bodies.jsonl"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let bodies = vec![body; n];
+
+    // Bare loop: receive 10 at a time and delete them.
+    let q = services::unique("bare");
+    let url = services::queue(&sqs, &q).await;
+    services::send(&sqs, &url, &bodies).await;
+    let (self_before, _) = cpu_seconds();
+    let start = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let out = sqs.receive_message().queue_url(&url).max_number_of_messages(10).send().await.unwrap();
+        let entries: Vec<_> = out
+            .messages()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        done += entries.len();
+        if !entries.is_empty() {
+            sqs.delete_message_batch().queue_url(&url).set_entries(Some(entries)).send().await.unwrap();
+        }
+    }
+    let bare_wall = start.elapsed().as_secs_f64();
+    let bare_cpu = cpu_seconds().0 - self_before;
+
+    // The host, as a process, on the same kind of queue.
+    let q = services::unique("hostcpu");
+    let url = services::queue(&sqs, &q).await;
+    services::send(&sqs, &url, &bodies).await;
+    let schema = services::unique("cpu");
+    services::pg()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema}; CREATE TABLE {schema}.user_logins (LIKE public.user_logins)"))
+        .await
+        .unwrap();
+    let pipeline = std::env::temp_dir().join(format!("{q}.toml"));
+    let text = std::fs::read_to_string(common::workspace().join("pipelines/logins.toml"))
+        .unwrap()
+        .replace("table = \"user_logins\"", &format!("table = \"user_logins\"\nschema = \"{schema}\""));
+    std::fs::write(&pipeline, text).unwrap();
+    let host = common::workspace().join("target/release/host");
+    let (_, children_before) = cpu_seconds();
+    let start = Instant::now();
+    let status = std::process::Command::new(&host)
+        .args(["--plugin-path", common::PLUGIN_DIR, "run", "--once"])
+        .arg(&pipeline)
+        .env("LOGIN_QUEUE", &q)
+        .env("AWS_ENDPOINT_URL", services::endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("DATABASE_URL", services::database_url())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("target/release/host runs (cargo xtask bench builds it)");
+    assert!(status.success());
+    let host_wall = start.elapsed().as_secs_f64();
+    let host_cpu = cpu_seconds().1 - children_before;
+    let per = |cpu: f64| cpu * 10_000.0 / n as f64;
+    println!("\nCPU per 10,000 messages over moto ({n} messages)");
+    println!("{:>24} | {:>10} | {:>8} | {:>9}", "", "CPU s/10k", "wall s", "CPU/bare");
+    println!("{:>24} | {:>10.2} | {bare_wall:>8.1} | {:>9.2}", "bare receive+delete", per(bare_cpu), 1.0);
+    println!("{:>24} | {:>10.2} | {host_wall:>8.1} | {:>9.2}", "host run --once", per(host_cpu), host_cpu / bare_cpu);
+}

@@ -1,0 +1,317 @@
+//! `host run` against moto and the local PostgreSQL: the Fetch acceptance
+//! run, redelivery, two hosts on one queue, merge modes, data errors,
+//! malformed messages, dead letters and their replay.
+
+use crate::common;
+use crate::services::{self, migrated, pg, queue, queue_depth, send, unique};
+use host::config::Pipeline;
+use host::run::{RunOptions, Summary};
+use std::path::Path;
+use std::time::Duration;
+
+/// The shipped logins pipeline, on its own queue, schema and name.
+fn logins(queue: &str, schema: &str, name: &str) -> Pipeline {
+    let text = std::fs::read_to_string(common::workspace().join("pipelines/logins.toml")).unwrap();
+    let text = text
+        .replace("name = \"logins\"", &format!("name = \"{name}\""))
+        .replace("table = \"user_logins\"", &format!("table = \"user_logins\"\nschema = \"{schema}\""));
+    let path = Path::new("pipelines/logins.toml");
+    let parsed = host::config::parse_str(path, &text, |v| (v == "LOGIN_QUEUE").then(|| queue.to_string())).unwrap();
+    host::config::validate(path, parsed).unwrap()
+}
+
+/// A schema with a copy of `user_logins`.
+async fn schema_with_user_logins(name: &str) {
+    migrated().await;
+    let db = pg().await;
+    db.batch_execute(&format!("CREATE SCHEMA {name}; CREATE TABLE {name}.user_logins (LIKE public.user_logins)"))
+        .await
+        .unwrap();
+}
+
+async fn aws() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(services::endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await
+}
+
+async fn run_once(p: Pipeline) -> Summary {
+    let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
+    host::run::run(p, common::engine(), &services::database_url(), &aws().await, opts, std::future::pending())
+        .await
+        .expect("run completes")
+}
+
+async fn count(sql: &str) -> i64 {
+    pg().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+fn fetch_bodies() -> Vec<String> {
+    std::fs::read_to_string(common::workspace().join("tests/data/fetch_login_queue_bodies.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fetch_queue_loads_99_rows_and_one_dead_letter() {
+    let (name, schema) = (unique("logins"), unique("s"));
+    schema_with_user_logins(&schema).await;
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    send(&sqs, &url, &fetch_bodies()).await;
+
+    let summary = run_once(logins(&name, &schema, &name)).await;
+    assert_eq!((summary.messages, summary.rows, summary.dead_letters), (100, 99, 1), "{summary}");
+    assert_eq!(count(&format!("SELECT count(*) FROM {schema}.user_logins")).await, 99);
+    assert_eq!(count(&format!("SELECT count(*) FROM {schema}.user_logins WHERE locale IS NULL")).await, 29);
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM {schema}.user_logins WHERE create_date = current_date AND length(masked_ip) = 64"
+        ))
+        .await,
+        99
+    );
+    let db = pg().await;
+    let dl = db.query_one("SELECT stage, reason FROM etl.dead_letters WHERE pipeline = $1", &[&name]).await.unwrap();
+    assert_eq!(dl.get::<_, String>(0), "input");
+    assert_eq!(
+        dl.get::<_, String>(1),
+        "missing required fields: user_id, app_version, device_type, ip, locale, device_id"
+    );
+    assert_eq!(queue_depth(&sqs, &url).await, 0, "every message deleted");
+    let lineage: i64 = db
+        .query_one("SELECT sum(rows_written)::bigint FROM etl.batches WHERE pipeline = $1", &[&name])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(lineage, 99);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_committed_before_adds_nothing() {
+    // What a redelivery meets: the same message ids, committed already.
+    let (name, schema) = (unique("redeliver"), unique("s"));
+    schema_with_user_logins(&schema).await;
+    let p = logins("unused", &schema, &name);
+    let sink = host::sink::PostgresSink::new(
+        host::sink::pool(&services::database_url(), 2).unwrap(),
+        &name,
+        "test",
+        p.sink.as_ref().unwrap(),
+        None,
+    );
+    let unit = |id: &str| host::sink::Unit {
+        message_id: id.into(),
+        rows: b"u\tios\tm\td\tRU\t2\t2026-01-01\n".to_vec(),
+        row_count: 1,
+        ..Default::default()
+    };
+    let first = sink.commit(vec![unit("m1"), unit("m2")], "[]").await.unwrap();
+    let again = sink.commit(vec![unit("m1"), unit("m2"), unit("m3")], "[]").await.unwrap();
+    assert_eq!((first.rows, first.duplicates), (2, 0));
+    assert_eq!((again.rows, again.duplicates), (1, 2));
+    assert_eq!(count(&format!("SELECT count(*) FROM {schema}.user_logins")).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_on_one_queue_load_each_message_once() {
+    let (name, schema) = (unique("two"), unique("s"));
+    schema_with_user_logins(&schema).await;
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    let bodies: Vec<String> = fetch_bodies().into_iter().filter(|b| b.contains("user_id")).cycle().take(400).collect();
+    send(&sqs, &url, &bodies).await;
+    let (a, b) = tokio::join!(run_once(logins(&name, &schema, &name)), run_once(logins(&name, &schema, &name)));
+    assert_eq!(a.rows + b.rows, 400, "{a} / {b}");
+    assert_eq!(count(&format!("SELECT count(*) FROM {schema}.user_logins")).await, 400);
+    assert_eq!(queue_depth(&sqs, &url).await, 0);
+}
+
+/// A pipeline over `{schema}.items (id int primary key, name varchar(8))`.
+fn items(queue: &str, schema: &str, name: &str, mode: &str) -> Pipeline {
+    let key = if mode == "append" { String::new() } else { "key = [\"id\"]\n".into() };
+    common::pipeline(&format!(
+        "name = \"{name}\"\n[source.sqs]\nqueue = \"{queue}\"\n[batch]\nmax_records = 100\nmax_wait_ms = 300\n\
+         [sink]\ntable = \"items\"\nschema = \"{schema}\"\nmode = \"{mode}\"\n{key}\
+         [sink.columns]\nid = \"id\"\nname = \"name\"\n"
+    ))
+}
+
+async fn items_table(schema: &str) {
+    migrated().await;
+    pg().await
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.items (id integer PRIMARY KEY, name varchar(8) NOT NULL)"
+        ))
+        .await
+        .unwrap();
+}
+
+async fn names(schema: &str) -> Vec<(i32, String)> {
+    pg().await
+        .query(&format!("SELECT id, name FROM {schema}.items ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upsert_and_delete_insert_keep_the_last_of_each_key() {
+    for mode in ["upsert", "delete-insert"] {
+        let (name, schema) = (unique("merge"), unique("s"));
+        items_table(&schema).await;
+        pg().await.execute(&format!("INSERT INTO {schema}.items VALUES (1, 'old'), (9, 'keep')"), &[]).await.unwrap();
+        let sqs = services::sqs().await;
+        let url = queue(&sqs, &name).await;
+        let bodies = [r#"{"id":1,"name":"a"}"#, r#"{"id":2,"name":"b"}"#, r#"{"id":1,"name":"c"}"#];
+        send(&sqs, &url, &bodies.map(String::from)).await;
+        let s = run_once(items(&name, &schema, &name, mode)).await;
+        assert_eq!(s.dead_letters, 0, "{mode}: {s}");
+        assert_eq!(names(&schema).await, vec![(1, "c".into()), (2, "b".into()), (9, "keep".into())], "{mode}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_the_database_refuses_become_dead_letters_and_the_rest_loads() {
+    let (name, schema) = (unique("refuse"), unique("s"));
+    items_table(&schema).await;
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    let bodies = [
+        r#"{"id":1,"name":"ok"}"#,
+        r#"{"id":2,"name":"far too long for eight"}"#,
+        r#"{"id":3}"#,
+        r#"{"id":"three","name":"x"}"#,
+        r#"{"id":4,"name":"fine"}"#,
+    ];
+    send(&sqs, &url, &bodies.map(String::from)).await;
+    let s = run_once(items(&name, &schema, &name, "upsert")).await;
+    assert_eq!((s.rows, s.dead_letters), (2, 3), "{s}");
+    assert_eq!(names(&schema).await, vec![(1, "ok".into()), (4, "fine".into())]);
+    let reasons: Vec<String> = pg()
+        .await
+        .query("SELECT reason FROM etl.dead_letters WHERE pipeline = $1 ORDER BY reason", &[&name])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(reasons.len(), 3);
+    assert!(reasons.iter().all(|r| r.starts_with("database refused the row: ")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("SQLSTATE 22001")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("SQLSTATE 23502")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("SQLSTATE 22P02")), "{reasons:?}");
+    assert!(reasons.iter().all(|r| !r.contains("far too long")), "no values in reasons");
+    assert_eq!(queue_depth(&sqs, &url).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_messages_are_dead_letters_with_their_reason() {
+    let (name, schema) = (unique("malformed"), unique("s"));
+    schema_with_user_logins(&schema).await;
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    let good = fetch_bodies()[0].clone();
+    let bodies = vec![
+        "not json".to_string(),
+        "[1, 2]".to_string(),
+        r#"{"user_id": "u", "user_id": "v"}"#.to_string(),
+        format!(r#"{{"pad": "{}"}}"#, "x".repeat(5000)),
+        good.replace("\"2.3.0\"", "\"2..3\""),
+        good.replace("\"199.172.111.135\"", "42"),
+        good,
+    ];
+    send(&sqs, &url, &bodies).await;
+    let mut p = logins(&name, &schema, &name);
+    p.max_record_bytes = 4096;
+    let s = run_once(p).await;
+    assert_eq!((s.messages, s.rows, s.dead_letters), (7, 1, 6), "{s}");
+    let rows = pg()
+        .await
+        .query(
+            "SELECT stage, coalesce(plugin, ''), reason FROM etl.dead_letters WHERE pipeline = $1 ORDER BY id",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let has = |stage: &str, plugin: &str, start: &str| {
+        got.iter().any(|(s, p, r)| s == stage && p == plugin && r.starts_with(start))
+    };
+    assert!(has("input", "", "invalid JSON: "), "{got:?}");
+    assert!(has("input", "", "expected a JSON object, found an array"), "{got:?}");
+    assert!(has("input", "", "duplicate key `user_id`"), "{got:?}");
+    assert!(has("input", "", "record is 5011 bytes, more than max_record_bytes (4096)"), "{got:?}");
+    assert!(has("transform", "app-version", "`app_version` is not a version: empty component"), "{got:?}");
+    assert!(has("transform", "mask", "`ip` is not text; mask takes text"), "{got:?}");
+    let payloads: i64 = pg()
+        .await
+        .query_one(
+            "SELECT count(*) FROM etl.dead_letter_payloads p JOIN etl.dead_letters d ON d.id = p.dead_letter_id \
+             WHERE d.pipeline = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(payloads, 6, "every dead letter keeps its message");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_plugin_costs_its_record_not_the_run() {
+    let (name, schema) = (unique("panic"), unique("s"));
+    items_table(&schema).await;
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    let bodies = [r#"{"id":1,"name":"a"}"#, r#"{"id":2,"name":"b","bad":true}"#, r#"{"id":3,"name":"c"}"#];
+    send(&sqs, &url, &bodies.map(String::from)).await;
+    let body = format!(
+        "name = \"{name}\"\n[source.sqs]\nqueue = \"{name}\"\n[batch]\nmax_wait_ms = 300\n\
+         [[transforms]]\nuses = \"hostile\"\nparams = {{ mode = \"panic\", trigger = \"bad\" }}\n\
+         [sink]\ntable = \"items\"\nschema = \"{schema}\"\n[sink.columns]\nid = \"id\"\nname = \"name\"\n"
+    );
+    let s = run_once(common::pipeline(&body)).await;
+    assert_eq!((s.rows, s.dead_letters), (2, 1), "{s}");
+    assert_eq!(names(&schema).await, vec![(1, "a".into()), (3, "c".into())]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_replay_through_the_current_pipeline() {
+    let (name, schema) = (unique("replay"), unique("s"));
+    schema_with_user_logins(&schema).await;
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    let bad = fetch_bodies()[0].replace("\"2.3.0\"", "\"v2\"");
+    send(&sqs, &url, &[bad]).await;
+    let s = run_once(logins(&name, &schema, &name)).await;
+    assert_eq!(s.dead_letters, 1);
+
+    // The fixed pipeline: bad versions get 0.
+    let text = std::fs::read_to_string(common::workspace().join("pipelines/logins.toml"))
+        .unwrap()
+        .replace("name = \"logins\"", &format!("name = \"{name}\""))
+        .replace("table = \"user_logins\"", &format!("table = \"user_logins\"\nschema = \"{schema}\""))
+        .replace("params = { field = \"app_version\" }", "params = { field = \"app_version\", default = 0 }");
+    let dir = std::env::temp_dir().join(unique("pipelines"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("logins.toml");
+    std::fs::write(&file, text).unwrap();
+    let opts =
+        host::commands::EngineOptions { cache_dir: Some(common::cache_dir()), plugin_path: common::plugin_path() };
+    let (loaded, failed) = replay(&file, &opts).await;
+    assert_eq!((loaded, failed), (1, 0));
+    assert_eq!(count(&format!("SELECT count(*) FROM {schema}.user_logins WHERE app_version = 0")).await, 1);
+    let (loaded, _) = replay(&file, &opts).await;
+    assert_eq!(loaded, 0, "a replayed dead letter is not replayed twice");
+}
+
+async fn replay(file: &Path, opts: &host::commands::EngineOptions) -> (usize, usize) {
+    host::commands::dead_letters::replay_with(file, &[], opts, &services::database_url()).await.unwrap()
+}

@@ -1,0 +1,131 @@
+//! The real services the tests talk to: PostgreSQL at `DATABASE_URL`
+//! (default: the local server) and an SQS endpoint at `AWS_ENDPOINT_URL`, or
+//! else a moto server this test binary starts on a free loopback port (and
+//! that exits with it).
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The SQS endpoint, starting moto if needed.
+pub fn endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| start_moto()))
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MOTO_PYTHON") {
+        return p.into();
+    }
+    let venv = crate::common::workspace().join(".venv/bin/python");
+    assert!(
+        venv.is_file(),
+        "{} is missing: `cargo xtask test` creates it (python3 -m venv .venv && .venv/bin/pip install 'moto[server]'), or set AWS_ENDPOINT_URL",
+        venv.display()
+    );
+    venv
+}
+
+fn start_moto() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The server exits when this test process does (its parent changes).
+    let script = format!(
+        "import os, sys, threading, time\n\
+         parent = os.getppid()\n\
+         def watch():\n    while os.getppid() == parent: time.sleep(0.5)\n    os._exit(0)\n\
+         threading.Thread(target=watch, daemon=True).start()\n\
+         from moto.server import main\n\
+         sys.argv = ['moto_server', '-H', '127.0.0.1', '-p', '{port}']\n\
+         main()\n"
+    );
+    std::process::Command::new(python())
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("moto server starts");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "moto server did not start on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    format!("http://127.0.0.1:{port}")
+}
+
+/// An SQS client for the test endpoint.
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await;
+    aws_sdk_sqs::Client::new(&config)
+}
+
+/// A unique name for this test's queue, schema and pipeline.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), nanos % 100_000)
+}
+
+pub async fn pg() -> tokio_postgres::Client {
+    let (client, conn) =
+        tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("PostgreSQL at DATABASE_URL");
+    tokio::spawn(conn);
+    client
+}
+
+/// Applies the host's migrations once per test binary.
+pub async fn migrated() {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        host::migrate::run(&database_url()).await.expect("migrations apply");
+    })
+    .await;
+}
+
+/// Creates a queue; returns its URL.
+pub async fn queue(client: &aws_sdk_sqs::Client, name: &str) -> String {
+    client.create_queue().queue_name(name).send().await.unwrap().queue_url().unwrap().to_string()
+}
+
+pub async fn send(client: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) {
+    for chunk in bodies.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(b)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = client.send_message_batch().queue_url(url).set_entries(Some(entries)).send().await.unwrap();
+        assert!(out.failed().is_empty());
+    }
+}
+
+/// Messages visible plus in flight.
+pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let attrs = out.attributes().unwrap();
+    let n = |a: A| attrs.get(&a).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
+}
