@@ -125,12 +125,13 @@ pub async fn run(
         fatal: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (msg_tx, mut msg_rx) = mpsc::channel::<Message>(shared.pipeline.max_records * 2);
+    // Small: messages wait here without their visibility being extended.
+    let (msg_tx, mut msg_rx) = mpsc::channel::<Message>(10 * shared.sqs.receivers);
     let receivers: Vec<_> = (0..shared.sqs.receivers)
         .map(|_| tokio::spawn(receive_loop(shared.clone(), msg_tx.clone(), stop_rx.clone(), opts)))
         .collect();
     drop(msg_tx);
-    let (batch_tx, batch_rx) = mpsc::channel::<Vec<Message>>(1);
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let batch_rx = Arc::new(Mutex::new(batch_rx));
     let workers: Vec<_> =
         chains.into_iter().map(|c| tokio::spawn(worker(shared.clone(), c, batch_rx.clone()))).collect();
@@ -200,7 +201,7 @@ async fn receive_loop(
 async fn batch_loop(
     shared: &Arc<Shared>,
     rx: &mut mpsc::Receiver<Message>,
-    tx: &mpsc::Sender<Vec<Message>>,
+    tx: &mpsc::Sender<Batch>,
     opts: RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Vec<Message> {
@@ -214,7 +215,10 @@ async fn batch_loop(
         let due = deadline.is_some_and(|d| d <= tokio::time::Instant::now());
         if !pending.is_empty() && (full || due) {
             shared.in_flight.fetch_add(1, Ordering::SeqCst);
-            if tx.send(std::mem::take(&mut pending)).await.is_err() {
+            let messages = std::mem::take(&mut pending);
+            // From now until the batch is acknowledged or given up.
+            let keeper = keep_visible(shared.clone(), messages.clone());
+            if tx.send(Batch { messages, keeper }).await.is_err() {
                 return Vec::new();
             }
             deadline = None;
@@ -247,20 +251,30 @@ async fn batch_loop(
     }
 }
 
-async fn worker(shared: Arc<Shared>, mut chain: TransformChain, rx: Arc<Mutex<mpsc::Receiver<Vec<Message>>>>) {
+/// A batch of messages on its way to a worker, kept invisible to others.
+struct Batch {
+    messages: Vec<Message>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+async fn worker(shared: Arc<Shared>, mut chain: TransformChain, rx: Arc<Mutex<mpsc::Receiver<Batch>>>) {
     loop {
         let batch = { rx.lock().await.recv().await };
-        let Some(batch) = batch else { return };
-        chain = process(&shared, chain, batch).await;
+        let Some(Batch { messages, keeper }) = batch else { return };
+        chain = process(&shared, chain, messages, keeper).await;
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// One batch, start to acknowledgement. Gives the chain back.
-async fn process(shared: &Arc<Shared>, chain: TransformChain, messages: Vec<Message>) -> TransformChain {
+async fn process(
+    shared: &Arc<Shared>,
+    chain: TransformChain,
+    messages: Vec<Message>,
+    keeper: tokio::task::JoinHandle<()>,
+) -> TransformChain {
     let span = tracing::info_span!("batch", pipeline = %shared.pipeline.name, messages = messages.len());
     let _enter = span.enter();
-    let keeper = keep_visible(shared.clone(), messages.clone());
     let (chain, prepared) = prepare(shared, chain, &messages).await;
     let result = match prepared {
         Ok((units, plugins)) => shared.sink.commit(units, &plugins).await.map_err(|e| (e.retryable(), e.to_string())),
@@ -323,7 +337,14 @@ async fn prepare(
     let mut units: Vec<Unit> = messages.iter().map(|m| Unit { message_id: m.id.clone(), ..Unit::default() }).collect();
     let mut builder = BatchBuilder::new();
     let mut record_message = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (i, m) in messages.iter().enumerate() {
+        if !seen.insert(m.id.as_str()) {
+            // Delivered twice into this batch (SQS is at-least-once): the
+            // copy contributes nothing, and both receipts are deleted.
+            units[i].message_id.clear();
+            continue;
+        }
         if m.receive_count > shared.sqs.max_receives {
             let reason = format!("received {} times (max_receives = {})", m.receive_count, shared.sqs.max_receives);
             units[i].dead.push(dead("source", reason, m));
@@ -352,6 +373,7 @@ async fn prepare(
             u.payload = m.body.clone();
         }
     }
+    units.retain(|u| !u.message_id.is_empty());
     let plugins: Vec<serde_json::Value> =
         chain.plugins().map(|p| serde_json::json!({"name": p.name, "digest": p.digest})).collect();
     (chain, Ok((units, serde_json::Value::Array(plugins).to_string())))
