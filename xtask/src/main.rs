@@ -7,15 +7,15 @@ const USAGE: &str = "usage: cargo xtask <build|test|bench|demo>
   build   the host (release) and every plugin; components land in target/plugins/
   test    build, then run every test (the README's test command)
   bench   build, then run the benchmarks and print their tables
-  demo    build, then run the Fetch logins pipeline on the real queue data";
+  demo    build, then load the 100 Fetch messages from SQS (moto) into PostgreSQL";
 
 fn main() -> ExitCode {
     let arg = std::env::args().nth(1).unwrap_or_default();
     let result = match arg.as_str() {
         "build" => build(),
-        "test" => build().and_then(|()| test()),
+        "test" => build().and_then(|()| ensure_moto()).and_then(|()| test()),
         "bench" => build().and_then(|()| cargo(&["bench", "-p", "tests"])),
-        "demo" => build().and_then(|()| demo()),
+        "demo" => build().and_then(|()| ensure_moto()).and_then(|()| demo()),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -79,28 +79,114 @@ fn test() -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("cargo test failed ({status})")) }
 }
 
-/// The Fetch logins pipeline on the real queue bodies, offline.
+/// Makes `.venv` with moto (an AWS endpoint for SQS and S3 on loopback) if
+/// it is not there.
+fn ensure_moto() -> Result<(), String> {
+    let ws = workspace();
+    let python = ws.join(".venv/bin/python");
+    let has =
+        |p: &Path| Command::new(p).args(["-c", "import moto.server, boto3"]).output().is_ok_and(|o| o.status.success());
+    if python.is_file() && has(&python) {
+        return Ok(());
+    }
+    println!("xtask: installing moto into .venv");
+    run(Command::new("python3").current_dir(&ws).args(["-m", "venv", ".venv"]))?;
+    run(Command::new(ws.join(".venv/bin/pip")).args(["install", "--quiet", "moto[server]>=5,<6"]))?;
+    if has(&python) { Ok(()) } else { Err("moto did not install into .venv".into()) }
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed ({status})")) }
+}
+
+/// A moto server on a free loopback port; stopped when dropped.
+struct Moto(std::process::Child, String);
+
+impl Moto {
+    fn start() -> Result<Moto, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?.local_addr().unwrap().port();
+        let child = Command::new(workspace().join(".venv/bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("moto_server: {e}"))?;
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if start.elapsed() > std::time::Duration::from_secs(30) {
+                return Err("moto did not start".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(Moto(child, format!("http://127.0.0.1:{port}")))
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The main job on local services: the 100 Fetch messages into a queue
+/// named `login-queue`, then `host run --once` loads them into
+/// `user_logins`. Uses `AWS_ENDPOINT_URL` and `DATABASE_URL` when set (as in
+/// docker-compose.yml), else starts moto and uses the local PostgreSQL.
 fn demo() -> Result<(), String> {
     let ws = workspace();
-    let host = target_dir().join("release/host");
-    let run = |args: &[&str]| -> Result<(), String> {
-        println!("\n$ host {}", args.join(" "));
-        let status = Command::new(&host).current_dir(&ws).args(args).status().map_err(|e| e.to_string())?;
-        if status.success() { Ok(()) } else { Err(format!("host {} failed ({status})", args.join(" "))) }
+    let _moto;
+    let endpoint = match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(e) if !e.is_empty() => e,
+        _ => {
+            _moto = Moto::start()?;
+            _moto.1.clone()
+        }
     };
-    run(&["check", "pipelines/logins.toml"])?;
-    run(&["test", "pipelines/logins.toml"])?;
-    run(&[
-        "test",
-        "pipelines/logins.toml",
-        "--input",
-        "tests/data/fetch_login_queue_bodies.jsonl",
-        "--rejects",
-        "target/demo-rejects.jsonl",
-    ])?;
-    println!("\nrejected records: target/demo-rejects.jsonl");
+    let database =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let host = target_dir().join("release/host");
+    let env = |cmd: &mut Command| {
+        cmd.current_dir(&ws)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_REGION", std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()))
+            .env("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()))
+            .env("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into()))
+            .env("DATABASE_URL", &database);
+    };
+    let step = |title: &str, args: &[&str]| -> Result<(), String> {
+        println!("\n== {title}\n$ host {}", args.join(" "));
+        let mut cmd = Command::new(&host);
+        cmd.args(args);
+        env(&mut cmd);
+        run(&mut cmd)
+    };
+    step("check the pipeline offline", &["check", "pipelines/logins.toml"])?;
+    step("its own test cases", &["test", "pipelines/logins.toml"])?;
+    println!("\n== the 100 Fetch messages into SQS queue `login-queue` at {endpoint}");
+    let mut send = Command::new(ws.join(".venv/bin/python"));
+    send.args(["-c", SEND]);
+    env(&mut send);
+    run(&mut send)?;
+    step("create the tables", &["migrate", "pipelines/logins.toml"])?;
+    step("load them (drain the queue, then stop)", &["run", "pipelines/logins.toml", "--once"])?;
+    step("the dead letter", &["dead-letters", "list", "pipelines/logins.toml"])?;
+    println!("\nrows are in user_logins at {database}");
     Ok(())
 }
+
+/// Creates `login-queue` (emptied) and sends the Fetch bodies, 10 a call.
+const SEND: &str = r#"
+import boto3, os
+sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+url = sqs.create_queue(QueueName="login-queue")["QueueUrl"]
+sqs.purge_queue(QueueUrl=url)
+lines = open("tests/data/fetch_login_queue_bodies.jsonl").read().splitlines()
+for i in range(0, len(lines), 10):
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(j), "MessageBody": b} for j, b in enumerate(lines[i:i + 10])])
+print(f"sent {len(lines)} messages")
+"#;
 
 fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
