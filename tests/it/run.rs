@@ -316,3 +316,43 @@ async fn dead_letters_replay_through_the_current_pipeline() {
 async fn replay(file: &Path, opts: &host::commands::EngineOptions) -> (usize, usize) {
     host::commands::dead_letters::replay_with(file, &[], opts, &services::database_url()).await.unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_database_fails_the_batch_and_loses_nothing() {
+    let name = unique("nodb");
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    send(&sqs, &url, &fetch_bodies()[..3]).await;
+    let opts = RunOptions { once: true, idle: Duration::from_millis(500) };
+    let p = logins(&name, "public", &name);
+    let summary = host::run::run(
+        p,
+        common::engine(),
+        "postgres://postgres@127.0.0.1:1/postgres",
+        &aws().await,
+        opts,
+        std::future::pending(),
+    )
+    .await
+    .expect("the run itself ends");
+    assert_eq!((summary.batches, summary.failed_batches, summary.rows), (0, 1, 0), "{summary}");
+    assert_eq!(queue_depth(&sqs, &url).await, 3, "no message deleted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_endpoint_is_a_clear_error() {
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url("http://127.0.0.1:1")
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await;
+    let p = logins("login-queue", "public", &unique("noaws"));
+    let opts = RunOptions { once: true, idle: Duration::from_millis(500) };
+    let err = host::run::run(p, common::engine(), &services::database_url(), &aws, opts, std::future::pending())
+        .await
+        .err()
+        .expect("no queue URL without an endpoint");
+    let msg = err.to_string();
+    assert!(msg.starts_with("SQS queue `login-queue`: cannot find its URL: "), "{msg}");
+}
