@@ -356,3 +356,119 @@ async fn an_unreachable_endpoint_is_a_clear_error() {
     let msg = err.to_string();
     assert!(msg.starts_with("SQS queue `login-queue`: cannot find its URL: "), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_metadata_reaches_the_pipeline_and_too_many_receives_are_dead_letters() {
+    let (name, schema) = (unique("meta"), unique("s"));
+    items_table(&schema).await;
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    let attr =
+        aws_sdk_sqs::types::MessageAttributeValue::builder().data_type("String").string_value("ab").build().unwrap();
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(r#"{"id":1}"#)
+        .message_attributes("team", attr)
+        .send()
+        .await
+        .unwrap();
+    sqs.send_message().queue_url(&url).message_body(r#"{"id":2}"#).send().await.unwrap();
+    // Message 2 is received twice before the host sees it.
+    for _ in 0..2 {
+        let got = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.messages().len(), 2);
+    }
+    let body = format!(
+        "name = \"{name}\"\n[source.sqs]\nqueue = \"{name}\"\nmax_receives = 2\nmetadata_field = \"sqs\"\n\
+         [batch]\nmax_wait_ms = 300\n[[transforms]]\nuses = \"flatten\"\nparams = {{ separator = \"_\" }}\n\
+         [sink]\ntable = \"items\"\nschema = \"{schema}\"\n[sink.columns]\nid = \"id\"\nname = \"sqs_attributes_team\"\n"
+    );
+    let s = run_once(common::pipeline(&body)).await;
+    assert_eq!((s.rows, s.dead_letters), (0, 2), "{s}");
+    let reasons: Vec<String> = pg()
+        .await
+        .query("SELECT stage || ': ' || reason FROM etl.dead_letters WHERE pipeline = $1 ORDER BY reason", &[&name])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            "source: received 3 times (max_receives = 2)".to_string(),
+            "source: received 3 times (max_receives = 2)".to_string()
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_attributes_map_onto_columns() {
+    let (name, schema) = (unique("attrs"), unique("s"));
+    items_table(&schema).await;
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    let attr =
+        aws_sdk_sqs::types::MessageAttributeValue::builder().data_type("String").string_value("ab").build().unwrap();
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(r#"{"id":1}"#)
+        .message_attributes("team", attr)
+        .send()
+        .await
+        .unwrap();
+    let body = format!(
+        "name = \"{name}\"\n[source.sqs]\nqueue = \"{name}\"\nmetadata_field = \"sqs\"\n\
+         [batch]\nmax_wait_ms = 300\n[[transforms]]\nuses = \"flatten\"\nparams = {{ separator = \"_\" }}\n\
+         [sink]\ntable = \"items\"\nschema = \"{schema}\"\n[sink.columns]\nid = \"id\"\nname = \"sqs_attributes_team\"\n"
+    );
+    let s = run_once(common::pipeline(&body)).await;
+    assert_eq!(s.rows, 1, "{s}");
+    assert_eq!(names(&schema).await, vec![(1, "ab".into())]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_host_cleanly() {
+    let (name, schema) = (unique("term"), unique("s"));
+    schema_with_user_logins(&schema).await;
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    send(&sqs, &url, &fetch_bodies()[..20]).await;
+    let text = std::fs::read_to_string(common::workspace().join("pipelines/logins.toml"))
+        .unwrap()
+        .replace("name = \"logins\"", &format!("name = \"{name}\""))
+        .replace("table = \"user_logins\"", &format!("table = \"user_logins\"\nschema = \"{schema}\""));
+    let file = std::env::temp_dir().join(format!("{name}.toml"));
+    std::fs::write(&file, text).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let host = exe.parent().unwrap().parent().unwrap().join("host");
+    assert!(host.is_file(), "{} is missing: run `cargo xtask test`", host.display());
+    let child = std::process::Command::new(host)
+        .args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"])
+        .arg(common::cache_dir())
+        .arg("run")
+        .arg(&file)
+        .env("LOGIN_QUEUE", &name)
+        .env("AWS_ENDPOINT_URL", services::endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("DATABASE_URL", services::database_url())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("messages 20, rows 19, dead letters 1"), "{stdout}");
+    assert_eq!(count(&format!("SELECT count(*) FROM {schema}.user_logins")).await, 19);
+}

@@ -91,6 +91,13 @@ pub fn data_error(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
 }
 
+/// Whether another transaction recorded one of the batch's messages first
+/// (the same message delivered to two hosts at once).
+fn ledger_race(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code() == &SqlState::UNIQUE_VIOLATION && db.constraint() == Some(sql::LEDGER_KEY))
+}
+
 /// A connection pool from `DATABASE_URL`.
 pub fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, SinkError> {
     let config: tokio_postgres::Config =
@@ -181,6 +188,9 @@ impl PostgresSink {
             };
             match result {
                 Ok(r) => return Ok(r),
+                Err(e) if ledger_race(&e) && attempt < self.max_attempts => {
+                    tracing::info!(pipeline = %self.pipeline, "a message of this batch was committed concurrently; retrying");
+                }
                 Err(e) if data_error(&e) => return Err(Failure::Data(e)),
                 Err(e) if transient(&e) && attempt < self.max_attempts => {
                     let wait = Duration::from_millis(100 << attempt.min(6));
@@ -204,10 +214,25 @@ impl PostgresSink {
         let tx = client.transaction().await?;
         let batch_id: i64 = tx.query_one(sql::NEXT_BATCH_ID, &[]).await?.get(0);
         let ids: Vec<&str> = units.iter().map(|u| u.message_id.as_str()).collect();
-        let mut fresh: HashSet<String> =
-            tx.query(sql::LEDGER, &[&self.pipeline, &ids, &batch_id]).await?.iter().map(|r| r.get(0)).collect();
+        let seen: HashSet<String> =
+            tx.query(sql::LEDGER_SEEN, &[&self.pipeline, &ids]).await?.iter().map(|r| r.get(0)).collect();
         // Each new id once: a message delivered twice into one batch loads once.
-        let fresh: Vec<&Unit> = units.iter().filter(|u| fresh.remove(&u.message_id)).collect();
+        let mut taken = HashSet::new();
+        let fresh: Vec<&Unit> =
+            units.iter().filter(|u| !seen.contains(&u.message_id) && taken.insert(u.message_id.as_str())).collect();
+        if !fresh.is_empty() {
+            let mut lines = Vec::new();
+            for u in &fresh {
+                copy::escape(&mut lines, self.pipeline.as_bytes());
+                lines.push(b'\t');
+                copy::escape(&mut lines, u.message_id.as_bytes());
+                lines.extend_from_slice(format!("\t{batch_id}\n").as_bytes());
+            }
+            let ledger = tx.copy_in(sql::LEDGER_COPY).await?;
+            futures_util::pin_mut!(ledger);
+            ledger.send(Bytes::from(lines)).await?;
+            ledger.finish().await?;
+        }
         let mut report = Report { duplicates: units.len() - fresh.len(), commits: 1, ..Report::default() };
         let row_count: usize = fresh.iter().map(|u| u.row_count).sum();
         if row_count > 0 {
@@ -245,8 +270,7 @@ impl PostgresSink {
                 report.dead_letters += 1;
             }
         }
-        let fresh_ids: Vec<&str> = fresh.iter().map(|u| u.message_id.as_str()).collect();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
             &batch_id,
             &self.pipeline,
             &self.source,
@@ -254,7 +278,6 @@ impl PostgresSink {
             &(row_count as i32),
             &(report.dead_letters as i32),
             &plugins,
-            &fresh_ids,
         ];
         tx.execute(sql::LINEAGE, &params).await?;
         tx.commit().await?;

@@ -77,15 +77,22 @@ pub fn merge(mode: &MergeMode, target: &str, stage: &str, columns: &[String]) ->
     }
 }
 
-/// Records the batch's messages; returns those not committed before.
-pub const LEDGER: &str = "INSERT INTO etl.ledger (pipeline, message_id, batch_id) \
-     SELECT $1, id, $3 FROM unnest($2::text[]) AS id ON CONFLICT DO NOTHING RETURNING message_id";
+/// Which of the batch's messages were committed before.
+pub const LEDGER_SEEN: &str = "SELECT message_id FROM etl.ledger WHERE pipeline = $1 AND message_id = ANY($2)";
+
+/// Records the batch's new messages. A concurrent transaction that recorded
+/// one of them first makes this fail on `ledger_pkey`; the batch is then
+/// tried again and finds it seen.
+pub const LEDGER_COPY: &str = "COPY etl.ledger (pipeline, message_id, batch_id) FROM STDIN";
+
+/// The name of the ledger's primary key.
+pub const LEDGER_KEY: &str = "ledger_pkey";
 
 pub const NEXT_BATCH_ID: &str = "SELECT nextval(pg_get_serial_sequence('etl.batches', 'id'))";
 
 pub const LINEAGE: &str = "INSERT INTO etl.batches \
-     (id, pipeline, source, messages, rows_written, dead_letters, plugins, message_ids) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8)";
+     (id, pipeline, source, messages, rows_written, dead_letters, plugins) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb)";
 
 #[cfg(test)]
 mod tests {
