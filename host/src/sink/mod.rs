@@ -214,8 +214,13 @@ impl PostgresSink {
         let tx = client.transaction().await?;
         let batch_id: i64 = tx.query_one(sql::NEXT_BATCH_ID, &[]).await?.get(0);
         let ids: Vec<&str> = units.iter().map(|u| u.message_id.as_str()).collect();
+        // The ledger grows fast; between two ANALYZE runs its statistics can
+        // say "tiny" while it holds millions of rows, and a plan that scans
+        // it would make every batch slower than the last: index only.
+        tx.batch_execute("SET LOCAL enable_seqscan = off").await?;
         let seen: HashSet<String> =
             tx.query(sql::LEDGER_SEEN, &[&self.pipeline, &ids]).await?.iter().map(|r| r.get(0)).collect();
+        tx.batch_execute("RESET enable_seqscan").await?;
         // Each new id once: a message delivered twice into one batch loads once.
         let mut taken = HashSet::new();
         let fresh: Vec<&Unit> =
