@@ -62,27 +62,36 @@ async fn sink_against_copy(n: usize) {
     copy.finish().await.unwrap();
     let plain = n as f64 / start.elapsed().as_secs_f64();
 
-    println!("sink: {n} user_logins rows, one row per message (a ledger row each)");
+    println!("sink: {n} user_logins rows (a ledger row per message)");
     println!("{:>32} | {:>10} | {:>13}", "", "rows/s", "of plain COPY");
     println!("{:>32} | {plain:>10.0} | {:>13.2}", "plain COPY (one transaction)", 1.0);
-    for batch in [1_000usize, 10_000] {
+    // (rows per batch, rows per message): SQS-like one-row messages, and
+    // file-like messages of 100 rows (one ledger row per 100 data rows).
+    for (batch, per_message) in [(1_000usize, 1usize), (10_000, 1), (10_000, 100)] {
         for mode in ["append", "upsert"] {
-            let table = format!("{}_{batch}", mode);
+            let table = format!("{mode}_{batch}_{per_message}");
             let key = if mode == "upsert" {
                 format!("; ALTER TABLE {schema}.{table} ADD PRIMARY KEY (user_id)")
             } else {
                 String::new()
             };
             db.batch_execute(&format!("CREATE TABLE {schema}.{table} (LIKE public.user_logins){key}")).await.unwrap();
-            let rate = through_sink(&schema, &table, mode, &lines, batch).await;
-            let label = format!("sink {mode}, batches of {batch}");
+            let rate = through_sink(&schema, &table, mode, &lines, batch, per_message).await;
+            let label = format!("{mode}, {batch}/batch, {per_message}/message");
             println!("{label:>32} | {rate:>10.0} | {:>13.2}", rate / plain);
         }
     }
     db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
 }
 
-async fn through_sink(schema: &str, table: &str, mode: &str, lines: &[Vec<u8>], batch: usize) -> f64 {
+async fn through_sink(
+    schema: &str,
+    table: &str,
+    mode: &str,
+    lines: &[Vec<u8>],
+    batch: usize,
+    per_message: usize,
+) -> f64 {
     let key = if mode == "upsert" { "key = [\"user_id\"]\n" } else { "" };
     let body = format!(
         "name = \"{}\"\n[sink]\ntable = \"{table}\"\nschema = \"{schema}\"\nmode = \"{mode}\"\n{key}[sink.columns]\n\
@@ -97,15 +106,23 @@ async fn through_sink(schema: &str, table: &str, mode: &str, lines: &[Vec<u8>], 
     let start = Instant::now();
     for (b, chunk) in lines.chunks(batch).enumerate() {
         let units = chunk
-            .iter()
+            .chunks(per_message)
             .enumerate()
-            .map(|(i, line)| {
-                let mut rows = line.clone();
-                if sink.staged() {
-                    rows.pop();
-                    rows.extend_from_slice(format!("\t{i}\n").as_bytes());
+            .map(|(m, message)| {
+                let mut rows = Vec::new();
+                for (i, line) in message.iter().enumerate() {
+                    rows.extend_from_slice(line);
+                    if sink.staged() {
+                        rows.pop();
+                        rows.extend_from_slice(format!("\t{}\n", m * per_message + i).as_bytes());
+                    }
                 }
-                host::sink::Unit { message_id: format!("{b}-{i}"), rows, row_count: 1, ..Default::default() }
+                host::sink::Unit {
+                    message_id: format!("{b}-{m}"),
+                    rows,
+                    row_count: message.len(),
+                    ..Default::default()
+                }
             })
             .collect();
         sink.commit(units, "[]").await.unwrap();
