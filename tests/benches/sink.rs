@@ -22,16 +22,12 @@ mod common;
 #[allow(dead_code)]
 mod services;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() {
-    let rows = env_usize("SINK_ROWS", 1_000_000);
+    let rows = services::env_usize("SINK_ROWS", 1_000_000);
     services::migrated().await;
     sink_against_copy(rows).await;
-    cpu_per_messages(env_usize("CPU_MESSAGES", 10_000)).await;
+    cpu_per_messages(services::env_usize("CPU_MESSAGES", 10_000)).await;
 }
 
 /// COPY text of `n` rows shaped like the Fetch logins (unique user ids).

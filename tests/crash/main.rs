@@ -19,10 +19,6 @@ use rand::Rng;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 struct Run {
     pipeline: std::path::PathBuf,
     queue: String,
@@ -68,8 +64,8 @@ fn restart_postgres() -> Result<(), String> {
 
 #[tokio::main]
 async fn main() {
-    let n = env_usize("CRASH_MESSAGES", 10_000);
-    let kills = env_usize("CRASH_KILLS", 10);
+    let n = services::env_usize("CRASH_MESSAGES", 10_000);
+    let kills = services::env_usize("CRASH_KILLS", 10);
     services::migrated().await;
     let (name, schema) = (services::unique("crash"), services::unique("crash"));
     services::pg()

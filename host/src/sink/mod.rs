@@ -179,17 +179,22 @@ impl PostgresSink {
 
     async fn commit_retrying(&self, units: &[Unit], plugins: &str) -> Result<Report, Failure> {
         let mut attempt = 0;
+        // Optimistic first: most messages are new, so the ledger is written
+        // without a look-up; a message committed before makes that fail on
+        // the ledger's key, and the batch is tried again with the look-up.
+        let mut look_up = false;
         loop {
             attempt += 1;
             let result = match self.pool.get().await {
-                Ok(mut client) => self.try_commit(&mut client, units, plugins).await,
+                Ok(mut client) => self.try_commit(&mut client, units, plugins, look_up).await,
                 Err(deadpool_postgres::PoolError::Backend(e)) => Err(e),
                 Err(e) => return Err(Failure::Other(SinkError::Pool(e.to_string()))),
             };
             match result {
                 Ok(r) => return Ok(r),
                 Err(e) if ledger_race(&e) && attempt < self.max_attempts => {
-                    tracing::info!(pipeline = %self.pipeline, "a message of this batch was committed concurrently; retrying");
+                    tracing::info!(pipeline = %self.pipeline, "a message of this batch was committed before; retrying with the ledger look-up");
+                    look_up = true;
                 }
                 Err(e) if data_error(&e) => return Err(Failure::Data(e)),
                 Err(e) if transient(&e) && attempt < self.max_attempts => {
@@ -210,17 +215,22 @@ impl PostgresSink {
         client: &mut deadpool_postgres::Client,
         units: &[Unit],
         plugins: &str,
+        look_up: bool,
     ) -> Result<Report, tokio_postgres::Error> {
         let tx = client.transaction().await?;
         let batch_id: i64 = tx.query_one(sql::NEXT_BATCH_ID, &[]).await?.get(0);
         let ids: Vec<&str> = units.iter().map(|u| u.message_id.as_str()).collect();
-        // The ledger grows fast; between two ANALYZE runs its statistics can
-        // say "tiny" while it holds millions of rows, and a plan that scans
-        // it would make every batch slower than the last: index only.
-        tx.batch_execute("SET LOCAL enable_seqscan = off").await?;
-        let seen: HashSet<String> =
-            tx.query(sql::LEDGER_SEEN, &[&self.pipeline, &ids]).await?.iter().map(|r| r.get(0)).collect();
-        tx.batch_execute("RESET enable_seqscan").await?;
+        let seen: HashSet<String> = if look_up {
+            // The ledger grows fast; between two ANALYZE runs its statistics
+            // can say "tiny" while it holds millions of rows, and a plan that
+            // scans it would make every batch slower than the last.
+            tx.batch_execute("SET LOCAL enable_seqscan = off").await?;
+            let rows = tx.query(sql::LEDGER_SEEN, &[&self.pipeline, &ids]).await?;
+            tx.batch_execute("RESET enable_seqscan").await?;
+            rows.iter().map(|r| r.get(0)).collect()
+        } else {
+            HashSet::new()
+        };
         // Each new id once: a message delivered twice into one batch loads once.
         let mut taken = HashSet::new();
         let fresh: Vec<&Unit> =

@@ -80,9 +80,9 @@ pub fn merge(mode: &MergeMode, target: &str, stage: &str, columns: &[String]) ->
 /// Which of the batch's messages were committed before.
 pub const LEDGER_SEEN: &str = "SELECT message_id FROM etl.ledger WHERE pipeline = $1 AND message_id = ANY($2)";
 
-/// Records the batch's new messages. A concurrent transaction that recorded
-/// one of them first makes this fail on `ledger_pkey`; the batch is then
-/// tried again and finds it seen.
+/// Records the batch's new messages. One recorded before (or by a concurrent
+/// transaction) makes this fail on `ledger_pkey`; the batch is then tried
+/// again with `LEDGER_SEEN` first.
 pub const LEDGER_COPY: &str = "COPY etl.ledger (pipeline, message_id, batch_id) FROM STDIN";
 
 /// The name of the ledger's primary key.
