@@ -179,7 +179,7 @@ fn demo() -> Result<(), String> {
 /// Creates `login-queue` (emptied) and sends the Fetch bodies, 10 a call.
 const SEND: &str = r#"
 import boto3, os
-sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
 url = sqs.create_queue(QueueName="login-queue")["QueueUrl"]
 sqs.purge_queue(QueueUrl=url)
 lines = open("tests/data/fetch_login_queue_bodies.jsonl").read().splitlines()
