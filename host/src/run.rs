@@ -368,10 +368,10 @@ async fn prepare(
         Err(e) => return (chain, Err(e.to_string())),
     };
     fill_units(shared, &out, &record_message, messages, &mut units);
+    // Every message keeps its body with the batch: the database may still
+    // refuse its row, and then it becomes a dead letter that can be replayed.
     for (u, m) in units.iter_mut().zip(messages) {
-        if !u.dead.is_empty() {
-            u.payload = m.body.clone();
-        }
+        u.payload = m.body.clone();
     }
     units.retain(|u| !u.message_id.is_empty());
     let plugins: Vec<serde_json::Value> =

@@ -210,6 +210,17 @@ async fn rows_the_database_refuses_become_dead_letters_and_the_rest_loads() {
     assert!(reasons.iter().any(|r| r.contains("SQLSTATE 23502")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("SQLSTATE 22P02")), "{reasons:?}");
     assert!(reasons.iter().all(|r| !r.contains("far too long")), "no values in reasons");
+    let payloads: i64 = pg()
+        .await
+        .query_one(
+            "SELECT count(*) FROM etl.dead_letter_payloads p JOIN etl.dead_letters d ON d.id = p.dead_letter_id \
+             WHERE d.pipeline = $1 AND length(p.payload) > 0",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(payloads, 3, "refused rows keep their message for replay");
     assert_eq!(queue_depth(&sqs, &url).await, 0);
 }
 

@@ -192,7 +192,11 @@ impl PostgresSink {
             };
             match result {
                 Ok(r) => return Ok(r),
-                Err(e) if ledger_race(&e) && attempt < self.max_attempts => {
+                Err(e) if ledger_race(&e) => {
+                    // Never a data error: the message is a duplicate, not a bad row.
+                    if attempt >= self.max_attempts {
+                        return Err(Failure::Other(SinkError::Transient { attempts: attempt, source: e }));
+                    }
                     tracing::info!(pipeline = %self.pipeline, "a message of this batch was committed before; retrying with the ledger look-up");
                     look_up = true;
                 }
