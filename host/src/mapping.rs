@@ -57,15 +57,6 @@ impl Mapping {
         Mapping { columns: sink.columns.iter().map(|c| (c.name.clone(), c.source.clone())).collect() }
     }
 
-    pub fn column_names(&self) -> impl Iterator<Item = &str> {
-        self.columns.iter().map(|(n, _)| n.as_str())
-    }
-
-    /// Whether column `i` is generated.
-    pub fn is_generated(&self, i: usize) -> bool {
-        matches!(self.columns[i].1, ColumnSource::Generated(_))
-    }
-
     /// Per column, the key index of its field in `batch` (if present).
     pub fn keys(&self, batch: &Batch) -> Vec<Option<u32>> {
         self.columns

@@ -169,7 +169,7 @@ mod tests {
             b.push(k, Value::Integer(i));
             b.end_record();
         }
-        let s = b.finish().slice(1..3);
+        let s = crate::transform::wit::to_wit(&b.finish()).slice(1..3).into_record();
         assert_eq!(s.records, vec![1, 1]);
         assert!(matches!(s.cells[0].value, Value::Integer(1)));
         assert!(matches!(s.cells[1].value, Value::Integer(2)));

@@ -223,12 +223,12 @@ impl PostgresSink {
     ) -> Result<Report, tokio_postgres::Error> {
         let tx = client.transaction().await?;
         let batch_id: i64 = tx.query_one(sql::NEXT_BATCH_ID, &[]).await?.get(0);
-        let ids: Vec<&str> = units.iter().map(|u| u.message_id.as_str()).collect();
         let seen: HashSet<String> = if look_up {
             // The ledger grows fast; between two ANALYZE runs its statistics
             // can say "tiny" while it holds millions of rows, and a plan that
             // scans it would make every batch slower than the last.
             tx.batch_execute("SET LOCAL enable_seqscan = off").await?;
+            let ids: Vec<&str> = units.iter().map(|u| u.message_id.as_str()).collect();
             let rows = tx.query(sql::LEDGER_SEEN, &[&self.pipeline, &ids]).await?;
             tx.batch_execute("RESET enable_seqscan").await?;
             rows.iter().map(|r| r.get(0)).collect()

@@ -97,7 +97,7 @@ impl TransformChain {
             }
             let (batch, outcomes) = match runner.run(&current)? {
                 StepOutput::Unchanged => continue,
-                StepOutput::Changed { batch, outcomes, .. } => (batch, outcomes),
+                StepOutput::Changed { batch, outcomes } => (batch, outcomes),
             };
             let mut next = Vec::with_capacity(batch.records.len());
             for (i, outcome) in outcomes.into_iter().enumerate() {

@@ -75,8 +75,6 @@ pub enum StepOutput {
         batch: Batch,
         /// One per input record, in order.
         outcomes: Vec<Outcome>,
-        /// Calls that failed (and were isolated) on the way.
-        failed_calls: usize,
     },
 }
 
@@ -200,7 +198,7 @@ impl StepRunner {
         let first = match self.call(input)? {
             Ok(None) => return Ok(StepOutput::Unchanged),
             Ok(Some((batch, outcomes))) => {
-                return Ok(StepOutput::Changed { batch, outcomes, failed_calls: 0 });
+                return Ok(StepOutput::Changed { batch, outcomes });
             }
             Err(f) => f,
         };
@@ -213,7 +211,7 @@ impl StepRunner {
             self.isolate(input, n / 2..n, &mut acc)?;
         }
         let batch = wit::to_wit(&acc.rows.finish());
-        Ok(StepOutput::Changed { batch, outcomes: acc.outcomes, failed_calls: acc.failed })
+        Ok(StepOutput::Changed { batch, outcomes: acc.outcomes })
     }
 
     fn isolate(&mut self, input: &Batch, range: std::ops::Range<usize>, acc: &mut Isolation) -> Result<(), StepError> {

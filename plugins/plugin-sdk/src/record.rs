@@ -103,18 +103,6 @@ impl Batch {
         let bytes = self.text.get(span.offset as usize..span.offset as usize + span.len as usize).unwrap_or(&[]);
         std::str::from_utf8(bytes).unwrap_or("")
     }
-
-    /// Records `range` as a batch of their own (keys and text copied whole).
-    pub fn slice(&self, range: std::ops::Range<usize>) -> Batch {
-        let start: usize = self.records[..range.start].iter().map(|&n| n as usize).sum();
-        let len: usize = self.records[range.clone()].iter().map(|&n| n as usize).sum();
-        Batch {
-            keys: self.keys.clone(),
-            text: self.text.clone(),
-            cells: self.cells[start..start + len].to_vec(),
-            records: self.records[range].to_vec(),
-        }
-    }
 }
 
 /// The column form of a batch: what crosses the boundary.
