@@ -8,6 +8,7 @@ pub mod config;
 pub mod input;
 pub mod mapping;
 pub mod migrate;
+pub mod reload;
 pub mod run;
 pub mod sink;
 pub mod source;

@@ -73,6 +73,25 @@ enum Command {
         #[arg(required = true)]
         pipelines: Vec<PathBuf>,
     },
+    /// Plugin files on their own.
+    #[command(subcommand)]
+    Plugins(Plugins),
+    /// Which plugin versions wrote which batches (etl.batches, etl.receipts).
+    Lineage {
+        pipeline: PathBuf,
+        /// One version (`sha256:...`): its batches and their message ids.
+        #[arg(long)]
+        digest: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Plugins {
+    /// The world a `.wasm` implements, its name, version, parameters schema,
+    /// digest and size.
+    Inspect { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +187,15 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
             }
             println!("{} passed, {failed} failed", results.len() - failed);
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Plugins(Plugins::Inspect { file }) => {
+            print!("{}", commands::plugins::inspect(&file, opts)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lineage { pipeline, digest, limit } => {
+            let url = commands::run::database_url()?;
+            runtime()?.block_on(commands::lineage::show(&pipeline, digest.as_deref(), limit, &url))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check { pipelines } => {
             let failed = commands::check::run(&pipelines, opts)?;

@@ -11,10 +11,11 @@ use crate::batch::BatchBuilder;
 use crate::config::{Pipeline, Source, SqsSourceConfig};
 use crate::input::Decoder;
 use crate::mapping::{LoadTime, Mapping};
+use crate::reload::{Generation, Watcher};
 use crate::sink::dead_letter::DeadLetter;
 use crate::sink::{PostgresSink, Unit, copy};
 use crate::source::{Message, SqsSource};
-use crate::transform::{ChainOutput, Engine, TransformChain};
+use crate::transform::{ChainOutput, Engine, Loaded, TransformChain};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -37,6 +38,9 @@ pub struct Summary {
     pub duplicates: usize,
     pub batches: usize,
     pub failed_batches: usize,
+    /// New plugin or pipeline versions taken while running, and refused.
+    pub swaps: usize,
+    pub refused_versions: usize,
     pub elapsed: Duration,
 }
 
@@ -44,13 +48,16 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "messages {}, rows {}, dead letters {}, duplicates skipped {}, batches {}, failed batches {}, elapsed {:.1} s",
+            "messages {}, rows {}, dead letters {}, duplicates skipped {}, batches {}, failed batches {}, \
+             versions swapped in {}, refused {}, elapsed {:.1} s",
             self.messages,
             self.rows,
             self.dead_letters,
             self.duplicates,
             self.batches,
             self.failed_batches,
+            self.swaps,
+            self.refused_versions,
             self.elapsed.as_secs_f64()
         )
     }
@@ -72,6 +79,7 @@ pub enum RunError {
 
 /// Everything a worker needs, shared.
 struct Shared {
+    engine: Arc<Engine>,
     pipeline: Pipeline,
     sqs: SqsSourceConfig,
     source: SqsSource,
@@ -107,13 +115,34 @@ pub async fn run(
         tracing::warn!(pipeline = %pipeline.name, "HOST_DEAD_LETTER_KEY is not set: dead-letter payloads are stored unencrypted (in etl.dead_letter_payloads, no PUBLIC access)");
     }
     let sink = PostgresSink::new(pool, &pipeline.name, &format!("sqs:{}", sqs.queue), &sink_config, sealer);
+    let (e, p) = (engine.clone(), pipeline.clone());
+    let loaded = tokio::task::spawn_blocking(move || Loaded::load(&e, &p)).await.expect("no panic")?;
+    let first = Arc::new(Generation { number: 1, pipeline: pipeline.clone(), loaded });
     let mut chains = Vec::new();
     for _ in 0..pipeline.workers {
-        let (engine, p) = (engine.clone(), pipeline.clone());
-        let chain = tokio::task::spawn_blocking(move || TransformChain::build(&engine, &p)).await.expect("no panic")?;
+        let (engine, first) = (engine.clone(), first.clone());
+        let chain =
+            tokio::task::spawn_blocking(move || TransformChain::instantiate(&engine, &first.pipeline, &first.loaded))
+                .await
+                .expect("no panic")?;
         chains.push(chain);
     }
+    // Watch the file the pipeline came from (a pipeline built in memory has none).
+    let text = pipeline.reload.and_then(|every| Some((every, std::fs::read_to_string(&pipeline.file).ok()?)));
+    let watcher = match text {
+        // Off the async threads: looking at S3 plugins blocks.
+        Some((every, text)) => {
+            let (engine, first) = (engine.clone(), first.clone());
+            Some(tokio::task::spawn_blocking(move || Watcher::new(engine, first, text, every)).await.expect("no panic"))
+        }
+        None => None,
+    };
+    // Without a watcher the first generation is the only one.
+    let (keep_first, first_rx) = watch::channel(first);
+    let generations = watcher.as_ref().map_or(first_rx, Watcher::subscribe);
+    let counts = watcher.as_ref().map(Watcher::counts);
     let shared = Arc::new(Shared {
+        engine,
         mapping: Mapping::new(&sink_config),
         decoder: Decoder::new(&pipeline),
         pipeline,
@@ -125,6 +154,7 @@ pub async fn run(
         fatal: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let watching = watcher.map(|w| tokio::spawn(w.run(stop_rx.clone())));
     // Small: messages wait here without their visibility being extended.
     let (msg_tx, mut msg_rx) = mpsc::channel::<Message>(10 * shared.sqs.receivers);
     let receivers: Vec<_> = (0..shared.sqs.receivers)
@@ -133,8 +163,10 @@ pub async fn run(
     drop(msg_tx);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let batch_rx = Arc::new(Mutex::new(batch_rx));
-    let workers: Vec<_> =
-        chains.into_iter().map(|c| tokio::spawn(worker(shared.clone(), c, batch_rx.clone()))).collect();
+    let workers: Vec<_> = chains
+        .into_iter()
+        .map(|c| tokio::spawn(worker(shared.clone(), c, generations.clone(), batch_rx.clone())))
+        .collect();
 
     let leftover = batch_loop(&shared, &mut msg_rx, &batch_tx, opts, shutdown).await;
     // Stop receiving; release what was received but not dispatched.
@@ -147,16 +179,21 @@ pub async fn run(
         unsent.push(m);
     }
     if !unsent.is_empty() {
-        let refs: Vec<&Message> = unsent.iter().collect();
-        if let Err(e) = shared.source.set_visibility(&refs, Duration::ZERO).await {
-            tracing::warn!(error = %e, "could not release messages; they return after their visibility timeout");
-        }
+        release(&shared, unsent).await;
     }
     drop(batch_tx);
     for w in workers {
         let _ = w.await;
     }
+    if let Some(w) = watching {
+        let _ = w.await;
+    }
+    drop(keep_first);
     let mut summary = shared.summary.lock().expect("not poisoned").clone();
+    if let Some(c) = counts {
+        summary.swaps = c.swaps.load(Ordering::Relaxed);
+        summary.refused_versions = c.refused.load(Ordering::Relaxed);
+    }
     summary.elapsed = started.elapsed();
     if let Some(why) = shared.fatal.lock().expect("not poisoned").take() {
         return Err(RunError::Stopped(why));
@@ -165,27 +202,30 @@ pub async fn run(
 }
 
 /// Receives until told to stop; pushes each message to the batcher.
-async fn receive_loop(
-    shared: Arc<Shared>,
-    tx: mpsc::Sender<Message>,
-    mut stop: watch::Receiver<bool>,
-    opts: RunOptions,
-) {
+async fn receive_loop(shared: Arc<Shared>, tx: mpsc::Sender<Message>, stop: watch::Receiver<bool>, opts: RunOptions) {
     let wait = if opts.once { shared.sqs.wait.min(Duration::from_secs(1)) } else { shared.sqs.wait };
     loop {
         if *stop.borrow() {
             return;
         }
-        let received = tokio::select! {
-            r = shared.source.receive(wait, shared.sqs.visibility) => r,
-            _ = stop.changed() => return,
-        };
+        // Not cancelled by a stop: SQS may already have handed the messages
+        // out, and a dropped answer would leave them invisible for a whole
+        // visibility timeout. What comes back after a stop is released.
+        let received = shared.source.receive(wait, shared.sqs.visibility).await;
         match received {
             Ok(messages) => {
-                for m in messages {
-                    if tx.send(m).await.is_err() {
+                let mut messages = messages.into_iter();
+                while !*stop.borrow() {
+                    let Some(m) = messages.next() else { break };
+                    if let Err(unsent) = tx.send(m).await {
+                        release(&shared, std::iter::once(unsent.0).chain(messages).collect()).await;
                         return;
                     }
+                }
+                let rest: Vec<Message> = messages.collect();
+                if !rest.is_empty() {
+                    release(&shared, rest).await;
+                    return;
                 }
             }
             Err(e) => {
@@ -193,6 +233,14 @@ async fn receive_loop(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Makes messages visible again at once (they were received, not loaded).
+async fn release(shared: &Shared, messages: Vec<Message>) {
+    let refs: Vec<&Message> = messages.iter().collect();
+    if let Err(e) = shared.source.set_visibility(&refs, Duration::ZERO).await {
+        tracing::warn!(error = %e, "could not release messages; they return after their visibility timeout");
     }
 }
 
@@ -257,10 +305,35 @@ struct Batch {
     keeper: tokio::task::JoinHandle<()>,
 }
 
-async fn worker(shared: Arc<Shared>, mut chain: TransformChain, rx: Arc<Mutex<mpsc::Receiver<Batch>>>) {
+async fn worker(
+    shared: Arc<Shared>,
+    mut chain: TransformChain,
+    mut generations: watch::Receiver<Arc<Generation>>,
+    rx: Arc<Mutex<mpsc::Receiver<Batch>>>,
+) {
     loop {
         let batch = { rx.lock().await.recv().await };
         let Some(Batch { messages, keeper }) = batch else { return };
+        // A new version, checked by the watcher, is taken between batches:
+        // each batch runs on one version from start to end.
+        if generations.has_changed().unwrap_or(false) {
+            let next = generations.borrow_and_update().clone();
+            let engine = shared.engine.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                TransformChain::instantiate(&engine, &next.pipeline, &next.loaded).map(|c| (c, next.number))
+            })
+            .await
+            .expect("no panic");
+            match built {
+                Ok((c, number)) => {
+                    chain = c;
+                    tracing::debug!(generation = number, "worker on the new version");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not instantiate the new version; this worker keeps the old one")
+                }
+            }
+        }
         chain = process(&shared, chain, messages, keeper).await;
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
@@ -293,9 +366,12 @@ async fn process(
                     tracing::warn!(error = %e, "delete failed; the messages will come back and add nothing")
                 }
             }
+            // Copies of one message delivered into the same batch count as
+            // duplicates too.
+            let distinct = messages.iter().map(|m| m.id.as_str()).collect::<std::collections::HashSet<_>>().len();
             let mut s = shared.summary.lock().expect("not poisoned");
-            s.messages += messages.len() - report.duplicates;
-            s.duplicates += report.duplicates;
+            s.messages += distinct - report.duplicates;
+            s.duplicates += report.duplicates + (messages.len() - distinct);
             s.rows += report.rows;
             s.dead_letters += report.dead_letters;
             s.batches += 1;
@@ -334,7 +410,8 @@ async fn prepare(
     chain: TransformChain,
     messages: &[Message],
 ) -> (TransformChain, Result<(Vec<Unit>, String), String>) {
-    let mut units: Vec<Unit> = messages.iter().map(|m| Unit { message_id: m.id.clone(), ..Unit::default() }).collect();
+    let mut units: Vec<Unit> =
+        messages.iter().map(|m| Unit { message_id: m.id.clone(), sent_ms: m.sent_ms, ..Unit::default() }).collect();
     let mut builder = BatchBuilder::new();
     let mut record_message = Vec::new();
     let mut seen = std::collections::HashSet::new();

@@ -95,3 +95,85 @@ fn the_binary_runs_the_pipeline_test_cases_and_checks_pipelines() {
         assert!(out.status.success() && !out.stdout.is_empty(), "{cmd} --help");
     }
 }
+
+#[test]
+fn plugins_inspect_names_world_version_digest_and_size() {
+    let mask = std::path::Path::new(common::PLUGIN_DIR).join("mask.wasm");
+    let bytes = std::fs::read(&mask).unwrap();
+    let out = std::process::Command::new(host_binary())
+        .args(["--no-cache", "plugins", "inspect"])
+        .arg(&mask)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("world: etl:transform/plugin@0.1.0\nname: mask\nversion: 0.1.0\n"), "{stdout}");
+    assert!(stdout.contains(&format!("digest: {}\nsize: {} bytes\n", host::transform::digest_of(&bytes), bytes.len())));
+
+    // A truncated file and a component of another world: refused, saying why.
+    let dir = std::env::temp_dir().join(crate::services::unique("inspect"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let truncated = dir.join("truncated.wasm");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let wrong = std::path::Path::new(common::TEST_PLUGIN_DIR).join("wrong-world.wasm");
+    for (file, says) in [
+        (&truncated, "is not a valid WebAssembly component"),
+        (&wrong, "does not fit the etl:transform/plugin@0.1.0 world"),
+    ] {
+        let out = std::process::Command::new(host_binary())
+            .args(["--no-cache", "plugins", "inspect"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_plugin_from_s3_is_refused_at_start_when_its_digest_differs() {
+    let endpoint = crate::services::endpoint();
+    let bucket = crate::services::unique("plugins").replace('_', "-");
+    let mask = std::path::Path::new(common::PLUGIN_DIR).join("mask.wasm");
+    let put = format!(
+        "import boto3, sys\n\
+         s3 = boto3.client('s3', endpoint_url='{endpoint}', region_name='us-east-1', \
+         aws_access_key_id='test', aws_secret_access_key='test')\n\
+         s3.create_bucket(Bucket='{bucket}')\n\
+         s3.upload_file(sys.argv[1], '{bucket}', 'plugins/mask.wasm')\n"
+    );
+    let status = std::process::Command::new(crate::services::python()).arg("-c").arg(put).arg(&mask).status().unwrap();
+    assert!(status.success(), "upload to moto S3");
+    let right = host::transform::digest_of(&std::fs::read(&mask).unwrap());
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let dir = std::env::temp_dir().join(&bucket);
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |digest: &str| {
+        let file = dir.join("p.toml");
+        let body = format!(
+            "[[transforms]]\nuses = \"s3://{bucket}/plugins/mask.wasm\"\ndigest = \"{digest}\"\nparams = {{ fields = [\"ip\"] }}\n"
+        );
+        std::fs::write(&file, body).unwrap();
+        std::process::Command::new(host_binary())
+            .args(["--no-cache", "check"])
+            .arg(&file)
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .unwrap()
+    };
+    let out = check(&wrong);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("s3://{bucket}/plugins/mask.wasm has digest {right}, but the step pins {wrong}")),
+        "{stderr}"
+    );
+    let out = check(&right);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("mask {}", &right[..19])));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,3 +8,4 @@ mod pipeline_files;
 mod run;
 mod sandbox;
 mod services;
+mod swap;

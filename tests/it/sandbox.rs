@@ -122,3 +122,20 @@ fn no_environment_files_or_clock_unless_granted() {
     let secs: u64 = granted.trim_start_matches("clock=").parse().unwrap();
     assert!(secs > 1_700_000_000, "{granted}");
 }
+
+#[test]
+fn a_plugin_with_another_digest_than_its_pin_is_refused() {
+    let pinned = |digest: &str| format!("[[transforms]]\nuses = \"flatten\"\ndigest = \"{digest}\"\n");
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let err = host::transform::TransformChain::build(&common::engine(), &common::pipeline(&pinned(&wrong)))
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(msg.starts_with("test.toml:2: step 1: plugin `flatten`: "), "{msg}");
+    assert!(msg.contains(&format!("but the step pins {wrong}")), "{msg}");
+    let right = host::transform::digest_of(
+        &std::fs::read(std::path::Path::new(common::PLUGIN_DIR).join("flatten.wasm")).unwrap(),
+    );
+    host::transform::TransformChain::build(&common::engine(), &common::pipeline(&pinned(&right)))
+        .expect("the pinned version loads");
+}

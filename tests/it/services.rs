@@ -24,7 +24,7 @@ pub fn endpoint() -> &'static str {
     ENDPOINT.get_or_init(|| std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| start_moto()))
 }
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("MOTO_PYTHON") {
         return p.into();
     }
@@ -35,6 +35,15 @@ fn python() -> PathBuf {
         venv.display()
     );
     venv
+}
+
+/// A moto server of its own, for a test whose steady stream would slow the
+/// shared one down for every other test.
+pub fn private_endpoint() -> String {
+    if let Ok(url) = std::env::var("AWS_ENDPOINT_URL") {
+        return url;
+    }
+    start_moto()
 }
 
 fn start_moto() -> String {
@@ -65,13 +74,21 @@ fn start_moto() -> String {
 
 /// An SQS client for the test endpoint.
 pub async fn sqs() -> aws_sdk_sqs::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint())
+    sqs_at(endpoint()).await
+}
+
+pub async fn sqs_at(endpoint: &str) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&aws_at(endpoint).await)
+}
+
+/// The AWS configuration of the tests, for `endpoint`.
+pub async fn aws_at(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"))
         .load()
-        .await;
-    aws_sdk_sqs::Client::new(&config)
+        .await
 }
 
 /// A unique name for this test's queue, schema and pipeline.

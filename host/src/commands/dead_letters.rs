@@ -12,7 +12,7 @@ use crate::transform::TransformChain;
 use anyhow::Context;
 use std::path::Path;
 
-async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+pub(crate) async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, conn) =
         tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("cannot connect to the database")?;
     tokio::spawn(conn);
@@ -95,7 +95,13 @@ pub async fn replay_with(path: &Path, ids: &[i64], opts: &EngineOptions, url: &s
                 anyhow::bail!("dead letter {id} is sealed with key {k}; set HOST_DEAD_LETTER_KEY")
             }
         };
-        let mut unit = Unit { message_id: format!("dead-letter:{id}"), payload: payload.clone(), ..Unit::default() };
+        let mut unit = Unit {
+            message_id: format!("dead-letter:{id}"),
+            payload: payload.clone(),
+            // A replay's own ledger partition: its dead letter's id.
+            sent_ms: -id,
+            ..Unit::default()
+        };
         let mut b = BatchBuilder::new();
         let reason = match decoder.decode(&payload, &mut b) {
             Err(reason) => Some(("input", reason, None)),

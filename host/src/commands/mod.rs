@@ -2,6 +2,8 @@
 
 pub mod check;
 pub mod dead_letters;
+pub mod lineage;
+pub mod plugins;
 pub mod run;
 pub mod test;
 

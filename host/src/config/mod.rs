@@ -40,6 +40,8 @@ pub struct PipelineConfig {
     pub tests: Vec<TestCaseConfig>,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Line of each step's `uses`, filled in by [`parse_str`].
     #[serde(skip)]
     pub step_lines: Vec<usize>,
@@ -160,6 +162,8 @@ pub enum InputFormat {
 pub struct StepConfig {
     /// Plugin name (found on the plugin path) or path to a `.wasm` file.
     pub uses: Spanned<String>,
+    /// `sha256:` and 64 hex digits: the only plugin bytes this step accepts.
+    pub digest: Option<String>,
     /// Handed to the plugin's `configure` as JSON.
     #[serde(default)]
     pub params: toml::Table,
@@ -289,6 +293,30 @@ pub struct LoggingConfig {
     /// plugin's panic message. Off by default.
     #[serde(default)]
     pub record_values: bool,
+}
+
+/// Live swap while `host run` runs: the pipeline file and its plugins are
+/// checked for changes every `interval_ms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_reload_ms")]
+    pub interval_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig { enabled: true, interval_ms: default_reload_ms() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_reload_ms() -> u64 {
+    1000
 }
 
 /// A pipeline file that could not be read, parsed or validated.

@@ -28,6 +28,8 @@ pub struct Pipeline {
     pub tests: Vec<TestCase>,
     /// Whether record values may appear in logs and reports.
     pub record_values_in_logs: bool,
+    /// How often `host run` looks for new versions; `None`: never.
+    pub reload: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +57,8 @@ pub struct Step {
     pub uses: String,
     /// Line of `uses` in the pipeline file.
     pub line: usize,
+    /// The pinned digest (`sha256:...`), if any.
+    pub digest: Option<String>,
     /// Parameters as JSON text, for `configure`.
     pub params: String,
     pub limits: Limits,
@@ -135,6 +139,7 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
     range("[batch] max_records", c.batch.max_records as u64, 1, 100_000).map_err(err)?;
     range("[batch] max_wait_ms", c.batch.max_wait_ms, 0, 3_600_000).map_err(err)?;
     range("[batch] workers", c.batch.workers as u64, 1, 64).map_err(err)?;
+    range("[reload] interval_ms", c.reload.interval_ms, 100, 3_600_000).map_err(err)?;
     let source = c.source.map(source).transpose().map_err(&err)?;
     range("[input] max_record_bytes", c.input.max_record_bytes as u64, 64, 256 << 20).map_err(err)?;
     let mut required = Vec::new();
@@ -169,6 +174,7 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
         sink,
         tests,
         record_values_in_logs: c.logging.record_values,
+        reload: c.reload.enabled.then(|| Duration::from_millis(c.reload.interval_ms)),
     })
 }
 
@@ -207,6 +213,12 @@ fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
     if uses.trim().is_empty() {
         return Err(format!("{at}: `uses` is empty"));
     }
+    if let Some(d) = &s.digest {
+        let hex = d.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(format!("{at}: digest must be `sha256:` and 64 lowercase hex digits"));
+        }
+    }
     range(&format!("{at}: max_memory_mb"), s.max_memory_mb.into(), 1, 4096)?;
     range(&format!("{at}: max_call_ms"), s.max_call_ms, 1, 600_000)?;
     for var in s.grants.env.iter().chain(s.grants.secrets.values()) {
@@ -219,6 +231,7 @@ fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
         index,
         uses,
         line,
+        digest: s.digest,
         params: params.to_string(),
         limits: Limits {
             max_memory_bytes: (s.max_memory_mb as usize) << 20,

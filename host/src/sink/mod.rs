@@ -1,8 +1,9 @@
-//! The PostgreSQL sink: per batch one transaction that records the
-//! messages in the ledger (skipping those committed before), loads the rows
-//! (COPY straight into the target for `append`, through a staging table and a
-//! merge otherwise), writes dead letters and the batch's lineage, and
-//! commits. Transient errors are retried; a data error isolates the messages
+//! The PostgreSQL sink: per batch one transaction that loads the rows (COPY
+//! straight into the target for `append`, through a staging table and a
+//! merge otherwise), writes dead letters and the batch's lineage, then,
+//! under the pipeline's ledger lock, checks that none of its messages was
+//! committed before (if some were, the batch is tried again without them),
+//! records them in the ledger and commits. Transient errors are retried; a data error isolates the messages
 //! that cause it into dead letters and commits the rest.
 //!
 //! Must not acknowledge anything: the caller deletes messages after `commit`
@@ -32,6 +33,9 @@ pub struct Unit {
     pub dead: Vec<DeadLetter>,
     /// The raw message, kept with dead letters.
     pub payload: Vec<u8>,
+    /// When the source says it was sent (ms; see `source::Message`): the
+    /// same on every delivery. Replays use a stand-in of their own.
+    pub sent_ms: i64,
 }
 
 /// What a commit did.
@@ -89,13 +93,6 @@ pub fn transient(e: &tokio_postgres::Error) -> bool {
 /// constraint violated): the offending message is a dead letter.
 pub fn data_error(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
-}
-
-/// Whether another transaction recorded one of the batch's messages first
-/// (the same message delivered to two hosts at once).
-fn ledger_race(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|db| db.code() == &SqlState::UNIQUE_VIOLATION && db.constraint() == Some(sql::LEDGER_KEY))
 }
 
 /// A connection pool from `DATABASE_URL`.
@@ -179,37 +176,34 @@ impl PostgresSink {
 
     async fn commit_retrying(&self, units: &[Unit], plugins: &str) -> Result<Report, Failure> {
         let mut attempt = 0;
-        // Optimistic first: most messages are new, so the ledger is written
-        // without a look-up; a message committed before makes that fail on
-        // the ledger's key, and the batch is tried again with the look-up.
-        let mut look_up = false;
+        // Messages found committed before: left out when the batch is tried
+        // again (the first try is optimistic: almost every message is new).
+        let mut committed: HashSet<String> = HashSet::new();
         loop {
             attempt += 1;
             let result = match self.pool.get().await {
-                Ok(mut client) => self.try_commit(&mut client, units, plugins, look_up).await,
-                Err(deadpool_postgres::PoolError::Backend(e)) => Err(e),
+                Ok(mut client) => self.try_commit(&mut client, units, plugins, &committed).await,
+                Err(deadpool_postgres::PoolError::Backend(e)) => Err(Attempt::Db(e)),
                 Err(e) => return Err(Failure::Other(SinkError::Pool(e.to_string()))),
             };
             match result {
                 Ok(r) => return Ok(r),
-                Err(e) if ledger_race(&e) => {
-                    // Never a data error: the message is a duplicate, not a bad row.
-                    if attempt >= self.max_attempts {
-                        return Err(Failure::Other(SinkError::Transient { attempts: attempt, source: e }));
-                    }
-                    tracing::info!(pipeline = %self.pipeline, "a message of this batch was committed before; retrying with the ledger look-up");
-                    look_up = true;
+                Err(Attempt::Committed(ids)) => {
+                    // Not counted as an attempt: each round leaves out more.
+                    attempt -= 1;
+                    tracing::info!(pipeline = %self.pipeline, messages = ids.len(), "messages of this batch were committed before; leaving them out");
+                    committed.extend(ids);
                 }
-                Err(e) if data_error(&e) => return Err(Failure::Data(e)),
-                Err(e) if transient(&e) && attempt < self.max_attempts => {
+                Err(Attempt::Db(e)) if data_error(&e) => return Err(Failure::Data(e)),
+                Err(Attempt::Db(e)) if transient(&e) && attempt < self.max_attempts => {
                     let wait = Duration::from_millis(100 << attempt.min(6));
                     tracing::warn!(pipeline = %self.pipeline, attempt, wait_ms = wait.as_millis() as u64, error = %e, "transient database error; retrying");
                     tokio::time::sleep(wait).await;
                 }
-                Err(e) if transient(&e) => {
+                Err(Attempt::Db(e)) if transient(&e) => {
                     return Err(Failure::Other(SinkError::Transient { attempts: attempt, source: e }));
                 }
-                Err(e) => return Err(Failure::Other(SinkError::Permanent(e))),
+                Err(Attempt::Db(e)) => return Err(Failure::Other(SinkError::Permanent(e))),
             }
         }
     }
@@ -219,39 +213,18 @@ impl PostgresSink {
         client: &mut deadpool_postgres::Client,
         units: &[Unit],
         plugins: &str,
-        look_up: bool,
-    ) -> Result<Report, tokio_postgres::Error> {
+        committed: &HashSet<String>,
+    ) -> Result<Report, Attempt> {
+        // Round trips are most of a small batch's cost: statements are
+        // prepared once per connection and sent in flights without waiting
+        // for each answer where the order allows it.
         let tx = client.transaction().await?;
-        let batch_id: i64 = tx.query_one(sql::NEXT_BATCH_ID, &[]).await?.get(0);
-        let seen: HashSet<String> = if look_up {
-            // The ledger grows fast; between two ANALYZE runs its statistics
-            // can say "tiny" while it holds millions of rows, and a plan that
-            // scans it would make every batch slower than the last.
-            tx.batch_execute("SET LOCAL enable_seqscan = off").await?;
-            let ids: Vec<&str> = units.iter().map(|u| u.message_id.as_str()).collect();
-            let rows = tx.query(sql::LEDGER_SEEN, &[&self.pipeline, &ids]).await?;
-            tx.batch_execute("RESET enable_seqscan").await?;
-            rows.iter().map(|r| r.get(0)).collect()
-        } else {
-            HashSet::new()
-        };
-        // Each new id once: a message delivered twice into one batch loads once.
+        // Each id once: a message delivered twice into one batch loads once.
         let mut taken = HashSet::new();
-        let fresh: Vec<&Unit> =
-            units.iter().filter(|u| !seen.contains(&u.message_id) && taken.insert(u.message_id.as_str())).collect();
-        if !fresh.is_empty() {
-            let mut lines = Vec::new();
-            for u in &fresh {
-                copy::escape(&mut lines, self.pipeline.as_bytes());
-                lines.push(b'\t');
-                copy::escape(&mut lines, u.message_id.as_bytes());
-                lines.extend_from_slice(format!("\t{batch_id}\n").as_bytes());
-            }
-            let ledger = tx.copy_in(sql::LEDGER_COPY).await?;
-            futures_util::pin_mut!(ledger);
-            ledger.send(Bytes::from(lines)).await?;
-            ledger.finish().await?;
-        }
+        let fresh: Vec<&Unit> = units
+            .iter()
+            .filter(|u| !committed.contains(&u.message_id) && taken.insert(u.message_id.as_str()))
+            .collect();
         let mut report = Report { duplicates: units.len() - fresh.len(), commits: 1, ..Report::default() };
         let row_count: usize = fresh.iter().map(|u| u.row_count).sum();
         if row_count > 0 {
@@ -269,9 +242,6 @@ impl PostgresSink {
             }
             copy.send(Bytes::from(buf)).await?;
             copy.finish().await?;
-            for statement in sql::merge(&self.mode, &self.target, &self.stage, &self.columns) {
-                tx.execute(&statement, &[]).await?;
-            }
             report.rows = row_count;
         }
         for u in &fresh {
@@ -289,8 +259,17 @@ impl PostgresSink {
                 report.dead_letters += 1;
             }
         }
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-            &batch_id,
+        let lineage = tx.prepare_cached(sql::LINEAGE).await?;
+        let lock = tx.prepare_cached(sql::LEDGER_LOCK).await?;
+        let seen = tx.prepare_cached(sql::LEDGER_SEEN).await?;
+        let ids: Vec<&str> = fresh.iter().map(|u| u.message_id.as_str()).collect();
+        let parts: Vec<i64> = fresh.iter().map(|u| sql::ledger_part(u.sent_ms)).collect();
+        let mut look_in = parts.clone();
+        look_in.push(sql::LEGACY_PART);
+        look_in.sort_unstable();
+        look_in.dedup();
+        let merge = sql::merge(&self.mode, &self.target, &self.stage, &self.columns).join("; ");
+        let lineage_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
             &self.pipeline,
             &self.source,
             &(fresh.len() as i32),
@@ -298,9 +277,48 @@ impl PostgresSink {
             &(report.dead_letters as i32),
             &plugins,
         ];
-        tx.execute(sql::LINEAGE, &params).await?;
+        // The merge on its own: a row it refuses must come back as that
+        // error, not as "transaction aborted" from a statement behind it.
+        if row_count > 0 && !merge.is_empty() {
+            tx.batch_execute(&merge).await?;
+        }
+        // One flight: the lineage, then this pipeline's ledger lock (held to
+        // the commit, so commits of a pipeline take turns from here) and the
+        // check against everything committed before. The check's snapshot
+        // is taken after the lock is granted.
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&self.pipeline];
+        let seen_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.pipeline, &look_in, &ids];
+        let (batch, _, _, seen) = tokio::try_join!(
+            tx.query_one(&lineage, &lineage_params),
+            tx.execute(&lock, &lock_params),
+            // Statistics lag behind a fast-growing ledger: the look-up must
+            // probe its index, never scan it.
+            tx.batch_execute("SET LOCAL enable_seqscan = off"),
+            tx.query(&seen, &seen_params),
+        )?;
+        if !seen.is_empty() {
+            return Err(Attempt::Committed(seen.iter().map(|r| r.get(0)).collect()));
+        }
+        if !fresh.is_empty() {
+            let batch_id: i64 = batch.get(0);
+            let record = tx.prepare_cached(sql::LEDGER_RECORD).await?;
+            tx.execute(&record, &[&self.pipeline, &batch_id, &parts, &ids]).await?;
+        }
         tx.commit().await?;
         Ok(report)
+    }
+}
+
+/// Why one try at a batch's transaction did not commit.
+enum Attempt {
+    /// These messages were committed before.
+    Committed(Vec<String>),
+    Db(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for Attempt {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Attempt::Db(e)
     }
 }
 

@@ -77,22 +77,34 @@ pub fn merge(mode: &MergeMode, target: &str, stage: &str, columns: &[String]) ->
     }
 }
 
-/// Which of the batch's messages were committed before.
-pub const LEDGER_SEEN: &str = "SELECT message_id FROM etl.ledger WHERE pipeline = $1 AND message_id = ANY($2)";
+/// Width of a ledger partition in milliseconds of sent time. Wide enough
+/// that a busy queue's batch writes a few ledger rows, not one per message;
+/// narrow enough that a look-up reads few ids besides the batch's own.
+pub const LEDGER_PART_MS: i64 = 10;
 
-/// Records the batch's new messages. One recorded before (or by a concurrent
-/// transaction) makes this fail on `ledger_pkey`; the batch is then tried
-/// again with `LEDGER_SEEN` first.
-pub const LEDGER_COPY: &str = "COPY etl.ledger (pipeline, message_id, batch_id) FROM STDIN";
+/// The partition where a message sent at `sent_ms` is recorded.
+pub fn ledger_part(sent_ms: i64) -> i64 {
+    sent_ms.div_euclid(LEDGER_PART_MS)
+}
 
-/// The name of the ledger's primary key.
-pub const LEDGER_KEY: &str = "ledger_pkey";
+/// The partition of the ids recorded before partitions existed (V5).
+pub const LEGACY_PART: i64 = i64::MIN;
 
-pub const NEXT_BATCH_ID: &str = "SELECT nextval(pg_get_serial_sequence('etl.batches', 'id'))";
+/// Commits of one pipeline take turns from their ledger check to their end.
+pub const LEDGER_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('etl.receipts'), hashtext($1))";
 
+/// Which of the ids `$3` are recorded in the partitions `$2` of pipeline `$1`.
+pub const LEDGER_SEEN: &str = "SELECT id FROM unnest($3::text[]) AS id WHERE id IN \
+     (SELECT unnest(message_ids) FROM etl.receipts WHERE pipeline = $1 AND part = ANY($2::bigint[]))";
+
+/// Records batch `$2`'s ids `$4`, one row per partition (`$3`, one per id).
+pub const LEDGER_RECORD: &str = "INSERT INTO etl.receipts (pipeline, part, batch_id, message_ids) \
+     SELECT $1, part, $2, array_agg(id) FROM unnest($3::bigint[], $4::text[]) AS u(part, id) GROUP BY part";
+
+/// The batch's lineage; gives its id.
 pub const LINEAGE: &str = "INSERT INTO etl.batches \
-     (id, pipeline, source, messages, rows_written, dead_letters, plugins) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb)";
+     (pipeline, source, messages, rows_written, dead_letters, plugins) \
+     VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) RETURNING id";
 
 #[cfg(test)]
 mod tests {

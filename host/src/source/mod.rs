@@ -15,6 +15,10 @@ pub struct Message {
     pub body: Vec<u8>,
     /// How many times it has been received (1 the first time).
     pub receive_count: u32,
+    /// When it was sent (SQS SentTimestamp, ms since the epoch): the same on
+    /// every delivery, so the ledger is partitioned by it. 0 if the source
+    /// did not say (correct, only slower to look up).
+    pub sent_ms: i64,
     /// Message attributes (string values), available to the pipeline.
     pub attributes: Vec<(String, String)>,
 }

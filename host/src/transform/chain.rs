@@ -54,27 +54,64 @@ pub struct TransformChain {
     steps: Vec<StepRunner>,
 }
 
-impl TransformChain {
-    /// Finds, loads, instantiates and configures every step's plugin.
-    pub fn build(engine: &Arc<Engine>, pipeline: &Pipeline) -> Result<Self, ChainError> {
+/// Every step's plugin, found, compiled and linked, but not instantiated:
+/// what a chain is made from. Shared by all workers; a new version of any
+/// plugin is a new `Loaded`.
+#[derive(Clone)]
+pub struct Loaded {
+    /// One per step, in order.
+    pub plugins: Vec<Arc<Plugin>>,
+}
+
+impl Loaded {
+    /// Finds and loads every step's plugin (the same file once).
+    pub fn load(engine: &Arc<Engine>, pipeline: &Pipeline) -> Result<Self, ChainError> {
         let file = pipeline.file.display().to_string();
-        let dir = pipeline.file.parent().unwrap_or(Path::new("."));
-        let search = engine.search_path(&pipeline.plugin_path);
         let mut loaded: HashMap<std::path::PathBuf, Arc<Plugin>> = HashMap::new();
-        let mut steps = Vec::new();
-        for step in &pipeline.steps {
+        let mut plugins = Vec::new();
+        for (step, path) in pipeline.steps.iter().zip(plugin_files(engine, pipeline)) {
             let at = |source| ChainError::Plugin { file: file.clone(), line: step.line, step: step.index, source };
-            let path = resolve(&step.uses, dir, &search).map_err(at)?;
+            let path = path.map_err(at)?;
             let plugin = match loaded.get(&path) {
                 Some(p) => p.clone(),
                 None => {
-                    let name = plugin_name(&step.uses);
-                    let p = engine.load(&name, &path).map_err(at)?;
+                    let p = engine.load(&plugin_name(&step.uses), &path, None).map_err(at)?;
                     loaded.insert(path, p.clone());
                     p
                 }
             };
-            steps.push(StepRunner::new(engine.clone(), &file, step.clone(), plugin, pipeline.record_values_in_logs)?);
+            if let Some(expected) = step.digest.as_ref().filter(|d| **d != plugin.digest) {
+                let (name, path) = (plugin.name.clone(), plugin.path.clone());
+                let (expected, actual) = (expected.clone(), plugin.digest.clone());
+                return Err(at(PluginError::Digest { name, path, expected, actual }));
+            }
+            plugins.push(plugin);
+        }
+        Ok(Loaded { plugins })
+    }
+}
+
+/// The `.wasm` file each step uses, looked up now.
+pub fn plugin_files(engine: &Engine, pipeline: &Pipeline) -> Vec<Result<std::path::PathBuf, PluginError>> {
+    let dir = pipeline.file.parent().unwrap_or(Path::new("."));
+    let search = engine.search_path(&pipeline.plugin_path);
+    pipeline.steps.iter().map(|step| resolve(&step.uses, dir, &search)).collect()
+}
+
+impl TransformChain {
+    /// Finds, loads, instantiates and configures every step's plugin.
+    pub fn build(engine: &Arc<Engine>, pipeline: &Pipeline) -> Result<Self, ChainError> {
+        Self::instantiate(engine, pipeline, &Loaded::load(engine, pipeline)?)
+    }
+
+    /// Instantiates and configures the plugins of `loaded` for `pipeline`.
+    pub fn instantiate(engine: &Arc<Engine>, pipeline: &Pipeline, loaded: &Loaded) -> Result<Self, ChainError> {
+        let file = pipeline.file.display().to_string();
+        let mut steps = Vec::new();
+        for (step, plugin) in pipeline.steps.iter().zip(&loaded.plugins) {
+            let runner =
+                StepRunner::new(engine.clone(), &file, step.clone(), plugin.clone(), pipeline.record_values_in_logs)?;
+            steps.push(runner);
         }
         Ok(TransformChain { steps })
     }

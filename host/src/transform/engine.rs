@@ -36,6 +36,8 @@ pub enum PluginError {
     Compile { name: String, path: PathBuf, reason: String },
     #[error("plugin `{name}`: {path} does not fit the etl:transform/plugin@0.1.0 world: {reason}")]
     World { name: String, path: PathBuf, reason: String },
+    #[error("plugin `{name}`: {path} has digest {actual}, but the step pins {expected}")]
+    Digest { name: String, path: PathBuf, expected: String, actual: String },
     #[error("wasmtime engine: {0}")]
     Engine(String),
 }
@@ -96,12 +98,31 @@ impl Engine {
     }
 
     /// Loads, compiles (or takes from the cache), links and describes the
-    /// plugin at `path`.
-    pub fn load(&self, name: &str, path: &Path) -> Result<Arc<Plugin>, PluginError> {
-        let bytes =
-            std::fs::read(path).map_err(|source| PluginError::Read { name: name.into(), path: path.into(), source })?;
-        let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
-        let component = self.compile(&bytes, &digest).map_err(|reason| PluginError::Compile {
+    /// plugin at `path`; refuses it if `pin` names another digest.
+    pub fn load(&self, name: &str, path: &Path, pin: Option<&str>) -> Result<Arc<Plugin>, PluginError> {
+        let read = |source| PluginError::Read { name: name.into(), path: path.into(), source };
+        let bytes = if super::remote::is_s3(path) {
+            super::remote::fetch(&path.to_string_lossy()).map_err(|e| read(std::io::Error::other(e)))?
+        } else {
+            std::fs::read(path).map_err(read)?
+        };
+        self.load_bytes(name, path, &bytes, pin)
+    }
+
+    /// [`Engine::load`] of bytes already read from `origin`.
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        origin: &Path,
+        bytes: &[u8],
+        pin: Option<&str>,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        let (path, digest) = (origin, digest_of(bytes));
+        if let Some(expected) = pin.filter(|p| *p != digest) {
+            let (name, path, expected) = (name.into(), path.into(), expected.into());
+            return Err(PluginError::Digest { name, path, expected, actual: digest });
+        }
+        let component = self.compile(bytes, &digest).map_err(|reason| PluginError::Compile {
             name: name.into(),
             path: path.into(),
             reason,
@@ -163,6 +184,11 @@ impl Engine {
     }
 }
 
+/// `sha256:` and the hex SHA-256 of `bytes`: a plugin version's identity.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
 /// An error chain on one line (wasmtime's messages may span several).
 fn one_line(e: &wasmtime::Error) -> String {
     format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")
@@ -182,10 +208,13 @@ impl Limits {
     }
 }
 
-/// Finds the `.wasm` file for `uses`: a path (has `/` or ends in `.wasm`,
-/// relative to the pipeline's folder), or a name looked up as `NAME.wasm` in
-/// `search`.
+/// Finds the `.wasm` file for `uses`: an S3 object (`s3://bucket/key`,
+/// kept as it is), a path (has `/` or ends in `.wasm`, relative to the
+/// pipeline's folder), or a name looked up as `NAME.wasm` in `search`.
 pub fn resolve(uses: &str, pipeline_dir: &Path, search: &[PathBuf]) -> Result<PathBuf, PluginError> {
+    if uses.starts_with("s3://") {
+        return Ok(PathBuf::from(uses));
+    }
     if uses.contains('/') || uses.ends_with(".wasm") {
         return Ok(pipeline_dir.join(uses));
     }

@@ -13,10 +13,11 @@
 mod chain;
 mod digest;
 mod engine;
+pub mod remote;
 mod sandbox;
 mod step;
 pub mod wit;
 
-pub use chain::{ChainError, ChainOutput, Rejection, TransformChain};
-pub use engine::{Engine, Plugin, PluginError, TICK, resolve};
+pub use chain::{ChainError, ChainOutput, Loaded, Rejection, TransformChain, plugin_files};
+pub use engine::{Engine, Plugin, PluginError, TICK, digest_of, resolve};
 pub use step::{CallFailure, StepError, StepOutput, StepRunner};

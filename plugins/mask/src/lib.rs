@@ -181,6 +181,7 @@ impl Mask {
     }
 }
 
+#[cfg(feature = "export")]
 plugin_sdk::plugin!(Mask);
 
 #[cfg(test)]

@@ -1,0 +1,231 @@
+//! Live swap: while `host run` runs, the pipeline file and every step's
+//! plugin are looked at every `[reload] interval_ms`. A changed version is a
+//! candidate: compiled, checked against the WIT world and any pinned digest,
+//! configured, and run on the pipeline's own test cases. Only a candidate
+//! that passes all of that is published; workers take it between batches,
+//! so a batch runs entirely on one version. A refused candidate is logged
+//! with its reason and not tried again until a file changes once more; the
+//! running version keeps going.
+
+use crate::commands::check::short;
+use crate::commands::test::run_case;
+use crate::config::{self, Pipeline};
+use crate::input::Decoder;
+use crate::transform::{Engine, Loaded, TransformChain, digest_of, plugin_files, remote};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// A pipeline version and its loaded plugins: what workers build their
+/// chains from.
+pub struct Generation {
+    /// 1 for the version `host run` started with.
+    pub number: u64,
+    pub pipeline: Pipeline,
+    pub loaded: Loaded,
+}
+
+/// Swaps made and candidates refused so far.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub swaps: AtomicUsize,
+    pub refused: AtomicUsize,
+}
+
+/// What a version is made of: the pipeline file's digest and, for each
+/// step, its plugin file's digest or its S3 object's ETag (or why neither
+/// could be read).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Fingerprint {
+    pipeline: String,
+    plugins: Vec<String>,
+}
+
+/// Watches one pipeline; see the module docs.
+pub struct Watcher {
+    engine: Arc<Engine>,
+    path: PathBuf,
+    interval: Duration,
+    text: String,
+    current: Fingerprint,
+    generation: Arc<Generation>,
+    refused: HashSet<Fingerprint>,
+    /// Digest by file, valid while its modification time and size hold.
+    digests: HashMap<PathBuf, (SystemTime, u64, String)>,
+    tx: watch::Sender<Arc<Generation>>,
+    counts: Arc<Counts>,
+}
+
+impl Watcher {
+    /// A watcher of `first` (as started from the file's `text`); workers
+    /// subscribe to the returned sender.
+    pub fn new(engine: Arc<Engine>, first: Arc<Generation>, text: String, interval: Duration) -> Self {
+        let path = first.pipeline.file.clone();
+        let current = Fingerprint { pipeline: digest_of(text.as_bytes()), plugins: Vec::new() };
+        let (tx, _) = watch::channel(first.clone());
+        let mut w = Watcher {
+            engine,
+            path,
+            interval,
+            text,
+            current,
+            generation: first,
+            refused: HashSet::new(),
+            digests: HashMap::new(),
+            tx,
+            counts: Arc::default(),
+        };
+        w.current.plugins = w.markers(&w.generation.pipeline.clone());
+        w
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Generation>> {
+        self.tx.subscribe()
+    }
+
+    pub fn counts(&self) -> Arc<Counts> {
+        self.counts.clone()
+    }
+
+    /// Looks for new versions until `stop` turns true.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            self = tokio::task::spawn_blocking(move || {
+                self.poll();
+                self
+            })
+            .await
+            .expect("the watcher does not panic");
+        }
+    }
+
+    /// One look: publishes a new generation, refuses a candidate, or finds
+    /// nothing new.
+    pub fn poll(&mut self) {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            // Being replaced, say: look again next time.
+            Err(_) => return,
+        };
+        let pipeline_digest = digest_of(text.as_bytes());
+        let candidate = if pipeline_digest == self.current.pipeline {
+            Ok(self.generation.pipeline.clone())
+        } else {
+            self.parse(&text)
+        };
+        let plugins = match &candidate {
+            Ok(p) => self.markers(p),
+            Err(_) => Vec::new(),
+        };
+        let seen = Fingerprint { pipeline: pipeline_digest, plugins };
+        if seen == self.current || self.refused.contains(&seen) {
+            return;
+        }
+        match candidate.and_then(|p| self.check(p)) {
+            Ok((pipeline, loaded)) => {
+                let changes = self.describe_changes(&loaded);
+                let number = self.generation.number + 1;
+                self.generation = Arc::new(Generation { number, pipeline, loaded });
+                self.current = seen;
+                self.text = text;
+                self.counts.swaps.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(pipeline = %self.generation.pipeline.name, generation = number, changes = %changes, "new version checked and in use from the next batch");
+                self.tx.send_replace(self.generation.clone());
+            }
+            Err(reason) => {
+                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(pipeline = %self.generation.pipeline.name, reason = %reason, "new version refused; the running version goes on");
+                self.refused.insert(seen);
+            }
+        }
+    }
+
+    /// The changed pipeline file, if only its steps and tests changed: the
+    /// rest (source, sink, batching, input) needs a restart.
+    fn parse(&self, text: &str) -> Result<Pipeline, String> {
+        let table = |t: &str| -> Option<toml::Table> {
+            let mut t: toml::Table = toml::from_str(t).ok()?;
+            for live in ["transforms", "tests", "plugin_path", "reload"] {
+                t.remove(live);
+            }
+            Some(t)
+        };
+        let config = config::parse_str(&self.path, text, |name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+        let pipeline = config::validate(&self.path, config).map_err(|e| e.to_string())?;
+        if table(text) != table(&self.text) {
+            return Err(format!(
+                "{}: only [[transforms]], [[tests]], plugin_path and [reload] change while running; restart the host for the rest",
+                self.path.display()
+            ));
+        }
+        Ok(pipeline)
+    }
+
+    /// Loads, configures and tests a candidate.
+    fn check(&self, pipeline: Pipeline) -> Result<(Pipeline, Loaded), String> {
+        let loaded = Loaded::load(&self.engine, &pipeline).map_err(|e| e.to_string())?;
+        let mut chain = TransformChain::instantiate(&self.engine, &pipeline, &loaded).map_err(|e| e.to_string())?;
+        let decoder = Decoder::new(&pipeline);
+        for case in &pipeline.tests {
+            let result = run_case(&pipeline, &decoder, &mut chain, case).map_err(|e| format!("{e:#}"))?;
+            if let Some(failure) = result.failure {
+                return Err(format!("test case `{}` fails: {failure}", result.name));
+            }
+        }
+        Ok((pipeline, loaded))
+    }
+
+    /// Each step's marker: what changes when its plugin does.
+    fn markers(&mut self, pipeline: &Pipeline) -> Vec<String> {
+        plugin_files(&self.engine, pipeline)
+            .into_iter()
+            .map(|f| match f {
+                Err(e) => format!("missing: {e}"),
+                Ok(f) if remote::is_s3(&f) => {
+                    remote::etag(&f.to_string_lossy()).map_or_else(|e| format!("missing: {e}"), |t| format!("etag {t}"))
+                }
+                Ok(f) => self.digest(&f),
+            })
+            .collect()
+    }
+
+    fn digest(&mut self, file: &PathBuf) -> String {
+        let Ok(meta) = std::fs::metadata(file) else { return "missing".into() };
+        let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+        if let Some((at, len, digest)) = self.digests.get(file)
+            && (*at, *len) == stamp
+        {
+            return digest.clone();
+        }
+        let Ok(bytes) = std::fs::read(file) else { return "missing".into() };
+        let digest = digest_of(&bytes);
+        self.digests.insert(file.clone(), (stamp.0, stamp.1, digest.clone()));
+        digest
+    }
+
+    /// "mask sha256:abc… → sha256:def…" for each step whose plugin changed.
+    fn describe_changes(&self, loaded: &Loaded) -> String {
+        let old = &self.generation.loaded.plugins;
+        let changed: Vec<String> = loaded
+            .plugins
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| old.get(*i).is_none_or(|o| o.digest != p.digest))
+            .map(|(i, p)| {
+                let was = old.get(i).map_or("none", |o| short(&o.digest));
+                format!("step {} {} {} -> {}", i + 1, p.name, was, short(&p.digest))
+            })
+            .collect();
+        if changed.is_empty() { "pipeline file".into() } else { changed.join(", ") }
+    }
+}
