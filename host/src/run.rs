@@ -89,6 +89,9 @@ struct Shared {
     summary: std::sync::Mutex<Summary>,
     /// Batches dispatched and not finished.
     in_flight: AtomicUsize,
+    /// Receives that came back empty, so far: `--once` stops only after
+    /// one did since the last activity (a slow endpoint is not an empty queue).
+    empty_receives: AtomicUsize,
     /// Set when a worker meets an error that must stop the run.
     fatal: std::sync::Mutex<Option<String>>,
 }
@@ -151,6 +154,7 @@ pub async fn run(
         sink,
         summary: Default::default(),
         in_flight: AtomicUsize::new(0),
+        empty_receives: AtomicUsize::new(0),
         fatal: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -214,6 +218,9 @@ async fn receive_loop(shared: Arc<Shared>, tx: mpsc::Sender<Message>, stop: watc
         let received = shared.source.receive(wait, shared.sqs.visibility).await;
         match received {
             Ok(messages) => {
+                if messages.is_empty() {
+                    shared.empty_receives.fetch_add(1, Ordering::SeqCst);
+                }
                 let mut messages = messages.into_iter();
                 while !*stop.borrow() {
                     let Some(m) = messages.next() else { break };
@@ -230,6 +237,8 @@ async fn receive_loop(shared: Arc<Shared>, tx: mpsc::Sender<Message>, stop: watc
             }
             Err(e) => {
                 tracing::warn!(error = %e, "receive failed; retrying in 1 s");
+                // Nothing to wait for either: `--once` may stop.
+                shared.empty_receives.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -257,6 +266,7 @@ async fn batch_loop(
     let mut pending: Vec<Message> = Vec::new();
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut last_activity = Instant::now();
+    let mut empty_before = shared.empty_receives.load(Ordering::SeqCst);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         let full = pending.len() >= shared.pipeline.max_records;
@@ -271,6 +281,7 @@ async fn batch_loop(
             }
             deadline = None;
             last_activity = Instant::now();
+            empty_before = shared.empty_receives.load(Ordering::SeqCst);
         }
         if shared.fatal.lock().expect("not poisoned").is_some() {
             return pending;
@@ -283,14 +294,17 @@ async fn batch_loop(
                     }
                     pending.push(m);
                     last_activity = Instant::now();
+                    empty_before = shared.empty_receives.load(Ordering::SeqCst);
                 }
                 None => return pending,
             },
             _ = tick.tick() => {
                 if shared.in_flight.load(Ordering::SeqCst) > 0 {
                     last_activity = Instant::now();
+                    empty_before = shared.empty_receives.load(Ordering::SeqCst);
                 }
-                if opts.once && pending.is_empty() && last_activity.elapsed() >= opts.idle {
+                let empty_since = shared.empty_receives.load(Ordering::SeqCst) > empty_before;
+                if opts.once && pending.is_empty() && empty_since && last_activity.elapsed() >= opts.idle {
                     return pending;
                 }
             }
