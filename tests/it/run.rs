@@ -134,10 +134,12 @@ async fn two_hosts_on_one_queue_load_each_message_once() {
 }
 
 /// A pipeline over `{schema}.items (id int primary key, name varchar(8))`.
+/// One receive loop: the tests send in order and SQS hands messages out in
+/// order only to a single receiver (two loops may pass them on swapped).
 fn items(queue: &str, schema: &str, name: &str, mode: &str) -> Pipeline {
     let key = if mode == "append" { String::new() } else { "key = [\"id\"]\n".into() };
     common::pipeline(&format!(
-        "name = \"{name}\"\n[source.sqs]\nqueue = \"{queue}\"\n[batch]\nmax_records = 100\nmax_wait_ms = 300\n\
+        "name = \"{name}\"\n[source.sqs]\nqueue = \"{queue}\"\nreceivers = 1\n[batch]\nmax_records = 100\nmax_wait_ms = 300\n\
          [sink]\ntable = \"items\"\nschema = \"{schema}\"\nmode = \"{mode}\"\n{key}\
          [sink.columns]\nid = \"id\"\nname = \"name\"\n"
     ))
