@@ -18,7 +18,7 @@ impl Decoder {
     pub fn new(p: &Pipeline) -> Self {
         let metadata_field = match &p.source {
             Some(Source::Sqs(s)) => s.metadata_field.clone(),
-            None => None,
+            Some(Source::S3(_)) | None => None,
         };
         Decoder { required: p.required.clone(), max_record_bytes: p.max_record_bytes, metadata_field }
     }
@@ -45,6 +45,29 @@ impl Decoder {
             push_metadata(b, field, m);
         }
         b.end_record();
+        self.check_required(b)
+    }
+
+    /// A CSV row (fields in the order of `columns`; `None` is null) as a
+    /// record of text fields; PostgreSQL converts them to the columns' types.
+    pub fn decode_fields(&self, columns: &[String], fields: &[Option<String>], b: &mut BatchBuilder) -> Result<(), String> {
+        let size: usize = fields.iter().map(|f| f.as_ref().map_or(0, String::len)).sum();
+        if size > self.max_record_bytes {
+            return Err(json::DecodeError::TooLarge { size, max: self.max_record_bytes }.to_string());
+        }
+        for (column, field) in columns.iter().zip(fields) {
+            let k = b.key(column);
+            match field {
+                Some(text) => b.push_text(k, text),
+                None => b.push(k, Value::Null),
+            }
+        }
+        b.end_record();
+        self.check_required(b)
+    }
+
+    /// Drops the last record if it lacks a required field.
+    fn check_required(&self, b: &mut BatchBuilder) -> Result<(), String> {
         let missing: Vec<String> =
             self.required.iter().filter(|path| !has_path(b, b.last_record(), path)).map(|p| p.join(".")).collect();
         if !missing.is_empty() {
@@ -53,6 +76,25 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// A CSV row as a JSON object: how it is kept with a dead letter (and
+/// decoded again on replay).
+pub fn fields_json(columns: &[String], fields: &[Option<String>]) -> Vec<u8> {
+    let mut out = String::from("{");
+    for (i, (column, field)) in columns.iter().zip(fields).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json::write_str(&mut out, column);
+        out.push(':');
+        match field {
+            Some(text) => json::write_str(&mut out, text),
+            None => out.push_str("null"),
+        }
+    }
+    out.push('}');
+    out.into_bytes()
 }
 
 fn push_metadata(b: &mut BatchBuilder, field: &str, m: &Message) {
@@ -110,6 +152,19 @@ mod tests {
         assert_eq!(err, "missing required fields: device.id");
         d.decode(br#"{"user_id":1,"ip":null,"device":{"id":1},"locale":null}"#, &mut b).unwrap();
         assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn csv_fields_become_text_or_null_and_keep_their_json() {
+        let d = decoder(&["id"]);
+        let mut b = BatchBuilder::new();
+        let columns = vec!["id".to_string(), "name".to_string()];
+        d.decode_fields(&columns, &[Some("7".into()), None], &mut b).unwrap();
+        let err = d.decode_fields(&columns[1..], &[Some("x".into())], &mut b).unwrap_err();
+        assert_eq!(err, "missing required fields: id");
+        assert_eq!(b.len(), 1);
+        let json = fields_json(&columns, &[Some("a \"b\", c".into()), None]);
+        assert_eq!(String::from_utf8(json).unwrap(), r#"{"id":"a \"b\", c","name":null}"#);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod commands;
 pub mod config;
+pub mod files;
 pub mod input;
 pub mod mapping;
 pub mod migrate;

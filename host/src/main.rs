@@ -41,6 +41,18 @@ enum Command {
         #[arg(long)]
         migrate: bool,
     },
+    /// Load the objects already under a prefix of an S3 pipeline's bucket
+    /// (objects loaded before are skipped), with progress on stderr.
+    Backfill {
+        /// The pipeline file (an `[source.s3]` pipeline with `bucket`).
+        pipeline: PathBuf,
+        /// Only keys starting with this [default: the pipeline's prefix].
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Apply the migrations first.
+        #[arg(long)]
+        migrate: bool,
+    },
     /// Apply the schema migrations (the host's tables and the pipelines'
     /// tables) to DATABASE_URL.
     Migrate {
@@ -143,6 +155,18 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { pipeline, once, migrate } => {
             let summary = runtime()?.block_on(commands::run::run(&pipeline, once, migrate, opts))?;
+            println!("{summary}");
+            Ok(if summary.failed_batches == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Backfill { pipeline, prefix, migrate } => {
+            let prefix = match prefix {
+                Some(p) => p,
+                None => match host::config::load(&pipeline)?.source {
+                    Some(host::config::Source::S3(s)) => s.prefix,
+                    _ => anyhow::bail!("{}: backfill needs a [source.s3] pipeline", pipeline.display()),
+                },
+            };
+            let summary = runtime()?.block_on(commands::run::backfill(&pipeline, &prefix, migrate, opts))?;
             println!("{summary}");
             Ok(if summary.failed_batches == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

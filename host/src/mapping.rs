@@ -21,10 +21,15 @@ pub enum Slot<'a> {
     Generated(Generated),
 }
 
-/// The load date and time of a batch, fixed once per batch.
+/// The load date and time of a batch, fixed once per batch, and for rows
+/// from an S3 object, the object they came from.
 pub struct LoadTime {
     pub date: String,
     pub time: String,
+    /// `s3://bucket/key`.
+    pub source_file: Option<String>,
+    /// Version id, else ETag.
+    pub source_version: Option<String>,
 }
 
 impl LoadTime {
@@ -35,6 +40,8 @@ impl LoadTime {
         LoadTime {
             date: format!("{y:04}-{m:02}-{d:02}"),
             time: format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60),
+            source_file: None,
+            source_version: None,
         }
     }
 }
@@ -95,6 +102,8 @@ impl Mapping {
                     (_, None) => continue,
                     (Generated::LoadDate, Some(l)) => format!("\"{}\"", l.date),
                     (Generated::LoadTime, Some(l)) => format!("\"{}\"", l.time),
+                    (Generated::SourceFile, Some(l)) => l.source_file.as_deref().map_or("null".into(), quoted),
+                    (Generated::SourceVersion, Some(l)) => l.source_version.as_deref().map_or("null".into(), quoted),
                 },
             };
             if !first {
@@ -108,6 +117,12 @@ impl Mapping {
         out.push('}');
         out
     }
+}
+
+fn quoted(text: &str) -> String {
+    let mut out = String::new();
+    json::write_str(&mut out, text);
+    out
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 use crate::batch::BatchBuilder;
 use crate::config::{Pipeline, Source, SqsSourceConfig};
+pub use crate::files::run_files;
 use crate::input::Decoder;
 use crate::mapping::{LoadTime, Mapping};
 use crate::reload::{Generation, Watcher};
@@ -41,6 +42,10 @@ pub struct Summary {
     /// New plugin or pipeline versions taken while running, and refused.
     pub swaps: usize,
     pub refused_versions: usize,
+    /// S3 objects loaded (completely), and files whose rows were removed
+    /// because their object is gone (reconcile).
+    pub objects: usize,
+    pub objects_removed: usize,
     pub elapsed: Duration,
 }
 
@@ -49,7 +54,7 @@ impl std::fmt::Display for Summary {
         write!(
             f,
             "messages {}, rows {}, dead letters {}, duplicates skipped {}, batches {}, failed batches {}, \
-             versions swapped in {}, refused {}, elapsed {:.1} s",
+             versions swapped in {}, refused {}, objects loaded {}, removed {}, elapsed {:.1} s",
             self.messages,
             self.rows,
             self.dead_letters,
@@ -58,6 +63,8 @@ impl std::fmt::Display for Summary {
             self.failed_batches,
             self.swaps,
             self.refused_versions,
+            self.objects,
+            self.objects_removed,
             self.elapsed.as_secs_f64()
         )
     }
@@ -109,6 +116,9 @@ pub async fn run(
     let started = Instant::now();
     let name = pipeline.file.display().to_string();
     let (Some(Source::Sqs(sqs)), Some(sink_config)) = (pipeline.source.clone(), pipeline.sink.clone()) else {
+        if let (Some(Source::S3(_)), Some(_)) = (&pipeline.source, &pipeline.sink) {
+            return crate::files::run_files(pipeline, engine, database_url, aws, opts, shutdown).await;
+        }
         return Err(RunError::Incomplete(name));
     };
     let source = SqsSource::with_config(aws, &sqs.queue).await?;
@@ -118,32 +128,7 @@ pub async fn run(
         tracing::warn!(pipeline = %pipeline.name, "HOST_DEAD_LETTER_KEY is not set: dead-letter payloads are stored unencrypted (in etl.dead_letter_payloads, no PUBLIC access)");
     }
     let sink = PostgresSink::new(pool, &pipeline.name, &format!("sqs:{}", sqs.queue), &sink_config, sealer);
-    let (e, p) = (engine.clone(), pipeline.clone());
-    let loaded = tokio::task::spawn_blocking(move || Loaded::load(&e, &p)).await.expect("no panic")?;
-    let first = Arc::new(Generation { number: 1, pipeline: pipeline.clone(), loaded });
-    let mut chains = Vec::new();
-    for _ in 0..pipeline.workers {
-        let (engine, first) = (engine.clone(), first.clone());
-        let chain =
-            tokio::task::spawn_blocking(move || TransformChain::instantiate(&engine, &first.pipeline, &first.loaded))
-                .await
-                .expect("no panic")?;
-        chains.push(chain);
-    }
-    // Watch the file the pipeline came from (a pipeline built in memory has none).
-    let text = pipeline.reload.and_then(|every| Some((every, std::fs::read_to_string(&pipeline.file).ok()?)));
-    let watcher = match text {
-        // Off the async threads: looking at S3 plugins blocks.
-        Some((every, text)) => {
-            let (engine, first) = (engine.clone(), first.clone());
-            Some(tokio::task::spawn_blocking(move || Watcher::new(engine, first, text, every)).await.expect("no panic"))
-        }
-        None => None,
-    };
-    // Without a watcher the first generation is the only one.
-    let (keep_first, first_rx) = watch::channel(first);
-    let generations = watcher.as_ref().map_or(first_rx, Watcher::subscribe);
-    let counts = watcher.as_ref().map(Watcher::counts);
+    let versions = Versions::start(&engine, &pipeline).await?;
     let shared = Arc::new(Shared {
         engine,
         mapping: Mapping::new(&sink_config),
@@ -158,7 +143,7 @@ pub async fn run(
         fatal: Default::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let watching = watcher.map(|w| tokio::spawn(w.run(stop_rx.clone())));
+    let (chains, generations, watching) = versions.watch(stop_rx.clone());
     // Small: messages wait here without their visibility being extended.
     let (msg_tx, mut msg_rx) = mpsc::channel::<Message>(10 * shared.sqs.receivers);
     let receivers: Vec<_> = (0..shared.sqs.receivers)
@@ -189,20 +174,118 @@ pub async fn run(
     for w in workers {
         let _ = w.await;
     }
-    if let Some(w) = watching {
-        let _ = w.await;
-    }
-    drop(keep_first);
     let mut summary = shared.summary.lock().expect("not poisoned").clone();
-    if let Some(c) = counts {
-        summary.swaps = c.swaps.load(Ordering::Relaxed);
-        summary.refused_versions = c.refused.load(Ordering::Relaxed);
-    }
+    watching.finish(&mut summary).await;
     summary.elapsed = started.elapsed();
     if let Some(why) = shared.fatal.lock().expect("not poisoned").take() {
         return Err(RunError::Stopped(why));
     }
     Ok(summary)
+}
+
+/// The workers' chains, and the versions they take between batches.
+pub(crate) struct Versions {
+    chains: Vec<TransformChain>,
+    /// Holds the channel of the first (and, without a watcher, only) version.
+    keep_first: watch::Sender<Arc<Generation>>,
+    watcher: Option<Watcher>,
+}
+
+/// A running watcher of new versions, and what it counted.
+pub(crate) struct Watching {
+    task: Option<tokio::task::JoinHandle<()>>,
+    counts: Option<Arc<crate::reload::Counts>>,
+    _keep_first: watch::Sender<Arc<Generation>>,
+}
+
+impl Versions {
+    /// Loads the pipeline's plugins and a chain per worker; watches the
+    /// pipeline's file when it asks for live swaps.
+    pub(crate) async fn start(engine: &Arc<Engine>, pipeline: &Pipeline) -> Result<Versions, RunError> {
+        let (e, p) = (engine.clone(), pipeline.clone());
+        let loaded = tokio::task::spawn_blocking(move || Loaded::load(&e, &p)).await.expect("no panic")?;
+        let first = Arc::new(Generation { number: 1, pipeline: pipeline.clone(), loaded });
+        let mut chains = Vec::new();
+        for _ in 0..pipeline.workers {
+            let (engine, first) = (engine.clone(), first.clone());
+            let chain = tokio::task::spawn_blocking(move || {
+                TransformChain::instantiate(&engine, &first.pipeline, &first.loaded)
+            })
+            .await
+            .expect("no panic")?;
+            chains.push(chain);
+        }
+        // Watch the file the pipeline came from (a pipeline built in memory has none).
+        let text = pipeline.reload.and_then(|every| Some((every, std::fs::read_to_string(&pipeline.file).ok()?)));
+        let watcher = match text {
+            // Off the async threads: looking at S3 plugins blocks.
+            Some((every, text)) => {
+                let (engine, first) = (engine.clone(), first.clone());
+                Some(
+                    tokio::task::spawn_blocking(move || Watcher::new(engine, first, text, every))
+                        .await
+                        .expect("no panic"),
+                )
+            }
+            None => None,
+        };
+        let (keep_first, _) = watch::channel(first);
+        Ok(Versions { chains, keep_first, watcher })
+    }
+
+    /// Starts watching until `stop`; gives the chains and the channel of
+    /// versions.
+    pub(crate) fn watch(
+        self,
+        stop: watch::Receiver<bool>,
+    ) -> (Vec<TransformChain>, watch::Receiver<Arc<Generation>>, Watching) {
+        let generations = self.watcher.as_ref().map_or_else(|| self.keep_first.subscribe(), Watcher::subscribe);
+        let counts = self.watcher.as_ref().map(Watcher::counts);
+        let task = self.watcher.map(|w| tokio::spawn(w.run(stop)));
+        (self.chains, generations, Watching { task, counts, _keep_first: self.keep_first })
+    }
+}
+
+impl Watching {
+    /// Waits for the watcher (told to stop) and adds its counts.
+    pub(crate) async fn finish(self, summary: &mut Summary) {
+        if let Some(t) = self.task {
+            let _ = t.await;
+        }
+        if let Some(c) = self.counts {
+            summary.swaps = c.swaps.load(Ordering::Relaxed);
+            summary.refused_versions = c.refused.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// A new version, checked by the watcher, is taken between batches: each
+/// batch runs on one version from start to end.
+pub(crate) async fn take_new_version(
+    engine: &Arc<Engine>,
+    chain: TransformChain,
+    generations: &mut watch::Receiver<Arc<Generation>>,
+) -> TransformChain {
+    if !generations.has_changed().unwrap_or(false) {
+        return chain;
+    }
+    let next = generations.borrow_and_update().clone();
+    let engine = engine.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        TransformChain::instantiate(&engine, &next.pipeline, &next.loaded).map(|c| (c, next.number))
+    })
+    .await
+    .expect("no panic");
+    match built {
+        Ok((c, number)) => {
+            tracing::debug!(generation = number, "worker on the new version");
+            c
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not instantiate the new version; this worker keeps the old one");
+            chain
+        }
+    }
 }
 
 /// Receives until told to stop; pushes each message to the batcher.
@@ -328,26 +411,7 @@ async fn worker(
     loop {
         let batch = { rx.lock().await.recv().await };
         let Some(Batch { messages, keeper }) = batch else { return };
-        // A new version, checked by the watcher, is taken between batches:
-        // each batch runs on one version from start to end.
-        if generations.has_changed().unwrap_or(false) {
-            let next = generations.borrow_and_update().clone();
-            let engine = shared.engine.clone();
-            let built = tokio::task::spawn_blocking(move || {
-                TransformChain::instantiate(&engine, &next.pipeline, &next.loaded).map(|c| (c, next.number))
-            })
-            .await
-            .expect("no panic");
-            match built {
-                Ok((c, number)) => {
-                    chain = c;
-                    tracing::debug!(generation = number, "worker on the new version");
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not instantiate the new version; this worker keeps the old one")
-                }
-            }
-        }
+        chain = take_new_version(&shared.engine, chain, &mut generations).await;
         chain = process(&shared, chain, messages, keeper).await;
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
@@ -458,7 +522,10 @@ async fn prepare(
         Ok(out) => out,
         Err(e) => return (chain, Err(e.to_string())),
     };
-    fill_units(shared, &out, &record_message, messages, &mut units);
+    let load = LoadTime::now();
+    fill_units(&shared.mapping, shared.sink.staged(), &load, &out, &record_message, &mut units, |i| {
+        messages[i].receive_count as i32
+    });
     // Every message keeps its body with the batch: the database may still
     // refuse its row, and then it becomes a dead letter that can be replayed.
     for (u, m) in units.iter_mut().zip(messages) {
@@ -470,23 +537,36 @@ async fn prepare(
     (chain, Ok((units, serde_json::Value::Array(plugins).to_string())))
 }
 
-fn fill_units(shared: &Shared, out: &ChainOutput, record_message: &[usize], messages: &[Message], units: &mut [Unit]) {
-    let keys = shared.mapping.keys(&out.batch);
-    let load = LoadTime::now();
-    let staged = shared.sink.staged();
+/// Writes a chain's output into the units its records came from:
+/// `record_unit[r]` is the unit of input record `r`; `received(u)` the
+/// receive count of unit `u`'s message.
+pub(crate) fn fill_units(
+    mapping: &Mapping,
+    staged: bool,
+    load: &LoadTime,
+    out: &ChainOutput,
+    record_unit: &[usize],
+    units: &mut [Unit],
+    received: impl Fn(usize) -> i32,
+) {
+    let keys = mapping.keys(&out.batch);
     for (seq, (cells, &record)) in out.batch.iter().zip(&out.origin).enumerate() {
-        let u = &mut units[record_message[record as usize]];
+        let u = &mut units[record_unit[record as usize]];
         let seq = staged.then_some(seq as u64);
-        copy::write_row(&mut u.rows, &shared.mapping, &out.batch, &keys, cells, &load, seq);
+        copy::write_row(&mut u.rows, mapping, &out.batch, &keys, cells, load, seq);
         u.row_count += 1;
     }
     for r in &out.rejected {
-        let i = record_message[r.record as usize];
-        let mut d = dead("transform", r.reason.clone(), &messages[i]);
-        d.step = Some(r.step as i32);
-        d.plugin = Some(r.plugin.clone());
-        d.plugin_digest = Some(r.digest.clone());
-        units[i].dead.push(d);
+        let i = record_unit[r.record as usize];
+        units[i].dead.push(DeadLetter {
+            record_index: 0,
+            stage: "transform",
+            step: Some(r.step as i32),
+            plugin: Some(r.plugin.clone()),
+            plugin_digest: Some(r.digest.clone()),
+            reason: r.reason.clone(),
+            received_count: received(i),
+        });
     }
 }
 

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod golden;
 mod pipeline_files;
+mod files;
 mod run;
 mod sandbox;
 mod services;

@@ -153,3 +153,30 @@ pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> usize {
     let n = |a: A| attrs.get(&a).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
     n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
 }
+
+/// An S3 client for `endpoint` (path-style, as local endpoints serve).
+pub async fn s3_at(endpoint: &str) -> aws_sdk_s3::Client {
+    host::transform::remote::s3_client(&aws_at(endpoint).await)
+}
+
+/// Creates a bucket whose object-created events go to queue `queue`.
+pub async fn bucket_notifying(s3: &aws_sdk_s3::Client, bucket: &str, queue: &str) {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    let config = QueueConfiguration::builder()
+        .queue_arn(format!("arn:aws:sqs:us-east-1:123456789012:{queue}"))
+        .events(Event::from("s3:ObjectCreated:*"))
+        .build()
+        .unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(NotificationConfiguration::builder().queue_configurations(config).build())
+        .send()
+        .await
+        .unwrap();
+}
+
+pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: impl Into<Vec<u8>>) {
+    let body = aws_sdk_s3::primitives::ByteStream::from(body.into());
+    s3.put_object().bucket(bucket).key(key).body(body).send().await.unwrap();
+}

@@ -29,6 +29,67 @@ pub async fn run(path: &Path, once: bool, migrate: bool, opts: &EngineOptions) -
     Ok(crate::run::run(pipeline, engine, &url, &aws, run_opts, shutdown_signal()).await?)
 }
 
+/// Loads every object under `prefix` of the pipeline's bucket, showing
+/// progress on stderr: a bar on a terminal, a plain line every 5 s otherwise.
+pub async fn backfill(path: &Path, prefix: &str, migrate: bool, opts: &EngineOptions) -> anyhow::Result<Summary> {
+    use std::io::{IsTerminal, Write};
+    let pipeline = config::load(path)?;
+    let url = database_url()?;
+    if migrate {
+        crate::migrate::run(&url).await?;
+    }
+    let engine = opts.engine()?;
+    let aws = aws_config::load_from_env().await;
+    let terminal = std::io::stderr().is_terminal();
+    let last = std::sync::Mutex::new(None::<std::time::Duration>);
+    let show = |p: &crate::files::BackfillProgress| {
+        let mut last = last.lock().expect("not poisoned");
+        let final_line = p.objects_done == p.objects;
+        if !terminal && !final_line && last.is_some_and(|l| p.elapsed < l + std::time::Duration::from_secs(5)) {
+            return;
+        }
+        *last = Some(p.elapsed);
+        let line = progress_line(p);
+        let mut err = std::io::stderr().lock();
+        if terminal {
+            let _ = write!(err, "\r\x1b[2K{line}");
+            if final_line {
+                let _ = writeln!(err);
+            }
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+    };
+    let summary = crate::files::backfill(pipeline, engine, &url, &aws, prefix, show).await?;
+    Ok(summary)
+}
+
+/// `[#####.....] 3/10 objects, 120000 rows, 12.3/40.0 MB, 40000 rows/s, ETA 12 s`.
+pub fn progress_line(p: &crate::files::BackfillProgress) -> String {
+    const WIDTH: usize = 20;
+    let done = if p.total_bytes == 0 {
+        if p.objects == 0 { 1.0 } else { p.objects_done as f64 / p.objects as f64 }
+    } else {
+        (p.bytes as f64 / p.total_bytes as f64).min(1.0)
+    };
+    let filled = (done * WIDTH as f64).round() as usize;
+    let eta = match p.eta() {
+        Some(t) if p.objects_done < p.objects => format!(", ETA {} s", t.as_secs()),
+        _ => String::new(),
+    };
+    format!(
+        "[{}{}] {}/{} objects, {} rows, {:.1}/{:.1} MB, {:.0} rows/s{eta}",
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled),
+        p.objects_done,
+        p.objects,
+        p.rows,
+        p.bytes as f64 / 1e6,
+        p.total_bytes as f64 / 1e6,
+        p.rate()
+    )
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

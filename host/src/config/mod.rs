@@ -10,8 +10,8 @@ mod validate;
 
 pub use interpolate::{InterpolateError, interpolate};
 pub use validate::{
-    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, Sink, Source, SqsSourceConfig, Step,
-    TestCase, TestExpect, validate,
+    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, S3Mode, S3SourceConfig, Sink, Source,
+    SqsSourceConfig, Step, TestCase, TestExpect, validate,
 };
 
 use indexmap::IndexMap;
@@ -52,6 +52,117 @@ pub struct PipelineConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub enum SourceConfig {
     Sqs(SqsConfig),
+    S3(S3Config),
+}
+
+/// Objects in S3: those announced by notifications on an SQS queue, or
+/// (`mode = "reconcile"`) every object under a bucket and prefix.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    #[serde(default)]
+    pub mode: S3ModeConfig,
+    /// The queue S3 notifications (or `s3://bucket/key` bodies) arrive on.
+    pub queue: Option<String>,
+    /// Notifications: only objects of this bucket load. Reconcile: the bucket.
+    pub bucket: Option<String>,
+    /// Only keys starting with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Reconcile: seconds between passes.
+    #[serde(default = "default_interval_s")]
+    pub interval_s: u64,
+    pub format: FileFormatConfig,
+    #[serde(default)]
+    pub compression: CompressionConfig,
+    #[serde(default)]
+    pub csv: CsvConfig,
+    /// Rows of one object committed per transaction; a crash resumes after
+    /// the last committed chunk.
+    #[serde(default = "default_rows_per_commit")]
+    pub rows_per_commit: u64,
+    #[serde(default = "default_wait_time_s")]
+    pub wait_time_s: u64,
+    #[serde(default = "default_visibility_timeout_s")]
+    pub visibility_timeout_s: u64,
+    #[serde(default = "default_max_receives")]
+    pub max_receives: u32,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum S3ModeConfig {
+    #[default]
+    Notifications,
+    Reconcile,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileFormatConfig {
+    Csv,
+    JsonLines,
+    JsonArray,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompressionConfig {
+    /// Gzip when the key ends in `.gz` or the object's content encoding says so.
+    #[default]
+    Auto,
+    None,
+    Gzip,
+}
+
+/// CSV files: RFC 4180 quoting.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvConfig {
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    /// Whether the first line names the columns.
+    #[serde(default = "yes")]
+    pub header: bool,
+    /// The column names of headerless files.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// What an empty field becomes: `null` (default) or `empty-string`.
+    #[serde(default)]
+    pub empty: EmptyConfig,
+    /// `empty` per column.
+    #[serde(default)]
+    pub empty_as: IndexMap<String, EmptyConfig>,
+}
+
+impl Default for CsvConfig {
+    fn default() -> Self {
+        CsvConfig {
+            delimiter: default_delimiter(),
+            header: true,
+            columns: Vec::new(),
+            empty: EmptyConfig::Null,
+            empty_as: IndexMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmptyConfig {
+    #[default]
+    Null,
+    EmptyString,
+}
+
+fn default_delimiter() -> String {
+    ",".into()
+}
+fn default_interval_s() -> u64 {
+    60
+}
+fn default_rows_per_commit() -> u64 {
+    100_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +358,10 @@ pub enum GeneratedConfig {
     LoadDate,
     /// The time (UTC) the batch is loaded.
     LoadTime,
+    /// `s3://bucket/key` of the object a row came from (S3 sources).
+    SourceFile,
+    /// The object's version id, else its ETag (S3 sources).
+    SourceVersion,
 }
 
 impl<'de> Deserialize<'de> for ColumnConfig {

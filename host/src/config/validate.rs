@@ -2,9 +2,10 @@
 //! plugins are found and configured later, by the transform engine.
 
 use super::{
-    ColumnConfig, ConfigError, GeneratedConfig, MergeModeConfig, PipelineConfig, SinkConfig, SourceConfig, StepConfig,
-    TestCaseConfig,
+    ColumnConfig, CompressionConfig, ConfigError, EmptyConfig, FileFormatConfig, GeneratedConfig, MergeModeConfig,
+    PipelineConfig, S3Config, S3ModeConfig, SinkConfig, SourceConfig, StepConfig, TestCaseConfig,
 };
+use readers::file::{Compression, CsvOptions, EmptyAs, Format};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,6 +36,28 @@ pub struct Pipeline {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     Sqs(SqsSourceConfig),
+    S3(S3SourceConfig),
+}
+
+/// A checked `[source.s3]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3SourceConfig {
+    pub mode: S3Mode,
+    /// Where notifications arrive (required for `notifications`, optional
+    /// for `reconcile`: a notification then starts a pass).
+    pub queue: Option<SqsSourceConfig>,
+    pub bucket: Option<String>,
+    pub prefix: String,
+    pub format: Format,
+    pub compression: Compression,
+    pub rows_per_commit: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum S3Mode {
+    Notifications,
+    /// A pass every `interval`.
+    Reconcile { interval: Duration },
 }
 
 /// A checked `[source.sqs]`.
@@ -110,6 +133,8 @@ pub enum ColumnSource {
 pub enum Generated {
     LoadDate,
     LoadTime,
+    SourceFile,
+    SourceVersion,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +184,14 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
         .map(|(i, s)| step(i + 1, s, lines.get(i).copied().unwrap_or(0)).map_err(&err))
         .collect::<Result<Vec<_>, _>>()?;
     let sink = c.sink.map(sink).transpose().map_err(&err)?;
+    if let (Some(Source::S3(s3)), Some(sink)) = (&source, &sink) {
+        let file_column = sink.columns.iter().any(|c| c.source == ColumnSource::Generated(Generated::SourceFile));
+        if matches!(s3.mode, S3Mode::Reconcile { .. }) && !file_column {
+            return Err(err("[source.s3] mode `reconcile` needs a [sink.columns] column with `generated = \"source-file\"`: \
+                 it is how a file's rows are found to replace or delete them"
+                .into()));
+        }
+    }
     let tests = c.tests.into_iter().map(test_case).collect::<Result<Vec<_>, _>>().map_err(&err)?;
     Ok(Pipeline {
         name,
@@ -197,7 +230,99 @@ fn source(s: SourceConfig) -> Result<Source, String> {
                 metadata_field: q.metadata_field,
             }))
         }
+        SourceConfig::S3(s) => s3_source(s).map(Source::S3),
     }
+}
+
+fn s3_source(s: S3Config) -> Result<S3SourceConfig, String> {
+    let mode = match s.mode {
+        S3ModeConfig::Notifications => {
+            if s.queue.is_none() {
+                return Err("[source.s3] mode `notifications` needs `queue`".into());
+            }
+            S3Mode::Notifications
+        }
+        S3ModeConfig::Reconcile => {
+            if s.bucket.is_none() {
+                return Err("[source.s3] mode `reconcile` needs `bucket`".into());
+            }
+            range("[source.s3] interval_s", s.interval_s, 1, 86_400)?;
+            S3Mode::Reconcile { interval: Duration::from_secs(s.interval_s) }
+        }
+    };
+    if s.bucket.as_deref().is_some_and(|b| b.trim().is_empty()) {
+        return Err("[source.s3] bucket is empty".into());
+    }
+    range("[source.s3] rows_per_commit", s.rows_per_commit, 1, 10_000_000)?;
+    let queue = match s.queue {
+        Some(q) => {
+            if q.trim().is_empty() {
+                return Err("[source.s3] queue is empty".into());
+            }
+            range("[source.s3] wait_time_s", s.wait_time_s, 0, 20)?;
+            range("[source.s3] visibility_timeout_s", s.visibility_timeout_s, 2, 43_200)?;
+            range("[source.s3] max_receives", s.max_receives.into(), 1, 1000)?;
+            Some(SqsSourceConfig {
+                queue: q,
+                wait: Duration::from_secs(s.wait_time_s),
+                visibility: Duration::from_secs(s.visibility_timeout_s),
+                receivers: 1,
+                max_receives: s.max_receives,
+                metadata_field: None,
+            })
+        }
+        None => None,
+    };
+    let csv = s.csv;
+    let format = match s.format {
+        FileFormatConfig::JsonLines | FileFormatConfig::JsonArray
+            if csv.columns.len() + csv.empty_as.len() > 0 || !csv.header || csv.delimiter != "," =>
+        {
+            return Err("[source.s3.csv] applies to `format = \"csv\"` only".into());
+        }
+        FileFormatConfig::JsonLines => Format::JsonLines,
+        FileFormatConfig::JsonArray => Format::JsonArray,
+        FileFormatConfig::Csv => {
+            let delimiter = match csv.delimiter.as_bytes() {
+                [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => *b,
+                _ => return Err("[source.s3.csv] delimiter must be one ASCII character other than a quote or newline".into()),
+            };
+            if csv.header && !csv.columns.is_empty() {
+                return Err("[source.s3.csv] columns: give them only when `header = false`".into());
+            }
+            if !csv.header && csv.columns.is_empty() {
+                return Err("[source.s3.csv] header = false needs `columns`".into());
+            }
+            let mut seen = std::collections::HashSet::new();
+            for c in &csv.columns {
+                if c.is_empty() || !seen.insert(c) {
+                    return Err(format!("[source.s3.csv] columns: `{c}` is empty or repeated"));
+                }
+            }
+            let empty = |e: EmptyConfig| match e {
+                EmptyConfig::Null => EmptyAs::Null,
+                EmptyConfig::EmptyString => EmptyAs::EmptyString,
+            };
+            if !csv.header {
+                if let Some(unknown) = csv.empty_as.keys().find(|k| !csv.columns.contains(k)) {
+                    return Err(format!("[source.s3.csv] empty_as: `{unknown}` is not one of the columns"));
+                }
+            }
+            Format::Csv(CsvOptions {
+                delimiter,
+                header: csv.header,
+                columns: csv.columns.clone(),
+                empty: empty(csv.empty),
+                empty_overrides: csv.empty_as.iter().map(|(k, v)| (k.clone(), empty(*v))).collect(),
+            })
+        }
+    };
+    let compression = match s.compression {
+        CompressionConfig::Auto => Compression::Auto,
+        CompressionConfig::None => Compression::None,
+        CompressionConfig::Gzip => Compression::Gzip,
+    };
+    Ok(S3SourceConfig { mode, queue, bucket: s.bucket, prefix: s.prefix, format, compression, rows_per_commit: s.rows_per_commit })
 }
 
 fn range(what: &str, v: u64, min: u64, max: u64) -> Result<(), String> {
@@ -297,6 +422,8 @@ fn sink(s: SinkConfig) -> Result<Sink, String> {
                 (Some(f), None) => ColumnSource::Field(f),
                 (None, Some(GeneratedConfig::LoadDate)) => ColumnSource::Generated(Generated::LoadDate),
                 (None, Some(GeneratedConfig::LoadTime)) => ColumnSource::Generated(Generated::LoadTime),
+                (None, Some(GeneratedConfig::SourceFile)) => ColumnSource::Generated(Generated::SourceFile),
+                (None, Some(GeneratedConfig::SourceVersion)) => ColumnSource::Generated(Generated::SourceVersion),
                 _ => {
                     return Err(format!("[sink.columns] `{name}`: give exactly one of `field` or `generated`"));
                 }

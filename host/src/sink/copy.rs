@@ -27,6 +27,8 @@ pub fn write_row(
             Slot::Missing => out.extend_from_slice(b"\\N"),
             Slot::Generated(Generated::LoadDate) => out.extend_from_slice(load.date.as_bytes()),
             Slot::Generated(Generated::LoadTime) => out.extend_from_slice(load.time.as_bytes()),
+            Slot::Generated(Generated::SourceFile) => text_or_null(out, load.source_file.as_deref()),
+            Slot::Generated(Generated::SourceVersion) => text_or_null(out, load.source_version.as_deref()),
             Slot::Field(cell, members) => write_value(out, batch, cell, members),
         }
     }
@@ -52,6 +54,13 @@ fn write_value(out: &mut Vec<u8>, batch: &Batch, cell: &Cell, members: &[Cell]) 
             json::write_value(&mut text, batch, cell, members);
             escape(out, text.as_bytes());
         }
+    }
+}
+
+fn text_or_null(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(t) => escape(out, t.as_bytes()),
+        None => out.extend_from_slice(b"\\N"),
     }
 }
 

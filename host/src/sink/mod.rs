@@ -36,6 +36,43 @@ pub struct Unit {
     /// When the source says it was sent (ms; see `source::Message`): the
     /// same on every delivery. Replays use a stand-in of their own.
     pub sent_ms: i64,
+    /// For a row of an S3 object: its 1-based position among the object's
+    /// rows (see [`FileReceipt`]).
+    pub position: u64,
+}
+
+/// What makes a commit once-only.
+#[derive(Debug, Clone, Copy)]
+pub enum Receipt<'a> {
+    /// Messages: their ids go into the ledger (`etl.receipts`).
+    Messages,
+    /// Rows of one S3 object: its progress (`etl.files`).
+    File(&'a FileReceipt),
+}
+
+/// One object version being loaded. Its units are its rows in order, each
+/// with its `position`; a commit covers consecutive rows and moves the
+/// object's `rows_done` past them.
+#[derive(Debug, Clone, Default)]
+pub struct FileReceipt {
+    pub bucket: String,
+    pub key: String,
+    /// The S3 version id, else the ETag.
+    pub version: String,
+    /// `s3://bucket/key`: the source in lineage and dead letters.
+    pub uri: String,
+    /// The target's column naming each row's file: before the object's
+    /// first rows, the rows of its earlier versions are deleted by it.
+    pub replace: Option<String>,
+    /// The object's row count, once the reader reached its end.
+    pub end: Option<u64>,
+}
+
+/// What `etl.files` holds for one object version.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FileState {
+    pub rows_done: u64,
+    pub done: bool,
 }
 
 /// What a commit did.
@@ -68,12 +105,14 @@ pub enum SinkError {
     Permanent(tokio_postgres::Error),
     #[error("database connection pool: {0}")]
     Pool(String),
+    #[error("{0}")]
+    OutOfStep(String),
 }
 
 impl SinkError {
     /// Whether trying again later may succeed.
     pub fn retryable(&self) -> bool {
-        matches!(self, SinkError::Transient { .. } | SinkError::Pool(_))
+        matches!(self, SinkError::Transient { .. } | SinkError::Pool(_) | SinkError::OutOfStep(_))
     }
 }
 
@@ -141,6 +180,11 @@ impl PostgresSink {
         }
     }
 
+    /// The target table, quoted.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
     /// Whether rows need the staging sequence column.
     pub fn staged(&self) -> bool {
         self.mode != MergeMode::Append
@@ -149,10 +193,15 @@ impl PostgresSink {
     /// Commits `units` (see the module docs). `plugins` is the lineage: the
     /// chain's plugin names and digests as JSON.
     pub async fn commit(&self, units: Vec<Unit>, plugins: &str) -> Result<Report, SinkError> {
+        self.commit_as(units, plugins, Receipt::Messages).await
+    }
+
+    /// [`PostgresSink::commit`] under a given kind of receipt.
+    pub async fn commit_as(&self, units: Vec<Unit>, plugins: &str, receipt: Receipt<'_>) -> Result<Report, SinkError> {
         let mut pending = vec![units];
         let mut report = Report::default();
         while let Some(units) = pending.pop() {
-            match self.commit_retrying(&units, plugins).await {
+            match self.commit_retrying(&units, plugins, receipt).await {
                 Ok(r) => report += r,
                 Err(Failure::Data(e)) if units.len() > 1 => {
                     let mut units = units;
@@ -174,7 +223,17 @@ impl PostgresSink {
         Ok(report)
     }
 
-    async fn commit_retrying(&self, units: &[Unit], plugins: &str) -> Result<Report, Failure> {
+    /// Where an object version stands (nothing done if it is not known).
+    pub async fn file_state(&self, f: &FileReceipt) -> Result<FileState, SinkError> {
+        let client = self.pool.get().await.map_err(|e| SinkError::Pool(e.to_string()))?;
+        let row = client
+            .query_opt(sql::FILE_PEEK, &[&self.pipeline, &f.bucket, &f.key, &f.version])
+            .await
+            .map_err(|e| if transient(&e) { SinkError::Transient { attempts: 1, source: e } } else { SinkError::Permanent(e) })?;
+        Ok(row.map_or(FileState::default(), |r| FileState { rows_done: r.get::<_, i64>(0) as u64, done: r.get(1) }))
+    }
+
+    async fn commit_retrying(&self, units: &[Unit], plugins: &str, receipt: Receipt<'_>) -> Result<Report, Failure> {
         let mut attempt = 0;
         // Messages found committed before: left out when the batch is tried
         // again (the first try is optimistic: almost every message is new).
@@ -182,7 +241,7 @@ impl PostgresSink {
         loop {
             attempt += 1;
             let result = match self.pool.get().await {
-                Ok(mut client) => self.try_commit(&mut client, units, plugins, &committed).await,
+                Ok(mut client) => self.try_commit(&mut client, units, plugins, &committed, receipt).await,
                 Err(deadpool_postgres::PoolError::Backend(e)) => Err(Attempt::Db(e)),
                 Err(e) => return Err(Failure::Other(SinkError::Pool(e.to_string()))),
             };
@@ -194,6 +253,7 @@ impl PostgresSink {
                     tracing::info!(pipeline = %self.pipeline, messages = ids.len(), "messages of this batch were committed before; leaving them out");
                     committed.extend(ids);
                 }
+                Err(Attempt::OutOfStep(why)) => return Err(Failure::Other(SinkError::OutOfStep(why))),
                 Err(Attempt::Db(e)) if data_error(&e) => return Err(Failure::Data(e)),
                 Err(Attempt::Db(e)) if transient(&e) && attempt < self.max_attempts => {
                     let wait = Duration::from_millis(100 << attempt.min(6));
@@ -214,6 +274,7 @@ impl PostgresSink {
         units: &[Unit],
         plugins: &str,
         committed: &HashSet<String>,
+        receipt: Receipt<'_>,
     ) -> Result<Report, Attempt> {
         // Round trips are most of a small batch's cost: statements are
         // prepared once per connection and sent in flights without waiting
@@ -226,6 +287,40 @@ impl PostgresSink {
             .filter(|u| !committed.contains(&u.message_id) && taken.insert(u.message_id.as_str()))
             .collect();
         let mut report = Report { duplicates: units.len() - fresh.len(), commits: 1, ..Report::default() };
+        let source = match receipt {
+            Receipt::Messages => self.source.as_str(),
+            Receipt::File(f) => f.uri.as_str(),
+        };
+        // An object's rows: its ledger row is locked first, so loaders of
+        // one object take turns, and rows committed before are left out.
+        let mut file_done = 0;
+        if let Receipt::File(f) = receipt {
+            let key: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&self.pipeline, &f.bucket, &f.key, &f.version];
+            let claim = tx.prepare_cached(sql::FILE_CLAIM).await?;
+            tx.execute(&claim, &key).await?;
+            let state = tx.prepare_cached(sql::FILE_LOCK).await?;
+            let done = tx.query_one(&state, &key).await?.get::<_, i64>(0) as u64;
+            let before: Vec<String> =
+                fresh.iter().filter(|u| u.position <= done).map(|u| u.message_id.clone()).collect();
+            if !before.is_empty() {
+                return Err(Attempt::Committed(before));
+            }
+            if let Some(first) = fresh.first() {
+                if first.position != done + 1 {
+                    return Err(Attempt::OutOfStep(format!(
+                        "{}: rows up to {done} are committed, this load starts at row {}; the object is loaded again from there",
+                        f.uri, first.position
+                    )));
+                }
+            }
+            if let (Some(column), 0) = (&f.replace, done) {
+                // The object's first rows: what its earlier versions wrote goes.
+                tx.execute(&sql::delete_file_rows(&self.target, column), &[&f.uri]).await?;
+                let forget = tx.prepare_cached(sql::FILE_FORGET_OTHERS).await?;
+                tx.execute(&forget, &key).await?;
+            }
+            file_done = fresh.last().map_or(done, |u| u.position);
+        }
         let row_count: usize = fresh.iter().map(|u| u.row_count).sum();
         if row_count > 0 {
             let into = if self.staged() {
@@ -249,7 +344,7 @@ impl PostgresSink {
                 dead_letter::insert(
                     &tx,
                     &self.pipeline,
-                    &self.source,
+                    source,
                     &u.message_id,
                     d,
                     &u.payload,
@@ -260,18 +355,10 @@ impl PostgresSink {
             }
         }
         let lineage = tx.prepare_cached(sql::LINEAGE).await?;
-        let lock = tx.prepare_cached(sql::LEDGER_LOCK).await?;
-        let seen = tx.prepare_cached(sql::LEDGER_SEEN).await?;
-        let ids: Vec<&str> = fresh.iter().map(|u| u.message_id.as_str()).collect();
-        let parts: Vec<i64> = fresh.iter().map(|u| sql::ledger_part(u.sent_ms)).collect();
-        let mut look_in = parts.clone();
-        look_in.push(sql::LEGACY_PART);
-        look_in.sort_unstable();
-        look_in.dedup();
         let merge = sql::merge(&self.mode, &self.target, &self.stage, &self.columns).join("; ");
         let lineage_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
             &self.pipeline,
-            &self.source,
+            &source,
             &(fresh.len() as i32),
             &(row_count as i32),
             &(report.dead_letters as i32),
@@ -282,6 +369,31 @@ impl PostgresSink {
         if row_count > 0 && !merge.is_empty() {
             tx.batch_execute(&merge).await?;
         }
+        if let Receipt::File(f) = receipt {
+            let progress = tx.prepare_cached(sql::FILE_PROGRESS).await?;
+            let done = f.end == Some(file_done);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+                &self.pipeline,
+                &f.bucket,
+                &f.key,
+                &f.version,
+                &(file_done as i64),
+                &(row_count as i64),
+                &(report.dead_letters as i64),
+                &done,
+            ];
+            tokio::try_join!(tx.query_one(&lineage, &lineage_params), tx.execute(&progress, &params))?;
+            tx.commit().await?;
+            return Ok(report);
+        }
+        let lock = tx.prepare_cached(sql::LEDGER_LOCK).await?;
+        let seen = tx.prepare_cached(sql::LEDGER_SEEN).await?;
+        let ids: Vec<&str> = fresh.iter().map(|u| u.message_id.as_str()).collect();
+        let parts: Vec<i64> = fresh.iter().map(|u| sql::ledger_part(u.sent_ms)).collect();
+        let mut look_in = parts.clone();
+        look_in.push(sql::LEGACY_PART);
+        look_in.sort_unstable();
+        look_in.dedup();
         // One flight: the lineage, then this pipeline's ledger lock (held to
         // the commit, so commits of a pipeline take turns from here) and the
         // check against everything committed before. The check's snapshot
@@ -313,6 +425,8 @@ impl PostgresSink {
 enum Attempt {
     /// These messages were committed before.
     Committed(Vec<String>),
+    /// An object's rows do not follow its committed ones.
+    OutOfStep(String),
     Db(tokio_postgres::Error),
 }
 

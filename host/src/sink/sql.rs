@@ -106,6 +106,48 @@ pub const LINEAGE: &str = "INSERT INTO etl.batches \
      (pipeline, source, messages, rows_written, dead_letters, plugins) \
      VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) RETURNING id";
 
+/// Makes sure object version `$1..$4` has its ledger row.
+pub const FILE_CLAIM: &str = "INSERT INTO etl.files (pipeline, bucket, key, version) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT DO NOTHING";
+
+/// Locks the object version's ledger row to the commit; gives its progress.
+pub const FILE_LOCK: &str =
+    "SELECT rows_done FROM etl.files WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4 FOR UPDATE";
+
+/// The object version's progress, without a lock.
+pub const FILE_PEEK: &str =
+    "SELECT rows_done, done FROM etl.files WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4";
+
+/// Forgets the other versions of the object: this one replaces them.
+pub const FILE_FORGET_OTHERS: &str =
+    "DELETE FROM etl.files WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version <> $4";
+
+/// Moves the object version's progress to row `$5`, adding `$6` rows and
+/// `$7` dead letters; `$8`: its last rows.
+pub const FILE_PROGRESS: &str = "UPDATE etl.files SET rows_done = $5, rows_written = rows_written + $6, \
+     dead_letters = dead_letters + $7, done = $8, finished_at = CASE WHEN $8 THEN now() END \
+     WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4";
+
+/// The object versions a pipeline has completely loaded from `$2` under
+/// prefix `$3` (reconcile compares them with a listing).
+pub const FILES_LOADED: &str = "SELECT key, version FROM etl.files \
+     WHERE pipeline = $1 AND bucket = $2 AND starts_with(key, $3) AND done";
+
+/// Forgets every version of object `$2`/`$3` of pipeline `$1` (it is gone).
+pub const FILE_FORGET: &str = "DELETE FROM etl.files WHERE pipeline = $1 AND bucket = $2 AND key = $3";
+
+/// Loaders of a pipeline's object take turns: a session lock held for the
+/// whole load, tried, not waited for (`$1`: the pipeline's, `$2`: the object's).
+pub const OBJECT_TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))";
+pub const OBJECT_UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))";
+/// The same lock for one transaction (removing a gone file's rows).
+pub const OBJECT_TRY_XACT_LOCK: &str = "SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2))";
+
+/// Deletes the rows of file `$1` from `target`, found by `column`.
+pub fn delete_file_rows(target: &str, column: &str) -> String {
+    format!("DELETE FROM {target} WHERE {} = $1", ident(column))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,11 +73,16 @@ impl SqsSource {
     /// Up to 10 messages, waiting up to `wait` for the first (long polling);
     /// they stay invisible to others for `visibility`.
     pub async fn receive(&self, wait: Duration, visibility: Duration) -> Result<Vec<Message>, SqsError> {
+        self.receive_up_to(10, wait, visibility).await
+    }
+
+    /// [`SqsSource::receive`] of at most `max` (1 to 10) messages.
+    pub async fn receive_up_to(&self, max: i32, wait: Duration, visibility: Duration) -> Result<Vec<Message>, SqsError> {
         let out = self
             .client
             .receive_message()
             .queue_url(&self.url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(max.clamp(1, 10))
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .visibility_timeout(visibility.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)

@@ -24,10 +24,14 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
 }
 
 async fn client() -> aws_sdk_s3::Client {
-    let config = aws_config::load_from_env().await;
-    // A local endpoint (moto, MinIO) serves buckets by path, not by name.
+    s3_client(&aws_config::load_from_env().await)
+}
+
+/// An S3 client for `config`. A local endpoint (moto, MinIO) serves buckets
+/// by path, not by name.
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let path_style = config.endpoint_url().is_some();
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(path_style).build())
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(path_style).build())
 }
 
 /// The object's bytes.

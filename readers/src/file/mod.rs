@@ -49,7 +49,7 @@ pub struct FileOptions {
     pub max_row_bytes: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Format {
     Csv(CsvOptions),
     /// One JSON value per line; blank lines are skipped.
@@ -60,7 +60,7 @@ pub enum Format {
 
 /// RFC 4180 CSV. Fields may be quoted (`""` escapes a quote) and hold
 /// delimiters and newlines; lines end in LF or CRLF, the last one maybe not.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CsvOptions {
     pub delimiter: u8,
     /// Whether the first line names the columns. It is not a row.

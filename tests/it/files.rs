@@ -1,0 +1,253 @@
+//! S3 sources against moto and the local PostgreSQL: CSV files announced by
+//! real S3 notifications (the transactions pipeline), and the reconciling
+//! source (the customers pipeline).
+
+use crate::common;
+use crate::services::{self, migrated, pg, put, queue, queue_depth, s3_at, unique};
+use host::config::Pipeline;
+use host::run::{RunOptions, Summary};
+use std::path::Path;
+use std::time::Duration;
+
+/// A shipped pipeline with its names pointed at this test's queue, bucket,
+/// schema and pipeline name.
+fn shipped(file: &str, table: &str, schema: &str, name: &str, vars: &[(&str, &str)]) -> Pipeline {
+    let text = std::fs::read_to_string(common::workspace().join("pipelines").join(file)).unwrap();
+    let stem = file.trim_end_matches(".toml");
+    let text = text
+        .replace(&format!("name = \"{stem}\""), &format!("name = \"{name}\""))
+        .replace(&format!("table = \"{table}\""), &format!("table = \"{table}\"\nschema = \"{schema}\""));
+    let path = Path::new("pipelines").join(file);
+    let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let parsed = host::config::parse_str(&path, &text, |v| vars.iter().find(|(k, _)| k == v).map(|(_, x)| x.clone()))
+        .unwrap();
+    host::config::validate(&path, parsed).unwrap()
+}
+
+async fn run_once(p: Pipeline) -> Summary {
+    let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
+    let aws = services::aws_at(services::endpoint()).await;
+    host::run::run(p, common::engine(), &services::database_url(), &aws, opts, std::future::pending())
+        .await
+        .expect("run completes")
+}
+
+async fn rows(sql: &str) -> Vec<Vec<Option<String>>> {
+    let rows = pg().await.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect()).collect()
+}
+
+fn bucket_name(prefix: &str) -> String {
+    unique(prefix).replace('_', "-")
+}
+
+/// Object-created notification bodies waiting on the queue, left there.
+async fn peek_notifications(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for _ in 0..5 {
+        let out = sqs.receive_message().queue_url(url).max_number_of_messages(10).visibility_timeout(0).send().await;
+        for m in out.unwrap().messages() {
+            let body = m.body().unwrap_or_default().to_string();
+            if body.contains("ObjectCreated") && !bodies.contains(&body) {
+                bodies.push(body);
+            }
+        }
+        if !bodies.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transaction_files_load_on_notification_replace_by_id_and_a_redelivery_changes_nothing() {
+    migrated().await;
+    let (name, schema, q, bucket) = (unique("tx"), unique("s"), unique("txq"), bucket_name("tx"));
+    let db = pg().await;
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.transactions (LIKE public.transactions INCLUDING ALL)"
+    ))
+    .await
+    .unwrap();
+    let endpoint = services::endpoint();
+    let (sqs, s3) = (services::sqs().await, s3_at(endpoint).await);
+    let url = queue(&sqs, &q).await;
+    services::bucket_notifying(&s3, &bucket, &q).await;
+    let first = std::fs::read(common::workspace().join("tests/data/s3/transactions.csv")).unwrap();
+    put(&s3, &bucket, "in/2023-01.csv", first.clone()).await;
+    let first_event = peek_notifications(&sqs, &url).await;
+    assert_eq!(first_event.len(), 1, "moto sends one event for the upload");
+    let pipeline = || {
+        shipped(
+            "transactions.toml",
+            "transactions",
+            &schema,
+            &name,
+            &[("TRANSACTION_QUEUE", q.as_str()), ("TRANSACTION_BUCKET", bucket.as_str())],
+        )
+    };
+
+    let summary = run_once(pipeline()).await;
+    assert_eq!((summary.objects, summary.rows, summary.dead_letters), (1, 3, 0), "{summary}");
+    let table = format!(
+        "SELECT id::text, property_address, buyer, transaction_amount::text, loan_amount::text, lender \
+         FROM {schema}.transactions ORDER BY id"
+    );
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        rows(&table).await,
+        vec![
+            vec![s("1"), s("12 Main St, Springfield, IL"), s("Alice Moore"), s("250000.0"), s("200000.0"), s("First Bank")],
+            vec![s("2"), s("7 \"Old\" Mill Rd, Apt 3"), s("Carla Diaz"), s("180500.5"), None, None],
+            vec![s("3"), s("400 Lake Ave"), s("Eve Park"), s("520000.0"), s("416000.0"), s("Credit Union, North")],
+        ],
+        "quoted fields with commas and quotes survive; empty fields are NULL"
+    );
+    assert_eq!(queue_depth(&sqs, &url).await, 0, "the notification is deleted after the commit");
+
+    // A changed file: id 2 changes, id 4 is new; ids 1 and 3 stay as they are.
+    let changed = String::from_utf8(first).unwrap().replace("180500.5", "181000.0")
+        + "4,\"1 Hill Rd, Unit 9\",Gus Hale,Hana Ito,2023-03-01,104,condo,99000.0,,,640,2015\n";
+    put(&s3, &bucket, "in/2023-01.csv", changed).await;
+    let second_event = peek_notifications(&sqs, &url).await;
+    let summary = run_once(pipeline()).await;
+    assert_eq!((summary.objects, summary.rows), (1, 4), "{summary}");
+    let amounts = format!("SELECT id::text, transaction_amount::text FROM {schema}.transactions ORDER BY id");
+    let expected =
+        vec![vec![s("1"), s("250000.0")], vec![s("2"), s("181000.0")], vec![s("3"), s("520000.0")], vec![s("4"), s("99000.0")]];
+    assert_eq!(rows(&amounts).await, expected);
+
+    // Both notifications again (a redelivery, and a stale one for the old
+    // content), and a plain s3:// body: nothing changes.
+    let mut again = first_event.clone();
+    again.extend(second_event);
+    again.push(format!("s3://{bucket}/in/2023-01.csv"));
+    services::send(&sqs, &url, &again).await;
+    let summary = run_once(pipeline()).await;
+    assert_eq!((summary.messages, summary.objects, summary.rows, summary.dead_letters), (3, 0, 0, 0), "{summary}");
+    assert_eq!(rows(&amounts).await, expected);
+    assert_eq!(queue_depth(&sqs, &url).await, 0);
+    let loads: i64 = db
+        .query_one("SELECT count(*) FROM etl.batches WHERE pipeline = $1", &[&name])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(loads, 2, "one commit per version of the file");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notification_that_is_not_one_is_a_dead_letter_and_a_missing_object_is_skipped() {
+    migrated().await;
+    let (name, schema, q, bucket) = (unique("txbad"), unique("s"), unique("txbadq"), bucket_name("txbad"));
+    pg().await
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.transactions (LIKE public.transactions INCLUDING ALL)"
+        ))
+        .await
+        .unwrap();
+    let (sqs, s3) = (services::sqs().await, s3_at(services::endpoint()).await);
+    let url = queue(&sqs, &q).await;
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let bodies = vec![
+        "{\"not\": \"an event\"}".to_string(),
+        "this is not JSON".to_string(),
+        format!("s3://{bucket}/never-uploaded.csv"),
+        format!("s3://other-bucket-{bucket}/x.csv"),
+    ];
+    services::send(&sqs, &url, &bodies).await;
+    let p = shipped(
+        "transactions.toml",
+        "transactions",
+        &schema,
+        &name,
+        &[("TRANSACTION_QUEUE", q.as_str()), ("TRANSACTION_BUCKET", bucket.as_str())],
+    );
+    let summary = run_once(p).await;
+    assert_eq!((summary.messages, summary.rows, summary.dead_letters), (4, 0, 2), "{summary}");
+    assert_eq!(queue_depth(&sqs, &url).await, 0);
+    let reasons = rows(&format!(
+        "SELECT stage, reason FROM etl.dead_letters WHERE pipeline = '{name}' ORDER BY reason"
+    ))
+    .await;
+    assert_eq!(reasons.len(), 2);
+    assert!(reasons.iter().all(|r| r[0].as_deref() == Some("source")), "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r[1].as_deref().unwrap().starts_with("not an S3 notification: ")),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_loads_replaces_and_removes_files_and_keeps_bad_rows_as_dead_letters() {
+    migrated().await;
+    let (name, schema, bucket) = (unique("cust"), unique("s"), bucket_name("landing"));
+    let db = pg().await;
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (LIKE public.customers INCLUDING ALL)"
+    ))
+    .await
+    .unwrap();
+    let s3 = s3_at(services::endpoint()).await;
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let a = std::fs::read(common::workspace().join("tests/data/s3/customers_a.csv")).unwrap();
+    put(&s3, &bucket, "customers/a.csv", a).await;
+    put(&s3, &bucket, "customers/b.csv", "3,60601,Chicago,IL,2023-02-01 08:00:00,2023-02-01 08:00:00\n").await;
+    put(&s3, &bucket, "customers/c.csv", "4,73301,Austin,TX,2023-02-02 08:00:00,2023-02-02 08:00:00\n").await;
+    put(&s3, &bucket, "elsewhere/z.csv", "9,1,Nowhere,ZZ,2023-02-02 08:00:00,2023-02-02 08:00:00\n").await;
+    let pipeline = || shipped("customers.toml", "customers", &schema, &name, &[("CUSTOMER_BUCKET", bucket.as_str())]);
+    let table = format!("SELECT customer_id::text, city, source_file FROM {schema}.customers ORDER BY customer_id");
+    let s = |v: &str| Some(v.to_string());
+    let file = |k: &str| s(&format!("s3://{bucket}/customers/{k}"));
+
+    let summary = run_once(pipeline()).await;
+    assert_eq!((summary.objects, summary.rows, summary.objects_removed), (3, 4, 0), "{summary}");
+    let loaded = vec![
+        vec![s("1"), s("Fort Lauderdale"), file("a.csv")],
+        vec![s("2"), s("New York"), file("a.csv")],
+        vec![s("3"), s("Chicago"), file("b.csv")],
+        vec![s("4"), s("Austin"), file("c.csv")],
+    ];
+    assert_eq!(rows(&table).await, loaded, "the last line without a newline loads too");
+
+    let summary = run_once(pipeline()).await;
+    assert_eq!((summary.objects, summary.rows, summary.objects_removed), (0, 0, 0), "nothing changed: {summary}");
+    assert_eq!(rows(&table).await, loaded);
+
+    // A new version of b (two rows instead of one), c deleted, and a new
+    // file whose second line is malformed.
+    put(
+        &s3,
+        &bucket,
+        "customers/b.csv",
+        "3,60601,Evanston,IL,2023-02-01 08:00:00,2023-03-01 08:00:00\n5,60602,Chicago,IL,2023-03-01 08:00:00,2023-03-01 08:00:00\n",
+    )
+    .await;
+    s3.delete_object().bucket(&bucket).key("customers/c.csv").send().await.unwrap();
+    put(
+        &s3,
+        &bucket,
+        "customers/d.csv",
+        "6,02101,Boston,MA,2023-04-01 08:00:00,2023-04-01 08:00:00\n7,02102,Boston\n8,02103,Boston,MA,2023-04-01 08:00:00,2023-04-01 08:00:00\n",
+    )
+    .await;
+    let summary = run_once(pipeline()).await;
+    assert_eq!(
+        (summary.objects, summary.rows, summary.dead_letters, summary.objects_removed),
+        (2, 4, 1, 1),
+        "{summary}"
+    );
+    assert_eq!(
+        rows(&table).await,
+        vec![
+            vec![s("1"), s("Fort Lauderdale"), file("a.csv")],
+            vec![s("2"), s("New York"), file("a.csv")],
+            vec![s("3"), s("Evanston"), file("b.csv")],
+            vec![s("5"), s("Chicago"), file("b.csv")],
+            vec![s("6"), s("Boston"), file("d.csv")],
+            vec![s("8"), s("Boston"), file("d.csv")],
+        ]
+    );
+    let dead = rows(&format!("SELECT source, message_id, reason FROM etl.dead_letters WHERE pipeline = '{name}'")).await;
+    assert_eq!(dead, vec![vec![file("d.csv"), s("line 2"), s("line 2: expected 6 fields, found 3")]]);
+}
