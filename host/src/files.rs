@@ -912,7 +912,7 @@ pub async fn backfill(
     let loader = Arc::new(loader);
     let listed = loader.list(prefix).await.map_err(|e| RunError::Stopped(e.to_string()))?;
     let versions = crate::run::Versions::start(&engine, &pipeline).await?;
-    let (_stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let (chains, _generations, watching) = versions.watch(stop_rx);
     let shared = Arc::new(Shared { engine, loader: loader.clone(), queue: None, summary: Default::default(), fatal: Default::default() });
     let total_bytes: u64 = listed.iter().map(|o| o.size).sum();
@@ -955,6 +955,7 @@ pub async fn backfill(
         }
     }
     report(&BackfillProgress::of(&loader.progress, objects, total_bytes, started));
+    let _ = stop_tx.send(true);
     let mut summary = shared.summary.lock().expect("not poisoned").clone();
     watching.finish(&mut summary).await;
     summary.elapsed = started.elapsed();

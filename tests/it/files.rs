@@ -251,3 +251,29 @@ async fn reconcile_loads_replaces_and_removes_files_and_keeps_bad_rows_as_dead_l
     let dead = rows(&format!("SELECT source, message_id, reason FROM etl.dead_letters WHERE pipeline = '{name}'")).await;
     assert_eq!(dead, vec![vec![file("d.csv"), s("line 2"), s("line 2: expected 6 fields, found 3")]]);
 }
+
+/// The bound: a 1,000,000-row JSON-lines object (about 170 MB)
+/// loads with the host's peak RSS under 200 MB. `FILES_ROWS` scales it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_million_row_object_loads_with_bounded_memory() {
+    let n = services::env_usize("FILES_ROWS", 1_000_000);
+    let object = crate::objects::big_object(n).await;
+    let run = tokio::task::spawn_blocking(move || (crate::objects::backfill(&object), object)).await.unwrap();
+    let (run, object) = run;
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    let loaded: i64 = pg()
+        .await
+        .query_one(&format!("SELECT count(DISTINCT user_id) FROM {}.user_logins", object.schema), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(loaded as usize, n, "{}", run.stdout);
+    println!(
+        "{n} rows, {:.0} MB object: host peak RSS {:.0} MB, {:.1} s",
+        object.bytes as f64 / 1e6,
+        run.peak_rss_kib as f64 / 1024.0,
+        run.elapsed.as_secs_f64()
+    );
+    assert!(run.peak_rss_kib < 200 * 1024, "peak RSS {} KiB: {}", run.peak_rss_kib, run.stderr);
+    assert!(run.stdout.contains(&format!("rows {n}, dead letters 0")), "{}", run.stdout);
+}

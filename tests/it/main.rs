@@ -6,6 +6,7 @@ mod common;
 mod golden;
 mod pipeline_files;
 mod files;
+mod objects;
 mod run;
 mod sandbox;
 mod services;

@@ -1,0 +1,123 @@
+//! A large S3 object of login events and a `host backfill` of it through the
+//! logins chain, with the host's peak memory: shared by the memory test and
+//! the files benchmark.
+
+use crate::{common, services};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// `n` Fetch-like login events as JSON lines (unique user ids), about 170
+/// bytes each.
+pub fn logins_lines(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * 180);
+    for i in 0..n {
+        let line = format!(
+            "{{\"user_id\": \"{i:08x}-063a-43a7-b91b-7ca1a833afae\", \"app_version\": \"2.3.0\", \
+             \"device_type\": \"android\", \"ip\": \"199.172.{}.{}\", \"locale\": \"RU\", \
+             \"device_id\": \"593-47-{:04}\"}}\n",
+            i / 256 % 256,
+            i % 256,
+            i % 10_000
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out
+}
+
+/// A schema with an empty `user_logins`, a bucket holding one object of `n`
+/// events, and the logins pipeline reading that bucket.
+pub struct BigObject {
+    pub schema: String,
+    pub pipeline: PathBuf,
+    pub bytes: usize,
+}
+
+pub async fn big_object(n: usize) -> BigObject {
+    services::migrated().await;
+    let (schema, name) = (services::unique("s"), services::unique("big"));
+    let bucket = services::unique("big").replace('_', "-");
+    services::pg()
+        .await
+        .batch_execute(&format!("CREATE SCHEMA {schema}; CREATE TABLE {schema}.user_logins (LIKE public.user_logins)"))
+        .await
+        .unwrap();
+    let s3 = services::s3_at(services::endpoint()).await;
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let body = logins_lines(n);
+    let bytes = body.len();
+    services::put(&s3, &bucket, "logins/big.jsonl", body).await;
+    let text = std::fs::read_to_string(common::workspace().join("pipelines/logins.toml")).unwrap();
+    let text = text
+        .replace("name = \"logins\"", &format!("name = \"{name}\""))
+        .replace(
+            "[source.sqs]\nqueue = \"${LOGIN_QUEUE:-login-queue}\"",
+            &format!("[source.s3]\nqueue = \"unused\"\nbucket = \"{bucket}\"\nformat = \"json-lines\""),
+        )
+        .replace("table = \"user_logins\"", &format!("table = \"user_logins\"\nschema = \"{schema}\""));
+    assert!(text.contains("[source.s3]"), "the logins pipeline's source is where this expects it");
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pipeline = dir.join("logins-s3.toml");
+    std::fs::write(&pipeline, text).unwrap();
+    BigObject { schema, pipeline, bytes }
+}
+
+/// What a `host backfill` did.
+pub struct Backfill {
+    pub elapsed: Duration,
+    /// Peak resident memory (VmHWM) of the host process, in KiB.
+    pub peak_rss_kib: u64,
+    pub stdout: String,
+    pub stderr: String,
+    pub success: bool,
+}
+
+pub fn host_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("host");
+    assert!(bin.is_file(), "{} is missing: run `cargo xtask test` (it builds the host first)", bin.display());
+    bin
+}
+
+/// Runs `host backfill` on the object's pipeline, watching its memory.
+pub fn backfill(o: &BigObject) -> Backfill {
+    let start = Instant::now();
+    let mut child = std::process::Command::new(host_binary())
+        .arg("--plugin-path")
+        .arg(common::PLUGIN_DIR)
+        .arg("--cache-dir")
+        .arg(common::cache_dir())
+        .arg("backfill")
+        .arg(&o.pipeline)
+        .env("DATABASE_URL", services::database_url())
+        .env("AWS_ENDPOINT_URL", services::endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    // VmHWM is the peak so far: the last reading before the exit is the peak.
+    while child.try_wait().unwrap().is_none() {
+        if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|s| vm_hwm(&s)) {
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    Backfill {
+        elapsed: start.elapsed(),
+        peak_rss_kib: peak,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        success: out.status.success(),
+    }
+}
+
+fn vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
