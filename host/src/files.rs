@@ -221,7 +221,7 @@ impl Loader {
         &self,
         mut chain: TransformChain,
         object: &ObjectRef,
-        mut receipt: FileReceipt,
+        receipt: FileReceipt,
         rows_done: u64,
     ) -> (TransformChain, Result<Outcome, LoadError>) {
         let uri = receipt.uri.clone();
@@ -264,49 +264,96 @@ impl Loader {
         let mut load = LoadTime::now();
         load.source_file = Some(uri.clone());
         load.source_version = Some(receipt.version.clone());
-        let mut units: Vec<Unit> = Vec::new();
         let mut report = Report::default();
-        let mut bytes_seen = reader.bytes_read();
+        // One commit in flight while the next one's rows are read and
+        // transformed: the database and the chain work at the same time.
+        let mut in_flight: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>> = None;
         loop {
-            if self.stopping.load(Ordering::Relaxed) && units.is_empty() {
+            let fill = self.fill(chain, &mut reader, &columns, &load, &uri);
+            let ((c, filled), committed) = match in_flight.take() {
+                Some(commit) => {
+                    let (f, c) = futures_util::future::join(fill, commit).await;
+                    (f, Some(c))
+                }
+                None => (fill.await, None),
+            };
+            chain = c;
+            if let Some(committed) = committed {
+                match committed {
+                    Ok(r) => report += r,
+                    Err(e) => return (chain, Err(e)),
+                }
+            }
+            let Filled { units, end, broken } = match filled {
+                Ok(f) => f,
+                Err(e) => return (chain, Err(e)),
+            };
+            if let Some(reason) = broken {
+                // Rows before the break load; the rest of the object is
+                // one dead letter.
+                if !units.is_empty() {
+                    match self.commit(units, plugins.clone(), receipt.clone()).await {
+                        Ok(r) => report += r,
+                        Err(e) => return (chain, Err(e)),
+                    }
+                }
+                return self.unreadable(chain, receipt, reader.rows_read(), reason).await;
+            }
+            if end.is_none() && units.is_empty() {
+                // Stopping: what committed stays, the rest loads next time.
                 return (chain, Ok(Outcome::Interrupted));
             }
-            let chunk = match reader.next_chunk(self.max_records, 8 << 20).await {
-                Ok(c) => c,
-                Err(e) if e.is_retryable() => {
-                    return (chain, Err(LoadError::S3 { uri, action: "reading", reason: e.to_string() }));
-                }
-                Err(e) => {
-                    // Rows before the break load; the rest of the object is
-                    // one dead letter.
-                    if !units.is_empty() {
-                        if let Err(e) = self.commit(std::mem::take(&mut units), &plugins, &receipt, &mut report).await {
-                            return (chain, Err(e));
-                        }
+            let mut next = receipt.clone();
+            next.end = end;
+            let commit = self.commit(units, plugins.clone(), next);
+            if end.is_some() {
+                return match commit.await {
+                    Ok(r) => {
+                        report += r;
+                        (chain, Ok(Outcome::Loaded(report)))
                     }
-                    let at = reader.rows_read();
-                    return self.unreadable(chain, receipt, at, e.to_string()).await;
+                    Err(e) => (chain, Err(e)),
+                };
+            }
+            in_flight = Some(Box::pin(commit));
+        }
+    }
+
+    /// Reads and transforms rows until there are `rows_per_commit` of them
+    /// or the object ends (`end`: its row count) or breaks (`broken`: why).
+    /// No rows and no end: the run is stopping.
+    async fn fill(
+        &self,
+        chain: TransformChain,
+        reader: &mut FileReader,
+        columns: &[String],
+        load: &LoadTime,
+        uri: &str,
+    ) -> (TransformChain, Result<Filled, LoadError>) {
+        let mut chain = chain;
+        let mut units: Vec<Unit> = Vec::new();
+        let mut bytes_seen = reader.bytes_read();
+        while (units.len() as u64) < self.config.rows_per_commit {
+            if self.stopping.load(Ordering::Relaxed) {
+                return (chain, Ok(Filled { units: Vec::new(), end: None, broken: None }));
+            }
+            let chunk = match reader.next_chunk(self.max_records, 8 << 20).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return (chain, Ok(Filled { units, end: Some(reader.rows_read()), broken: None })),
+                Err(e) if e.is_retryable() => {
+                    return (chain, Err(LoadError::S3 { uri: uri.into(), action: "reading", reason: e.to_string() }));
                 }
+                Err(e) => return (chain, Ok(Filled { units, end: None, broken: Some(e.to_string()) })),
             };
-            let Some(chunk) = chunk else { break };
-            chain = match self.transform(chain, &columns, chunk, &load, &mut units).await {
+            chain = match self.transform(chain, columns, chunk, load, &mut units).await {
                 Ok(c) => c,
-                Err((c, reason)) => return (c, Err(LoadError::Chain { uri, reason })),
+                Err((c, reason)) => return (c, Err(LoadError::Chain { uri: uri.into(), reason })),
             };
             let bytes = reader.bytes_read();
             self.progress.bytes.fetch_add(bytes - bytes_seen, Ordering::Relaxed);
             bytes_seen = bytes;
-            if units.len() as u64 >= self.config.rows_per_commit {
-                if let Err(e) = self.commit(std::mem::take(&mut units), &plugins, &receipt, &mut report).await {
-                    return (chain, Err(e));
-                }
-            }
         }
-        receipt.end = Some(reader.rows_read());
-        if let Err(e) = self.commit(units, &plugins, &receipt, &mut report).await {
-            return (chain, Err(e));
-        }
-        (chain, Ok(Outcome::Loaded(report)))
+        (chain, Ok(Filled { units, end: None, broken: None }))
     }
 
     /// One chunk of rows through the chain, into `units` (one per row).
@@ -360,21 +407,14 @@ impl Loader {
         }
     }
 
-    async fn commit(
-        &self,
-        units: Vec<Unit>,
-        plugins: &str,
-        receipt: &FileReceipt,
-        report: &mut Report,
-    ) -> Result<(), LoadError> {
+    async fn commit(&self, units: Vec<Unit>, plugins: String, receipt: FileReceipt) -> Result<Report, LoadError> {
         let r = self
             .sink
-            .commit_as(units, plugins, Receipt::File(receipt))
+            .commit_as(units, &plugins, Receipt::File(&receipt))
             .await
             .map_err(|source| LoadError::Sink { uri: receipt.uri.clone(), source })?;
         self.progress.rows.fetch_add(r.rows as u64, Ordering::Relaxed);
-        *report += r;
-        Ok(())
+        Ok(r)
     }
 
     /// An object that cannot be read (further) from row `at`: a dead letter
@@ -394,9 +434,8 @@ impl Loader {
             ..Unit::default()
         };
         receipt.end = Some(at + 1);
-        let mut report = Report::default();
-        match self.commit(vec![unit], &plugins_json(&chain), &receipt, &mut report).await {
-            Ok(()) => (chain, Ok(Outcome::Loaded(report))),
+        match self.commit(vec![unit], plugins_json(&chain), receipt).await {
+            Ok(report) => (chain, Ok(Outcome::Loaded(report))),
             Err(e) => (chain, Err(e)),
         }
     }
@@ -455,6 +494,13 @@ impl Loader {
             .map_err(|e| SinkError::Transient { attempts: 1, source: e })?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
+}
+
+/// Rows read and transformed for one commit.
+struct Filled {
+    units: Vec<Unit>,
+    end: Option<u64>,
+    broken: Option<String>,
 }
 
 /// An object in a listing.

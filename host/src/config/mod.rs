@@ -78,7 +78,8 @@ pub struct S3Config {
     #[serde(default)]
     pub csv: CsvConfig,
     /// Rows of one object committed per transaction; a crash resumes after
-    /// the last committed chunk.
+    /// the last committed chunk. One commit runs while the next chunk is
+    /// read and transformed, so about twice this many rows are in memory.
     #[serde(default = "default_rows_per_commit")]
     pub rows_per_commit: u64,
     #[serde(default = "default_wait_time_s")]
@@ -162,7 +163,7 @@ fn default_interval_s() -> u64 {
     60
 }
 fn default_rows_per_commit() -> u64 {
-    100_000
+    50_000
 }
 
 #[derive(Debug, Deserialize)]
