@@ -27,12 +27,19 @@ pub fn logins_lines(n: usize) -> Vec<u8> {
 /// A schema with an empty `user_logins`, a bucket holding one object of `n`
 /// events, and the logins pipeline reading that bucket.
 pub struct BigObject {
+    /// The pipeline's name.
+    pub name: String,
     pub schema: String,
     pub pipeline: PathBuf,
     pub bytes: usize,
 }
 
 pub async fn big_object(n: usize) -> BigObject {
+    big_object_with(n, "").await
+}
+
+/// [`big_object`] with more `[source.s3]` settings (TOML lines).
+pub async fn big_object_with(n: usize, source_settings: &str) -> BigObject {
     services::migrated().await;
     let (schema, name) = (services::unique("s"), services::unique("big"));
     let bucket = services::unique("big").replace('_', "-");
@@ -51,7 +58,7 @@ pub async fn big_object(n: usize) -> BigObject {
         .replace("name = \"logins\"", &format!("name = \"{name}\""))
         .replace(
             "[source.sqs]\nqueue = \"${LOGIN_QUEUE:-login-queue}\"",
-            &format!("[source.s3]\nqueue = \"unused\"\nbucket = \"{bucket}\"\nformat = \"json-lines\""),
+            &format!("[source.s3]\nqueue = \"unused\"\nbucket = \"{bucket}\"\nformat = \"json-lines\"\n{source_settings}"),
         )
         .replace("table = \"user_logins\"", &format!("table = \"user_logins\"\nschema = \"{schema}\""));
     assert!(text.contains("[source.s3]"), "the logins pipeline's source is where this expects it");
@@ -59,7 +66,7 @@ pub async fn big_object(n: usize) -> BigObject {
     std::fs::create_dir_all(&dir).unwrap();
     let pipeline = dir.join("logins-s3.toml");
     std::fs::write(&pipeline, text).unwrap();
-    BigObject { schema, pipeline, bytes }
+    BigObject { name, schema, pipeline, bytes }
 }
 
 /// What a `host backfill` did.
@@ -82,22 +89,7 @@ pub fn host_binary() -> PathBuf {
 /// Runs `host backfill` on the object's pipeline, watching its memory.
 pub fn backfill(o: &BigObject) -> Backfill {
     let start = Instant::now();
-    let mut child = std::process::Command::new(host_binary())
-        .arg("--plugin-path")
-        .arg(common::PLUGIN_DIR)
-        .arg("--cache-dir")
-        .arg(common::cache_dir())
-        .arg("backfill")
-        .arg(&o.pipeline)
-        .env("DATABASE_URL", services::database_url())
-        .env("AWS_ENDPOINT_URL", services::endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = backfill_command(o).spawn().unwrap();
     let status = format!("/proc/{}/status", child.id());
     let mut peak = 0;
     // VmHWM is the peak so far: the last reading before the exit is the peak.
@@ -115,6 +107,26 @@ pub fn backfill(o: &BigObject) -> Backfill {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         success: out.status.success(),
     }
+}
+
+/// `host backfill` of the object's pipeline, not started.
+pub fn backfill_command(o: &BigObject) -> std::process::Command {
+    let mut command = std::process::Command::new(host_binary());
+    command
+        .arg("--plugin-path")
+        .arg(common::PLUGIN_DIR)
+        .arg("--cache-dir")
+        .arg(common::cache_dir())
+        .arg("backfill")
+        .arg(&o.pipeline)
+        .env("DATABASE_URL", services::database_url())
+        .env("AWS_ENDPOINT_URL", services::endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
 }
 
 fn vm_hwm(status: &str) -> Option<u64> {

@@ -59,13 +59,21 @@ pub struct FileReceipt {
     pub key: String,
     /// The S3 version id, else the ETag.
     pub version: String,
-    /// `s3://bucket/key`: the source in lineage and dead letters.
+    /// `s3://bucket/key`, as the target's `source-file` column holds it.
     pub uri: String,
     /// The target's column naming each row's file: before the object's
     /// first rows, the rows of its earlier versions are deleted by it.
     pub replace: Option<String>,
     /// The object's row count, once the reader reached its end.
     pub end: Option<u64>,
+}
+
+impl FileReceipt {
+    /// `s3://bucket/key#version`: the source of the object's lineage and
+    /// dead letters.
+    pub fn origin(&self) -> String {
+        format!("{}#{}", self.uri, self.version)
+    }
 }
 
 /// What `etl.files` holds for one object version.
@@ -287,9 +295,13 @@ impl PostgresSink {
             .filter(|u| !committed.contains(&u.message_id) && taken.insert(u.message_id.as_str()))
             .collect();
         let mut report = Report { duplicates: units.len() - fresh.len(), commits: 1, ..Report::default() };
+        let origin = match receipt {
+            Receipt::File(f) => f.origin(),
+            Receipt::Messages => String::new(),
+        };
         let source = match receipt {
             Receipt::Messages => self.source.as_str(),
-            Receipt::File(f) => f.uri.as_str(),
+            Receipt::File(_) => origin.as_str(),
         };
         // An object's rows: its ledger row is locked first, so loaders of
         // one object take turns, and rows committed before are left out.
