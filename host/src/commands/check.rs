@@ -11,9 +11,13 @@ pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<usize> {
     let mut failed = 0;
     for path in paths {
         match load(&engine, path) {
-            Ok((pipeline, chain)) => {
+            Ok((_, chain)) => {
                 let steps: Vec<String> = chain.plugins().map(|p| format!("{} {}", p.name, short(&p.digest))).collect();
-                println!("ok: {} ({} steps: {})", path.display(), pipeline.steps.len(), steps.join(", "));
+                if steps.is_empty() {
+                    println!("ok: {} (no transform steps)", path.display());
+                } else {
+                    println!("ok: {} ({} steps: {})", path.display(), steps.len(), steps.join(", "));
+                }
             }
             Err(e) => {
                 failed += 1;

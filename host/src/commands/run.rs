@@ -106,3 +106,28 @@ pub async fn migrate(path: &Path) -> anyhow::Result<Vec<String>> {
     config::load(path)?;
     Ok(crate::migrate::run(&database_url()?).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::progress_line;
+    use crate::files::BackfillProgress;
+    use std::time::Duration;
+
+    #[test]
+    fn progress_shows_objects_rows_bytes_rate_and_eta() {
+        let p = BackfillProgress {
+            objects_done: 1,
+            objects: 4,
+            rows: 20_000,
+            bytes: 10_000_000,
+            total_bytes: 40_000_000,
+            elapsed: Duration::from_secs(2),
+        };
+        assert_eq!(
+            progress_line(&p),
+            "[#####...............] 1/4 objects, 20000 rows, 10.0/40.0 MB, 10000 rows/s, ETA 6 s"
+        );
+        let done = BackfillProgress { objects_done: 4, bytes: 40_000_000, ..p };
+        assert_eq!(progress_line(&done), "[####################] 4/4 objects, 20000 rows, 40.0/40.0 MB, 10000 rows/s");
+    }
+}
