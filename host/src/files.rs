@@ -151,10 +151,6 @@ impl Loader {
         Ok((loader, config))
     }
 
-    pub fn sink(&self) -> &PostgresSink {
-        &self.sink
-    }
-
     /// Whether the pipeline loads `key` of `bucket` (its bucket and prefix).
     pub fn wants(&self, bucket: &str, key: &str) -> bool {
         self.config.bucket.as_deref().is_none_or(|b| b == bucket) && key.starts_with(&self.config.prefix)

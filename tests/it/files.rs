@@ -359,3 +359,55 @@ async fn two_reconcilers_at_once_load_each_file_once() {
         db.query_one("SELECT count(*) FROM etl.batches WHERE pipeline = $1", &[&name]).await.unwrap().get(0);
     assert_eq!(commits, 8, "one commit per file, by one of the two");
 }
+
+/// Without `--once`, a reconcile pass runs every `interval_s`: files
+/// uploaded while the host runs are loaded by the next pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_passes_run_on_their_interval_until_stopped() {
+    migrated().await;
+    let (name, schema, bucket) = (unique("cust3"), unique("s"), bucket_name("landing3"));
+    pg().await
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (LIKE public.customers INCLUDING ALL)"
+        ))
+        .await
+        .unwrap();
+    let s3 = s3_at(services::endpoint()).await;
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let pipeline = shipped("customers.toml", "customers", &schema, &name, &[("CUSTOMER_BUCKET", bucket.as_str())]);
+    let every_second = {
+        let mut p = pipeline;
+        if let Some(host::config::Source::S3(s3)) = &mut p.source {
+            s3.mode = host::config::S3Mode::Reconcile { interval: Duration::from_secs(1) };
+        }
+        p
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let aws = services::aws_at(services::endpoint()).await;
+    let host = tokio::spawn(async move {
+        let opts = RunOptions { once: false, idle: Duration::from_secs(1) };
+        host::run::run(every_second, common::engine(), &services::database_url(), &aws, opts, async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    let count = || async {
+        pg().await.query_one(&format!("SELECT count(*) FROM {schema}.customers"), &[]).await.unwrap().get::<_, i64>(0)
+    };
+    let wait_for = |n: i64| async move {
+        let start = std::time::Instant::now();
+        while count().await != n {
+            assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {n} rows");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    put(&s3, &bucket, "customers/a.csv", "1,10001,New York,NY,2023-01-01 00:00:00,2023-01-01 00:00:00\n").await;
+    wait_for(1).await;
+    put(&s3, &bucket, "customers/b.csv", "2,10002,New York,NY,2023-01-01 00:00:00,2023-01-01 00:00:00\n").await;
+    wait_for(2).await;
+    s3.delete_object().bucket(&bucket).key("customers/a.csv").send().await.unwrap();
+    wait_for(1).await;
+    stop_tx.send(()).unwrap();
+    let summary = host.await.unwrap().expect("stops cleanly");
+    assert_eq!((summary.objects, summary.objects_removed), (2, 1), "{summary}");
+}

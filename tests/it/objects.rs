@@ -29,6 +29,8 @@ pub fn logins_lines(n: usize) -> Vec<u8> {
 pub struct BigObject {
     /// The pipeline's name.
     pub name: String,
+    /// A moto of its own: 170 MB would slow the shared one for every test.
+    pub endpoint: String,
     pub schema: String,
     pub pipeline: PathBuf,
     pub bytes: usize,
@@ -48,7 +50,8 @@ pub async fn big_object_with(n: usize, source_settings: &str) -> BigObject {
         .batch_execute(&format!("CREATE SCHEMA {schema}; CREATE TABLE {schema}.user_logins (LIKE public.user_logins)"))
         .await
         .unwrap();
-    let s3 = services::s3_at(services::endpoint()).await;
+    let endpoint = services::private_endpoint();
+    let s3 = services::s3_at(&endpoint).await;
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let body = logins_lines(n);
     let bytes = body.len();
@@ -66,7 +69,7 @@ pub async fn big_object_with(n: usize, source_settings: &str) -> BigObject {
     std::fs::create_dir_all(&dir).unwrap();
     let pipeline = dir.join("logins-s3.toml");
     std::fs::write(&pipeline, text).unwrap();
-    BigObject { name, schema, pipeline, bytes }
+    BigObject { name, endpoint, schema, pipeline, bytes }
 }
 
 /// What a `host backfill` did.
@@ -120,7 +123,7 @@ pub fn backfill_command(o: &BigObject) -> std::process::Command {
         .arg("backfill")
         .arg(&o.pipeline)
         .env("DATABASE_URL", services::database_url())
-        .env("AWS_ENDPOINT_URL", services::endpoint())
+        .env("AWS_ENDPOINT_URL", &o.endpoint)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
