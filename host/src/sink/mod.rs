@@ -341,7 +341,8 @@ impl PostgresSink {
             } else {
                 &self.target
             };
-            let copy = tx.copy_in(&sql::copy_in(into, &self.columns, self.staged())).await?;
+            let statement = tx.prepare_cached(&sql::copy_in(into, &self.columns, self.staged())).await?;
+            let copy = tx.copy_in(&statement).await?;
             futures_util::pin_mut!(copy);
             let mut buf = Vec::with_capacity(fresh.iter().map(|u| u.rows.len()).sum());
             for u in &fresh {
@@ -407,26 +408,26 @@ impl PostgresSink {
         look_in.sort_unstable();
         look_in.dedup();
         // One flight: the lineage, then this pipeline's ledger lock (held to
-        // the commit, so commits of a pipeline take turns from here) and the
-        // check against everything committed before. The check's snapshot
-        // is taken after the lock is granted.
+        // the commit, so commits of a pipeline take turns from here), the
+        // check against everything committed before (its snapshot is taken
+        // after the lock is granted) and, optimistically, the batch's ids
+        // into the ledger: if the check finds some, the whole transaction
+        // is rolled back, that record with it.
+        let record = tx.prepare_cached(sql::LEDGER_RECORD).await?;
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&self.pipeline];
         let seen_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.pipeline, &look_in, &ids];
-        let (batch, _, _, seen) = tokio::try_join!(
+        let record_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.pipeline, &parts, &ids];
+        let (_, _, _, seen, _) = tokio::try_join!(
             tx.query_one(&lineage, &lineage_params),
             tx.execute(&lock, &lock_params),
             // Statistics lag behind a fast-growing ledger: the look-up must
             // probe its index, never scan it.
             tx.batch_execute("SET LOCAL enable_seqscan = off"),
             tx.query(&seen, &seen_params),
+            tx.execute(&record, &record_params),
         )?;
         if !seen.is_empty() {
             return Err(Attempt::Committed(seen.iter().map(|r| r.get(0)).collect()));
-        }
-        if !fresh.is_empty() {
-            let batch_id: i64 = batch.get(0);
-            let record = tx.prepare_cached(sql::LEDGER_RECORD).await?;
-            tx.execute(&record, &[&self.pipeline, &batch_id, &parts, &ids]).await?;
         }
         tx.commit().await?;
         Ok(report)

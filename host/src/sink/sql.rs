@@ -97,9 +97,11 @@ pub const LEDGER_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('etl.receip
 pub const LEDGER_SEEN: &str = "SELECT id FROM unnest($3::text[]) AS id WHERE id IN \
      (SELECT unnest(message_ids) FROM etl.receipts WHERE pipeline = $1 AND part = ANY($2::bigint[]))";
 
-/// Records batch `$2`'s ids `$4`, one row per partition (`$3`, one per id).
+/// Records the ids `$3` (partitions `$2`, one per id) of the batch whose
+/// lineage this session inserted last, one row per partition.
 pub const LEDGER_RECORD: &str = "INSERT INTO etl.receipts (pipeline, part, batch_id, message_ids) \
-     SELECT $1, part, $2, array_agg(id) FROM unnest($3::bigint[], $4::text[]) AS u(part, id) GROUP BY part";
+     SELECT $1, part, currval(pg_get_serial_sequence('etl.batches', 'id')), array_agg(id) \
+     FROM unnest($2::bigint[], $3::text[]) AS u(part, id) GROUP BY part";
 
 /// The batch's lineage; gives its id.
 pub const LINEAGE: &str = "INSERT INTO etl.batches \
