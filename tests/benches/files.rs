@@ -8,14 +8,13 @@
 //! local server; moto from `.venv`, started by the bench). `FILES_ROWS`
 //! scales it down.
 
-use bytes::Bytes;
-use futures_util::{SinkExt, TryStreamExt};
-use std::time::Instant;
+use futures_util::TryStreamExt;
 
 #[path = "../it/common.rs"]
 #[allow(dead_code)]
 mod common;
 #[path = "../it/objects.rs"]
+#[allow(dead_code)]
 mod objects;
 #[path = "../it/services.rs"]
 #[allow(dead_code)]
@@ -44,12 +43,7 @@ async fn main() {
     let rows = text.iter().filter(|&&b| b == b'\n').count();
     assert_eq!(rows, n);
     db.batch_execute(&format!("CREATE TABLE {schema}.plain (LIKE public.user_logins)")).await.unwrap();
-    let start = Instant::now();
-    let copy = db.copy_in(&format!("COPY {schema}.plain FROM STDIN")).await.unwrap();
-    futures_util::pin_mut!(copy);
-    copy.send(Bytes::from(text)).await.unwrap();
-    copy.finish().await.unwrap();
-    let copy_time = start.elapsed();
+    let copy_time = services::timed_copy(&db, &format!("{schema}.plain"), text).await;
 
     let rate = |t: std::time::Duration| n as f64 / t.as_secs_f64();
     println!("{n} rows, {:.0} MB JSON lines in S3 (moto)", object.bytes as f64 / 1e6);

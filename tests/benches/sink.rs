@@ -13,8 +13,6 @@
 //! `CPU_MESSAGES` scale it down; `SINK_ONLY=append_1000` runs the sink
 //! cases whose name holds that text.
 
-use bytes::Bytes;
-use futures_util::SinkExt;
 use std::time::Instant;
 
 #[path = "../it/common.rs"]
@@ -53,12 +51,7 @@ async fn sink_against_copy(n: usize) {
         .unwrap();
     let lines = rows_text(n);
 
-    let start = Instant::now();
-    let copy = db.copy_in(&format!("COPY {schema}.plain FROM STDIN")).await.unwrap();
-    futures_util::pin_mut!(copy);
-    copy.send(Bytes::from(lines.concat())).await.unwrap();
-    copy.finish().await.unwrap();
-    let plain = n as f64 / start.elapsed().as_secs_f64();
+    let plain = n as f64 / services::timed_copy(&db, &format!("{schema}.plain"), lines.concat()).await.as_secs_f64();
     // The same COPY into a table with upsert's key: the unique index is a
     // B-tree insert per row that any upsert pays, whatever the host does.
     db.batch_execute(&format!(
@@ -66,12 +59,7 @@ async fn sink_against_copy(n: usize) {
     ))
     .await
     .unwrap();
-    let start = Instant::now();
-    let copy = db.copy_in(&format!("COPY {schema}.keyed FROM STDIN")).await.unwrap();
-    futures_util::pin_mut!(copy);
-    copy.send(Bytes::from(lines.concat())).await.unwrap();
-    copy.finish().await.unwrap();
-    let keyed = n as f64 / start.elapsed().as_secs_f64();
+    let keyed = n as f64 / services::timed_copy(&db, &format!("{schema}.keyed"), lines.concat()).await.as_secs_f64();
 
     println!("sink: {n} user_logins rows");
     println!("{:>44} | {:>10} | {:>13}", "", "rows/s", "of plain COPY");

@@ -180,3 +180,14 @@ pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: impl In
     let body = aws_sdk_s3::primitives::ByteStream::from(body.into());
     s3.put_object().bucket(bucket).key(key).body(body).send().await.unwrap();
 }
+
+/// Time of one plain `COPY table FROM STDIN` of `text` (COPY text format).
+pub async fn timed_copy(db: &tokio_postgres::Client, table: &str, text: Vec<u8>) -> Duration {
+    use futures_util::SinkExt;
+    let start = Instant::now();
+    let copy = db.copy_in(&format!("COPY {table} FROM STDIN")).await.unwrap();
+    futures_util::pin_mut!(copy);
+    copy.send(bytes::Bytes::from(text)).await.unwrap();
+    copy.finish().await.unwrap();
+    start.elapsed()
+}
