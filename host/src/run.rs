@@ -150,6 +150,7 @@ pub async fn run(
         .map(|_| tokio::spawn(receive_loop(shared.clone(), msg_tx.clone(), stop_rx.clone(), opts)))
         .collect();
     drop(msg_tx);
+    let pruning = tokio::spawn(prune_ledger(shared.clone(), stop_rx.clone()));
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let batch_rx = Arc::new(Mutex::new(batch_rx));
     let workers: Vec<_> = chains
@@ -174,6 +175,7 @@ pub async fn run(
     for w in workers {
         let _ = w.await;
     }
+    let _ = pruning.await;
     let mut summary = shared.summary.lock().expect("not poisoned").clone();
     watching.finish(&mut summary).await;
     summary.elapsed = started.elapsed();
@@ -284,6 +286,34 @@ pub(crate) async fn take_new_version(
         Err(e) => {
             tracing::error!(error = %e, "could not instantiate the new version; this worker keeps the old one");
             chain
+        }
+    }
+}
+
+/// Keeps the ledger to what can still come back: once an hour, the rows of
+/// messages sent before the queue's retention period (and a day more) go.
+async fn prune_ledger(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    const DAY_MS: i64 = 86_400_000;
+    loop {
+        let retention = match shared.source.retention().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the queue's retention; the ledger is not pruned this time");
+                Duration::MAX
+            }
+        };
+        if retention != Duration::MAX {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            let cutoff = now as i64 - retention.as_millis() as i64 - DAY_MS;
+            match shared.sink.prune_ledger(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pipeline = %shared.pipeline.name, rows = n, "ledger pruned past the queue's retention"),
+                Err(e) => tracing::warn!(error = %e, "could not prune the ledger; trying again in an hour"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.changed() => return,
         }
     }
 }

@@ -461,3 +461,56 @@ async fn sigterm_stops_the_host_cleanly() {
     assert!(stdout.starts_with("messages 20, rows 19, dead letters 1"), "{stdout}");
     assert_eq!(count(&format!("SELECT count(*) FROM {schema}.user_logins")).await, 19);
 }
+
+/// The ledger forgets what cannot come back: rows of messages sent before a
+/// cutoff go; newer ones, replays' and the legacy partition's stay. The
+/// cutoff `host run` uses comes from the queue's retention period.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ledger_is_pruned_past_the_queues_retention() {
+    let (name, schema) = (unique("prune"), unique("s"));
+    schema_with_user_logins(&schema).await;
+    let p = logins("unused", &schema, &name);
+    let sink = host::sink::PostgresSink::new(
+        host::sink::pool(&services::database_url(), 2).unwrap(),
+        &name,
+        "test",
+        p.sink.as_ref().unwrap(),
+        None,
+    );
+    let day = 86_400_000i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let db = pg().await;
+    for (part, id) in [
+        (host::sink::sql::ledger_part(now - 20 * day), "old"),
+        (host::sink::sql::ledger_part(now - day), "recent"),
+        (host::sink::sql::LEGACY_PART, "legacy"),
+        (host::sink::sql::ledger_part(-7), "replay"),
+    ] {
+        db.execute(
+            "INSERT INTO etl.receipts (pipeline, part, batch_id, message_ids) VALUES ($1, $2, 0, ARRAY[$3])",
+            &[&name, &part, &id],
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(sink.prune_ledger(now - 15 * day).await.unwrap(), 1);
+    let left: Vec<String> = db
+        .query("SELECT message_ids[1] FROM etl.receipts WHERE pipeline = $1 ORDER BY 1", &[&name])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["legacy", "recent", "replay"]);
+
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    sqs.set_queue_attributes()
+        .queue_url(&url)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod, "86400")
+        .send()
+        .await
+        .unwrap();
+    let source = host::source::SqsSource::with_config(&aws().await, &name).await.unwrap();
+    assert_eq!(source.retention().await.unwrap(), Duration::from_secs(86_400));
+}

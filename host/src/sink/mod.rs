@@ -231,6 +231,16 @@ impl PostgresSink {
         Ok(report)
     }
 
+    /// Removes the ledger rows of messages sent before `sent_ms` (ms since
+    /// the epoch); returns how many rows went.
+    pub async fn prune_ledger(&self, sent_ms: i64) -> Result<u64, SinkError> {
+        let client = self.pool.get().await.map_err(|e| SinkError::Pool(e.to_string()))?;
+        client
+            .execute(sql::LEDGER_PRUNE, &[&self.pipeline, &sql::ledger_part(sent_ms)])
+            .await
+            .map_err(|e| SinkError::Transient { attempts: 1, source: e })
+    }
+
     /// Where an object version stands (nothing done if it is not known).
     pub async fn file_state(&self, f: &FileReceipt) -> Result<FileState, SinkError> {
         let client = self.pool.get().await.map_err(|e| SinkError::Pool(e.to_string()))?;

@@ -103,6 +103,11 @@ pub const LEDGER_RECORD: &str = "INSERT INTO etl.receipts (pipeline, part, batch
      SELECT $1, part, currval(pg_get_serial_sequence('etl.batches', 'id')), array_agg(id) \
      FROM unnest($2::bigint[], $3::text[]) AS u(part, id) GROUP BY part";
 
+/// Forgets pipeline `$1`'s ledger rows of messages sent before partition
+/// `$2`: past the queue's retention they cannot come back. Replays
+/// (negative partitions) and the legacy partition stay.
+pub const LEDGER_PRUNE: &str = "DELETE FROM etl.receipts WHERE pipeline = $1 AND part >= 0 AND part < $2";
+
 /// The batch's lineage; gives its id.
 pub const LINEAGE: &str = "INSERT INTO etl.batches \
      (pipeline, source, messages, rows_written, dead_letters, plugins) \

@@ -117,6 +117,26 @@ impl SqsSource {
         Ok(messages)
     }
 
+    /// How long the queue keeps a message (its MessageRetentionPeriod): no
+    /// message older than this can be delivered again.
+    pub async fn retention(&self) -> Result<Duration, SqsError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::MessageRetentionPeriod)
+            .send()
+            .await
+            .map_err(|e| self.err("GetQueueAttributes")(boxed(e)))?;
+        let seconds = out
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::MessageRetentionPeriod))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| self.err("GetQueueAttributes")("no MessageRetentionPeriod in the answer".into()))?;
+        Ok(Duration::from_secs(seconds))
+    }
+
     /// Deletes messages (10 per call). Returns how many could not be
     /// deleted: they come back and the ledger makes them no-ops.
     pub async fn delete(&self, messages: &[&Message]) -> Result<usize, SqsError> {
