@@ -17,7 +17,7 @@ use crate::config::{Generated, Pipeline, S3Mode, S3SourceConfig, Source, SqsSour
 use crate::input::{Decoder, fields_json};
 use crate::mapping::{LoadTime, Mapping};
 use crate::reload::Generation;
-use crate::run::{RunError, RunOptions, Summary, fill_units, take_new_version};
+use crate::run::{RunError, RunOptions, Summary, fill_units, run_chain, take_new_version};
 use crate::sink::dead_letter::DeadLetter;
 use crate::sink::{FileReceipt, PostgresSink, Receipt, Report, SinkError, Unit, sql};
 use crate::source::{Message, SqsSource};
@@ -27,7 +27,7 @@ use readers::file::{FileOptions, FileReader, Item};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::watch;
 
 /// One object to load. Without a version id or ETag, the object's current
 /// ones are looked up first.
@@ -386,14 +386,7 @@ impl Loader {
             }
             units.push(unit);
         }
-        let batch = builder.finish();
-        let (chain, out) = tokio::task::spawn_blocking(move || {
-            let mut chain = chain;
-            let out = chain.run(&batch);
-            (chain, out)
-        })
-        .await
-        .expect("the chain does not panic");
+        let (chain, out) = run_chain(chain, builder.finish()).await;
         match out {
             Ok(out) => {
                 fill_units(&self.mapping, self.sink.staged(), load, &out, &record_unit, &mut units[start..], |_| 1);
@@ -891,36 +884,9 @@ async fn pass(shared: &Arc<Shared>, chains: Vec<TransformChain>) -> Vec<Transfor
     let gone: Vec<String> =
         loaded.iter().filter(|(k, _)| !listed_keys.contains(k.as_str())).map(|(k, _)| k.clone()).collect();
     tracing::info!(pipeline = %loader.pipeline, listed = listed.len(), to_load = todo.len(), gone = gone.len(), "reconcile pass");
-    let (tx, rx) = mpsc::channel::<ObjectRef>(todo.len().max(1));
-    for o in todo {
-        let _ = tx.send(o).await;
-    }
-    drop(tx);
-    let rx = Arc::new(Mutex::new(rx));
-    let workers: Vec<_> = chains
-        .into_iter()
-        .map(|chain| {
-            let (shared, rx) = (shared.clone(), rx.clone());
-            tokio::spawn(async move {
-                let mut chain = chain;
-                loop {
-                    if shared.loader.stopping.load(Ordering::Relaxed) || shared.fatal() {
-                        return chain;
-                    }
-                    let Some(object) = rx.lock().await.recv().await else { return chain };
-                    let (c, outcome) = shared.loader.load(chain, &object).await;
-                    chain = c;
-                    if let Ok(Outcome::Gone) = outcome {
-                        tracing::info!(pipeline = %shared.loader.pipeline, object = %object.uri(), "gone before it was read; the next pass removes its rows");
-                    }
-                    shared.count(&outcome);
-                }
-            })
-        })
-        .collect();
-    let mut chains = Vec::new();
-    for w in workers {
-        chains.push(w.await.expect("workers do not panic"));
+    let mut back = Vec::new();
+    for w in load_each(shared, chains, todo) {
+        back.push(w.await.expect("workers do not panic"));
     }
     for key in gone {
         match loader.remove(&bucket, &key).await {
@@ -929,7 +895,45 @@ async fn pass(shared: &Arc<Shared>, chains: Vec<TransformChain>) -> Vec<Transfor
             Err(e) => shared.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{key}"), source: e })),
         }
     }
+    back
+}
+
+/// Workers, one per chain, each taking the next of `objects` until none is
+/// left (or the run stops); each gives its chain back.
+fn load_each(
+    shared: &Arc<Shared>,
+    chains: Vec<TransformChain>,
+    objects: Vec<ObjectRef>,
+) -> Vec<tokio::task::JoinHandle<TransformChain>> {
+    let queue = Arc::new(std::sync::Mutex::new(objects.into_iter()));
     chains
+        .into_iter()
+        .map(|chain| {
+            let (shared, queue) = (shared.clone(), queue.clone());
+            tokio::spawn(async move {
+                let mut chain = chain;
+                loop {
+                    if shared.loader.stopping.load(Ordering::Relaxed) || shared.fatal() {
+                        return chain;
+                    }
+                    let Some(object) = queue.lock().expect("not poisoned").next() else { return chain };
+                    let (c, outcome) = shared.loader.load(chain, &object).await;
+                    chain = c;
+                    match outcome {
+                        Ok(Outcome::Gone) => {
+                            tracing::info!(pipeline = %shared.loader.pipeline, object = %object.uri(), "gone before it was read")
+                        }
+                        // Done before: it counts as done in the progress.
+                        Ok(Outcome::AlreadyLoaded) => {
+                            shared.loader.progress.objects.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
+                    shared.count(&outcome);
+                }
+            })
+        })
+        .collect()
 }
 
 /// `host backfill`: every object under `prefix` of the pipeline's bucket,
@@ -958,45 +962,23 @@ pub async fn backfill(
     let (chains, _generations, watching) = versions.watch(stop_rx);
     let shared = Arc::new(Shared { engine, loader: loader.clone(), queue: None, summary: Default::default(), fatal: Default::default() });
     let total_bytes: u64 = listed.iter().map(|o| o.size).sum();
-    let objects = listed.len() as u64;
-    let (tx, rx) = mpsc::channel::<ObjectRef>(listed.len().max(1));
+    let count = listed.len() as u64;
     let bucket = config.bucket.clone().unwrap_or_default();
-    for o in listed {
-        let _ = tx.send(ObjectRef { bucket: bucket.clone(), key: o.key, version_id: None, etag: Some(o.etag) }).await;
-    }
-    drop(tx);
-    let rx = Arc::new(Mutex::new(rx));
-    let workers: Vec<_> = chains
+    let objects = listed
         .into_iter()
-        .map(|chain| {
-            let (shared, rx) = (shared.clone(), rx.clone());
-            tokio::spawn(async move {
-                let mut chain = chain;
-                loop {
-                    if shared.fatal() {
-                        return;
-                    }
-                    let Some(object) = rx.lock().await.recv().await else { return };
-                    let (c, outcome) = shared.loader.load(chain, &object).await;
-                    chain = c;
-                    if matches!(outcome, Ok(Outcome::AlreadyLoaded)) {
-                        shared.loader.progress.objects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    shared.count(&outcome);
-                }
-            })
-        })
+        .map(|o| ObjectRef { bucket: bucket.clone(), key: o.key, version_id: None, etag: Some(o.etag) })
         .collect();
+    let workers = load_each(&shared, chains, objects);
     let all = futures_util::future::join_all(workers);
     tokio::pin!(all);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = &mut all => break,
-            _ = tick.tick() => report(&BackfillProgress::of(&loader.progress, objects, total_bytes, started)),
+            _ = tick.tick() => report(&BackfillProgress::of(&loader.progress, count, total_bytes, started)),
         }
     }
-    report(&BackfillProgress::of(&loader.progress, objects, total_bytes, started));
+    report(&BackfillProgress::of(&loader.progress, count, total_bytes, started));
     let _ = stop_tx.send(true);
     let mut summary = shared.summary.lock().expect("not poisoned").clone();
     watching.finish(&mut summary).await;

@@ -540,14 +540,7 @@ async fn prepare(
             Err(reason) => units[i].dead.push(dead("input", reason, m)),
         }
     }
-    let batch = builder.finish();
-    let (chain, out) = tokio::task::spawn_blocking(move || {
-        let mut chain = chain;
-        let out = chain.run(&batch);
-        (chain, out)
-    })
-    .await
-    .expect("the chain does not panic");
+    let (chain, out) = run_chain(chain, builder.finish()).await;
     let out = match out {
         Ok(out) => out,
         Err(e) => return (chain, Err(e.to_string())),
@@ -565,6 +558,20 @@ async fn prepare(
     let plugins: Vec<serde_json::Value> =
         chain.plugins().map(|p| serde_json::json!({"name": p.name, "digest": p.digest})).collect();
     (chain, Ok((units, serde_json::Value::Array(plugins).to_string())))
+}
+
+/// Runs `batch` through `chain` on a blocking thread; gives the chain back.
+pub(crate) async fn run_chain(
+    chain: TransformChain,
+    batch: crate::batch::Batch,
+) -> (TransformChain, Result<ChainOutput, crate::transform::StepError>) {
+    tokio::task::spawn_blocking(move || {
+        let mut chain = chain;
+        let out = chain.run(&batch);
+        (chain, out)
+    })
+    .await
+    .expect("the chain does not panic")
 }
 
 /// Writes a chain's output into the units its records came from:

@@ -38,6 +38,17 @@ async fn aws() -> aws_config::SdkConfig {
         .await
 }
 
+/// The pipeline's sink on its own, under the pipeline name `name`.
+fn sink_for(name: &str, p: &Pipeline) -> host::sink::PostgresSink {
+    host::sink::PostgresSink::new(
+        host::sink::pool(&services::database_url(), 2).unwrap(),
+        name,
+        "test",
+        p.sink.as_ref().unwrap(),
+        None,
+    )
+}
+
 async fn run_once(p: Pipeline) -> Summary {
     let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
     host::run::run(p, common::engine(), &services::database_url(), &aws().await, opts, std::future::pending())
@@ -98,13 +109,7 @@ async fn a_message_committed_before_adds_nothing() {
     let (name, schema) = (unique("redeliver"), unique("s"));
     schema_with_user_logins(&schema).await;
     let p = logins("unused", &schema, &name);
-    let sink = host::sink::PostgresSink::new(
-        host::sink::pool(&services::database_url(), 2).unwrap(),
-        &name,
-        "test",
-        p.sink.as_ref().unwrap(),
-        None,
-    );
+    let sink = sink_for(&name, &p);
     let unit = |id: &str| host::sink::Unit {
         message_id: id.into(),
         rows: b"u\tios\tm\td\tRU\t2\t2026-01-01\n".to_vec(),
@@ -470,13 +475,7 @@ async fn the_ledger_is_pruned_past_the_queues_retention() {
     let (name, schema) = (unique("prune"), unique("s"));
     schema_with_user_logins(&schema).await;
     let p = logins("unused", &schema, &name);
-    let sink = host::sink::PostgresSink::new(
-        host::sink::pool(&services::database_url(), 2).unwrap(),
-        &name,
-        "test",
-        p.sink.as_ref().unwrap(),
-        None,
-    );
+    let sink = sink_for(&name, &p);
     let day = 86_400_000i64;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let db = pg().await;

@@ -62,6 +62,39 @@ async fn rows_by_length(schema: &str) -> (i64, i64) {
     (r.get(0), r.get(1))
 }
 
+/// A steady stream: 10 messages every 100 ms until told to stop; the task
+/// gives how many it sent.
+fn feed(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<usize>) {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let (sqs, url) = (sqs.clone(), url.to_string());
+    let task = tokio::spawn(async move {
+        let mut sent = 0;
+        while !*stopped.borrow_and_update() {
+            send(&sqs, &url, &bodies(sent, 10)).await;
+            sent += 10;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sent
+    });
+    (stop, task)
+}
+
+/// Waits until the rows by hash length satisfy `done`; gives how long it took.
+async fn wait_for(what: &str, schema: String, done: fn((i64, i64)) -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = rows_by_length(&schema).await;
+        if done(got) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_mask_takes_over_between_batches_and_broken_ones_are_refused() {
     let (name, schema) = (unique("swap"), unique("s"));
@@ -92,31 +125,7 @@ async fn a_new_mask_takes_over_between_batches_and_broken_ones_are_refused() {
         })
         .await
     });
-    // A steady stream: 10 messages every 100 ms until told to stop.
-    let (feed_stop, mut feed_rx) = tokio::sync::watch::channel(false);
-    let feeder = {
-        let (sqs, url) = (sqs.clone(), url.clone());
-        tokio::spawn(async move {
-            let mut sent = 0;
-            while !*feed_rx.borrow_and_update() {
-                send(&sqs, &url, &bodies(sent, 10)).await;
-                sent += 10;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            sent
-        })
-    };
-    let wait_for = |what: &'static str, schema: String, done: fn((i64, i64)) -> bool| async move {
-        let start = Instant::now();
-        loop {
-            let got = rows_by_length(&schema).await;
-            if done(got) {
-                return start.elapsed();
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}: {got:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let (feed_stop, feeder) = feed(&sqs, &url);
     wait_for("rows on the first version", schema.clone(), |(old, _)| old >= 30).await;
 
     // Broken candidates, each given a few polls: none may take over.
@@ -236,30 +245,7 @@ async fn a_plugin_in_s3_is_taken_when_its_etag_changes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (feed_stop, mut feed_rx) = tokio::sync::watch::channel(false);
-    let feeder = {
-        let (sqs, url) = (sqs.clone(), url.clone());
-        tokio::spawn(async move {
-            let mut sent = 0;
-            while !*feed_rx.borrow_and_update() {
-                send(&sqs, &url, &bodies(sent, 10)).await;
-                sent += 10;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            sent
-        })
-    };
-    let wait_for = |what: &'static str, schema: String, done: fn((i64, i64)) -> bool| async move {
-        let start = Instant::now();
-        loop {
-            let got = rows_by_length(&schema).await;
-            if done(got) {
-                return start.elapsed();
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}: {got:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let (feed_stop, feeder) = feed(&sqs, &url);
     wait_for("rows on the first version", schema.clone(), |(old, _)| old >= 30).await;
     services::put(&s3, &bucket, "plugins/mask.wasm", sha512).await;
     let took = wait_for("rows on the new version", schema.clone(), |(_, new)| new > 0).await;

@@ -18,28 +18,32 @@ pub fn database_url() -> anyhow::Result<String> {
 /// Runs a pipeline until SIGINT/SIGTERM (or, with `--once`, until the queue
 /// stays empty).
 pub async fn run(path: &Path, once: bool, migrate: bool, opts: &EngineOptions) -> anyhow::Result<Summary> {
+    let (pipeline, url, engine, aws) = set_up(path, migrate, opts).await?;
+    let run_opts = RunOptions { once, idle: std::time::Duration::from_secs(2) };
+    Ok(crate::run::run(pipeline, engine, &url, &aws, run_opts, shutdown_signal()).await?)
+}
+
+/// What `run` and `backfill` need: the pipeline, the database URL (migrated
+/// first if asked), the engine and the AWS configuration.
+async fn set_up(
+    path: &Path,
+    migrate: bool,
+    opts: &EngineOptions,
+) -> anyhow::Result<(config::Pipeline, String, std::sync::Arc<crate::transform::Engine>, aws_config::SdkConfig)> {
     let pipeline = config::load(path)?;
     let url = database_url()?;
     if migrate {
         crate::migrate::run(&url).await?;
     }
     let engine = opts.engine()?;
-    let aws = aws_config::load_from_env().await;
-    let run_opts = RunOptions { once, idle: std::time::Duration::from_secs(2) };
-    Ok(crate::run::run(pipeline, engine, &url, &aws, run_opts, shutdown_signal()).await?)
+    Ok((pipeline, url, engine, aws_config::load_from_env().await))
 }
 
 /// Loads every object under `prefix` of the pipeline's bucket, showing
 /// progress on stderr: a bar on a terminal, a plain line every 5 s otherwise.
 pub async fn backfill(path: &Path, prefix: &str, migrate: bool, opts: &EngineOptions) -> anyhow::Result<Summary> {
     use std::io::{IsTerminal, Write};
-    let pipeline = config::load(path)?;
-    let url = database_url()?;
-    if migrate {
-        crate::migrate::run(&url).await?;
-    }
-    let engine = opts.engine()?;
-    let aws = aws_config::load_from_env().await;
+    let (pipeline, url, engine, aws) = set_up(path, migrate, opts).await?;
     let terminal = std::io::stderr().is_terminal();
     let last = std::sync::Mutex::new(None::<std::time::Duration>);
     let show = |p: &crate::files::BackfillProgress| {
