@@ -157,7 +157,11 @@ impl Loader {
     }
 
     /// Loads one object (what is left of it). Gives the chain back.
-    pub async fn load(&self, chain: TransformChain, object: &ObjectRef) -> (TransformChain, Result<Outcome, LoadError>) {
+    pub async fn load(
+        &self,
+        chain: TransformChain,
+        object: &ObjectRef,
+    ) -> (TransformChain, Result<Outcome, LoadError>) {
         let uri = object.uri();
         let mut object = object.clone();
         if object.version_id.is_none() && object.etag.is_none() {
@@ -419,7 +423,10 @@ impl Loader {
         let unit = Unit {
             message_id: format!("after row {at}"),
             position: at + 1,
-            dead: vec![DeadLetter { stage: "source", ..input_dead_letter(format!("unreadable after row {at}: {reason}")) }],
+            dead: vec![DeadLetter {
+                stage: "source",
+                ..input_dead_letter(format!("unreadable after row {at}: {reason}"))
+            }],
             ..Unit::default()
         };
         receipt.end = Some(at + 1);
@@ -436,7 +443,11 @@ impl Loader {
         let object = ObjectRef { bucket: bucket.into(), key: key.into(), ..ObjectRef::default() };
         let mut client = self.pool.get().await.map_err(|e| SinkError::Pool(e.to_string()))?;
         let db = |e: tokio_postgres::Error| {
-            if crate::sink::transient(&e) { SinkError::Transient { attempts: 1, source: e } } else { SinkError::Permanent(e) }
+            if crate::sink::transient(&e) {
+                SinkError::Transient { attempts: 1, source: e }
+            } else {
+                SinkError::Permanent(e)
+            }
         };
         let tx = client.transaction().await.map_err(db)?;
         let (a, b) = lock_key(&self.pipeline, &object);
@@ -608,13 +619,7 @@ pub async fn run_files(
         }
     }
     let _ = stop_tx.send(true);
-    let mut summary = shared.summary.lock().expect("not poisoned").clone();
-    watching.finish(&mut summary).await;
-    summary.elapsed = started.elapsed();
-    if let Some(why) = shared.fatal.lock().expect("not poisoned").take() {
-        return Err(RunError::Stopped(why));
-    }
-    Ok(summary)
+    shared.finish(watching, started).await
 }
 
 struct Shared {
@@ -648,6 +653,17 @@ impl Shared {
         }
     }
 
+    /// The run's summary once its watcher stopped, or why it had to stop.
+    async fn finish(&self, watching: crate::run::Watching, started: Instant) -> Result<Summary, RunError> {
+        let mut summary = self.summary.lock().expect("not poisoned").clone();
+        watching.finish(&mut summary).await;
+        summary.elapsed = started.elapsed();
+        match self.fatal.lock().expect("not poisoned").take() {
+            Some(why) => Err(RunError::Stopped(why)),
+            None => Ok(summary),
+        }
+    }
+
     fn fatal(&self) -> bool {
         self.fatal.lock().expect("not poisoned").is_some()
     }
@@ -667,7 +683,8 @@ async fn notifications(
     let workers: Vec<_> = chains
         .into_iter()
         .map(|chain| {
-            let (shared, mut generations, stop, busy) = (shared.clone(), generations.clone(), stop.clone(), busy.clone());
+            let (shared, mut generations, stop, busy) =
+                (shared.clone(), generations.clone(), stop.clone(), busy.clone());
             tokio::spawn(async move {
                 let (source, queue) = shared.queue.as_ref().expect("notifications have a queue");
                 let wait = if opts.once { queue.wait.min(Duration::from_secs(1)) } else { queue.wait };
@@ -712,8 +729,7 @@ async fn notification(
     let finished = async {
         let mut chain = chain;
         if message.receive_count > queue.max_receives {
-            let reason =
-                format!("received {} times (max_receives = {})", message.receive_count, queue.max_receives);
+            let reason = format!("received {} times (max_receives = {})", message.receive_count, queue.max_receives);
             return (chain, message_dead_letter(shared, &message, reason).await);
         }
         let events = match readers::notification::parse(&String::from_utf8_lossy(&message.body)) {
@@ -774,11 +790,7 @@ async fn message_dead_letter(shared: &Shared, m: &Message, reason: String) -> bo
         message_id: m.id.clone(),
         sent_ms: m.sent_ms,
         payload: m.body.clone(),
-        dead: vec![DeadLetter {
-            stage: "source",
-            received_count: m.receive_count as i32,
-            ..input_dead_letter(reason)
-        }],
+        dead: vec![DeadLetter { stage: "source", received_count: m.receive_count as i32, ..input_dead_letter(reason) }],
         ..Unit::default()
     };
     match shared.loader.sink.commit(vec![unit], "[]").await {
@@ -960,7 +972,13 @@ pub async fn backfill(
     let versions = crate::run::Versions::start(&engine, &pipeline).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (chains, _generations, watching) = versions.watch(stop_rx);
-    let shared = Arc::new(Shared { engine, loader: loader.clone(), queue: None, summary: Default::default(), fatal: Default::default() });
+    let shared = Arc::new(Shared {
+        engine,
+        loader: loader.clone(),
+        queue: None,
+        summary: Default::default(),
+        fatal: Default::default(),
+    });
     let total_bytes: u64 = listed.iter().map(|o| o.size).sum();
     let count = listed.len() as u64;
     let bucket = config.bucket.clone().unwrap_or_default();
@@ -980,13 +998,7 @@ pub async fn backfill(
     }
     report(&BackfillProgress::of(&loader.progress, count, total_bytes, started));
     let _ = stop_tx.send(true);
-    let mut summary = shared.summary.lock().expect("not poisoned").clone();
-    watching.finish(&mut summary).await;
-    summary.elapsed = started.elapsed();
-    if let Some(why) = shared.fatal.lock().expect("not poisoned").take() {
-        return Err(RunError::Stopped(why));
-    }
-    Ok(summary)
+    shared.finish(watching, started).await
 }
 
 /// A backfill's progress at one moment.

@@ -50,7 +50,12 @@ impl Decoder {
 
     /// A CSV row (fields in the order of `columns`; `None` is null) as a
     /// record of text fields; PostgreSQL converts them to the columns' types.
-    pub fn decode_fields(&self, columns: &[String], fields: &[Option<String>], b: &mut BatchBuilder) -> Result<(), String> {
+    pub fn decode_fields(
+        &self,
+        columns: &[String],
+        fields: &[Option<String>],
+        b: &mut BatchBuilder,
+    ) -> Result<(), String> {
         let size: usize = fields.iter().map(|f| f.as_ref().map_or(0, String::len)).sum();
         if size > self.max_record_bytes {
             return Err(json::DecodeError::TooLarge { size, max: self.max_record_bytes }.to_string());

@@ -307,7 +307,9 @@ async fn prune_ledger(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             let cutoff = now as i64 - retention.as_millis() as i64 - DAY_MS;
             match shared.sink.prune_ledger(cutoff).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(pipeline = %shared.pipeline.name, rows = n, "ledger pruned past the queue's retention"),
+                Ok(n) => {
+                    tracing::info!(pipeline = %shared.pipeline.name, rows = n, "ledger pruned past the queue's retention")
+                }
                 Err(e) => tracing::warn!(error = %e, "could not prune the ledger; trying again in an hour"),
             }
         }

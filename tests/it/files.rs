@@ -19,8 +19,8 @@ fn shipped(file: &str, table: &str, schema: &str, name: &str, vars: &[(&str, &st
         .replace(&format!("table = \"{table}\""), &format!("table = \"{table}\"\nschema = \"{schema}\""));
     let path = Path::new("pipelines").join(file);
     let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let parsed = host::config::parse_str(&path, &text, |v| vars.iter().find(|(k, _)| k == v).map(|(_, x)| x.clone()))
-        .unwrap();
+    let parsed =
+        host::config::parse_str(&path, &text, |v| vars.iter().find(|(k, _)| k == v).map(|(_, x)| x.clone())).unwrap();
     host::config::validate(&path, parsed).unwrap()
 }
 
@@ -98,7 +98,14 @@ async fn transaction_files_load_on_notification_replace_by_id_and_a_redelivery_c
     assert_eq!(
         rows(&table).await,
         vec![
-            vec![s("1"), s("12 Main St, Springfield, IL"), s("Alice Moore"), s("250000.0"), s("200000.0"), s("First Bank")],
+            vec![
+                s("1"),
+                s("12 Main St, Springfield, IL"),
+                s("Alice Moore"),
+                s("250000.0"),
+                s("200000.0"),
+                s("First Bank")
+            ],
             vec![s("2"), s("7 \"Old\" Mill Rd, Apt 3"), s("Carla Diaz"), s("180500.5"), None, None],
             vec![s("3"), s("400 Lake Ave"), s("Eve Park"), s("520000.0"), s("416000.0"), s("Credit Union, North")],
         ],
@@ -114,8 +121,12 @@ async fn transaction_files_load_on_notification_replace_by_id_and_a_redelivery_c
     let summary = run_once(pipeline()).await;
     assert_eq!((summary.objects, summary.rows), (1, 4), "{summary}");
     let amounts = format!("SELECT id::text, transaction_amount::text FROM {schema}.transactions ORDER BY id");
-    let expected =
-        vec![vec![s("1"), s("250000.0")], vec![s("2"), s("181000.0")], vec![s("3"), s("520000.0")], vec![s("4"), s("99000.0")]];
+    let expected = vec![
+        vec![s("1"), s("250000.0")],
+        vec![s("2"), s("181000.0")],
+        vec![s("3"), s("520000.0")],
+        vec![s("4"), s("99000.0")],
+    ];
     assert_eq!(rows(&amounts).await, expected);
 
     // Both notifications again (a redelivery, and a stale one for the old
@@ -128,11 +139,8 @@ async fn transaction_files_load_on_notification_replace_by_id_and_a_redelivery_c
     assert_eq!((summary.messages, summary.objects, summary.rows, summary.dead_letters), (3, 0, 0, 0), "{summary}");
     assert_eq!(rows(&amounts).await, expected);
     assert_eq!(queue_depth(&sqs, &url).await, 0);
-    let loads: i64 = db
-        .query_one("SELECT count(*) FROM etl.batches WHERE pipeline = $1", &[&name])
-        .await
-        .unwrap()
-        .get(0);
+    let loads: i64 =
+        db.query_one("SELECT count(*) FROM etl.batches WHERE pipeline = $1", &[&name]).await.unwrap().get(0);
     assert_eq!(loads, 2, "one commit per version of the file");
 }
 
@@ -166,16 +174,11 @@ async fn a_notification_that_is_not_one_is_a_dead_letter_and_a_missing_object_is
     let summary = run_once(p).await;
     assert_eq!((summary.messages, summary.rows, summary.dead_letters), (4, 0, 2), "{summary}");
     assert_eq!(queue_depth(&sqs, &url).await, 0);
-    let reasons = rows(&format!(
-        "SELECT stage, reason FROM etl.dead_letters WHERE pipeline = '{name}' ORDER BY reason"
-    ))
-    .await;
+    let reasons =
+        rows(&format!("SELECT stage, reason FROM etl.dead_letters WHERE pipeline = '{name}' ORDER BY reason")).await;
     assert_eq!(reasons.len(), 2);
     assert!(reasons.iter().all(|r| r[0].as_deref() == Some("source")), "{reasons:?}");
-    assert!(
-        reasons.iter().all(|r| r[1].as_deref().unwrap().starts_with("not an S3 notification: ")),
-        "{reasons:?}"
-    );
+    assert!(reasons.iter().all(|r| r[1].as_deref().unwrap().starts_with("not an S3 notification: ")), "{reasons:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -297,10 +300,7 @@ async fn a_killed_load_resumes_after_its_last_committed_chunk() {
     let db = pg().await;
     let name = object.name.clone();
     let progress = || async {
-        let row = db
-            .query_opt("SELECT rows_done, done FROM etl.files WHERE pipeline = $1", &[&name])
-            .await
-            .unwrap();
+        let row = db.query_opt("SELECT rows_done, done FROM etl.files WHERE pipeline = $1", &[&name]).await.unwrap();
         row.map_or((0, false), |r| (r.get::<_, i64>(0), r.get::<_, bool>(1)))
     };
     let mut child = crate::objects::backfill_command(&object).spawn().unwrap();

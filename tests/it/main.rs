@@ -3,10 +3,10 @@
 
 mod cli;
 mod common;
-mod golden;
-mod pipeline_files;
 mod files;
+mod golden;
 mod objects;
+mod pipeline_files;
 mod run;
 mod sandbox;
 mod services;

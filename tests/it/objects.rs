@@ -61,7 +61,9 @@ pub async fn big_object_with(n: usize, source_settings: &str) -> BigObject {
         .replace("name = \"logins\"", &format!("name = \"{name}\""))
         .replace(
             "[source.sqs]\nqueue = \"${LOGIN_QUEUE:-login-queue}\"",
-            &format!("[source.s3]\nqueue = \"unused\"\nbucket = \"{bucket}\"\nformat = \"json-lines\"\n{source_settings}"),
+            &format!(
+                "[source.s3]\nqueue = \"unused\"\nbucket = \"{bucket}\"\nformat = \"json-lines\"\n{source_settings}"
+            ),
         )
         .replace("table = \"user_logins\"", &format!("table = \"user_logins\"\nschema = \"{schema}\""));
     assert!(text.contains("[source.s3]"), "the logins pipeline's source is where this expects it");

@@ -64,10 +64,7 @@ async fn rows_by_length(schema: &str) -> (i64, i64) {
 
 /// A steady stream: 10 messages every 100 ms until told to stop; the task
 /// gives how many it sent.
-fn feed(
-    sqs: &aws_sdk_sqs::Client,
-    url: &str,
-) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<usize>) {
+fn feed(sqs: &aws_sdk_sqs::Client, url: &str) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<usize>) {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let (sqs, url) = (sqs.clone(), url.to_string());
     let task = tokio::spawn(async move {

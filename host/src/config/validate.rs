@@ -57,7 +57,9 @@ pub struct S3SourceConfig {
 pub enum S3Mode {
     Notifications,
     /// A pass every `interval`.
-    Reconcile { interval: Duration },
+    Reconcile {
+        interval: Duration,
+    },
 }
 
 /// A checked `[source.sqs]`.
@@ -187,9 +189,11 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
     if let (Some(Source::S3(s3)), Some(sink)) = (&source, &sink) {
         let file_column = sink.columns.iter().any(|c| c.source == ColumnSource::Generated(Generated::SourceFile));
         if matches!(s3.mode, S3Mode::Reconcile { .. }) && !file_column {
-            return Err(err("[source.s3] mode `reconcile` needs a [sink.columns] column with `generated = \"source-file\"`: \
+            return Err(err(
+                "[source.s3] mode `reconcile` needs a [sink.columns] column with `generated = \"source-file\"`: \
                  it is how a file's rows are found to replace or delete them"
-                .into()));
+                    .into(),
+            ));
         }
     }
     let tests = c.tests.into_iter().map(test_case).collect::<Result<Vec<_>, _>>().map_err(&err)?;
@@ -285,7 +289,11 @@ fn s3_source(s: S3Config) -> Result<S3SourceConfig, String> {
         FileFormatConfig::Csv => {
             let delimiter = match csv.delimiter.as_bytes() {
                 [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => *b,
-                _ => return Err("[source.s3.csv] delimiter must be one ASCII character other than a quote or newline".into()),
+                _ => {
+                    return Err(
+                        "[source.s3.csv] delimiter must be one ASCII character other than a quote or newline".into()
+                    );
+                }
             };
             if csv.header && !csv.columns.is_empty() {
                 return Err("[source.s3.csv] columns: give them only when `header = false`".into());
@@ -322,7 +330,15 @@ fn s3_source(s: S3Config) -> Result<S3SourceConfig, String> {
         CompressionConfig::None => Compression::None,
         CompressionConfig::Gzip => Compression::Gzip,
     };
-    Ok(S3SourceConfig { mode, queue, bucket: s.bucket, prefix: s.prefix, format, compression, rows_per_commit: s.rows_per_commit })
+    Ok(S3SourceConfig {
+        mode,
+        queue,
+        bucket: s.bucket,
+        prefix: s.prefix,
+        format,
+        compression,
+        rows_per_commit: s.rows_per_commit,
+    })
 }
 
 fn range(what: &str, v: u64, min: u64, max: u64) -> Result<(), String> {

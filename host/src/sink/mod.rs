@@ -244,10 +244,10 @@ impl PostgresSink {
     /// Where an object version stands (nothing done if it is not known).
     pub async fn file_state(&self, f: &FileReceipt) -> Result<FileState, SinkError> {
         let client = self.pool.get().await.map_err(|e| SinkError::Pool(e.to_string()))?;
-        let row = client
-            .query_opt(sql::FILE_PEEK, &[&self.pipeline, &f.bucket, &f.key, &f.version])
-            .await
-            .map_err(|e| if transient(&e) { SinkError::Transient { attempts: 1, source: e } } else { SinkError::Permanent(e) })?;
+        let row =
+            client.query_opt(sql::FILE_PEEK, &[&self.pipeline, &f.bucket, &f.key, &f.version]).await.map_err(|e| {
+                if transient(&e) { SinkError::Transient { attempts: 1, source: e } } else { SinkError::Permanent(e) }
+            })?;
         Ok(row.map_or(FileState::default(), |r| FileState { rows_done: r.get::<_, i64>(0) as u64, done: r.get(1) }))
     }
 
@@ -364,16 +364,8 @@ impl PostgresSink {
         }
         for u in &fresh {
             for d in &u.dead {
-                dead_letter::insert(
-                    &tx,
-                    &self.pipeline,
-                    source,
-                    &u.message_id,
-                    d,
-                    &u.payload,
-                    self.sealer.as_ref(),
-                )
-                .await?;
+                dead_letter::insert(&tx, &self.pipeline, source, &u.message_id, d, &u.payload, self.sealer.as_ref())
+                    .await?;
                 report.dead_letters += 1;
             }
         }

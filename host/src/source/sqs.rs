@@ -77,7 +77,12 @@ impl SqsSource {
     }
 
     /// [`SqsSource::receive`] of at most `max` (1 to 10) messages.
-    pub async fn receive_up_to(&self, max: i32, wait: Duration, visibility: Duration) -> Result<Vec<Message>, SqsError> {
+    pub async fn receive_up_to(
+        &self,
+        max: i32,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Message>, SqsError> {
         let out = self
             .client
             .receive_message()
