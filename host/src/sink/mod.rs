@@ -299,10 +299,12 @@ impl PostgresSink {
         // for each answer where the order allows it.
         let tx = client.transaction().await?;
         // Each id once: a message delivered twice into one batch loads once.
+        // An object's rows are distinct by position: no set of ids per row.
         let mut taken = HashSet::new();
+        let file = matches!(receipt, Receipt::File(_));
         let fresh: Vec<&Unit> = units
             .iter()
-            .filter(|u| !committed.contains(&u.message_id) && taken.insert(u.message_id.as_str()))
+            .filter(|u| !committed.contains(&u.message_id) && (file || taken.insert(u.message_id.as_str())))
             .collect();
         let mut report = Report { duplicates: units.len() - fresh.len(), commits: 1, ..Report::default() };
         let origin = match receipt {
