@@ -393,7 +393,7 @@ impl Loader {
         let (chain, out) = run_chain(chain, builder.finish()).await;
         match out {
             Ok(out) => {
-                fill_units(&self.mapping, self.sink.staged(), load, &out, &record_unit, &mut units[start..], |_| 1);
+                fill_units(&self.mapping, load, &out, &record_unit, &mut units[start..], |_| 1);
                 Ok(chain)
             }
             Err(e) => Err((chain, e.to_string())),

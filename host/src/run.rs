@@ -548,9 +548,7 @@ async fn prepare(
         Err(e) => return (chain, Err(e.to_string())),
     };
     let load = LoadTime::now();
-    fill_units(&shared.mapping, shared.sink.staged(), &load, &out, &record_message, &mut units, |i| {
-        messages[i].receive_count as i32
-    });
+    fill_units(&shared.mapping, &load, &out, &record_message, &mut units, |i| messages[i].receive_count as i32);
     // Every message keeps its body with the batch: the database may still
     // refuse its row, and then it becomes a dead letter that can be replayed.
     for (u, m) in units.iter_mut().zip(messages) {
@@ -581,7 +579,6 @@ pub(crate) async fn run_chain(
 /// receive count of unit `u`'s message.
 pub(crate) fn fill_units(
     mapping: &Mapping,
-    staged: bool,
     load: &LoadTime,
     out: &ChainOutput,
     record_unit: &[usize],
@@ -589,10 +586,9 @@ pub(crate) fn fill_units(
     received: impl Fn(usize) -> i32,
 ) {
     let keys = mapping.keys(&out.batch);
-    for (seq, (cells, &record)) in out.batch.iter().zip(&out.origin).enumerate() {
+    for (cells, &record) in out.batch.iter().zip(&out.origin) {
         let u = &mut units[record_unit[record as usize]];
-        let seq = staged.then_some(seq as u64);
-        copy::write_row(&mut u.rows, mapping, &out.batch, &keys, cells, load, seq);
+        copy::write_row(&mut u.rows, mapping, &out.batch, &keys, cells, load);
         u.row_count += 1;
     }
     for r in &out.rejected {

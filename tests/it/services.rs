@@ -182,6 +182,7 @@ pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: impl In
 }
 
 /// Time of one plain `COPY table FROM STDIN` of `text` (COPY text format).
+#[allow(dead_code)] // the benches time their baselines with it
 pub async fn timed_copy(db: &tokio_postgres::Client, table: &str, text: Vec<u8>) -> Duration {
     use futures_util::SinkExt;
     let start = Instant::now();

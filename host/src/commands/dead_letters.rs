@@ -116,9 +116,8 @@ pub async fn replay_with(path: &Path, ids: &[i64], opts: &EngineOptions, url: &s
                 let out = out?;
                 let keys = mapping.keys(&out.batch);
                 let load = LoadTime::now();
-                for (seq, cells) in out.batch.iter().enumerate() {
-                    let seq = sink.staged().then_some(seq as u64);
-                    copy::write_row(&mut unit.rows, &mapping, &out.batch, &keys, cells, &load, seq);
+                for cells in out.batch.iter() {
+                    copy::write_row(&mut unit.rows, &mapping, &out.batch, &keys, cells, &load);
                     unit.row_count += 1;
                 }
                 out.rejected.first().map(|r| ("transform", r.reason.clone(), Some(r.clone())))

@@ -32,7 +32,7 @@ pub async fn show(path: &Path, digest: Option<&str>, limit: i64, url: &str) -> a
     let rows = client
         .query(
             "SELECT b.id, b.committed_at::text, b.messages, b.rows_written, b.dead_letters, \
-             coalesce((SELECT array_agg(m) FROM etl.receipts r, unnest(r.message_ids) m \
+             coalesce((SELECT array_agg(m) FROM etl.receipts r, unnest(r.message_ids || r.message_uuids::text[]) m \
                        WHERE r.batch_id = b.id AND r.pipeline = b.pipeline), '{}') \
              FROM etl.batches b WHERE b.pipeline = $1 AND b.plugins @> jsonb_build_array(jsonb_build_object('digest', $2::text)) \
              ORDER BY b.id DESC LIMIT $3",

@@ -6,8 +6,7 @@ use crate::batch::{Batch, Cell, Value, json};
 use crate::config::Generated;
 use crate::mapping::{LoadTime, Mapping, Slot};
 
-/// Appends one row (and a newline) to `out`; `seq`, when given, is a last
-/// column (the staging table's order).
+/// Appends one row (and a newline) to `out`.
 pub fn write_row(
     out: &mut Vec<u8>,
     mapping: &Mapping,
@@ -15,7 +14,6 @@ pub fn write_row(
     keys: &[Option<u32>],
     cells: &[Cell],
     load: &LoadTime,
-    seq: Option<u64>,
 ) {
     let mut first = true;
     for slot in mapping.slots(keys, cells) {
@@ -32,11 +30,22 @@ pub fn write_row(
             Slot::Field(cell, members) => write_value(out, batch, cell, members),
         }
     }
-    if let Some(seq) = seq {
-        out.push(b'\t');
-        out.extend_from_slice(seq.to_string().as_bytes());
-    }
     out.push(b'\n');
+}
+
+/// Appends `rows` to `out` with each row's 0-based number after `first` as
+/// a last column: the staging table's order, where the later row of a key
+/// wins.
+pub fn numbered(out: &mut Vec<u8>, rows: &[u8], first: u64) -> u64 {
+    let mut n = first;
+    for row in rows.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(&row[..row.len() - 1]);
+        out.push(b'\t');
+        out.extend_from_slice(n.to_string().as_bytes());
+        out.push(b'\n');
+        n += 1;
+    }
+    n
 }
 
 fn write_value(out: &mut Vec<u8>, batch: &Batch, cell: &Cell, members: &[Cell]) {
@@ -91,5 +100,13 @@ mod tests {
         let mut out = Vec::new();
         escape(&mut out, b"a\\b\tc\nd\re");
         assert_eq!(out, b"a\\\\b\\tc\\nd\\re");
+    }
+
+    #[test]
+    fn numbers_rows_across_units() {
+        let mut out = Vec::new();
+        let next = numbered(&mut out, b"a\tb\nc\\nd\te\n", 0);
+        assert_eq!(numbered(&mut out, b"f\t\\N\n", next), 3);
+        assert_eq!(out, b"a\tb\t0\nc\\nd\te\t1\nf\t\\N\t2\n");
     }
 }

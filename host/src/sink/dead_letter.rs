@@ -25,17 +25,13 @@ impl DeadLetter {
     /// A row the database refused: its error code and message (never the
     /// detail, which may quote values).
     pub fn sink(e: &tokio_postgres::Error) -> DeadLetter {
-        let (code, message) = match e.as_db_error() {
-            Some(db) => (db.code().code().to_string(), db.message().to_string()),
-            None => ("?".into(), e.to_string()),
-        };
         DeadLetter {
             record_index: 0,
             stage: "sink",
             step: None,
             plugin: None,
             plugin_digest: None,
-            reason: format!("database refused the row: {message} (SQLSTATE {code})"),
+            reason: format!("database refused the row: {}", super::refusal(e)),
             received_count: 1,
         }
     }

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use dead_letter::{DeadLetter, Sealer};
 use futures_util::SinkExt;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 
@@ -107,9 +108,9 @@ impl std::ops::AddAssign for Report {
 pub enum SinkError {
     #[error("DATABASE_URL is not a valid connection string: {0}")]
     Url(String),
-    #[error("database unreachable or failing after {attempts} attempts (retryable): {source}")]
+    #[error("database unreachable or failing after {attempts} attempts (retryable): {}", refusal(source))]
     Transient { attempts: u32, source: tokio_postgres::Error },
-    #[error("database refused the batch (check the table and the pipeline's [sink]): {0}")]
+    #[error("database refused the batch (check the table and the pipeline's [sink]): {}", refusal(.0))]
     Permanent(tokio_postgres::Error),
     #[error("database connection pool: {0}")]
     Pool(String),
@@ -122,6 +123,35 @@ impl SinkError {
     pub fn retryable(&self) -> bool {
         matches!(self, SinkError::Transient { .. } | SinkError::Pool(_) | SinkError::OutOfStep(_))
     }
+}
+
+/// What PostgreSQL said, with its SQLSTATE, and without record values:
+/// messages of class 22 (data exceptions) quote the value that failed
+/// (`invalid input syntax for type integer: "..."`), and those quotes are
+/// emptied. Other classes quote names of tables, columns and constraints,
+/// which stay. The DETAIL, which holds key values, is never included.
+pub fn refusal(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else { return e.to_string() };
+    let code = db.code().code();
+    let message = if code.starts_with("22") { without_quoted(db.message()) } else { db.message().to_string() };
+    format!("{message} (SQLSTATE {code})")
+}
+
+/// `text` with every double-quoted part replaced by `"…"`.
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut parts = text.split('"');
+    out.push_str(parts.next().unwrap_or_default());
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            out.push_str("\"…\"");
+        } else {
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    out
 }
 
 /// Whether an error may go away by itself (connection lost, server
@@ -165,6 +195,13 @@ pub struct PostgresSink {
     mode: MergeMode,
     sealer: Option<Sealer>,
     max_attempts: u32,
+    /// Upsert batches left to merge before one is tried straight again.
+    merge_next: AtomicU32,
+    /// Direct COPYs that met a key, in a row.
+    conflicts: AtomicU32,
+    /// Whether the target has the unique index on the key that makes a
+    /// direct COPY fail on a key already there (ON CONFLICT needs it too).
+    key_unique: tokio::sync::OnceCell<bool>,
 }
 
 impl PostgresSink {
@@ -185,6 +222,9 @@ impl PostgresSink {
             mode: sink.mode.clone(),
             sealer,
             max_attempts: 6,
+            merge_next: AtomicU32::new(0),
+            conflicts: AtomicU32::new(0),
+            key_unique: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -193,9 +233,41 @@ impl PostgresSink {
         &self.target
     }
 
-    /// Whether rows need the staging sequence column.
-    pub fn staged(&self) -> bool {
-        self.mode != MergeMode::Append
+    /// Whether this commit's rows should go straight into the target: always
+    /// for `append`; for `upsert` unless a recent batch met keys already
+    /// there (see [`Attempt::Conflict`]); never for `delete-insert`.
+    fn direct(&self) -> bool {
+        match self.mode {
+            MergeMode::Append => true,
+            MergeMode::DeleteInsert { .. } => false,
+            MergeMode::Upsert { .. } => {
+                self.merge_next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err()
+            }
+        }
+    }
+
+    /// Whether rows may go straight into the target without breaking the
+    /// mode's promise: for upsert, only when a unique index on exactly the
+    /// key refuses a key already there. Without one the merge runs, and
+    /// PostgreSQL says what is missing.
+    async fn key_unique(&self) -> bool {
+        let MergeMode::Upsert { key } = &self.mode else { return true };
+        *self
+            .key_unique
+            .get_or_init(|| async {
+                let Ok(client) = self.pool.get().await else { return false };
+                let found = client.query_one(sql::KEY_IS_UNIQUE, &[&self.target, key]).await;
+                found.map(|r| r.get::<_, bool>(0)).unwrap_or(false)
+            })
+            .await
+    }
+
+    /// An upsert's direct COPY met a key: the next batches merge, for longer
+    /// each time it happens again (a stream of updates pays for a failed
+    /// COPY rarely; a stream of new keys soon goes straight in again).
+    fn conflicted(&self) {
+        let streak = self.conflicts.fetch_add(1, Ordering::Relaxed).min(8);
+        self.merge_next.store(4 << streak, Ordering::Relaxed);
     }
 
     /// Commits `units` (see the module docs). `plugins` is the lineage: the
@@ -256,15 +328,26 @@ impl PostgresSink {
         // Messages found committed before: left out when the batch is tried
         // again (the first try is optimistic: almost every message is new).
         let mut committed: HashSet<String> = HashSet::new();
+        let mut direct = self.direct() && self.key_unique().await;
         loop {
             attempt += 1;
             let result = match self.pool.get().await {
-                Ok(mut client) => self.try_commit(&mut client, units, plugins, &committed, receipt).await,
+                Ok(mut client) => self.try_commit(&mut client, units, plugins, &committed, receipt, direct).await,
                 Err(deadpool_postgres::PoolError::Backend(e)) => Err(Attempt::Db(e)),
                 Err(e) => return Err(Failure::Other(SinkError::Pool(e.to_string()))),
             };
             match result {
-                Ok(r) => return Ok(r),
+                Ok(r) => {
+                    if direct && matches!(self.mode, MergeMode::Upsert { .. }) {
+                        self.conflicts.store(0, Ordering::Relaxed);
+                    }
+                    return Ok(r);
+                }
+                Err(Attempt::Conflict) => {
+                    attempt -= 1;
+                    direct = false;
+                    self.conflicted();
+                }
                 Err(Attempt::Committed(ids)) => {
                     // Not counted as an attempt: each round leaves out more.
                     attempt -= 1;
@@ -293,6 +376,7 @@ impl PostgresSink {
         plugins: &str,
         committed: &HashSet<String>,
         receipt: Receipt<'_>,
+        direct: bool,
     ) -> Result<Report, Attempt> {
         // Round trips are most of a small batch's cost: statements are
         // prepared once per connection and sent in flights without waiting
@@ -346,22 +430,39 @@ impl PostgresSink {
             file_done = fresh.last().map_or(done, |u| u.position);
         }
         let row_count: usize = fresh.iter().map(|u| u.row_count).sum();
+        let staged = row_count > 0 && !direct;
         if row_count > 0 {
-            let into = if self.staged() {
+            let into = if staged {
                 tx.batch_execute(&sql::create_staging(&self.stage, &self.target, &self.columns)).await?;
                 &self.stage
             } else {
                 &self.target
             };
-            let statement = tx.prepare_cached(&sql::copy_in(into, &self.columns, self.staged())).await?;
+            let statement = tx.prepare_cached(&sql::copy_in(into, &self.columns, staged)).await?;
             let copy = tx.copy_in(&statement).await?;
             futures_util::pin_mut!(copy);
-            let mut buf = Vec::with_capacity(fresh.iter().map(|u| u.rows.len()).sum());
+            let mut buf =
+                Vec::with_capacity(fresh.iter().map(|u| u.rows.len() + if staged { u.row_count * 8 } else { 0 }).sum());
+            let mut seq = 0;
             for u in &fresh {
-                buf.extend_from_slice(&u.rows);
+                if staged {
+                    seq = self::copy::numbered(&mut buf, &u.rows, seq);
+                } else {
+                    buf.extend_from_slice(&u.rows);
+                }
             }
-            copy.send(Bytes::from(buf)).await?;
-            copy.finish().await?;
+            let sent = match copy.send(Bytes::from(buf)).await {
+                Ok(()) => copy.finish().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match sent {
+                // Upsert straight into the target met a key already there
+                // (or twice in the batch): merge instead.
+                Err(e) if self.mode != MergeMode::Append && e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    return Err(Attempt::Conflict);
+                }
+                r => r?,
+            }
             report.rows = row_count;
         }
         for u in &fresh {
@@ -383,7 +484,7 @@ impl PostgresSink {
         ];
         // The merge on its own: a row it refuses must come back as that
         // error, not as "transaction aborted" from a statement behind it.
-        if row_count > 0 && !merge.is_empty() {
+        if staged && !merge.is_empty() {
             tx.batch_execute(&merge).await?;
         }
         if let Receipt::File(f) = receipt {
@@ -405,12 +506,10 @@ impl PostgresSink {
         }
         let lock = tx.prepare_cached(sql::LEDGER_LOCK).await?;
         let seen = tx.prepare_cached(sql::LEDGER_SEEN).await?;
-        let ids: Vec<&str> = fresh.iter().map(|u| u.message_id.as_str()).collect();
-        let parts: Vec<i64> = fresh.iter().map(|u| sql::ledger_part(u.sent_ms)).collect();
-        let mut look_in = parts.clone();
+        let ids = sql::LedgerIds::new(fresh.iter().map(|u| (u.sent_ms, u.message_id.as_str())));
+        let mut look_in = ids.parts.clone();
         look_in.push(sql::LEGACY_PART);
         look_in.sort_unstable();
-        look_in.dedup();
         // One flight: the lineage, then this pipeline's ledger lock (held to
         // the commit, so commits of a pipeline take turns from here), the
         // check against everything committed before (its snapshot is taken
@@ -419,14 +518,25 @@ impl PostgresSink {
         // is rolled back, that record with it.
         let record = tx.prepare_cached(sql::LEDGER_RECORD).await?;
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&self.pipeline];
-        let seen_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.pipeline, &look_in, &ids];
-        let record_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&self.pipeline, &parts, &ids];
+        let seen_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&self.pipeline, &look_in, &ids.texts, &ids.uuids];
+        let record_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &self.pipeline,
+            &ids.parts,
+            &ids.texts,
+            &ids.uuids,
+            &ids.text_from,
+            &ids.text_to,
+            &ids.uuid_from,
+            &ids.uuid_to,
+        ];
         let (_, _, _, seen, _) = tokio::try_join!(
             tx.query_one(&lineage, &lineage_params),
             tx.execute(&lock, &lock_params),
             // Statistics lag behind a fast-growing ledger: the look-up must
-            // probe its index, never scan it.
-            tx.batch_execute("SET LOCAL enable_seqscan = off"),
+            // probe its index, never scan it, and never start parallel
+            // workers (milliseconds each) for the few rows it reads.
+            tx.batch_execute("SET LOCAL enable_seqscan = off; SET LOCAL max_parallel_workers_per_gather = 0"),
             tx.query(&seen, &seen_params),
             tx.execute(&record, &record_params),
         )?;
@@ -444,6 +554,11 @@ enum Attempt {
     Committed(Vec<String>),
     /// An object's rows do not follow its committed ones.
     OutOfStep(String),
+    /// Rows COPYed straight into an upsert's target met a key already
+    /// there or twice in the batch: the batch goes through staging and the
+    /// merge. A batch of new keys is loaded the same either way, at the
+    /// speed of a plain COPY into the keyed table.
+    Conflict,
     Db(tokio_postgres::Error),
 }
 
@@ -456,4 +571,20 @@ impl From<tokio_postgres::Error> for Attempt {
 enum Failure {
     Data(tokio_postgres::Error),
     Other(SinkError),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quoted_values_are_emptied() {
+        assert_eq!(
+            super::without_quoted("invalid input syntax for type integer: \"three\""),
+            "invalid input syntax for type integer: \"…\""
+        );
+        assert_eq!(super::without_quoted("value \"99999999999\" is out of range"), "value \"…\" is out of range");
+        assert_eq!(
+            super::without_quoted("value too long for type character varying(8)"),
+            "value too long for type character varying(8)"
+        );
+    }
 }

@@ -77,6 +77,16 @@ pub fn merge(mode: &MergeMode, target: &str, stage: &str, columns: &[String]) ->
     }
 }
 
+/// Whether table `$1` (quoted, qualified) has a valid unique index on
+/// exactly the columns `$2` (in any order, no expression, no predicate):
+/// the index `ON CONFLICT ($2)` infers.
+pub const KEY_IS_UNIQUE: &str = "SELECT EXISTS (SELECT 1 FROM pg_index i \
+     WHERE i.indrelid = $1::text::regclass AND i.indisunique AND i.indisvalid \
+     AND i.indpred IS NULL AND i.indexprs IS NULL \
+     AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a \
+          WHERE a.attrelid = i.indrelid AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1])) \
+       = (SELECT array_agg(k ORDER BY k) FROM unnest($2::text[]) AS k))";
+
 /// Width of a ledger partition in milliseconds of sent time. Wide enough
 /// that a busy queue's batch writes a few ledger rows, not one per message;
 /// narrow enough that a look-up reads few ids besides the batch's own.
@@ -93,15 +103,111 @@ pub const LEGACY_PART: i64 = i64::MIN;
 /// Commits of one pipeline take turns from their ledger check to their end.
 pub const LEDGER_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('etl.receipts'), hashtext($1))";
 
-/// Which of the ids `$3` are recorded in the partitions `$2` of pipeline `$1`.
+/// Which of the ids `$3` (text) and `$4` (UUIDs) are recorded in the
+/// partitions `$2` of pipeline `$1` (see [`LedgerIds`]); as text.
 pub const LEDGER_SEEN: &str = "SELECT id FROM unnest($3::text[]) AS id WHERE id IN \
-     (SELECT unnest(message_ids) FROM etl.receipts WHERE pipeline = $1 AND part = ANY($2::bigint[]))";
+     (SELECT unnest(message_ids) FROM etl.receipts WHERE pipeline = $1 AND part = ANY($2::bigint[])) \
+     UNION ALL SELECT id::text FROM unnest($4::uuid[]) AS id WHERE id IN \
+     (SELECT unnest(message_uuids) FROM etl.receipts WHERE pipeline = $1 AND part = ANY($2::bigint[]))";
 
-/// Records the ids `$3` (partitions `$2`, one per id) of the batch whose
-/// lineage this session inserted last, one row per partition.
-pub const LEDGER_RECORD: &str = "INSERT INTO etl.receipts (pipeline, part, batch_id, message_ids) \
-     SELECT $1, part, currval(pg_get_serial_sequence('etl.batches', 'id')), array_agg(id) \
-     FROM unnest($2::bigint[], $3::text[]) AS u(part, id) GROUP BY part";
+/// Records a batch's ids for the batch whose lineage this session inserted
+/// last: one row per partition `$2[i]`, holding the slices `$5[i]..$6[i]`
+/// of the text ids `$3` and `$7[i]..$8[i]` of the UUIDs `$4` (1-based,
+/// inclusive; see [`LedgerIds`]).
+pub const LEDGER_RECORD: &str = "INSERT INTO etl.receipts (pipeline, part, batch_id, message_ids, message_uuids) \
+     SELECT $1, part, currval(pg_get_serial_sequence('etl.batches', 'id')), \
+            ($3::text[])[t_from:t_to], ($4::uuid[])[u_from:u_to] \
+     FROM unnest($2::bigint[], $5::int[], $6::int[], $7::int[], $8::int[]) AS p(part, t_from, t_to, u_from, u_to)";
+
+/// A batch's message ids as the ledger takes them: grouped by partition,
+/// UUIDs in the canonical form as 16 bytes, any other id as text.
+#[derive(Debug, Default, PartialEq)]
+pub struct LedgerIds<'a> {
+    pub parts: Vec<i64>,
+    pub texts: Vec<&'a str>,
+    pub uuids: Vec<Uuid>,
+    /// Per partition, the 1-based inclusive ranges of its ids in `texts`
+    /// and `uuids` (empty when from > to).
+    pub text_from: Vec<i32>,
+    pub text_to: Vec<i32>,
+    pub uuid_from: Vec<i32>,
+    pub uuid_to: Vec<i32>,
+}
+
+impl<'a> LedgerIds<'a> {
+    /// From `(sent_ms, message id)` pairs.
+    pub fn new(ids: impl IntoIterator<Item = (i64, &'a str)>) -> Self {
+        let mut ids: Vec<(i64, &str)> = ids.into_iter().map(|(sent, id)| (ledger_part(sent), id)).collect();
+        ids.sort_by_key(|&(part, _)| part);
+        let mut l = LedgerIds::default();
+        let mut i = 0;
+        while i < ids.len() {
+            let part = ids[i].0;
+            l.parts.push(part);
+            l.text_from.push(l.texts.len() as i32 + 1);
+            l.uuid_from.push(l.uuids.len() as i32 + 1);
+            while i < ids.len() && ids[i].0 == part {
+                match Uuid::parse(ids[i].1) {
+                    Some(u) => l.uuids.push(u),
+                    None => l.texts.push(ids[i].1),
+                }
+                i += 1;
+            }
+            l.text_to.push(l.texts.len() as i32);
+            l.uuid_to.push(l.uuids.len() as i32);
+        }
+        l
+    }
+}
+
+/// A UUID, sent to PostgreSQL as its 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Uuid([u8; 16]);
+
+impl Uuid {
+    /// Only the canonical lowercase form `8-4-4-4-12`: it and the value
+    /// map one to one, so `id::text` gives the id back exactly.
+    pub fn parse(text: &str) -> Option<Uuid> {
+        let t = text.as_bytes();
+        if t.len() != 36 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        let mut n = 0;
+        let mut i = 0;
+        while i < 36 {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                if t[i] != b'-' {
+                    return None;
+                }
+                i += 1;
+                continue;
+            }
+            let digit = |c: u8| match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            };
+            out[n] = (digit(t[i])? << 4) | digit(t[i + 1])?;
+            n += 1;
+            i += 2;
+        }
+        Some(Uuid(out))
+    }
+}
+
+impl tokio_postgres::types::ToSql for Uuid {
+    fn to_sql(
+        &self,
+        _: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+    tokio_postgres::types::accepts!(UUID);
+    tokio_postgres::types::to_sql_checked!();
+}
 
 /// Forgets pipeline `$1`'s ledger rows of messages sent before partition
 /// `$2`: past the queue's retention they cannot come back. Replays
@@ -161,6 +267,38 @@ mod tests {
 
     fn cols() -> Vec<String> {
         vec!["id".into(), "name".into()]
+    }
+
+    #[test]
+    fn only_canonical_uuids_are_uuids() {
+        let u = Uuid::parse("424cdd21-063a-43a7-b91b-7ca1a833afae").unwrap();
+        assert_eq!(u.0[..4], [0x42, 0x4c, 0xdd, 0x21]);
+        assert_eq!(u.0[15], 0xae);
+        for not in [
+            "424CDD21-063a-43a7-b91b-7ca1a833afae",
+            "424cdd21063a43a7b91b7ca1a833afae",
+            "{424cdd21-063a-43a7-b91b-7ca1a833afae}",
+            "424cdd21-063a-43a7-b91b-7ca1a833afa",
+            "424cdd21-063a-43a7-b91b-7ca1a833afaeX",
+            "424cdd21+063a-43a7-b91b-7ca1a833afae",
+            "dead-letter:12",
+            "",
+        ] {
+            assert_eq!(Uuid::parse(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn ledger_ids_are_grouped_by_partition() {
+        let a = "00000000-0000-0000-0000-00000000000a";
+        let b = "00000000-0000-0000-0000-00000000000b";
+        let l = LedgerIds::new([(25, a), (3, "dead-letter:1"), (21, b), (5, "x")]);
+        assert_eq!(l.parts, [0, 2]);
+        assert_eq!(l.texts, ["dead-letter:1", "x"]);
+        assert_eq!(l.uuids, [Uuid::parse(a).unwrap(), Uuid::parse(b).unwrap()]);
+        assert_eq!((l.text_from, l.text_to), (vec![1, 3], vec![2, 2]));
+        assert_eq!((l.uuid_from, l.uuid_to), (vec![1, 1], vec![0, 2]));
+        assert_eq!(LedgerIds::new([]), LedgerIds::default());
     }
 
     #[test]
