@@ -236,19 +236,23 @@ async fn upsert_goes_straight_in_with_new_keys_and_merges_when_one_is_there() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upsert_without_a_unique_index_on_its_key_is_refused_not_appended() {
+    // The index goes while the host runs: new keys must not be COPYed in
+    // under a key nothing keeps unique any more.
     let (name, schema) = (unique("upsert"), unique("s"));
-    migrated().await;
-    pg().await
-        .batch_execute(&format!("CREATE SCHEMA {schema}; CREATE TABLE {schema}.items (id integer, name varchar(8))"))
-        .await
-        .unwrap();
+    items_table(&schema).await;
     let sink = sink_for(&name, &items("unused", &schema, &name, "upsert"));
-    let unit =
-        host::sink::Unit { message_id: "a".into(), rows: b"1\tone\n".to_vec(), row_count: 1, ..Default::default() };
-    let e = sink.commit(vec![unit.clone()], "[]").await.unwrap_err();
+    let unit = |id: &str, rows: &str| host::sink::Unit {
+        message_id: id.into(),
+        rows: rows.as_bytes().to_vec(),
+        row_count: 1,
+        ..Default::default()
+    };
+    sink.commit(vec![unit("a", "1\tone\n")], "[]").await.unwrap();
+    pg().await.batch_execute(&format!("ALTER TABLE {schema}.items DROP CONSTRAINT items_pkey")).await.unwrap();
+    let e = sink.commit(vec![unit("b", "2\ttwo\n")], "[]").await.unwrap_err();
     assert!(!e.retryable(), "{e}");
     assert!(e.to_string().contains("no unique or exclusion constraint matching the ON CONFLICT"), "{e}");
-    assert_eq!(names(&schema).await, vec![]);
+    assert_eq!(names(&schema).await, vec![(1, "one".to_string())]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -199,9 +199,6 @@ pub struct PostgresSink {
     merge_next: AtomicU32,
     /// Direct COPYs that met a key, in a row.
     conflicts: AtomicU32,
-    /// Whether the target has the unique index on the key that makes a
-    /// direct COPY fail on a key already there (ON CONFLICT needs it too).
-    key_unique: tokio::sync::OnceCell<bool>,
 }
 
 impl PostgresSink {
@@ -224,7 +221,6 @@ impl PostgresSink {
             max_attempts: 6,
             merge_next: AtomicU32::new(0),
             conflicts: AtomicU32::new(0),
-            key_unique: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -244,22 +240,6 @@ impl PostgresSink {
                 self.merge_next.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err()
             }
         }
-    }
-
-    /// Whether rows may go straight into the target without breaking the
-    /// mode's promise: for upsert, only when a unique index on exactly the
-    /// key refuses a key already there. Without one the merge runs, and
-    /// PostgreSQL says what is missing.
-    async fn key_unique(&self) -> bool {
-        let MergeMode::Upsert { key } = &self.mode else { return true };
-        *self
-            .key_unique
-            .get_or_init(|| async {
-                let Ok(client) = self.pool.get().await else { return false };
-                let found = client.query_one(sql::KEY_IS_UNIQUE, &[&self.target, key]).await;
-                found.map(|r| r.get::<_, bool>(0)).unwrap_or(false)
-            })
-            .await
     }
 
     /// An upsert's direct COPY met a key: the next batches merge, for longer
@@ -328,7 +308,7 @@ impl PostgresSink {
         // Messages found committed before: left out when the batch is tried
         // again (the first try is optimistic: almost every message is new).
         let mut committed: HashSet<String> = HashSet::new();
-        let mut direct = self.direct() && self.key_unique().await;
+        let mut direct = self.direct();
         loop {
             attempt += 1;
             let result = match self.pool.get().await {
@@ -472,6 +452,18 @@ impl PostgresSink {
                 report.dead_letters += 1;
             }
         }
+        // Upsert straight in holds only while a unique index on the key
+        // refuses what is already there. Checked after the COPY, under its
+        // lock on the table: the index cannot go before this commit.
+        let unique_key = async {
+            match &self.mode {
+                MergeMode::Upsert { key } if row_count > 0 && !staged => {
+                    let check = tx.prepare_cached(sql::KEY_IS_UNIQUE).await?;
+                    Ok(tx.query_one(&check, &[&self.target, key]).await?.get::<_, bool>(0))
+                }
+                _ => Ok(true),
+            }
+        };
         let lineage = tx.prepare_cached(sql::LINEAGE).await?;
         let merge = sql::merge(&self.mode, &self.target, &self.stage, &self.columns).join("; ");
         let lineage_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
@@ -500,7 +492,11 @@ impl PostgresSink {
                 &(report.dead_letters as i64),
                 &done,
             ];
-            tokio::try_join!(tx.query_one(&lineage, &lineage_params), tx.execute(&progress, &params))?;
+            let (unique, _, _) =
+                tokio::try_join!(unique_key, tx.query_one(&lineage, &lineage_params), tx.execute(&progress, &params))?;
+            if !unique {
+                return Err(Attempt::Conflict);
+            }
             tx.commit().await?;
             return Ok(report);
         }
@@ -530,7 +526,8 @@ impl PostgresSink {
             &ids.uuid_from,
             &ids.uuid_to,
         ];
-        let (_, _, _, seen, _) = tokio::try_join!(
+        let (unique, _, _, _, seen, _) = tokio::try_join!(
+            unique_key,
             tx.query_one(&lineage, &lineage_params),
             tx.execute(&lock, &lock_params),
             // Statistics lag behind a fast-growing ledger: the look-up must
@@ -540,6 +537,9 @@ impl PostgresSink {
             tx.query(&seen, &seen_params),
             tx.execute(&record, &record_params),
         )?;
+        if !unique {
+            return Err(Attempt::Conflict);
+        }
         if !seen.is_empty() {
             return Err(Attempt::Committed(seen.iter().map(|r| r.get(0)).collect()));
         }
@@ -555,9 +555,11 @@ enum Attempt {
     /// An object's rows do not follow its committed ones.
     OutOfStep(String),
     /// Rows COPYed straight into an upsert's target met a key already
-    /// there or twice in the batch: the batch goes through staging and the
-    /// merge. A batch of new keys is loaded the same either way, at the
-    /// speed of a plain COPY into the keyed table.
+    /// there or twice in the batch, or the target has no unique index on
+    /// the key: the batch goes through staging and the merge (which
+    /// without that index fails, naming it). A batch of new keys is loaded
+    /// the same either way, at the speed of a plain COPY into the keyed
+    /// table.
     Conflict,
     Db(tokio_postgres::Error),
 }
