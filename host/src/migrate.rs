@@ -15,17 +15,27 @@ pub enum MigrateError {
     Connect(tokio_postgres::Error),
     #[error("migration failed: {0}")]
     Migration(String),
-    #[error("database error while migrating: {0}")]
+    #[error("database error while migrating: {}", crate::sink::refusal(.0))]
     Database(#[from] tokio_postgres::Error),
 }
 
 /// Applies pending migrations; returns the names of those applied.
 pub async fn run(database_url: &str) -> Result<Vec<String>, MigrateError> {
+    run_to(database_url, None).await
+}
+
+/// Applies pending migrations up to version `last` (all when `None`); tests
+/// use it to check what a migration does to data written before it.
+pub async fn run_to(database_url: &str, last: Option<i32>) -> Result<Vec<String>, MigrateError> {
     let (mut client, connection) =
         tokio_postgres::connect(database_url, tokio_postgres::NoTls).await.map_err(MigrateError::Connect)?;
     let conn = tokio::spawn(connection);
     client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
-    let result = embedded::migrations::runner().run_async(&mut client).await;
+    let mut runner = embedded::migrations::runner();
+    if let Some(v) = last {
+        runner = runner.set_target(refinery::Target::Version(v));
+    }
+    let result = runner.run_async(&mut client).await;
     client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await?;
     drop(client);
     let _ = conn.await;

@@ -585,3 +585,45 @@ async fn the_ledger_is_pruned_past_the_queues_retention() {
     let source = host::source::SqsSource::with_config(&aws().await, &name).await.unwrap();
     assert_eq!(source.retention().await.unwrap(), Duration::from_secs(86_400));
 }
+
+/// V10 moves ids recorded as text into the column they are looked for in
+/// now: a message committed before the upgrade is still found after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn ids_recorded_before_the_uuid_ledger_are_found_after_it() {
+    let db_name = unique("mig");
+    let admin = pg().await;
+    admin.batch_execute(&format!("CREATE DATABASE {db_name}")).await.unwrap();
+    let url = services::database_url();
+    let (base, query) = url.split_once('?').map_or((url.as_str(), ""), |(b, q)| (b, q));
+    let base = base.rsplit_once('/').expect("DATABASE_URL is a URL with a database").0;
+    let other = if query.is_empty() { format!("{base}/{db_name}") } else { format!("{base}/{db_name}?{query}") };
+    host::migrate::run_to(&other, Some(9)).await.unwrap();
+    let (db, conn) = tokio_postgres::connect(&other, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let id = "0b9f3a52-7c1d-4e2a-9f6b-3d8e1c2a4b5f";
+    db.execute(
+        "INSERT INTO etl.receipts (pipeline, part, batch_id, message_ids) VALUES ('p', 1, 1, $1)",
+        &[&vec![id, "dead-letter:7", "0B9F3A52-7C1D-4E2A-9F6B-3D8E1C2A4B5F"]],
+    )
+    .await
+    .unwrap();
+    let applied = host::migrate::run(&other).await.unwrap();
+    assert!(applied.iter().any(|m| m.contains("receipts_uuids")), "{applied:?}");
+    let row = db.query_one("SELECT message_ids, message_uuids::text[] FROM etl.receipts", &[]).await.unwrap();
+    let (texts, uuids): (Vec<String>, Vec<String>) = (row.get(0), row.get(1));
+    assert_eq!(texts, ["dead-letter:7", "0B9F3A52-7C1D-4E2A-9F6B-3D8E1C2A4B5F"]);
+    assert_eq!(uuids, [id]);
+    let seen: Vec<String> = db
+        .query(
+            host::sink::sql::LEDGER_SEEN,
+            &[&"p", &vec![1i64], &vec!["dead-letter:7"], &vec![host::sink::sql::Uuid::parse(id).unwrap()]],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, ["dead-letter:7", id]);
+    drop(db);
+    admin.batch_execute(&format!("DROP DATABASE {db_name} WITH (FORCE)")).await.unwrap();
+}
