@@ -1,6 +1,6 @@
 //! Crash safety: 10,000 messages loaded by the real `host` binary while it is
 //! killed with SIGKILL at random moments (at least 10 times) and restarted,
-//! and while PostgreSQL is restarted under it. The table must end with
+//! and while PostgreSQL crashes (immediate stop) and restarts under it. The table must end with
 //! exactly the 10,000 rows: none missing, none duplicated.
 //!
 //! Needs `target/release/host` (`cargo xtask test` builds it), PostgreSQL at
@@ -56,7 +56,10 @@ fn restart_postgres() -> Result<(), String> {
     let version = versions.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).next();
     let version = version.ok_or("no PostgreSQL cluster in /etc/postgresql")?;
     let status = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+        // `immediate`: the server stops as if it crashed, without flushing
+        // or checkpointing; commits whose WAL was not flushed are lost, and
+        // their messages must not have been acknowledged.
+        .args(["--skip-systemctl-redirect", "--mode", "immediate", &version, "main", "restart"])
         .status()
         .map_err(|e| format!("pg_ctlcluster: {e}"))?;
     if status.success() { Ok(()) } else { Err(format!("pg_ctlcluster restart failed ({status})")) }
@@ -123,7 +126,10 @@ async fn main() {
         let mut child = run.host(false);
         std::thread::sleep(Duration::from_millis(1500));
         restart_postgres().expect("PostgreSQL restarts");
-        println!("crash: PostgreSQL restarted under a running host; rows so far {}", rows(&schema).await);
+        println!(
+            "crash: PostgreSQL crashed (immediate stop) and restarted under a running host; rows so far {}",
+            rows(&schema).await
+        );
         std::thread::sleep(Duration::from_secs(3));
         kill9(&mut child);
     } else {
