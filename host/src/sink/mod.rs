@@ -1,10 +1,11 @@
 //! The PostgreSQL sink: per batch one transaction that loads the rows (COPY
-//! straight into the target for `append`, through a staging table and a
-//! merge otherwise), writes dead letters and the batch's lineage, then,
-//! under the pipeline's ledger lock, checks that none of its messages was
-//! committed before (if some were, the batch is tried again without them),
-//! records them in the ledger and commits. Transient errors are retried; a data error isolates the messages
-//! that cause it into dead letters and commits the rest.
+//! straight into the target for `append`, and for `upsert` while its
+//! batches bring new keys; through a staging table and a merge otherwise),
+//! writes dead letters and the batch's lineage, then, under the pipeline's
+//! ledger lock, checks that none of its messages was committed before (if
+//! some were, the batch is tried again without them), records them in the
+//! ledger and commits. Transient errors are retried; a data error isolates
+//! the messages that cause it into dead letters and commits the rest.
 //!
 //! Must not acknowledge anything: the caller deletes messages after `commit`
 //! returns.
