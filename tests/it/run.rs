@@ -207,6 +207,16 @@ async fn upsert_and_delete_insert_keep_the_last_of_each_key() {
     }
 }
 
+/// Message `id` carrying `rows` (COPY text) of `items`.
+fn item_rows(id: &str, rows: &str) -> host::sink::Unit {
+    host::sink::Unit {
+        message_id: id.into(),
+        rows: rows.as_bytes().to_vec(),
+        row_count: rows.lines().count(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upsert_goes_straight_in_with_new_keys_and_merges_when_one_is_there() {
     // New keys are COPYed into the target; a key already there (or twice in
@@ -215,22 +225,16 @@ async fn upsert_goes_straight_in_with_new_keys_and_merges_when_one_is_there() {
     let (name, schema) = (unique("upsert"), unique("s"));
     items_table(&schema).await;
     let sink = sink_for(&name, &items("unused", &schema, &name, "upsert"));
-    let unit = |id: &str, rows: &str| host::sink::Unit {
-        message_id: id.into(),
-        rows: rows.as_bytes().to_vec(),
-        row_count: rows.lines().count(),
-        ..Default::default()
-    };
     let commit = |units| async { sink.commit(units, "[]").await.unwrap() };
-    commit(vec![unit("a", "1\tone\n2\ttwo\n")]).await;
-    commit(vec![unit("b", "2\tdeux\n3\ttrois\n"), unit("c", "3\tdrei\n4\tvier\n")]).await;
-    commit(vec![unit("d", "5\tcinq\n5\tfem\n")]).await;
-    let r = commit(vec![unit("e", "6\tsix\n"), unit("f", "1\tuno\n")]).await;
+    commit(vec![item_rows("a", "1\tone\n2\ttwo\n")]).await;
+    commit(vec![item_rows("b", "2\tdeux\n3\ttrois\n"), item_rows("c", "3\tdrei\n4\tvier\n")]).await;
+    commit(vec![item_rows("d", "5\tcinq\n5\tfem\n")]).await;
+    let r = commit(vec![item_rows("e", "6\tsix\n"), item_rows("f", "1\tuno\n")]).await;
     assert_eq!((r.rows, r.dead_letters, r.commits), (2, 0, 1));
     let want = [(1, "uno"), (2, "deux"), (3, "drei"), (4, "vier"), (5, "fem"), (6, "six")];
     assert_eq!(names(&schema).await, want.map(|(i, n)| (i, n.to_string())).to_vec());
     // After conflicts the sink merges for a while; new keys load the same.
-    commit(vec![unit("g", "7\tsept\n")]).await;
+    commit(vec![item_rows("g", "7\tsept\n")]).await;
     assert_eq!(names(&schema).await.len(), 7);
 }
 
@@ -241,15 +245,9 @@ async fn upsert_without_a_unique_index_on_its_key_is_refused_not_appended() {
     let (name, schema) = (unique("upsert"), unique("s"));
     items_table(&schema).await;
     let sink = sink_for(&name, &items("unused", &schema, &name, "upsert"));
-    let unit = |id: &str, rows: &str| host::sink::Unit {
-        message_id: id.into(),
-        rows: rows.as_bytes().to_vec(),
-        row_count: 1,
-        ..Default::default()
-    };
-    sink.commit(vec![unit("a", "1\tone\n")], "[]").await.unwrap();
+    sink.commit(vec![item_rows("a", "1\tone\n")], "[]").await.unwrap();
     pg().await.batch_execute(&format!("ALTER TABLE {schema}.items DROP CONSTRAINT items_pkey")).await.unwrap();
-    let e = sink.commit(vec![unit("b", "2\ttwo\n")], "[]").await.unwrap_err();
+    let e = sink.commit(vec![item_rows("b", "2\ttwo\n")], "[]").await.unwrap_err();
     assert!(!e.retryable(), "{e}");
     assert!(e.to_string().contains("no unique or exclusion constraint matching the ON CONFLICT"), "{e}");
     assert_eq!(names(&schema).await, vec![(1, "one".to_string())]);

@@ -37,12 +37,12 @@ pub fn write_row(
 /// a last column: the staging table's order, where the later row of a key
 /// wins.
 pub fn numbered(out: &mut Vec<u8>, rows: &[u8], first: u64) -> u64 {
+    use std::io::Write;
     let mut n = first;
     for row in rows.split_inclusive(|&b| b == b'\n') {
         out.extend_from_slice(&row[..row.len() - 1]);
-        out.push(b'\t');
-        out.extend_from_slice(n.to_string().as_bytes());
-        out.push(b'\n');
+        // Formatted in place: no string per row.
+        write!(out, "\t{n}\n").expect("writing to a Vec cannot fail");
         n += 1;
     }
     n

@@ -439,7 +439,9 @@ impl PostgresSink {
             match sent {
                 // Upsert straight into the target met a key already there
                 // (or twice in the batch): merge instead.
-                Err(e) if self.mode != MergeMode::Append && e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                Err(e)
+                    if !staged && self.mode != MergeMode::Append && e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+                {
                     return Err(Attempt::Conflict);
                 }
                 r => r?,
@@ -458,7 +460,7 @@ impl PostgresSink {
         // lock on the table: the index cannot go before this commit.
         let unique_key = async {
             match &self.mode {
-                MergeMode::Upsert { key } if row_count > 0 && !staged => {
+                MergeMode::Upsert { key } if row_count > 0 && direct => {
                     let check = tx.prepare_cached(sql::KEY_IS_UNIQUE).await?;
                     Ok(tx.query_one(&check, &[&self.target, key]).await?.get::<_, bool>(0))
                 }
