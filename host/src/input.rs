@@ -4,7 +4,7 @@
 
 use crate::batch::{BatchBuilder, Cell, Value, fields, json};
 use crate::config::{Pipeline, Source};
-use crate::source::Message;
+use crate::queue::Message;
 
 /// Decodes bodies for one pipeline.
 pub struct Decoder {

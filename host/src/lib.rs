@@ -1,14 +1,18 @@
 //! The ETL host: pipelines move records from a source through sandboxed
 //! WebAssembly transforms into PostgreSQL. `main.rs` is only the CLI over
-//! this library.
+//! this library; `commands` is the CLI's work, and nothing below it imports
+//! it.
 
+pub mod aws;
 pub mod batch;
+pub mod cases;
 pub mod commands;
 pub mod config;
-pub mod files;
+pub mod flow;
 pub mod input;
 pub mod mapping;
 pub mod migrate;
+pub mod queue;
 pub mod reload;
 pub mod run;
 pub mod sink;

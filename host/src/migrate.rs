@@ -1,6 +1,8 @@
 //! Schema migrations (`migrations/`, embedded at build time), applied with
 //! refinery under a PostgreSQL advisory lock so that several hosts starting
 //! at once apply them once.
+//!
+//! Must not hold DDL itself: every statement is in `migrations/`.
 
 mod embedded {
     refinery::embed_migrations!("../migrations");

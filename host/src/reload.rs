@@ -7,11 +7,8 @@
 //! with its reason and not tried again until a file changes once more; the
 //! running version keeps going.
 
-use crate::commands::check::short;
-use crate::commands::test::run_case;
 use crate::config::{self, Pipeline};
-use crate::input::Decoder;
-use crate::transform::{Engine, Loaded, TransformChain, digest_of, plugin_files, remote};
+use crate::transform::{Engine, Loaded, TransformChain, digest_of, plugin_files, remote, short};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -175,13 +172,7 @@ impl Watcher {
     fn check(&self, pipeline: Pipeline) -> Result<(Pipeline, Loaded), String> {
         let loaded = Loaded::load(&self.engine, &pipeline).map_err(|e| e.to_string())?;
         let mut chain = TransformChain::instantiate(&self.engine, &pipeline, &loaded).map_err(|e| e.to_string())?;
-        let decoder = Decoder::new(&pipeline);
-        for case in &pipeline.tests {
-            let result = run_case(&pipeline, &decoder, &mut chain, case).map_err(|e| format!("{e:#}"))?;
-            if let Some(failure) = result.failure {
-                return Err(format!("test case `{}` fails: {failure}", result.name));
-            }
-        }
+        crate::cases::first_failure(&pipeline, &mut chain)?;
         Ok((pipeline, loaded))
     }
 
@@ -191,9 +182,11 @@ impl Watcher {
             .into_iter()
             .map(|f| match f {
                 Err(e) => format!("missing: {e}"),
-                Ok(f) if remote::is_s3(&f) => {
-                    remote::etag(&f.to_string_lossy()).map_or_else(|e| format!("missing: {e}"), |t| format!("etag {t}"))
-                }
+                Ok(f) if remote::is_s3(&f) => self
+                    .engine
+                    .remote()
+                    .etag(&f.to_string_lossy())
+                    .map_or_else(|e| format!("missing: {e}"), |t| format!("etag {t}")),
                 Ok(f) => self.digest(&f),
             })
             .collect()

@@ -156,7 +156,7 @@ pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> usize {
 
 /// An S3 client for `endpoint` (path-style, as local endpoints serve).
 pub async fn s3_at(endpoint: &str) -> aws_sdk_s3::Client {
-    host::transform::remote::s3_client(&aws_at(endpoint).await)
+    host::aws::s3_client(&aws_at(endpoint).await)
 }
 
 /// Creates a bucket whose object-created events go to queue `queue`.

@@ -1,7 +1,10 @@
 //! `host check`: parse, validate, find, compile and configure every step of
-//! each pipeline, offline.
+//! each pipeline, and run its own test cases, offline.
+//!
+//! Must not reach AWS or a database.
 
 use super::{EngineOptions, load};
+use crate::transform::short;
 use std::path::PathBuf;
 
 /// Checks each pipeline; prints one line per pipeline. Returns how many
@@ -10,13 +13,23 @@ pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<usize> {
     let engine = opts.engine()?;
     let mut failed = 0;
     for path in paths {
-        match load(&engine, path) {
-            Ok((_, chain)) => {
+        let checked = load(&engine, path).and_then(|(pipeline, mut chain)| {
+            crate::cases::first_failure(&pipeline, &mut chain)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
+            Ok((pipeline, chain))
+        });
+        match checked {
+            Ok((pipeline, chain)) => {
                 let steps: Vec<String> = chain.plugins().map(|p| format!("{} {}", p.name, short(&p.digest))).collect();
+                let cases = match pipeline.tests.len() {
+                    0 => String::new(),
+                    1 => "; 1 test case passes".to_string(),
+                    n => format!("; {n} test cases pass"),
+                };
                 if steps.is_empty() {
-                    println!("ok: {} (no transform steps)", path.display());
+                    println!("ok: {} (no transform steps{cases})", path.display());
                 } else {
-                    println!("ok: {} ({} steps: {})", path.display(), steps.len(), steps.join(", "));
+                    println!("ok: {} ({} steps: {}{cases})", path.display(), steps.len(), steps.join(", "));
                 }
             }
             Err(e) => {
@@ -26,9 +39,4 @@ pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<usize> {
         }
     }
     Ok(failed)
-}
-
-/// `sha256:` and the first 12 hex digits.
-pub fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(19)]
 }

@@ -1,22 +1,14 @@
 //! `host dead-letters list | replay`: what could not be loaded, and loading
-//! it again through the pipeline as it is now.
+//! it again through the pipeline as it is now (`crate::source::dead_letters`).
+//!
+//! Must not print payloads.
 
 use super::EngineOptions;
-use crate::batch::BatchBuilder;
 use crate::config;
-use crate::input::Decoder;
-use crate::mapping::{LoadTime, Mapping};
-use crate::sink::dead_letter::{DeadLetter, Sealer};
-use crate::sink::{PostgresSink, Unit, copy};
-use crate::transform::TransformChain;
-use anyhow::Context;
 use std::path::Path;
 
 pub(crate) async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) =
-        tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("cannot connect to the database")?;
-    tokio::spawn(conn);
-    Ok(client)
+    Ok(crate::source::dead_letters::connect(url).await?)
 }
 
 /// Prints the pipeline's dead letters (never their payloads).
@@ -63,95 +55,8 @@ pub async fn replay(path: &Path, ids: &[i64], opts: &EngineOptions) -> anyhow::R
 /// [`replay`] against the database at `url`.
 pub async fn replay_with(path: &Path, ids: &[i64], opts: &EngineOptions, url: &str) -> anyhow::Result<(usize, usize)> {
     let pipeline = config::load(path)?;
-    let sink_config = pipeline.sink.clone().context("the pipeline has no [sink]")?;
-    let client = connect(url).await?;
-    let rows = client
-        .query(
-            "SELECT d.id, d.message_id, p.key_id, p.nonce, p.payload FROM etl.dead_letters d \
-             JOIN etl.dead_letter_payloads p ON p.dead_letter_id = d.id \
-             WHERE d.pipeline = $1 AND d.replayed_at IS NULL AND (cardinality($2::bigint[]) = 0 OR d.id = ANY($2)) \
-             ORDER BY d.id",
-            &[&pipeline.name, &ids],
-        )
-        .await?;
-    let sealer = Sealer::from_env().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(pipeline.sink.is_some(), "the pipeline has no [sink]");
     let engine = opts.engine()?;
-    let p = pipeline.clone();
-    let mut chain = tokio::task::spawn_blocking(move || TransformChain::build(&engine, &p)).await??;
-    let pool = crate::sink::pool(url, 2)?;
-    let sink = PostgresSink::new(pool, &pipeline.name, "replay", &sink_config, sealer);
-    let sealer = Sealer::from_env().map_err(anyhow::Error::msg)?;
-    let (decoder, mapping) = (Decoder::new(&pipeline), Mapping::new(&sink_config));
-    let (mut loaded, mut failed) = (0, 0);
-    for row in rows {
-        let id: i64 = row.get(0);
-        let key_id: Option<String> = row.get(2);
-        let payload: Vec<u8> = match (key_id, &sealer) {
-            (None, _) => row.get(4),
-            (Some(k), Some(s)) => {
-                s.open(&k, &row.get::<_, Vec<u8>>(3), &row.get::<_, Vec<u8>>(4)).map_err(anyhow::Error::msg)?
-            }
-            (Some(k), None) => {
-                anyhow::bail!("dead letter {id} is sealed with key {k}; set HOST_DEAD_LETTER_KEY")
-            }
-        };
-        let mut unit = Unit {
-            message_id: format!("dead-letter:{id}"),
-            payload: payload.clone(),
-            // A replay's own ledger partition: its dead letter's id.
-            sent_ms: -id,
-            ..Unit::default()
-        };
-        let mut b = BatchBuilder::new();
-        let reason = match decoder.decode(&payload, &mut b) {
-            Err(reason) => Some(("input", reason, None)),
-            Ok(()) => {
-                let batch = b.finish();
-                let (c, out) = tokio::task::spawn_blocking(move || {
-                    let out = chain.run(&batch);
-                    (chain, out)
-                })
-                .await?;
-                chain = c;
-                let out = out?;
-                let keys = mapping.keys(&out.batch);
-                let load = LoadTime::now();
-                for cells in out.batch.iter() {
-                    copy::write_row(&mut unit.rows, &mapping, &out.batch, &keys, cells, &load);
-                    unit.row_count += 1;
-                }
-                out.rejected.first().map(|r| ("transform", r.reason.clone(), Some(r.clone())))
-            }
-        };
-        if let Some((stage, reason, rejection)) = &reason {
-            unit.dead.push(DeadLetter {
-                record_index: 0,
-                stage,
-                step: rejection.as_ref().map(|r| r.step as i32),
-                plugin: rejection.as_ref().map(|r| r.plugin.clone()),
-                plugin_digest: rejection.as_ref().map(|r| r.digest.clone()),
-                reason: reason.clone(),
-                received_count: 1,
-            });
-        }
-        let report = sink.commit(vec![unit], "[]").await?;
-        let result = match &reason {
-            None => {
-                loaded += 1;
-                format!("loaded {} rows", report.rows)
-            }
-            Some((_, why, _)) => {
-                failed += 1;
-                format!("failed again: {why}")
-            }
-        };
-        client
-            .execute(
-                "UPDATE etl.dead_letters SET replayed_at = now(), replay_result = $2 WHERE id = $1",
-                &[&id, &result],
-            )
-            .await?;
-        println!("dead letter {id}: {result}");
-    }
-    Ok((loaded, failed))
+    let report = |id: i64, result: &str| println!("dead letter {id}: {result}");
+    Ok(crate::source::dead_letters::replay(pipeline, engine, url, ids, report).await?)
 }

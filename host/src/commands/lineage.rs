@@ -1,5 +1,7 @@
 //! `host lineage PIPELINE`: which batches each plugin version wrote, and
 //! with `--digest`, the batches and source message ids of one version.
+//!
+//! Must not change anything.
 
 use crate::config;
 use std::path::Path;

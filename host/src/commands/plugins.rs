@@ -1,5 +1,7 @@
 //! `host plugins inspect FILE.wasm`: what a plugin is before any pipeline
 //! uses it.
+//!
+//! Must not need a pipeline, AWS or a database.
 
 use super::EngineOptions;
 use std::path::Path;

@@ -1,7 +1,10 @@
 //! `host run`, `host migrate` and `host dead-letters`: the commands that
 //! talk to AWS and PostgreSQL.
+//!
+//! Must not hold run logic: that is `crate::run` and below.
 
 use super::EngineOptions;
+use crate::aws::Aws;
 use crate::config;
 use crate::run::{RunOptions, Summary};
 use anyhow::Context;
@@ -20,23 +23,26 @@ pub fn database_url() -> anyhow::Result<String> {
 pub async fn run(path: &Path, once: bool, migrate: bool, opts: &EngineOptions) -> anyhow::Result<Summary> {
     let (pipeline, url, engine, aws) = set_up(path, migrate, opts).await?;
     let run_opts = RunOptions { once, idle: std::time::Duration::from_secs(2) };
-    Ok(crate::run::run(pipeline, engine, &url, &aws, run_opts, shutdown_signal()).await?)
+    Ok(crate::run::run(pipeline, engine, &url, aws, run_opts, shutdown_signal()).await?)
 }
 
 /// What `run` and `backfill` need: the pipeline, the database URL (migrated
-/// first if asked), the engine and the AWS configuration.
+/// first if asked), the engine and the AWS configuration, whose S3 client
+/// the engine shares for plugins kept in S3.
 async fn set_up(
     path: &Path,
     migrate: bool,
     opts: &EngineOptions,
-) -> anyhow::Result<(config::Pipeline, String, std::sync::Arc<crate::transform::Engine>, aws_config::SdkConfig)> {
+) -> anyhow::Result<(config::Pipeline, String, std::sync::Arc<crate::transform::Engine>, Aws)> {
     let pipeline = config::load(path)?;
     let url = database_url()?;
     if migrate {
         crate::migrate::run(&url).await?;
     }
     let engine = opts.engine()?;
-    Ok((pipeline, url, engine, aws_config::load_from_env().await))
+    let aws = Aws::from_env().await;
+    engine.remote().share(aws.s3.clone());
+    Ok((pipeline, url, engine, aws))
 }
 
 /// Loads every object under `prefix` of the pipeline's bucket, showing
@@ -46,7 +52,7 @@ pub async fn backfill(path: &Path, prefix: &str, migrate: bool, opts: &EngineOpt
     let (pipeline, url, engine, aws) = set_up(path, migrate, opts).await?;
     let terminal = std::io::stderr().is_terminal();
     let last = std::sync::Mutex::new(None::<std::time::Duration>);
-    let show = |p: &crate::files::BackfillProgress| {
+    let show = |p: &crate::run::BackfillProgress| {
         let mut last = last.lock().expect("not poisoned");
         let final_line = p.objects_done == p.objects;
         if !terminal && !final_line && last.is_some_and(|l| p.elapsed < l + std::time::Duration::from_secs(5)) {
@@ -64,12 +70,12 @@ pub async fn backfill(path: &Path, prefix: &str, migrate: bool, opts: &EngineOpt
             let _ = writeln!(err, "{line}");
         }
     };
-    let summary = crate::files::backfill(pipeline, engine, &url, &aws, prefix, show).await?;
+    let summary = crate::run::backfill(pipeline, engine, &url, aws, prefix, show).await?;
     Ok(summary)
 }
 
 /// `[#####.....] 3/10 objects, 120000 rows, 12.3/40.0 MB, 40000 rows/s, ETA 12 s`.
-pub fn progress_line(p: &crate::files::BackfillProgress) -> String {
+pub fn progress_line(p: &crate::run::BackfillProgress) -> String {
     const WIDTH: usize = 20;
     let done = if p.total_bytes == 0 {
         if p.objects == 0 { 1.0 } else { p.objects_done as f64 / p.objects as f64 }
@@ -114,7 +120,7 @@ pub async fn migrate(path: &Path) -> anyhow::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::progress_line;
-    use crate::files::BackfillProgress;
+    use crate::run::BackfillProgress;
     use std::time::Duration;
 
     #[test]

@@ -1,12 +1,17 @@
 //! `host test`: runs a pipeline's transform chain on a local JSON-lines file,
-//! or on the test cases the pipeline carries. No AWS, no database.
+//! or on the test cases the pipeline carries ([`crate::cases`]). No AWS, no
+//! database.
+//!
+//! Must not reach AWS or a database.
 
 use super::{EngineOptions, load};
-use crate::batch::{self, BatchBuilder, json};
-use crate::config::{Pipeline, TestCase, TestExpect};
+use crate::batch::{self, BatchBuilder};
+pub use crate::cases::CaseResult;
+use crate::cases::{self, rows_json};
+use crate::config::Pipeline;
 use crate::input::Decoder;
-use crate::mapping::{LoadTime, Mapping};
-use crate::transform::{ChainOutput, TransformChain};
+use crate::mapping::LoadTime;
+use crate::transform::TransformChain;
 use anyhow::Context;
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -112,28 +117,8 @@ impl FileRun<'_> {
     }
 }
 
-/// The output rows as JSON: mapped onto the sink's columns when the pipeline
-/// has a sink, the records as they are otherwise.
-fn rows_json(pipeline: &Pipeline, out: &ChainOutput, load: Option<&LoadTime>) -> Vec<String> {
-    match &pipeline.sink {
-        Some(sink) => {
-            let mapping = Mapping::new(sink);
-            let keys = mapping.keys(&out.batch);
-            out.batch.iter().map(|cells| mapping.row_json(&out.batch, &keys, cells, load)).collect()
-        }
-        None => out.batch.iter().map(|cells| json::record_json(&out.batch, cells)).collect(),
-    }
-}
-
 fn reject_line(line: usize, step: usize, plugin: &str, reason: &str) -> String {
     serde_json::json!({"line": line, "step": step, "plugin": plugin, "reason": reason}).to_string()
-}
-
-/// The result of one test case.
-pub struct CaseResult {
-    pub name: String,
-    /// `None` when it passed.
-    pub failure: Option<String>,
 }
 
 /// Runs the pipeline's own test cases.
@@ -143,61 +128,5 @@ pub fn run_cases(pipeline: &Path, opts: &EngineOptions) -> anyhow::Result<Vec<Ca
     if pipeline.tests.is_empty() {
         anyhow::bail!("{} has no [[tests]]; give --input FILE to run a file", pipeline.file.display());
     }
-    let decoder = Decoder::new(&pipeline);
-    pipeline.tests.iter().map(|case| run_case(&pipeline, &decoder, &mut chain, case)).collect()
-}
-
-/// Runs one case; only host failures are `Err`.
-pub fn run_case(
-    pipeline: &Pipeline,
-    decoder: &Decoder,
-    chain: &mut TransformChain,
-    case: &TestCase,
-) -> anyhow::Result<CaseResult> {
-    let mut b = BatchBuilder::new();
-    let got = match decoder.decode(case.input.to_string().as_bytes(), &mut b) {
-        Err(reason) => Got::Rejected(format!("input: {reason}")),
-        Ok(()) => {
-            let out = chain.run(&b.finish())?;
-            if let Some(r) = out.rejected.first() {
-                Got::Rejected(r.to_string())
-            } else if out.batch.records.is_empty() {
-                Got::Dropped
-            } else {
-                let rows = rows_json(pipeline, &out, None);
-                Got::Rows(rows.iter().map(|r| serde_json::from_str(r).expect("rows are JSON")).collect())
-            }
-        }
-    };
-    let failure = match (&case.expect, &got) {
-        (TestExpect::Row(want), Got::Rows(rows)) if rows.len() == 1 && rows[0].as_object() == Some(want) => None,
-        (TestExpect::Reject(want), Got::Rejected(reason)) if reason.contains(want.as_str()) => None,
-        (TestExpect::Dropped, Got::Dropped) => None,
-        (expect, got) => Some(format!("expected {}, got {}", describe_expect(expect), got.describe())),
-    };
-    Ok(CaseResult { name: case.name.clone(), failure })
-}
-
-enum Got {
-    Rows(Vec<serde_json::Value>),
-    Rejected(String),
-    Dropped,
-}
-
-impl Got {
-    fn describe(&self) -> String {
-        match self {
-            Got::Rows(rows) => format!("rows {}", serde_json::Value::Array(rows.clone())),
-            Got::Rejected(r) => format!("rejection \"{r}\""),
-            Got::Dropped => "a drop".into(),
-        }
-    }
-}
-
-fn describe_expect(e: &TestExpect) -> String {
-    match e {
-        TestExpect::Row(row) => format!("row {}", serde_json::Value::Object(row.clone())),
-        TestExpect::Reject(r) => format!("a rejection containing \"{r}\""),
-        TestExpect::Dropped => "a drop".into(),
-    }
+    Ok(cases::run_all(&pipeline, &mut chain)?)
 }

@@ -4,6 +4,8 @@
 //! Two phases, both without I/O beyond reading the file: [`parse`] is strict
 //! (unknown keys are errors naming file, line and key), [`validate`] checks
 //! what serde cannot. Connecting to anything is the caller's business.
+//!
+//! Must not connect to anything.
 
 mod interpolate;
 mod validate;

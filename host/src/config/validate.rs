@@ -1,5 +1,7 @@
 //! Checks a parsed pipeline file and builds the runtime [`Pipeline`]. No I/O:
 //! plugins are found and configured later, by the transform engine.
+//!
+//! Must not read plugins, the network or the database.
 
 use super::{
     ColumnConfig, CompressionConfig, ConfigError, EmptyConfig, FileFormatConfig, GeneratedConfig, MergeModeConfig,

@@ -3,6 +3,8 @@
 //! `etl.dead_letter_payloads` (the payload, on which PUBLIC has no rights).
 //! With `HOST_DEAD_LETTER_KEY` (64 hex digits) payloads are sealed with
 //! AES-256-GCM; without it they are stored as they came.
+//!
+//! Must not log or return a payload; only `replay` opens one.
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -22,6 +24,25 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// A record (or row) that could not be decoded or lacks what it needs.
+    pub fn input(reason: String) -> DeadLetter {
+        DeadLetter {
+            record_index: 0,
+            stage: "input",
+            step: None,
+            plugin: None,
+            plugin_digest: None,
+            reason,
+            received_count: 1,
+        }
+    }
+
+    /// A message (or object) the source could not take as one, received
+    /// `received_count` times.
+    pub fn source(reason: String, received_count: u32) -> DeadLetter {
+        DeadLetter { stage: "source", received_count: received_count as i32, ..DeadLetter::input(reason) }
+    }
+
     /// A row the database refused: its error code and message (never the
     /// detail, which may quote values).
     pub fn sink(e: &tokio_postgres::Error) -> DeadLetter {
@@ -53,8 +74,10 @@ impl Sealer {
     }
 
     pub fn new(hex: &str) -> Result<Sealer, String> {
-        let key =
-            decode_hex(hex.trim()).filter(|k| k.len() == 32).ok_or("HOST_DEAD_LETTER_KEY must be 64 hex digits")?;
+        let key = ::hex::decode(hex.trim())
+            .ok()
+            .filter(|k| k.len() == 32)
+            .ok_or("HOST_DEAD_LETTER_KEY must be 64 hex digits")?;
         let key_id = format!("{:x}", Sha256::digest(&key))[..12].to_string();
         let cipher = Aes256Gcm::new_from_slice(&key).map_err(|e| e.to_string())?;
         Ok(Sealer { cipher, key_id })
@@ -73,13 +96,6 @@ impl Sealer {
         }
         self.cipher.decrypt(Nonce::from_slice(nonce), sealed).map_err(|_| "payload does not open with this key".into())
     }
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// Inserts one dead letter and its payload in the open transaction.

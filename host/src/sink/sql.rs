@@ -1,5 +1,7 @@
 //! The SQL the sink runs, built by small pure functions from validated names.
 //! Every identifier is quoted; none comes from record data.
+//!
+//! Must not run anything: the sink does; every function here is pure.
 
 use crate::config::MergeMode;
 
@@ -125,7 +127,7 @@ pub const LEDGER_RECORD: &str = "INSERT INTO etl.receipts (pipeline, part, batch
 pub struct LedgerIds<'a> {
     pub parts: Vec<i64>,
     pub texts: Vec<&'a str>,
-    pub uuids: Vec<Uuid>,
+    pub uuids: Vec<uuid::Uuid>,
     /// Per partition, the 1-based inclusive ranges of its ids in `texts`
     /// and `uuids` (empty when from > to).
     pub text_from: Vec<i32>,
@@ -147,7 +149,7 @@ impl<'a> LedgerIds<'a> {
             l.text_from.push(l.texts.len() as i32 + 1);
             l.uuid_from.push(l.uuids.len() as i32 + 1);
             while i < ids.len() && ids[i].0 == part {
-                match Uuid::parse(ids[i].1) {
+                match canonical_uuid(ids[i].1) {
                     Some(u) => l.uuids.push(u),
                     None => l.texts.push(ids[i].1),
                 }
@@ -160,53 +162,13 @@ impl<'a> LedgerIds<'a> {
     }
 }
 
-/// A UUID, sent to PostgreSQL as its 16 bytes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Uuid([u8; 16]);
-
-impl Uuid {
-    /// Only the canonical lowercase form `8-4-4-4-12`: it and the value
-    /// map one to one, so `id::text` gives the id back exactly.
-    pub fn parse(text: &str) -> Option<Uuid> {
-        let t = text.as_bytes();
-        if t.len() != 36 {
-            return None;
-        }
-        let mut out = [0u8; 16];
-        let mut n = 0;
-        let mut i = 0;
-        while i < 36 {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                if t[i] != b'-' {
-                    return None;
-                }
-                i += 1;
-                continue;
-            }
-            let digit = |c: u8| match c {
-                b'0'..=b'9' => Some(c - b'0'),
-                b'a'..=b'f' => Some(c - b'a' + 10),
-                _ => None,
-            };
-            out[n] = (digit(t[i])? << 4) | digit(t[i + 1])?;
-            n += 1;
-            i += 2;
-        }
-        Some(Uuid(out))
-    }
-}
-
-impl tokio_postgres::types::ToSql for Uuid {
-    fn to_sql(
-        &self,
-        _: &tokio_postgres::types::Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.extend_from_slice(&self.0);
-        Ok(tokio_postgres::types::IsNull::No)
-    }
-    tokio_postgres::types::accepts!(UUID);
-    tokio_postgres::types::to_sql_checked!();
+/// A message id as a UUID, when it is one in the canonical lowercase form
+/// `8-4-4-4-12`: that form and the value map one to one, so `id::text`
+/// gives the id back exactly. Any other id is kept as text.
+pub fn canonical_uuid(text: &str) -> Option<uuid::Uuid> {
+    let u = uuid::Uuid::try_parse(text).ok()?;
+    let mut buf = uuid::Uuid::encode_buffer();
+    (u.hyphenated().encode_lower(&mut buf) == text).then_some(u)
 }
 
 /// Forgets pipeline `$1`'s ledger rows of messages sent before partition
@@ -271,9 +233,9 @@ mod tests {
 
     #[test]
     fn only_canonical_uuids_are_uuids() {
-        let u = Uuid::parse("424cdd21-063a-43a7-b91b-7ca1a833afae").unwrap();
-        assert_eq!(u.0[..4], [0x42, 0x4c, 0xdd, 0x21]);
-        assert_eq!(u.0[15], 0xae);
+        let u = canonical_uuid("424cdd21-063a-43a7-b91b-7ca1a833afae").unwrap();
+        assert_eq!(u.as_bytes()[..4], [0x42, 0x4c, 0xdd, 0x21]);
+        assert_eq!(u.as_bytes()[15], 0xae);
         for not in [
             "424CDD21-063a-43a7-b91b-7ca1a833afae",
             "424cdd21063a43a7b91b7ca1a833afae",
@@ -284,7 +246,7 @@ mod tests {
             "dead-letter:12",
             "",
         ] {
-            assert_eq!(Uuid::parse(not), None, "{not}");
+            assert_eq!(canonical_uuid(not), None, "{not}");
         }
     }
 
@@ -295,7 +257,7 @@ mod tests {
         let l = LedgerIds::new([(25, a), (3, "dead-letter:1"), (21, b), (5, "x")]);
         assert_eq!(l.parts, [0, 2]);
         assert_eq!(l.texts, ["dead-letter:1", "x"]);
-        assert_eq!(l.uuids, [Uuid::parse(a).unwrap(), Uuid::parse(b).unwrap()]);
+        assert_eq!(l.uuids, [canonical_uuid(a).unwrap(), canonical_uuid(b).unwrap()]);
         assert_eq!((l.text_from, l.text_to), (vec![1, 3], vec![2, 2]));
         assert_eq!((l.uuid_from, l.uuid_to), (vec![1, 1], vec![0, 2]));
         assert_eq!(LedgerIds::new([]), LedgerIds::default());

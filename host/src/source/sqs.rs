@@ -1,197 +1,82 @@
-//! The SQS source: long-polling receives, visibility extension, batch
-//! deletes. Endpoint, region and credentials come from the environment
-//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, the standard credential chain).
+//! The SQS source: `host run` of an SQS pipeline, a thin user of the run
+//! loop. Receivers feed the batcher, whose batches of messages
+//! ([`MessageBatch`]) the workers decode, transform, commit under the
+//! message ledger and delete; the ledger is pruned past the queue's
+//! retention meanwhile. The queue client is `crate::queue`.
+//!
+//! Must not decode, transform or commit: the run loop does.
 
-use super::Message;
-use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
-};
+use crate::config::Source;
+use crate::flow::messages::MessageBatch;
+use crate::flow::{Flow, Receiving, RunError, RunSetup, Summary, Workers, batch_loop, receive_loop, release};
+use crate::queue::SqsSource;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
-/// An SQS call that failed. All are retryable: the messages concerned come
-/// back after their visibility timeout.
-#[derive(Debug, thiserror::Error)]
-pub enum SqsError {
-    #[error("SQS queue `{queue}`: cannot find its URL: {source}")]
-    QueueUrl { queue: String, source: Box<dyn std::error::Error + Send + Sync> },
-    #[error("SQS queue `{queue}`: {action} failed: {source}")]
-    Call { queue: String, action: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
-}
-
-/// One queue.
-#[derive(Clone)]
-pub struct SqsSource {
-    client: Client,
-    /// The queue as configured (name or URL), for messages.
-    queue: String,
-    url: String,
-}
-
-fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> Box<dyn std::error::Error + Send + Sync> {
-    // The SDK's errors print as "service error"; the debug form names the
-    // cause (no message bodies are ever part of it).
-    let text = format!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e));
-    text.into()
-}
-
-impl SqsSource {
-    /// Connects with the AWS configuration of the environment and resolves
-    /// the queue URL.
-    pub async fn connect(queue: &str) -> Result<Self, SqsError> {
-        let config = aws_config::load_from_env().await;
-        Self::with_config(&config, queue).await
+/// `host run` of an SQS pipeline until `shutdown` resolves (or, with
+/// `once`, the queue stays empty).
+pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output = ()>) -> Result<Summary, RunError> {
+    let RunSetup { pipeline, engine, database_url, aws, opts } = setup;
+    let Some(Source::Sqs(sqs)) = pipeline.source.clone() else {
+        return Err(RunError::Incomplete(pipeline.file.display().to_string()));
+    };
+    let source = SqsSource::with_config(&aws.config, &sqs.queue).await?;
+    let connections = pipeline.workers + 1;
+    let flow = Arc::new(Flow::new(pipeline, engine, database_url, connections, &format!("sqs:{}", sqs.queue))?);
+    let started = flow.chains().await?;
+    let receiving =
+        Receiving { source: source.clone(), per_receive: 10, wait: sqs.wait, visibility: sqs.visibility, slots: None };
+    // Small: messages wait here without their visibility being extended.
+    let (msg_tx, mut msg_rx) = mpsc::channel(10 * sqs.receivers);
+    let receivers: Vec<_> = (0..sqs.receivers)
+        .map(|_| tokio::spawn(receive_loop(flow.clone(), receiving.clone(), msg_tx.clone(), opts)))
+        .collect();
+    drop(msg_tx);
+    let pruning = tokio::spawn(prune_ledger(flow.clone(), source.clone(), flow.stop_signal()));
+    let workers = Workers::start(&flow, started.chains, &started.generations);
+    let make = |messages| MessageBatch::new(flow.clone(), source.clone(), sqs.max_receives, sqs.visibility, messages);
+    let mut unsent = batch_loop(&flow, &mut msg_rx, workers.dispatch(), make, opts, shutdown).await;
+    // Stop receiving; release what was received but not dispatched.
+    flow.stop();
+    for r in receivers {
+        let _ = r.await;
     }
+    while let Ok(r) = msg_rx.try_recv() {
+        unsent.push(r.message);
+    }
+    release(&source, unsent).await;
+    workers.finish().await;
+    let _ = pruning.await;
+    flow.finish(started.watching).await
+}
 
-    /// Like [`SqsSource::connect`] with a given AWS configuration.
-    pub async fn with_config(config: &aws_config::SdkConfig, queue: &str) -> Result<Self, SqsError> {
-        let client = Client::new(config);
-        let url = if queue.starts_with("https://") || queue.starts_with("http://") {
-            queue.to_string()
-        } else {
-            client
-                .get_queue_url()
-                .queue_name(queue)
-                .send()
-                .await
-                .map_err(|e| SqsError::QueueUrl { queue: queue.into(), source: boxed(e) })?
-                .queue_url()
-                .unwrap_or_default()
-                .to_string()
+/// Keeps the ledger to what can still come back: once an hour, the rows of
+/// messages sent before the queue's retention period (and a day more) go.
+async fn prune_ledger(flow: Arc<Flow>, source: SqsSource, mut stop: tokio::sync::watch::Receiver<bool>) {
+    const DAY_MS: i64 = 86_400_000;
+    while !*stop.borrow() {
+        let retention = match source.retention().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the queue's retention; the ledger is not pruned this time");
+                Duration::MAX
+            }
         };
-        Ok(SqsSource { client, queue: queue.to_string(), url })
-    }
-
-    pub fn queue(&self) -> &str {
-        &self.queue
-    }
-
-    fn err(&self, action: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SqsError + '_ {
-        move |source| SqsError::Call { queue: self.queue.clone(), action, source }
-    }
-
-    /// Up to 10 messages, waiting up to `wait` for the first (long polling);
-    /// they stay invisible to others for `visibility`.
-    pub async fn receive(&self, wait: Duration, visibility: Duration) -> Result<Vec<Message>, SqsError> {
-        self.receive_up_to(10, wait, visibility).await
-    }
-
-    /// [`SqsSource::receive`] of at most `max` (1 to 10) messages.
-    pub async fn receive_up_to(
-        &self,
-        max: i32,
-        wait: Duration,
-        visibility: Duration,
-    ) -> Result<Vec<Message>, SqsError> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max.clamp(1, 10))
-            .wait_time_seconds(wait.as_secs().min(20) as i32)
-            .visibility_timeout(visibility.as_secs() as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(|e| self.err("ReceiveMessage")(boxed(e)))?;
-        let messages = out
-            .messages()
-            .iter()
-            .map(|m| Message {
-                id: m.message_id().unwrap_or_default().to_string(),
-                receipt: m.receipt_handle().unwrap_or_default().to_string(),
-                body: m.body().unwrap_or_default().as_bytes().to_vec(),
-                receive_count: m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1),
-                sent_ms: m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0),
-                attributes: m
-                    .message_attributes()
-                    .map(|a| a.iter().filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_string()))).collect())
-                    .unwrap_or_default(),
-            })
-            .collect();
-        Ok(messages)
-    }
-
-    /// How long the queue keeps a message (its MessageRetentionPeriod): no
-    /// message older than this can be delivered again.
-    pub async fn retention(&self) -> Result<Duration, SqsError> {
-        use aws_sdk_sqs::types::QueueAttributeName;
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .attribute_names(QueueAttributeName::MessageRetentionPeriod)
-            .send()
-            .await
-            .map_err(|e| self.err("GetQueueAttributes")(boxed(e)))?;
-        let seconds = out
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::MessageRetentionPeriod))
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| self.err("GetQueueAttributes")("no MessageRetentionPeriod in the answer".into()))?;
-        Ok(Duration::from_secs(seconds))
-    }
-
-    /// Deletes messages (10 per call). Returns how many could not be
-    /// deleted: they come back and the ledger makes them no-ops.
-    pub async fn delete(&self, messages: &[&Message]) -> Result<usize, SqsError> {
-        let mut failed = 0;
-        for chunk in messages.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(&m.receipt).build()
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.err("DeleteMessageBatch")(boxed(e)))?;
-            let out = self
-                .client
-                .delete_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| self.err("DeleteMessageBatch")(boxed(e)))?;
-            failed += out.failed().len();
+        if retention != Duration::MAX {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            let cutoff = now as i64 - retention.as_millis() as i64 - DAY_MS;
+            match flow.sink.prune_ledger(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(pipeline = %flow.pipeline.name, rows = n, "ledger pruned past the queue's retention")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not prune the ledger; trying again in an hour"),
+            }
         }
-        Ok(failed)
-    }
-
-    /// Sets the messages' visibility timeout (to keep them while a batch is
-    /// still in work, or to 0 to release them at once).
-    pub async fn set_visibility(&self, messages: &[&Message], timeout: Duration) -> Result<(), SqsError> {
-        for chunk in messages.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(&m.receipt)
-                        .visibility_timeout(timeout.as_secs() as i32)
-                        .build()
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.err("ChangeMessageVisibilityBatch")(boxed(e)))?;
-            self.client
-                .change_message_visibility_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| self.err("ChangeMessageVisibilityBatch")(boxed(e)))?;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.changed() => {}
         }
-        Ok(())
     }
 }

@@ -1,6 +1,8 @@
 //! A pipeline's steps in order: runs a batch through all of them and keeps,
 //! for every output row, the input record it came from, and for every input
 //! record that did not make it, why.
+//!
+//! Must not know where records come from or where rows go.
 
 use super::engine::{Engine, Plugin, PluginError, resolve};
 use super::step::{StepError, StepOutput, StepRunner};

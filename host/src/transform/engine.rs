@@ -1,5 +1,7 @@
 //! The wasmtime engine, the linker, the epoch ticker, the compiled-component
 //! cache, and loading plugins from `.wasm` files.
+//!
+//! Must not run batches: steps and chains do.
 
 use super::sandbox::StepState;
 use super::wit;
@@ -23,6 +25,8 @@ pub struct Engine {
     /// Folders searched for plugins before the pipeline's own and the
     /// defaults (from `--plugin-path` and `$HOST_PLUGIN_PATH`).
     plugin_path: Vec<PathBuf>,
+    /// Where S3 plugins come from.
+    remote: super::remote::Remote,
 }
 
 /// A plugin that could not be loaded.
@@ -85,7 +89,12 @@ impl Engine {
             // An unusable cache only costs compile time.
             let _ = std::fs::create_dir_all(dir);
         }
-        Ok(Engine { engine, linker: Arc::new(linker), cache_dir, plugin_path })
+        Ok(Engine { engine, linker: Arc::new(linker), cache_dir, plugin_path, remote: Default::default() })
+    }
+
+    /// Where S3 plugins come from (`host run` shares its S3 client here).
+    pub fn remote(&self) -> &super::remote::Remote {
+        &self.remote
     }
 
     /// The default cache folder: `$HOST_CACHE_DIR`, else
@@ -102,7 +111,7 @@ impl Engine {
     pub fn load(&self, name: &str, path: &Path, pin: Option<&str>) -> Result<Arc<Plugin>, PluginError> {
         let read = |source| PluginError::Read { name: name.into(), path: path.into(), source };
         let bytes = if super::remote::is_s3(path) {
-            super::remote::fetch(&path.to_string_lossy()).map_err(|e| read(std::io::Error::other(e)))?
+            self.remote.fetch(&path.to_string_lossy()).map_err(|e| read(std::io::Error::other(e)))?
         } else {
             std::fs::read(path).map_err(read)?
         };
@@ -187,6 +196,11 @@ impl Engine {
 /// `sha256:` and the hex SHA-256 of `bytes`: a plugin version's identity.
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+/// `sha256:` and the first 12 hex digits.
+pub fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
 }
 
 /// An error chain on one line (wasmtime's messages may span several).

@@ -19,5 +19,5 @@ mod step;
 pub mod wit;
 
 pub use chain::{ChainError, ChainOutput, Loaded, Rejection, TransformChain, plugin_files};
-pub use engine::{Engine, Plugin, PluginError, TICK, digest_of, resolve};
+pub use engine::{Engine, Plugin, PluginError, TICK, digest_of, resolve, short};
 pub use step::{CallFailure, StepError, StepOutput, StepRunner};

@@ -1,9 +1,13 @@
-//! Plugins kept in S3 (`uses = "s3://bucket/plugins/mask.wasm"`), fetched
-//! with the standard AWS configuration (`AWS_ENDPOINT_URL`, `AWS_REGION`,
-//! the credential chain). Callers are blocking threads and synchronous
-//! commands, so each call runs on a small runtime of its own.
+//! Plugins kept in S3 (`uses = "s3://bucket/plugins/mask.wasm"`). One client
+//! serves every fetch of a process: the one `host run` shares, else one made
+//! from the environment on first use. Callers are blocking threads (which
+//! reach the runtime they were spawned from) and synchronous commands (which
+//! get one small runtime, made once).
+//!
+//! Must not cache plugin bytes: the engine's compiled cache is keyed by digest.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// Whether `path` names an S3 object rather than a file.
 pub fn is_s3(path: &Path) -> bool {
@@ -18,39 +22,57 @@ fn split(uri: &str) -> Result<(&str, &str), String> {
         .ok_or_else(|| format!("{uri} is not s3://bucket/key"))
 }
 
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    Ok(runtime.block_on(f))
+/// Where an engine fetches S3 plugins from.
+#[derive(Default)]
+pub struct Remote {
+    client: OnceLock<aws_sdk_s3::Client>,
+    /// For callers outside any runtime.
+    runtime: OnceLock<Result<tokio::runtime::Runtime, String>>,
 }
 
-async fn client() -> aws_sdk_s3::Client {
-    s3_client(&aws_config::load_from_env().await)
-}
+impl Remote {
+    /// Uses `client` for every fetch from now on, unless one is in use
+    /// already.
+    pub fn share(&self, client: aws_sdk_s3::Client) {
+        let _ = self.client.set(client);
+    }
 
-/// An S3 client for `config`. A local endpoint (moto, MinIO) serves buckets
-/// by path, not by name.
-pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let path_style = config.endpoint_url().is_some();
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(path_style).build())
-}
+    fn block_on<F: std::future::Future>(&self, f: F) -> Result<F::Output, String> {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            return Ok(handle.block_on(f));
+        }
+        let runtime = self.runtime.get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())
+        });
+        Ok(runtime.as_ref().map_err(Clone::clone)?.block_on(f))
+    }
 
-/// The object's bytes.
-pub fn fetch(uri: &str) -> Result<Vec<u8>, String> {
-    let (bucket, key) = split(uri)?;
-    block_on(async {
-        let out = client().await.get_object().bucket(bucket).key(key).send().await;
-        let out = out.map_err(|e| format!("GetObject {uri}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        let body = out.body.collect().await.map_err(|e| format!("reading {uri}: {e}"))?;
-        Ok(body.into_bytes().to_vec())
-    })?
-}
+    async fn client(&self) -> aws_sdk_s3::Client {
+        if let Some(c) = self.client.get() {
+            return c.clone();
+        }
+        let made = crate::aws::Aws::from_env().await.s3;
+        self.client.get_or_init(|| made).clone()
+    }
 
-/// The object's ETag: changes whenever the object does.
-pub fn etag(uri: &str) -> Result<String, String> {
-    let (bucket, key) = split(uri)?;
-    block_on(async {
-        let out = client().await.head_object().bucket(bucket).key(key).send().await;
-        let out = out.map_err(|e| format!("HeadObject {uri}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        Ok(out.e_tag().unwrap_or_default().to_string())
-    })?
+    /// The object's bytes.
+    pub fn fetch(&self, uri: &str) -> Result<Vec<u8>, String> {
+        let (bucket, key) = split(uri)?;
+        self.block_on(async {
+            let out = self.client().await.get_object().bucket(bucket).key(key).send().await;
+            let out = out.map_err(|e| format!("GetObject {uri}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            let body = out.body.collect().await.map_err(|e| format!("reading {uri}: {e}"))?;
+            Ok(body.into_bytes().to_vec())
+        })?
+    }
+
+    /// The object's ETag: changes whenever the object does.
+    pub fn etag(&self, uri: &str) -> Result<String, String> {
+        let (bucket, key) = split(uri)?;
+        self.block_on(async {
+            let out = self.client().await.head_object().bucket(bucket).key(key).send().await;
+            let out = out.map_err(|e| format!("HeadObject {uri}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            Ok(out.e_tag().unwrap_or_default().to_string())
+        })?
+    }
 }

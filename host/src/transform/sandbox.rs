@@ -1,5 +1,7 @@
 //! A step's store state: a WASI context that grants nothing by default, the
 //! memory limiter, the captured stderr, and the host imports.
+//!
+//! Must not grant anything a step's `grants` do not name.
 
 use super::digest;
 use super::wit::{self, Algorithm};

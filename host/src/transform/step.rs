@@ -1,6 +1,8 @@
 //! One step of a chain: a live instance of a plugin under its limits, calls
 //! that cannot take the host down, and isolation of the records that make a
 //! call fail.
+//!
+//! Must not let a trap, a timeout or an exhausted memory escape as a panic.
 
 use super::engine::{Engine, Plugin, ticks};
 use super::sandbox::StepState;

@@ -1,4 +1,6 @@
 //! Host bindings of `wit/transform.wit` (world `plugin`).
+//!
+//! Must not trust a plugin's output: every output is checked here before use.
 
 wasmtime::component::bindgen!({
     world: "plugin",
@@ -78,4 +80,24 @@ pub fn check(out: Changed, inputs: usize) -> Result<(Batch, Vec<record::Outcome>
         })
         .collect();
     Ok((out.batch, outcomes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{BatchBuilder, Value};
+
+    #[test]
+    fn slice_keeps_the_chosen_records() {
+        let mut b = BatchBuilder::new();
+        for i in 0..4 {
+            let k = b.key("i");
+            b.push(k, Value::Integer(i));
+            b.end_record();
+        }
+        let s = to_wit(&b.finish()).slice(1..3).into_record();
+        assert_eq!(s.records, vec![1, 1]);
+        assert!(matches!(s.cells[0].value, Value::Integer(1)));
+        assert!(matches!(s.cells[1].value, Value::Integer(2)));
+    }
 }

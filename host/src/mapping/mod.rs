@@ -1,13 +1,20 @@
-//! Records onto the sink table's columns: which field feeds which column,
-//! and the generated columns (`load-date`, `load-time`).
+//! Records onto the sink table's columns, and the encoding of the rows that
+//! result: which field feeds which column, the generated columns
+//! (`load-date`, `load-time`, `source-file`, `source-version`), and each row
+//! as COPY text ([`copy`]) or as a JSON object (`host test`).
+//!
+//! This module is the one owner of a row's encoding: the sink receives rows
+//! already encoded and never looks into records. It must not talk to the
+//! database.
 //!
 //! Mapping lives in the host, not in a plugin, because it is about the table
 //! (which the host owns and types), it is declarative, and doing it here
 //! saves one more pass through the sandbox.
 
+pub mod copy;
+
 use crate::batch::{Batch, Cell, fields, json};
 use crate::config::{ColumnSource, Generated, Sink};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A sink's columns, resolved against one batch's keys at a time.
 pub struct Mapping {
@@ -15,7 +22,7 @@ pub struct Mapping {
 }
 
 /// What feeds a column in one record.
-pub enum Slot<'a> {
+enum Slot<'a> {
     Field(&'a Cell, &'a [Cell]),
     Missing,
     Generated(Generated),
@@ -34,29 +41,27 @@ pub struct LoadTime {
 
 impl LoadTime {
     pub fn now() -> Self {
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-        let s = secs % 86_400;
+        Self::at(time::OffsetDateTime::now_utc())
+    }
+
+    fn at(t: time::OffsetDateTime) -> Self {
+        let (y, m, d) = (t.year(), u8::from(t.month()), t.day());
         LoadTime {
             date: format!("{y:04}-{m:02}-{d:02}"),
-            time: format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60),
+            time: format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", t.hour(), t.minute(), t.second()),
             source_file: None,
             source_version: None,
         }
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// One batch's records against the mapping: the key of each column's field
+/// found once per batch, then rows encoded one by one.
+pub struct Rows<'a> {
+    mapping: &'a Mapping,
+    batch: &'a Batch,
+    /// Per column, the key index of its field in `batch` (if present).
+    keys: Vec<Option<u32>>,
 }
 
 impl Mapping {
@@ -64,20 +69,24 @@ impl Mapping {
         Mapping { columns: sink.columns.iter().map(|c| (c.name.clone(), c.source.clone())).collect() }
     }
 
-    /// Per column, the key index of its field in `batch` (if present).
-    pub fn keys(&self, batch: &Batch) -> Vec<Option<u32>> {
-        self.columns
+    /// The rows of `batch`, ready to encode.
+    pub fn rows<'a>(&'a self, batch: &'a Batch) -> Rows<'a> {
+        let keys = self
+            .columns
             .iter()
             .map(|(_, s)| match s {
                 ColumnSource::Field(f) => batch.keys.iter().position(|k| k == f).map(|i| i as u32),
                 ColumnSource::Generated(_) => None,
             })
-            .collect()
+            .collect();
+        Rows { mapping: self, batch, keys }
     }
+}
 
+impl Rows<'_> {
     /// The record's value for each column.
-    pub fn slots<'a>(&'a self, keys: &'a [Option<u32>], cells: &'a [Cell]) -> impl Iterator<Item = Slot<'a>> + 'a {
-        self.columns.iter().zip(keys).map(move |((_, source), key)| match source {
+    fn slots<'c>(&'c self, cells: &'c [Cell]) -> impl Iterator<Item = Slot<'c>> + 'c {
+        self.mapping.columns.iter().zip(&self.keys).map(move |((_, source), key)| match source {
             ColumnSource::Generated(g) => Slot::Generated(*g),
             ColumnSource::Field(_) => key
                 .and_then(|k| fields(cells).find(|(c, _)| c.key == k))
@@ -85,16 +94,36 @@ impl Mapping {
         })
     }
 
+    /// Appends the record's row in COPY text format (and a newline) to `out`.
+    pub fn write_copy(&self, out: &mut Vec<u8>, cells: &[Cell], load: &LoadTime) {
+        let mut first = true;
+        for slot in self.slots(cells) {
+            if !first {
+                out.push(b'\t');
+            }
+            first = false;
+            match slot {
+                Slot::Missing => out.extend_from_slice(b"\\N"),
+                Slot::Generated(Generated::LoadDate) => out.extend_from_slice(load.date.as_bytes()),
+                Slot::Generated(Generated::LoadTime) => out.extend_from_slice(load.time.as_bytes()),
+                Slot::Generated(Generated::SourceFile) => copy::text_or_null(out, load.source_file.as_deref()),
+                Slot::Generated(Generated::SourceVersion) => copy::text_or_null(out, load.source_version.as_deref()),
+                Slot::Field(cell, members) => copy::write_value(out, self.batch, cell, members),
+            }
+        }
+        out.push(b'\n');
+    }
+
     /// The row as a JSON object in column order; generated columns are left
     /// out unless `load` is given.
-    pub fn row_json(&self, batch: &Batch, keys: &[Option<u32>], cells: &[Cell], load: Option<&LoadTime>) -> String {
+    pub fn json(&self, cells: &[Cell], load: Option<&LoadTime>) -> String {
         let mut out = String::from("{");
         let mut first = true;
-        for ((name, _), slot) in self.columns.iter().zip(self.slots(keys, cells)) {
+        for ((name, _), slot) in self.mapping.columns.iter().zip(self.slots(cells)) {
             let value = match slot {
                 Slot::Field(c, m) => {
                     let mut v = String::new();
-                    json::write_value(&mut v, batch, c, m);
+                    json::write_value(&mut v, self.batch, c, m);
                     v
                 }
                 Slot::Missing => "null".into(),
@@ -125,6 +154,13 @@ fn quoted(text: &str) -> String {
     out
 }
 
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+#[cfg(test)]
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let t = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(z);
+    (i64::from(t.year()), u32::from(u8::from(t.month())), u32::from(t.day()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +171,12 @@ mod tests {
         assert_eq!(civil_from_days(19_358), (2023, 1, 1));
         assert_eq!(civil_from_days(20_513), (2026, 3, 1));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn load_time_is_utc_to_the_second() {
+        let t = time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(20_513 * 86_400 + 3_723);
+        let l = LoadTime::at(t);
+        assert_eq!((l.date.as_str(), l.time.as_str()), ("2026-03-01", "2026-03-01T01:02:03Z"));
     }
 }

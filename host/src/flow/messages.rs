@@ -1,0 +1,155 @@
+//! A batch of queue messages, start to acknowledgement: each body decoded
+//! into a record (or a dead letter saying why not), the records through the
+//! chain, the rows and dead letters committed under the message ledger, and
+//! only then the messages deleted. [`prepare`] is shared with the replay of
+//! dead letters, which acknowledges in its own way.
+
+use super::units::{fill_units, plugins_json, run_chain};
+use super::{Flow, Job, Keeper, keep_visible};
+use crate::batch::BatchBuilder;
+use crate::mapping::LoadTime;
+use crate::queue::{Message, SqsSource};
+use crate::sink::Unit;
+use crate::sink::dead_letter::DeadLetter;
+use crate::transform::TransformChain;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// A batch on its way to a worker, kept invisible to other consumers.
+pub struct MessageBatch {
+    flow: Arc<Flow>,
+    source: SqsSource,
+    max_receives: u32,
+    messages: Vec<Message>,
+    keeper: Keeper,
+}
+
+impl MessageBatch {
+    /// A batch of `messages` from `source`, whose visibility is extended
+    /// from now on.
+    pub fn new(
+        flow: Arc<Flow>,
+        source: SqsSource,
+        max_receives: u32,
+        visibility: Duration,
+        messages: Vec<Message>,
+    ) -> Self {
+        let keeper = keep_visible(source.clone(), messages.clone(), visibility);
+        MessageBatch { flow, source, max_receives, messages, keeper }
+    }
+}
+
+impl Job for MessageBatch {
+    async fn run(self, chain: TransformChain) -> TransformChain {
+        let span = tracing::info_span!("batch", pipeline = %self.flow.pipeline.name, messages = self.messages.len());
+        self.process(chain).instrument(span).await
+    }
+}
+
+impl MessageBatch {
+    async fn process(self, chain: TransformChain) -> TransformChain {
+        let MessageBatch { flow, source, max_receives, messages, keeper } = self;
+        let (chain, prepared) = prepare(&flow, chain, &messages, max_receives).await;
+        let result = match prepared {
+            Ok((units, plugins)) => flow.sink.commit(units, &plugins).await.map_err(|e| (e.retryable(), e.to_string())),
+            Err(e) => Err((true, e)),
+        };
+        drop(keeper);
+        let report = match result {
+            Ok(report) => report,
+            Err((retryable, why)) => {
+                flow.failed(retryable, "batch", &why);
+                return chain;
+            }
+        };
+        let refs: Vec<&Message> = messages.iter().collect();
+        match source.delete(&refs).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(failed = n, "some deletes failed; those messages will come back and add nothing"),
+            Err(e) => tracing::warn!(error = %e, "delete failed; the messages will come back and add nothing"),
+        }
+        // Copies of one message delivered into the same batch count as
+        // duplicates too.
+        let distinct = messages.iter().map(|m| m.id.as_str()).collect::<HashSet<_>>().len();
+        flow.tally(|s| {
+            s.messages += distinct - report.duplicates;
+            s.duplicates += report.duplicates + (messages.len() - distinct);
+            s.rows += report.rows;
+            s.dead_letters += report.dead_letters;
+            s.batches += 1;
+        });
+        chain
+    }
+}
+
+/// Decodes, transforms and encodes messages into sink units, with the
+/// chain's lineage. A message received more than `max_receives` times is a
+/// dead letter without being decoded.
+pub async fn prepare(
+    flow: &Flow,
+    chain: TransformChain,
+    messages: &[Message],
+    max_receives: u32,
+) -> (TransformChain, Prepared) {
+    prepare_with(flow, chain, messages, Some(max_receives), true).await
+}
+
+/// [`prepare`] of payloads kept with dead letters: their bodies as they
+/// came, without a receive limit or the message's metadata field.
+pub async fn prepare_replay(flow: &Flow, chain: TransformChain, messages: &[Message]) -> (TransformChain, Prepared) {
+    prepare_with(flow, chain, messages, None, false).await
+}
+
+/// A batch's units and its lineage (the chain's plugins as JSON), or why
+/// the chain failed.
+pub type Prepared = Result<(Vec<Unit>, String), String>;
+
+async fn prepare_with(
+    flow: &Flow,
+    chain: TransformChain,
+    messages: &[Message],
+    max_receives: Option<u32>,
+    metadata: bool,
+) -> (TransformChain, Prepared) {
+    let mut units: Vec<Unit> =
+        messages.iter().map(|m| Unit { message_id: m.id.clone(), sent_ms: m.sent_ms, ..Unit::default() }).collect();
+    let mut builder = BatchBuilder::new();
+    let mut record_message = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, m) in messages.iter().enumerate() {
+        if !seen.insert(m.id.as_str()) {
+            // Delivered twice into this batch (SQS is at-least-once): the
+            // copy contributes nothing, and both receipts are deleted.
+            units[i].message_id.clear();
+            continue;
+        }
+        if let Some(max) = max_receives.filter(|max| m.receive_count > *max) {
+            let reason = format!("received {} times (max_receives = {max})", m.receive_count);
+            units[i].dead.push(DeadLetter::source(reason, m.receive_count));
+            continue;
+        }
+        match flow.decoder.decode_message(&m.body, metadata.then_some(m), &mut builder) {
+            Ok(()) => record_message.push(i),
+            Err(reason) => {
+                units[i].dead.push(DeadLetter { received_count: m.receive_count as i32, ..DeadLetter::input(reason) })
+            }
+        }
+    }
+    let (chain, out) = run_chain(chain, builder.finish()).await;
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return (chain, Err(e.to_string())),
+    };
+    let load = LoadTime::now();
+    fill_units(&flow.mapping, &load, &out, &record_message, &mut units, |i| messages[i].receive_count as i32);
+    // Every message keeps its body with the batch: the database may still
+    // refuse its row, and then it becomes a dead letter that can be replayed.
+    for (u, m) in units.iter_mut().zip(messages) {
+        u.payload = m.body.clone();
+    }
+    units.retain(|u| !u.message_id.is_empty());
+    let plugins = plugins_json(&chain);
+    (chain, Ok((units, plugins)))
+}

@@ -1,0 +1,312 @@
+//! The one run loop: units of work come from a source (SQS messages, the
+//! notifications of S3 objects, the objects of a reconcile pass or a
+//! backfill, dead letters to replay), go to a pool of workers, each owning
+//! its plugin instances (a `TransformChain`), which run them through the
+//! chain on a blocking thread, commit them through the shared sink, and only
+//! then acknowledge them. Shutdown, `--once`, a fatal error, the visibility
+//! keeper, live versions, the counters and the run summary live here once;
+//! the sources (`crate::source`) are its users.
+//!
+//! Delivery: a message is acknowledged only after the transaction holding
+//! all its rows and dead letters committed; the sink's receipt in that
+//! transaction makes a redelivered message add nothing. A batch that could
+//! not commit is left alone: its messages come back after their visibility
+//! timeout.
+//!
+//! Must not know a source's protocol beyond [`Message`]: what a source
+//! loads and how it acknowledges is the source's.
+
+mod batcher;
+pub mod messages;
+mod receive;
+mod units;
+mod versions;
+mod work;
+
+pub use batcher::batch_loop;
+pub use receive::{Keeper, Received, Receiving, keep_visible, receive_loop, release};
+pub use units::{fill_units, plugins_json, run_chain};
+pub use versions::{Versions, Watching, take_new_version};
+pub use work::{Dispatch, Job, Workers};
+
+use crate::config::Pipeline;
+use crate::input::Decoder;
+use crate::mapping::Mapping;
+use crate::queue::Message;
+use crate::reload::Generation;
+use crate::sink::PostgresSink;
+use crate::transform::{Engine, TransformChain};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What `host run` of a source is given.
+pub struct RunSetup<'a> {
+    pub pipeline: Pipeline,
+    pub engine: Arc<Engine>,
+    pub database_url: &'a str,
+    pub aws: &'a crate::aws::Aws,
+    pub opts: RunOptions,
+}
+
+/// How `run` ends.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Stop once the queue stays empty for `idle` and nothing is in work.
+    pub once: bool,
+    pub idle: Duration,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub messages: usize,
+    pub rows: usize,
+    pub dead_letters: usize,
+    pub duplicates: usize,
+    pub batches: usize,
+    pub failed_batches: usize,
+    /// New plugin or pipeline versions taken while running, and refused.
+    pub swaps: usize,
+    pub refused_versions: usize,
+    /// S3 objects loaded (completely), and files whose rows were removed
+    /// because their object is gone (reconcile).
+    pub objects: usize,
+    pub objects_removed: usize,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "messages {}, rows {}, dead letters {}, duplicates skipped {}, batches {}, failed batches {}, \
+             versions swapped in {}, refused {}, objects loaded {}, removed {}, elapsed {:.1} s",
+            self.messages,
+            self.rows,
+            self.dead_letters,
+            self.duplicates,
+            self.batches,
+            self.failed_batches,
+            self.swaps,
+            self.refused_versions,
+            self.objects,
+            self.objects_removed,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}: `host run` needs a [source] and a [sink]")]
+    Incomplete(String),
+    #[error(transparent)]
+    Source(#[from] crate::queue::SqsError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Chain(#[from] crate::transform::ChainError),
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// Whether work is going on, for `--once`: batches in work, and what the
+/// source said lately.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Units dispatched to workers and not finished.
+    in_flight: AtomicUsize,
+    /// Receives that came back empty (or failed), so far: `--once` stops
+    /// only after one did since the last activity (a slow endpoint is not
+    /// an empty queue).
+    empty_receives: AtomicUsize,
+    /// Messages received, so far.
+    received: AtomicUsize,
+}
+
+impl Activity {
+    pub fn received(&self, n: usize) {
+        if n == 0 {
+            self.empty_receives.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.received.fetch_add(n, Ordering::SeqCst);
+        }
+    }
+
+    fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn stamp(&self) -> (usize, usize) {
+        (self.received.load(Ordering::SeqCst), self.empty_receives.load(Ordering::SeqCst))
+    }
+}
+
+/// A loop's view of [`Activity`]: when it last saw something happen.
+pub struct Quiet {
+    last: Instant,
+    seen: (usize, usize),
+}
+
+impl Quiet {
+    pub fn new(a: &Activity) -> Self {
+        Quiet { last: Instant::now(), seen: a.stamp() }
+    }
+
+    /// Something happened now.
+    pub fn touch(&mut self, a: &Activity) {
+        self.last = Instant::now();
+        self.seen = a.stamp();
+    }
+
+    /// Whether, for `idle`, nothing was in work or received, and a receive
+    /// came back empty since.
+    pub fn drained(&mut self, a: &Activity, idle: Duration) -> bool {
+        let (received, empty) = a.stamp();
+        if a.in_flight.load(Ordering::SeqCst) > 0 || received != self.seen.0 {
+            self.touch(a);
+        }
+        empty > self.seen.1 && self.last.elapsed() >= idle
+    }
+}
+
+/// What every part of one run shares.
+pub struct Flow {
+    pub engine: Arc<Engine>,
+    pub pipeline: Pipeline,
+    pub sink: PostgresSink,
+    pub mapping: Mapping,
+    pub decoder: Decoder,
+    pub activity: Activity,
+    summary: std::sync::Mutex<Summary>,
+    /// Set when a worker meets an error that must stop the run.
+    fatal: std::sync::Mutex<Option<String>>,
+    /// Turns true when the run stops: receivers, watchers and loaders end.
+    stop: watch::Sender<bool>,
+    started: Instant,
+}
+
+/// The workers' first chains, and the versions to come.
+pub struct Chains {
+    pub chains: Vec<TransformChain>,
+    pub generations: watch::Receiver<Arc<Generation>>,
+    pub watching: Watching,
+}
+
+impl Flow {
+    /// The pipeline's sink (`source` names where its batches come from, in
+    /// lineage and dead letters) on a pool of `connections`.
+    pub fn new(
+        pipeline: Pipeline,
+        engine: Arc<Engine>,
+        database_url: &str,
+        connections: usize,
+        source: &str,
+    ) -> Result<Flow, RunError> {
+        let Some(sink_config) = pipeline.sink.clone() else {
+            return Err(RunError::Incomplete(pipeline.file.display().to_string()));
+        };
+        let pool = crate::sink::pool(database_url, connections)?;
+        let sealer = crate::sink::dead_letter::Sealer::from_env().map_err(RunError::Stopped)?;
+        let unsealed = sealer.is_none();
+        let flow = Flow {
+            sink: PostgresSink::new(pool, &pipeline.name, source, &sink_config, sealer),
+            mapping: Mapping::new(&sink_config),
+            decoder: Decoder::new(&pipeline),
+            engine,
+            pipeline,
+            activity: Activity::default(),
+            summary: Default::default(),
+            fatal: Default::default(),
+            stop: watch::channel(false).0,
+            started: Instant::now(),
+        };
+        if unsealed {
+            tracing::warn!(pipeline = %flow.pipeline.name, "HOST_DEAD_LETTER_KEY is not set: dead-letter payloads are stored unencrypted (in etl.dead_letter_payloads, no PUBLIC access)");
+        }
+        Ok(flow)
+    }
+
+    /// The pipeline's plugins loaded, a chain per worker, and the watcher
+    /// of new versions started (until the flow stops).
+    pub async fn chains(&self) -> Result<Chains, RunError> {
+        let versions = Versions::start(&self.engine, &self.pipeline).await?;
+        let (chains, generations, watching) = versions.watch(self.stop_signal());
+        Ok(Chains { chains, generations, watching })
+    }
+
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Tells receivers, watchers and loaders to end.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    pub fn fatal(&self) -> bool {
+        self.fatal.lock().expect("not poisoned").is_some()
+    }
+
+    /// Adds to the run's counts.
+    pub fn tally(&self, f: impl FnOnce(&mut Summary)) {
+        f(&mut self.summary.lock().expect("not poisoned"));
+    }
+
+    /// A unit of work that did not commit: it is tried again later if
+    /// `retryable`; otherwise the run stops.
+    pub fn failed(&self, retryable: bool, what: &str, why: &str) {
+        self.tally(|s| s.failed_batches += 1);
+        if retryable {
+            tracing::error!(pipeline = %self.pipeline.name, error = %why, "{what} not committed; it is tried again later");
+        } else {
+            tracing::error!(pipeline = %self.pipeline.name, error = %why, "stopping: {what} cannot be committed as configured");
+            *self.fatal.lock().expect("not poisoned") = Some(why.to_string());
+        }
+    }
+
+    /// Resolves when the run should end: `shutdown`, a fatal error, or with
+    /// `once` nothing left to do.
+    pub async fn until_done(&self, opts: RunOptions, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut quiet = Quiet::new(&self.activity);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if self.fatal() || (opts.once && quiet.drained(&self.activity, opts.idle)) {
+                        return;
+                    }
+                }
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+
+    /// The run's summary once its watcher stopped, or why it had to stop.
+    pub async fn finish(&self, watching: Watching) -> Result<Summary, RunError> {
+        self.stop();
+        let mut summary = self.summary.lock().expect("not poisoned").clone();
+        watching.finish(&mut summary).await;
+        summary.elapsed = self.started.elapsed();
+        match self.fatal.lock().expect("not poisoned").take() {
+            Some(why) => Err(RunError::Stopped(why)),
+            None => Ok(summary),
+        }
+    }
+
+    /// Counts of messages the source gave.
+    pub fn note_received(&self, messages: &[Message]) {
+        self.activity.received(messages.len());
+    }
+}

@@ -1,0 +1,117 @@
+//! The plugin versions of a run: the chains its workers start with, the
+//! watcher of new versions (see `crate::reload`), and taking a new version
+//! between two units of work, so that each runs on one version from start
+//! to end. Must not run units itself.
+
+use super::{RunError, Summary};
+use crate::config::Pipeline;
+use crate::reload::{Generation, Watcher};
+use crate::transform::{Engine, Loaded, TransformChain};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::watch;
+
+/// The workers' chains, and the versions they take between batches.
+pub struct Versions {
+    chains: Vec<TransformChain>,
+    /// Holds the channel of the first (and, without a watcher, only) version.
+    keep_first: watch::Sender<Arc<Generation>>,
+    watcher: Option<Watcher>,
+}
+
+/// A running watcher of new versions, and what it counted.
+pub struct Watching {
+    task: Option<tokio::task::JoinHandle<()>>,
+    counts: Option<Arc<crate::reload::Counts>>,
+    _keep_first: watch::Sender<Arc<Generation>>,
+}
+
+impl Versions {
+    /// Loads the pipeline's plugins and a chain per worker; watches the
+    /// pipeline's file when it asks for live swaps.
+    pub async fn start(engine: &Arc<Engine>, pipeline: &Pipeline) -> Result<Versions, RunError> {
+        let (e, p) = (engine.clone(), pipeline.clone());
+        let loaded = tokio::task::spawn_blocking(move || Loaded::load(&e, &p)).await.expect("no panic")?;
+        let first = Arc::new(Generation { number: 1, pipeline: pipeline.clone(), loaded });
+        let mut chains = Vec::new();
+        for _ in 0..pipeline.workers {
+            let (engine, first) = (engine.clone(), first.clone());
+            let chain = tokio::task::spawn_blocking(move || {
+                TransformChain::instantiate(&engine, &first.pipeline, &first.loaded)
+            })
+            .await
+            .expect("no panic")?;
+            chains.push(chain);
+        }
+        // Watch the file the pipeline came from (a pipeline built in memory has none).
+        let text = pipeline.reload.and_then(|every| Some((every, std::fs::read_to_string(&pipeline.file).ok()?)));
+        let watcher = match text {
+            // Off the async threads: looking at S3 plugins blocks.
+            Some((every, text)) => {
+                let (engine, first) = (engine.clone(), first.clone());
+                Some(
+                    tokio::task::spawn_blocking(move || Watcher::new(engine, first, text, every))
+                        .await
+                        .expect("no panic"),
+                )
+            }
+            None => None,
+        };
+        let (keep_first, _) = watch::channel(first);
+        Ok(Versions { chains, keep_first, watcher })
+    }
+
+    /// Starts watching until `stop`; gives the chains and the channel of
+    /// versions.
+    pub fn watch(
+        self,
+        stop: watch::Receiver<bool>,
+    ) -> (Vec<TransformChain>, watch::Receiver<Arc<Generation>>, Watching) {
+        let generations = self.watcher.as_ref().map_or_else(|| self.keep_first.subscribe(), Watcher::subscribe);
+        let counts = self.watcher.as_ref().map(Watcher::counts);
+        let task = self.watcher.map(|w| tokio::spawn(w.run(stop)));
+        (self.chains, generations, Watching { task, counts, _keep_first: self.keep_first })
+    }
+}
+
+impl Watching {
+    /// Waits for the watcher (told to stop) and adds its counts.
+    pub async fn finish(self, summary: &mut Summary) {
+        if let Some(t) = self.task {
+            let _ = t.await;
+        }
+        if let Some(c) = self.counts {
+            summary.swaps = c.swaps.load(Ordering::Relaxed);
+            summary.refused_versions = c.refused.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// A new version, checked by the watcher, is taken between batches: each
+/// batch runs on one version from start to end.
+pub async fn take_new_version(
+    engine: &Arc<Engine>,
+    chain: TransformChain,
+    generations: &mut watch::Receiver<Arc<Generation>>,
+) -> TransformChain {
+    if !generations.has_changed().unwrap_or(false) {
+        return chain;
+    }
+    let next = generations.borrow_and_update().clone();
+    let engine = engine.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        TransformChain::instantiate(&engine, &next.pipeline, &next.loaded).map(|c| (c, next.number))
+    })
+    .await
+    .expect("no panic");
+    match built {
+        Ok((c, number)) => {
+            tracing::debug!(generation = number, "worker on the new version");
+            c
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not instantiate the new version; this worker keeps the old one");
+            chain
+        }
+    }
+}

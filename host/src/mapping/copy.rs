@@ -1,0 +1,63 @@
+//! Values in PostgreSQL's `COPY ... FROM STDIN` text format: tab-separated,
+//! `\N` for null, backslash escapes. PostgreSQL converts each value to its
+//! column's type; a value that does not fit is a data error for that row.
+//! The row layout (which value goes in which column) is [`super::Rows`]'s.
+//!
+//! Must not decide which value goes where.
+
+use crate::batch::{Batch, Cell, Value, json};
+
+pub(super) fn write_value(out: &mut Vec<u8>, batch: &Batch, cell: &Cell, members: &[Cell]) {
+    match cell.value {
+        Value::Null => out.extend_from_slice(b"\\N"),
+        Value::Boolean(b) => out.push(if b { b't' } else { b'f' }),
+        Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Float(f) if f.is_nan() => out.extend_from_slice(b"NaN"),
+        Value::Float(f) if f.is_infinite() => out.extend_from_slice(if f > 0.0 { b"Infinity" } else { b"-Infinity" }),
+        Value::Float(f) => out.extend_from_slice(f.to_string().as_bytes()),
+        Value::Text(s) => escape(out, batch.text(s).as_bytes()),
+        Value::Object(_) | Value::Array(_) => {
+            // Containers load as JSON text (json, jsonb or text columns).
+            let mut text = String::new();
+            json::write_value(&mut text, batch, cell, members);
+            escape(out, text.as_bytes());
+        }
+    }
+}
+
+pub(super) fn text_or_null(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(t) => escape(out, t.as_bytes()),
+        None => out.extend_from_slice(b"\\N"),
+    }
+}
+
+/// Text with `\`, tab, newline and carriage return escaped.
+pub fn escape(out: &mut Vec<u8>, text: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in text.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&text[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&text[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_the_four_specials() {
+        let mut out = Vec::new();
+        escape(&mut out, b"a\\b\tc\nd\re");
+        assert_eq!(out, b"a\\\\b\\tc\\nd\\re");
+    }
+}

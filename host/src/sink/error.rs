@@ -1,0 +1,129 @@
+//! How the sink fails, and how PostgreSQL's errors are told apart: which
+//! may go away by themselves, which are about one row's data, and what of
+//! the server's message may be shown (never record values).
+
+use tokio_postgres::error::SqlState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("DATABASE_URL is not a valid connection string: {0}")]
+    Url(String),
+    #[error("database unreachable or failing after {attempts} attempts (retryable): {}", refusal(source))]
+    Transient { attempts: u32, source: tokio_postgres::Error },
+    #[error("database refused the batch (check the table and the pipeline's [sink]): {}", refusal(.0))]
+    Permanent(tokio_postgres::Error),
+    #[error("database connection pool: {0}")]
+    Pool(String),
+    #[error("{0}")]
+    OutOfStep(String),
+}
+
+impl SinkError {
+    /// Whether trying again later may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, SinkError::Transient { .. } | SinkError::Pool(_) | SinkError::OutOfStep(_))
+    }
+
+    /// A failed statement outside a batch's commit: transient or not as
+    /// the server says, after one attempt.
+    pub fn of(e: tokio_postgres::Error) -> SinkError {
+        if transient(&e) { SinkError::Transient { attempts: 1, source: e } } else { SinkError::Permanent(e) }
+    }
+
+    /// A connection that could not be had from the pool.
+    pub fn pool(e: deadpool_postgres::PoolError) -> SinkError {
+        SinkError::Pool(e.to_string())
+    }
+}
+
+/// What PostgreSQL said, with its SQLSTATE, and without record values:
+/// messages of class 22 (data exceptions) quote the value that failed
+/// (`invalid input syntax for type integer: "..."`), and those quotes are
+/// emptied. Other classes quote names of tables, columns and constraints,
+/// which stay. The DETAIL, which holds key values, is never included.
+pub fn refusal(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else { return e.to_string() };
+    let code = db.code().code();
+    let message = if code.starts_with("22") { without_quoted(db.message()) } else { db.message().to_string() };
+    format!("{message} (SQLSTATE {code})")
+}
+
+/// `text` with every double-quoted part replaced by `"…"`.
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut parts = text.split('"');
+    out.push_str(parts.next().unwrap_or_default());
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            out.push_str("\"…\"");
+        } else {
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    out
+}
+
+/// Whether an error may go away by itself (connection lost, server
+/// restarting, serialization failure, deadlock, out of resources).
+pub fn transient(e: &tokio_postgres::Error) -> bool {
+    let Some(code) = e.code() else { return true };
+    let c = code.code();
+    c.starts_with("08")
+        || c.starts_with("53")
+        || c.starts_with("57P")
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+}
+
+/// Whether an error is about the data of some row (wrong type, too long,
+/// constraint violated): the offending message is a dead letter.
+pub fn data_error(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+}
+
+/// Why one try at a batch's transaction did not commit.
+pub(crate) enum Attempt {
+    /// These units were committed before.
+    Committed(Vec<String>),
+    /// An object's rows do not follow its committed ones.
+    OutOfStep(String),
+    /// Rows COPYed straight into an upsert's target met a key already
+    /// there or twice in the batch, or the target has no unique index on
+    /// the key: the batch goes through staging and the merge (which
+    /// without that index fails, naming it). A batch of new keys is loaded
+    /// the same either way, at the speed of a plain COPY into the keyed
+    /// table.
+    Conflict,
+    Db(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for Attempt {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Attempt::Db(e)
+    }
+}
+
+/// Why a batch (after its retries) did not commit.
+pub(crate) enum Failure {
+    /// A row's data: the batch is split to find its unit.
+    Data(tokio_postgres::Error),
+    Other(SinkError),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quoted_values_are_emptied() {
+        assert_eq!(
+            super::without_quoted("invalid input syntax for type integer: \"three\""),
+            "invalid input syntax for type integer: \"…\""
+        );
+        assert_eq!(super::without_quoted("value \"99999999999\" is out of range"), "value \"…\" is out of range");
+        assert_eq!(
+            super::without_quoted("value too long for type character varying(8)"),
+            "value too long for type character varying(8)"
+        );
+    }
+}

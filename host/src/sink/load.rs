@@ -1,0 +1,119 @@
+//! A batch's rows and dead letters into its open transaction: COPY straight
+//! into the target, or into the staging table (numbered, so the later row of
+//! a key wins) and then the merge; the dead letters with their payloads; the
+//! check that a direct upsert's key is really kept unique.
+//!
+//! Must not commit, nor look at receipts: [`super::PostgresSink`] orders
+//! the steps of a commit.
+
+use super::dead_letter;
+use super::error::Attempt;
+use super::{PostgresSink, Unit, sql};
+use crate::config::MergeMode;
+use bytes::Bytes;
+use deadpool_postgres::Transaction;
+use futures_util::SinkExt;
+use tokio_postgres::error::SqlState;
+
+impl PostgresSink {
+    /// COPYs the units' rows (there are some) into the staging table
+    /// (`staged`) or straight into the target.
+    pub(super) async fn copy_rows(&self, tx: &Transaction<'_>, fresh: &[&Unit], staged: bool) -> Result<(), Attempt> {
+        let into = if staged {
+            tx.batch_execute(&sql::create_staging(&self.stage, &self.target, &self.columns)).await?;
+            &self.stage
+        } else {
+            &self.target
+        };
+        let statement = tx.prepare_cached(&sql::copy_in(into, &self.columns, staged)).await?;
+        let copy = tx.copy_in(&statement).await?;
+        futures_util::pin_mut!(copy);
+        let mut buf =
+            Vec::with_capacity(fresh.iter().map(|u| u.rows.len() + if staged { u.row_count * 8 } else { 0 }).sum());
+        let mut seq = 0;
+        for u in fresh {
+            if staged {
+                seq = numbered(&mut buf, &u.rows, seq);
+            } else {
+                buf.extend_from_slice(&u.rows);
+            }
+        }
+        let sent = match copy.send(Bytes::from(buf)).await {
+            Ok(()) => copy.finish().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match sent {
+            // Upsert straight into the target met a key already there (or
+            // twice in the batch): merge instead.
+            Err(e) if !staged && self.mode != MergeMode::Append && e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                Err(Attempt::Conflict)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// Inserts the units' dead letters (with their payloads); returns how
+    /// many.
+    pub(super) async fn insert_dead_letters(
+        &self,
+        tx: &Transaction<'_>,
+        source: &str,
+        fresh: &[&Unit],
+    ) -> Result<usize, Attempt> {
+        let mut n = 0;
+        for u in fresh {
+            for d in &u.dead {
+                dead_letter::insert(tx, &self.pipeline, source, &u.message_id, d, &u.payload, self.sealer.as_ref())
+                    .await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Whether the target still refuses what is already there. Upsert
+    /// straight in holds only while a unique index on the key does: checked
+    /// after the COPY (`checked`), under its lock on the table, so the
+    /// index cannot go before this commit.
+    pub(super) async fn key_is_unique(
+        &self,
+        tx: &Transaction<'_>,
+        checked: bool,
+    ) -> Result<bool, tokio_postgres::Error> {
+        match &self.mode {
+            MergeMode::Upsert { key } if checked => {
+                let check = tx.prepare_cached(sql::KEY_IS_UNIQUE).await?;
+                Ok(tx.query_one(&check, &[&self.target, key]).await?.get::<_, bool>(0))
+            }
+            _ => Ok(true),
+        }
+    }
+}
+
+/// Appends `rows` to `out` with each row's 0-based number after `first` as
+/// a last column: the staging table's order, where the later row of a key
+/// wins.
+pub fn numbered(out: &mut Vec<u8>, rows: &[u8], first: u64) -> u64 {
+    use std::io::Write;
+    let mut n = first;
+    for row in rows.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(&row[..row.len() - 1]);
+        // Formatted in place: no string per row.
+        write!(out, "\t{n}\n").expect("writing to a Vec cannot fail");
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_rows_across_units() {
+        let mut out = Vec::new();
+        let next = numbered(&mut out, b"a\tb\nc\\nd\te\n", 0);
+        assert_eq!(numbered(&mut out, b"f\t\\N\n", next), 3);
+        assert_eq!(out, b"a\tb\t0\nc\\nd\te\t1\nf\t\\N\t2\n");
+    }
+}

@@ -1,0 +1,250 @@
+//! What makes a commit once-only: its receipt, recorded in the batch's own
+//! transaction. Two kinds exist: the message ledger (`etl.receipts`: the
+//! ids of the messages committed, so a redelivery adds nothing) and an S3
+//! object's progress (`etl.files`: the rows of the object committed so far,
+//! so a crash resumes after them). Both are written under a lock that makes
+//! concurrent commits of the same work take turns.
+//!
+//! Must not load rows: that is [`super::load`]'s, and the order of the steps
+//! of a commit is [`super::PostgresSink`]'s.
+
+use super::error::{Attempt, SinkError};
+use super::{PostgresSink, Report, Unit, sql};
+use deadpool_postgres::Transaction;
+use std::future::Future;
+use tokio_postgres::types::ToSql;
+
+/// One kind of receipt; see the module docs.
+pub(crate) trait Receipt: Sync {
+    /// What [`Receipt::claim`] learns for [`Receipt::record`].
+    type Claim: Send;
+
+    /// Whether units with the same id count once (a message delivered
+    /// twice into one batch). An object's rows are distinct by position.
+    fn dedupe(&self) -> bool;
+
+    /// The `source` of the batch's lineage and dead letters, when not the
+    /// sink's own.
+    fn origin(&self) -> Option<String>;
+
+    /// Before the rows load: takes the receipt's lock where it must be held
+    /// first, and refuses units committed before or out of order.
+    fn claim(
+        &self,
+        tx: &Transaction<'_>,
+        sink: &PostgresSink,
+        fresh: &[&Unit],
+    ) -> impl Future<Output = Result<Self::Claim, Attempt>> + Send;
+
+    /// After the rows: records the receipt in one flight with `head` (the
+    /// sink's own last statements; `false` if the rows conflict with the
+    /// target's keys). Refuses the commit if some units were committed
+    /// before.
+    fn record(
+        &self,
+        tx: &Transaction<'_>,
+        sink: &PostgresSink,
+        fresh: &[&Unit],
+        claim: Self::Claim,
+        report: &Report,
+        head: impl Future<Output = Result<bool, tokio_postgres::Error>> + Send,
+    ) -> impl Future<Output = Result<(), Attempt>> + Send;
+}
+
+/// Messages: their ids go into the pipeline's ledger.
+pub(crate) struct Ledger;
+
+impl Receipt for Ledger {
+    type Claim = ();
+
+    fn dedupe(&self) -> bool {
+        true
+    }
+
+    fn origin(&self) -> Option<String> {
+        None
+    }
+
+    async fn claim(&self, _: &Transaction<'_>, _: &PostgresSink, _: &[&Unit]) -> Result<(), Attempt> {
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        tx: &Transaction<'_>,
+        sink: &PostgresSink,
+        fresh: &[&Unit],
+        (): (),
+        _: &Report,
+        head: impl Future<Output = Result<bool, tokio_postgres::Error>> + Send,
+    ) -> Result<(), Attempt> {
+        let lock = tx.prepare_cached(sql::LEDGER_LOCK).await?;
+        let seen = tx.prepare_cached(sql::LEDGER_SEEN).await?;
+        let ids = sql::LedgerIds::new(fresh.iter().map(|u| (u.sent_ms, u.message_id.as_str())));
+        let mut look_in = ids.parts.clone();
+        look_in.push(sql::LEGACY_PART);
+        look_in.sort_unstable();
+        // One flight: the sink's statements, then this pipeline's ledger
+        // lock (held to the commit, so commits of a pipeline take turns
+        // from here), the check against everything committed before (its
+        // snapshot is taken after the lock is granted) and, optimistically,
+        // the batch's ids into the ledger: if the check finds some, the
+        // whole transaction is rolled back, that record with it.
+        let record = tx.prepare_cached(sql::LEDGER_RECORD).await?;
+        let lock_params: [&(dyn ToSql + Sync); 1] = [&sink.pipeline];
+        let seen_params: [&(dyn ToSql + Sync); 4] = [&sink.pipeline, &look_in, &ids.texts, &ids.uuids];
+        let record_params: [&(dyn ToSql + Sync); 8] = [
+            &sink.pipeline,
+            &ids.parts,
+            &ids.texts,
+            &ids.uuids,
+            &ids.text_from,
+            &ids.text_to,
+            &ids.uuid_from,
+            &ids.uuid_to,
+        ];
+        let (unique, _, _, seen, _) = tokio::try_join!(
+            head,
+            tx.execute(&lock, &lock_params),
+            // Statistics lag behind a fast-growing ledger: the look-up must
+            // probe its index, never scan it, and never start parallel
+            // workers (milliseconds each) for the few rows it reads.
+            tx.batch_execute("SET LOCAL enable_seqscan = off; SET LOCAL max_parallel_workers_per_gather = 0"),
+            tx.query(&seen, &seen_params),
+            tx.execute(&record, &record_params),
+        )?;
+        if !unique {
+            return Err(Attempt::Conflict);
+        }
+        if !seen.is_empty() {
+            return Err(Attempt::Committed(seen.iter().map(|r| r.get(0)).collect()));
+        }
+        Ok(())
+    }
+}
+
+/// One object version being loaded. Its units are its rows in order, each
+/// with its `position`; a commit covers consecutive rows and moves the
+/// object's `rows_done` past them.
+#[derive(Debug, Clone, Default)]
+pub struct FileReceipt {
+    pub bucket: String,
+    pub key: String,
+    /// The S3 version id, else the ETag.
+    pub version: String,
+    /// `s3://bucket/key`, as the target's `source-file` column holds it.
+    pub uri: String,
+    /// The target's column naming each row's file: before the object's
+    /// first rows, the rows of its earlier versions are deleted by it.
+    pub replace: Option<String>,
+    /// The object's row count, once the reader reached its end.
+    pub end: Option<u64>,
+}
+
+impl FileReceipt {
+    /// `s3://bucket/key#version`: the source of the object's lineage and
+    /// dead letters.
+    pub fn origin(&self) -> String {
+        format!("{}#{}", self.uri, self.version)
+    }
+}
+
+/// What `etl.files` holds for one object version.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FileState {
+    pub rows_done: u64,
+    pub done: bool,
+}
+
+impl Receipt for FileReceipt {
+    /// The last row this commit covers.
+    type Claim = u64;
+
+    fn dedupe(&self) -> bool {
+        false
+    }
+
+    fn origin(&self) -> Option<String> {
+        Some(FileReceipt::origin(self))
+    }
+
+    /// The object's ledger row is locked first, so loaders of one object
+    /// take turns, and rows committed before are left out.
+    async fn claim(&self, tx: &Transaction<'_>, sink: &PostgresSink, fresh: &[&Unit]) -> Result<u64, Attempt> {
+        let key: [&(dyn ToSql + Sync); 4] = [&sink.pipeline, &self.bucket, &self.key, &self.version];
+        let claim = tx.prepare_cached(sql::FILE_CLAIM).await?;
+        tx.execute(&claim, &key).await?;
+        let state = tx.prepare_cached(sql::FILE_LOCK).await?;
+        let done = tx.query_one(&state, &key).await?.get::<_, i64>(0) as u64;
+        let before: Vec<String> = fresh.iter().filter(|u| u.position <= done).map(|u| u.message_id.clone()).collect();
+        if !before.is_empty() {
+            return Err(Attempt::Committed(before));
+        }
+        if let Some(first) = fresh.first()
+            && first.position != done + 1
+        {
+            return Err(Attempt::OutOfStep(format!(
+                "{}: rows up to {done} are committed, this load starts at row {}; the object is loaded again from there",
+                self.uri, first.position
+            )));
+        }
+        if let (Some(column), 0) = (&self.replace, done) {
+            // The object's first rows: what its earlier versions wrote goes.
+            tx.execute(&sql::delete_file_rows(sink.target(), column), &[&self.uri]).await?;
+            let forget = tx.prepare_cached(sql::FILE_FORGET_OTHERS).await?;
+            tx.execute(&forget, &key).await?;
+        }
+        Ok(fresh.last().map_or(done, |u| u.position))
+    }
+
+    async fn record(
+        &self,
+        tx: &Transaction<'_>,
+        sink: &PostgresSink,
+        fresh: &[&Unit],
+        file_done: u64,
+        report: &Report,
+        head: impl Future<Output = Result<bool, tokio_postgres::Error>> + Send,
+    ) -> Result<(), Attempt> {
+        let progress = tx.prepare_cached(sql::FILE_PROGRESS).await?;
+        let rows: usize = fresh.iter().map(|u| u.row_count).sum();
+        let done = self.end == Some(file_done);
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &sink.pipeline,
+            &self.bucket,
+            &self.key,
+            &self.version,
+            &(file_done as i64),
+            &(rows as i64),
+            &(report.dead_letters as i64),
+            &done,
+        ];
+        let (unique, _) = tokio::try_join!(head, tx.execute(&progress, &params))?;
+        if !unique {
+            return Err(Attempt::Conflict);
+        }
+        Ok(())
+    }
+}
+
+impl PostgresSink {
+    /// Where an object version stands (nothing done if it is not known).
+    pub async fn file_state(&self, f: &FileReceipt) -> Result<FileState, SinkError> {
+        let client = self.pool.get().await.map_err(SinkError::pool)?;
+        let row = client
+            .query_opt(sql::FILE_PEEK, &[&self.pipeline, &f.bucket, &f.key, &f.version])
+            .await
+            .map_err(SinkError::of)?;
+        Ok(row.map_or(FileState::default(), |r| FileState { rows_done: r.get::<_, i64>(0) as u64, done: r.get(1) }))
+    }
+
+    /// Removes the ledger rows of messages sent before `sent_ms` (ms since
+    /// the epoch); returns how many rows went.
+    pub async fn prune_ledger(&self, sent_ms: i64) -> Result<u64, SinkError> {
+        let client = self.pool.get().await.map_err(SinkError::pool)?;
+        client
+            .execute(sql::LEDGER_PRUNE, &[&self.pipeline, &sql::ledger_part(sent_ms)])
+            .await
+            .map_err(|e| SinkError::Transient { attempts: 1, source: e })
+    }
+}

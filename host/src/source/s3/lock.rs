@@ -1,0 +1,45 @@
+//! Objects are divided between loaders, and hosts, by a PostgreSQL session
+//! advisory lock per object of a pipeline: tried, never waited for, and
+//! held on a connection of its own for the whole load. An object another
+//! loader holds is left to it.
+//!
+//! Must not load anything.
+
+use super::ObjectRef;
+use crate::sink::{SinkError, sql};
+
+/// The advisory lock key of an object of a pipeline.
+pub(super) fn lock_key(pipeline: &str, o: &ObjectRef) -> (String, String) {
+    (format!("etl.files {pipeline}"), format!("{}/{}", o.bucket, o.key))
+}
+
+/// A session advisory lock on one object, on a connection of its own.
+pub(super) struct ObjectLock {
+    client: deadpool_postgres::Client,
+    key: (String, String),
+}
+
+impl ObjectLock {
+    pub(super) async fn try_take(
+        pool: &deadpool_postgres::Pool,
+        pipeline: &str,
+        o: &ObjectRef,
+    ) -> Result<Option<ObjectLock>, SinkError> {
+        let client = pool.get().await.map_err(SinkError::pool)?;
+        let key = lock_key(pipeline, o);
+        let got: bool = client
+            .query_one(sql::OBJECT_TRY_LOCK, &[&key.0, &key.1])
+            .await
+            .map_err(|e| SinkError::Transient { attempts: 1, source: e })?
+            .get(0);
+        Ok(got.then_some(ObjectLock { client, key }))
+    }
+
+    /// Unlocks; a connection that cannot unlock is closed (which unlocks).
+    pub(super) async fn release(self) {
+        let unlocked = self.client.query_one(sql::OBJECT_UNLOCK, &[&self.key.0, &self.key.1]).await;
+        if unlocked.is_err() {
+            let _ = deadpool_postgres::Object::take(self.client);
+        }
+    }
+}

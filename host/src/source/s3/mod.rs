@@ -1,0 +1,161 @@
+//! S3 objects into PostgreSQL: the objects S3 notifications announce on an
+//! SQS queue ([`notifications`]), or (reconcile) every object under a bucket
+//! and prefix, kept equal to the rows the target holds for them
+//! ([`reconcile`]), or once what a bucket holds already ([`backfill`]).
+//! All three are users of the run loop: their units of work are objects,
+//! each loaded by [`object`] under its lock ([`lock`]).
+//!
+//! A notification is deleted only after all its objects' rows committed;
+//! an object's rows commit with its progress, so a crash resumes after the
+//! last committed row and a second delivery adds nothing.
+//!
+//! Must not decode, transform or commit rows itself: the run loop's units
+//! and the sink do.
+
+pub mod backfill;
+mod listing;
+mod lock;
+mod notifications;
+mod object;
+mod reconcile;
+
+pub use backfill::{BackfillProgress, backfill};
+pub use listing::Listed;
+pub use object::{Loader, Progress};
+
+use crate::config::{Pipeline, S3Mode, S3SourceConfig, Source, SqsSourceConfig};
+use crate::flow::{Flow, RunError, RunSetup, Summary, Workers};
+use crate::queue::SqsSource;
+use crate::sink::{Report, SinkError};
+use crate::transform::Engine;
+use std::sync::Arc;
+
+/// One object to load. Without a version id or ETag, the object's current
+/// ones are looked up first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObjectRef {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub etag: Option<String>,
+}
+
+impl ObjectRef {
+    pub fn uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// What became of one object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Its rows (the rest of them, after a crash) committed.
+    Loaded(Report),
+    /// This version was loaded before: nothing to do.
+    AlreadyLoaded,
+    /// Another loader holds it; it is left to that one.
+    Busy,
+    /// It changed since it was announced: a newer notification follows.
+    Superseded,
+    /// It no longer exists.
+    Gone,
+    /// The run is stopping; what committed stays, the rest loads next time.
+    Interrupted,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Retryable: the object loads again from its last committed row.
+    #[error("{uri}: {action} failed: {reason}")]
+    S3 { uri: String, action: &'static str, reason: String },
+    #[error("{uri}: {source}")]
+    Sink { uri: String, source: SinkError },
+    #[error("{uri}: the transform chain failed: {reason}")]
+    Chain { uri: String, reason: String },
+}
+
+impl LoadError {
+    pub fn retryable(&self) -> bool {
+        match self {
+            LoadError::Sink { source, .. } => source.retryable(),
+            _ => true,
+        }
+    }
+}
+
+/// The objects side of a run: its flow, its loader and, for notifications
+/// (or to wake reconcile early), its queue.
+pub struct Objects {
+    pub flow: Arc<Flow>,
+    pub loader: Loader,
+    pub queue: Option<(SqsSource, SqsSourceConfig)>,
+}
+
+impl Objects {
+    /// Adds what became of an object to the run's counts.
+    fn count(&self, outcome: &Result<Outcome, LoadError>) {
+        match outcome {
+            Ok(Outcome::Loaded(r)) => self.flow.tally(|s| {
+                s.objects += 1;
+                s.rows += r.rows;
+                s.dead_letters += r.dead_letters;
+                s.batches += r.commits;
+            }),
+            Ok(_) => {}
+            Err(e) => self.flow.failed(e.retryable(), "object", &e.to_string()),
+        }
+    }
+}
+
+/// Where an S3 pipeline's batches come from, in lineage and dead letters.
+fn source_label(config: &S3SourceConfig) -> String {
+    match (&config.queue, &config.bucket) {
+        (Some(q), _) => format!("sqs:{}", q.queue),
+        (None, Some(b)) => format!("s3://{b}/{}", config.prefix),
+        (None, None) => "s3".to_string(),
+    }
+}
+
+/// The flow of an S3 pipeline: each worker holds a connection with its
+/// object's lock and one committing.
+fn flow(pipeline: Pipeline, engine: Arc<Engine>, database_url: &str) -> Result<(Flow, S3SourceConfig), RunError> {
+    let Some(Source::S3(config)) = pipeline.source.clone() else {
+        return Err(RunError::Incomplete(pipeline.file.display().to_string()));
+    };
+    let connections = 2 * pipeline.workers + 1;
+    Ok((Flow::new(pipeline, engine, database_url, connections, &source_label(&config))?, config))
+}
+
+/// `host run` of an S3 source: notifications or reconcile passes until
+/// `shutdown` (or, with `once`, until there is nothing left to do).
+pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output = ()>) -> Result<Summary, RunError> {
+    let RunSetup { pipeline, engine, database_url, aws, opts } = setup;
+    let (flow, config) = flow(pipeline, engine, database_url)?;
+    let flow = Arc::new(flow);
+    let queue = match &config.queue {
+        Some(q) => Some((SqsSource::with_config(&aws.config, &q.queue).await?, q.clone())),
+        None => None,
+    };
+    let chains = flow.chains().await?;
+    let loader = Loader::new(flow.clone(), config.clone(), aws.s3.clone());
+    let objects = Arc::new(Objects { flow: flow.clone(), loader, queue });
+    match config.mode {
+        S3Mode::Notifications => {
+            let workers = Workers::start(&flow, chains.chains, &chains.generations);
+            notifications::run(&objects, workers, opts, shutdown).await
+        }
+        S3Mode::Reconcile { interval } => {
+            let workers = Workers::start(&flow, chains.chains, &chains.generations);
+            reconcile::run(&objects, workers, opts, interval, shutdown).await
+        }
+    }
+    flow.finish(chains.watching).await
+}
+
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
+fn s3_error<E: std::error::Error + 'static>(o: &ObjectRef, action: &'static str, e: E) -> LoadError {
+    LoadError::S3 { uri: o.uri(), action, reason: aws_sdk_s3::error::DisplayErrorContext(e).to_string() }
+}

@@ -1,0 +1,353 @@
+//! Loading one S3 object version: under its lock (see [`super::lock`]),
+//! from the row after its last committed one, streamed through the reader
+//! (bounded memory), the chain in chunks of `max_records` rows, and the sink
+//! in commits of `rows_per_commit` rows, each moving the object's progress
+//! in `etl.files` in the same transaction. One commit is in flight while
+//! the next chunk is read and transformed.
+//!
+//! Must not decide which objects to load, nor acknowledge messages: the
+//! notification, reconcile and backfill loops do.
+
+use super::lock::ObjectLock;
+use super::{LoadError, ObjectRef, Outcome, s3_error, unquote};
+use crate::batch::BatchBuilder;
+use crate::config::{Generated, S3SourceConfig};
+use crate::flow::{Flow, fill_units, plugins_json, run_chain};
+use crate::input::fields_json;
+use crate::mapping::LoadTime;
+use crate::sink::dead_letter::DeadLetter;
+use crate::sink::{FileReceipt, Report, Unit};
+use crate::transform::TransformChain;
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use readers::file::{FileOptions, FileReader, Item};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// What loaders did so far, for progress lines.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub objects: AtomicU64,
+    pub rows: AtomicU64,
+    /// Object bytes read (before decompression).
+    pub bytes: AtomicU64,
+}
+
+/// Loads objects of one pipeline; shared by its workers.
+pub struct Loader {
+    pub(super) s3: aws_sdk_s3::Client,
+    pub(super) flow: Arc<Flow>,
+    pub(super) config: S3SourceConfig,
+    /// The target's `source-file` column: a new version replaces the rows
+    /// of the old one.
+    pub(super) replace: Option<String>,
+    pub progress: Progress,
+    /// Set when the run stops: loaders end after their current commit.
+    pub stopping: AtomicBool,
+}
+
+impl Loader {
+    /// Loads objects of `config` with `s3`, through `flow`'s chain and sink.
+    pub fn new(flow: Arc<Flow>, config: S3SourceConfig, s3: aws_sdk_s3::Client) -> Loader {
+        let replace = flow.pipeline.sink.as_ref().and_then(|sink| {
+            sink.columns
+                .iter()
+                .find(|c| c.source == crate::config::ColumnSource::Generated(Generated::SourceFile))
+                .map(|c| c.name.clone())
+        });
+        Loader { s3, flow, config, replace, progress: Progress::default(), stopping: AtomicBool::new(false) }
+    }
+
+    fn pipeline(&self) -> &str {
+        &self.flow.pipeline.name
+    }
+
+    /// Whether the pipeline loads `key` of `bucket` (its bucket and prefix).
+    pub fn wants(&self, bucket: &str, key: &str) -> bool {
+        self.config.bucket.as_deref().is_none_or(|b| b == bucket) && key.starts_with(&self.config.prefix)
+    }
+
+    /// Loads one object (what is left of it). Gives the chain back.
+    pub async fn load(
+        &self,
+        chain: TransformChain,
+        object: &ObjectRef,
+    ) -> (TransformChain, Result<Outcome, LoadError>) {
+        let uri = object.uri();
+        let mut object = object.clone();
+        if object.version_id.is_none() && object.etag.is_none() {
+            match self.head(&object).await {
+                Ok(Some((version_id, etag))) => (object.version_id, object.etag) = (version_id, etag),
+                Ok(None) => return (chain, Ok(Outcome::Gone)),
+                Err(e) => return (chain, Err(e)),
+            }
+        }
+        let version = object.version_id.clone().or_else(|| object.etag.clone()).unwrap_or_default();
+        let receipt = FileReceipt {
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+            version,
+            uri: uri.clone(),
+            replace: self.replace.clone(),
+            end: None,
+        };
+        let sink_err = |source| LoadError::Sink { uri: uri.clone(), source };
+        // Objects are divided between loaders (and hosts) by a lock of
+        // their own, held on a connection of its own for the whole load.
+        let lock = match ObjectLock::try_take(self.flow.sink.pool(), self.pipeline(), &object).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return (chain, Ok(Outcome::Busy)),
+            Err(e) => return (chain, Err(sink_err(e))),
+        };
+        let state = match self.flow.sink.file_state(&receipt).await {
+            Ok(s) => s,
+            Err(e) => {
+                lock.release().await;
+                return (chain, Err(sink_err(e)));
+            }
+        };
+        if state.done {
+            lock.release().await;
+            return (chain, Ok(Outcome::AlreadyLoaded));
+        }
+        let (chain, outcome) = self.stream(chain, &object, receipt, state.rows_done).await;
+        lock.release().await;
+        if matches!(outcome, Ok(Outcome::Loaded(_))) {
+            self.progress.objects.fetch_add(1, Ordering::Relaxed);
+        }
+        (chain, outcome)
+    }
+
+    /// The object's current version id and ETag; `None` if it is gone.
+    async fn head(&self, o: &ObjectRef) -> Result<Option<(Option<String>, Option<String>)>, LoadError> {
+        match self.s3.head_object().bucket(&o.bucket).key(&o.key).send().await {
+            Ok(out) => Ok(Some((out.version_id().map(str::to_string), out.e_tag().map(unquote)))),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(s3_error(o, "HeadObject", e)),
+        }
+    }
+
+    /// Reads the object from row `rows_done` on and commits its rows.
+    async fn stream(
+        &self,
+        mut chain: TransformChain,
+        object: &ObjectRef,
+        receipt: FileReceipt,
+        rows_done: u64,
+    ) -> (TransformChain, Result<Outcome, LoadError>) {
+        let uri = receipt.uri.clone();
+        let mut get = self.s3.get_object().bucket(&object.bucket).key(&object.key);
+        get = match (&object.version_id, &object.etag) {
+            (Some(v), _) => get.version_id(v),
+            (None, Some(etag)) => get.if_match(format!("\"{etag}\"")),
+            (None, None) => get,
+        };
+        let out = match get.send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default().to_string();
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                return match (code.as_str(), status) {
+                    ("NoSuchKey" | "NoSuchVersion", _) | (_, Some(404)) => (chain, Ok(Outcome::Gone)),
+                    ("PreconditionFailed", _) | (_, Some(412)) => (chain, Ok(Outcome::Superseded)),
+                    _ => (chain, Err(s3_error(object, "GetObject", e))),
+                };
+            }
+        };
+        let encoding = out.content_encoding().map(str::to_string);
+        let options = FileOptions {
+            format: self.config.format.clone(),
+            compression: self.config.compression,
+            start_after_row: rows_done,
+            max_row_bytes: self.flow.pipeline.max_record_bytes,
+        };
+        let body = Box::pin(out.body.into_async_read());
+        let mut reader = match FileReader::open(body, options, &object.key, encoding.as_deref()).await {
+            Ok(r) => r,
+            Err(e) if e.is_retryable() => {
+                return (chain, Err(LoadError::S3 { uri, action: "reading", reason: e.to_string() }));
+            }
+            // The object as a whole cannot be read: one dead letter says why.
+            Err(e) => return self.unreadable(chain, receipt, rows_done, e.to_string()).await,
+        };
+        let columns = reader.columns().to_vec();
+        let plugins = plugins_json(&chain);
+        let mut load = LoadTime::now();
+        load.source_file = Some(uri.clone());
+        load.source_version = Some(receipt.version.clone());
+        let mut report = Report::default();
+        // One commit in flight while the next one's rows are read and
+        // transformed: the database and the chain work at the same time.
+        let mut in_flight: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>> = None;
+        loop {
+            let fill = self.fill(chain, &mut reader, &columns, &load, &uri);
+            let ((c, filled), committed) = match in_flight.take() {
+                Some(commit) => {
+                    let (f, c) = futures_util::future::join(fill, commit).await;
+                    (f, Some(c))
+                }
+                None => (fill.await, None),
+            };
+            chain = c;
+            if let Some(committed) = committed {
+                match committed {
+                    Ok(r) => report += r,
+                    Err(e) => return (chain, Err(e)),
+                }
+            }
+            let Filled { units, end, broken } = match filled {
+                Ok(f) => f,
+                Err(e) => return (chain, Err(e)),
+            };
+            if let Some(reason) = broken {
+                // Rows before the break load; the rest of the object is
+                // one dead letter.
+                if !units.is_empty() {
+                    match self.commit(units, plugins.clone(), receipt.clone()).await {
+                        Ok(r) => report += r,
+                        Err(e) => return (chain, Err(e)),
+                    }
+                }
+                return self.unreadable(chain, receipt, reader.rows_read(), reason).await;
+            }
+            if end.is_none() && units.is_empty() {
+                // Stopping: what committed stays, the rest loads next time.
+                return (chain, Ok(Outcome::Interrupted));
+            }
+            let mut next = receipt.clone();
+            next.end = end;
+            let commit = self.commit(units, plugins.clone(), next);
+            if end.is_some() {
+                return match commit.await {
+                    Ok(r) => {
+                        report += r;
+                        (chain, Ok(Outcome::Loaded(report)))
+                    }
+                    Err(e) => (chain, Err(e)),
+                };
+            }
+            in_flight = Some(Box::pin(commit));
+        }
+    }
+
+    /// Reads and transforms rows until there are `rows_per_commit` of them
+    /// or the object ends (`end`: its row count) or breaks (`broken`: why).
+    /// No rows and no end: the run is stopping.
+    async fn fill(
+        &self,
+        chain: TransformChain,
+        reader: &mut FileReader,
+        columns: &[String],
+        load: &LoadTime,
+        uri: &str,
+    ) -> (TransformChain, Result<Filled, LoadError>) {
+        let mut chain = chain;
+        let mut units: Vec<Unit> = Vec::new();
+        let mut bytes_seen = reader.bytes_read();
+        while (units.len() as u64) < self.config.rows_per_commit {
+            if self.stopping.load(Ordering::Relaxed) {
+                return (chain, Ok(Filled { units: Vec::new(), end: None, broken: None }));
+            }
+            let chunk = match reader.next_chunk(self.flow.pipeline.max_records, 8 << 20).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return (chain, Ok(Filled { units, end: Some(reader.rows_read()), broken: None })),
+                Err(e) if e.is_retryable() => {
+                    return (chain, Err(LoadError::S3 { uri: uri.into(), action: "reading", reason: e.to_string() }));
+                }
+                Err(e) => return (chain, Ok(Filled { units, end: None, broken: Some(e.to_string()) })),
+            };
+            chain = match self.transform(chain, columns, chunk, load, &mut units).await {
+                Ok(c) => c,
+                Err((c, reason)) => return (c, Err(LoadError::Chain { uri: uri.into(), reason })),
+            };
+            let bytes = reader.bytes_read();
+            self.progress.bytes.fetch_add(bytes - bytes_seen, Ordering::Relaxed);
+            bytes_seen = bytes;
+        }
+        (chain, Ok(Filled { units, end: None, broken: None }))
+    }
+
+    /// One chunk of rows through the chain, into `units` (one per row).
+    async fn transform(
+        &self,
+        chain: TransformChain,
+        columns: &[String],
+        chunk: readers::file::Chunk,
+        load: &LoadTime,
+        units: &mut Vec<Unit>,
+    ) -> Result<TransformChain, (TransformChain, String)> {
+        let start = units.len();
+        let mut builder = BatchBuilder::new();
+        let mut record_unit = Vec::new();
+        for (i, row) in chunk.rows.into_iter().enumerate() {
+            let position = chunk.first_row + i as u64 + 1;
+            let mut unit = Unit { message_id: format!("line {}", row.line), position, ..Unit::default() };
+            let decoded = match row.item {
+                Ok(Item::Json(bytes)) => {
+                    let r = self.flow.decoder.decode(&bytes, &mut builder);
+                    unit.payload = bytes;
+                    r
+                }
+                Ok(Item::Fields(fields)) => {
+                    let r = self.flow.decoder.decode_fields(columns, &fields, &mut builder);
+                    unit.payload = fields_json(columns, &fields);
+                    r
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match decoded {
+                Ok(()) => record_unit.push(units.len() - start),
+                Err(reason) => unit.dead.push(DeadLetter::input(format!("line {}: {reason}", row.line))),
+            }
+            units.push(unit);
+        }
+        let (chain, out) = run_chain(chain, builder.finish()).await;
+        match out {
+            Ok(out) => {
+                fill_units(&self.flow.mapping, load, &out, &record_unit, &mut units[start..], |_| 1);
+                Ok(chain)
+            }
+            Err(e) => Err((chain, e.to_string())),
+        }
+    }
+
+    async fn commit(&self, units: Vec<Unit>, plugins: String, receipt: FileReceipt) -> Result<Report, LoadError> {
+        let r = self
+            .flow
+            .sink
+            .commit_file(units, &plugins, &receipt)
+            .await
+            .map_err(|source| LoadError::Sink { uri: receipt.uri.clone(), source })?;
+        self.progress.rows.fetch_add(r.rows as u64, Ordering::Relaxed);
+        Ok(r)
+    }
+
+    /// An object that cannot be read (further) from row `at`: a dead letter
+    /// saying why, and the object counts as loaded.
+    async fn unreadable(
+        &self,
+        chain: TransformChain,
+        mut receipt: FileReceipt,
+        at: u64,
+        reason: String,
+    ) -> (TransformChain, Result<Outcome, LoadError>) {
+        tracing::warn!(pipeline = %self.pipeline(), object = %receipt.uri, reason = %reason, "object unreadable after row {at}");
+        let unit = Unit {
+            message_id: format!("after row {at}"),
+            position: at + 1,
+            dead: vec![DeadLetter::source(format!("unreadable after row {at}: {reason}"), 1)],
+            ..Unit::default()
+        };
+        receipt.end = Some(at + 1);
+        match self.commit(vec![unit], plugins_json(&chain), receipt).await {
+            Ok(report) => (chain, Ok(Outcome::Loaded(report))),
+            Err(e) => (chain, Err(e)),
+        }
+    }
+}
+
+/// Rows read and transformed for one commit.
+struct Filled {
+    units: Vec<Unit>,
+    end: Option<u64>,
+    broken: Option<String>,
+}
