@@ -90,6 +90,22 @@ fn the_binary_runs_the_pipeline_test_cases_and_checks_pipelines() {
         "error: tests/ui/plugin-bad-params.toml:2: step 1 (`mask`) refused its params: `fields` must name at least one field"
     );
 
+    // `host check` runs the pipeline's own cases too: a wrong expectation
+    // fails it, naming the case.
+    let dir = std::env::temp_dir().join(crate::services::unique("check"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrong = dir.join("logins.toml");
+    let text = std::fs::read_to_string(ws.join("pipelines/logins.toml")).unwrap();
+    std::fs::write(&wrong, text.replace("reject = \"`app_version` is not a version\"", "reject = \"something else\""))
+        .unwrap();
+    let out = run(&["check", wrong.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("test case `a malformed version is rejected` fails: expected a rejection containing \"something else\""),
+        "{stderr}"
+    );
+
     for cmd in ["run", "test", "check"] {
         let out = run(&[cmd, "--help"]);
         assert!(out.status.success() && !out.stdout.is_empty(), "{cmd} --help");
