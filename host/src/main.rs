@@ -79,7 +79,7 @@ enum Command {
         rejects: Option<PathBuf>,
     },
     /// Validate pipelines offline: parse, check, find, compile and configure
-    /// every plugin.
+    /// every plugin, and run each pipeline's own [[tests]].
     Check {
         /// Pipeline files.
         #[arg(required = true)]

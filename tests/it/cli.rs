@@ -102,7 +102,9 @@ fn the_binary_runs_the_pipeline_test_cases_and_checks_pipelines() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("test case `a malformed version is rejected` fails: expected a rejection containing \"something else\""),
+        stderr.contains(
+            "test case `a malformed version is rejected` fails: expected a rejection containing \"something else\""
+        ),
         "{stderr}"
     );
 

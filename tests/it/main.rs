@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod files;
 mod golden;
+mod hardening;
 mod objects;
 mod pipeline_files;
 mod run;

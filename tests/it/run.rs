@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The shipped logins pipeline, on its own queue, schema and name.
-fn logins(queue: &str, schema: &str, name: &str) -> Pipeline {
+pub(crate) fn logins(queue: &str, schema: &str, name: &str) -> Pipeline {
     let text = std::fs::read_to_string(common::workspace().join("pipelines/logins.toml")).unwrap();
     let text = text
         .replace("name = \"logins\"", &format!("name = \"{name}\""))
@@ -21,7 +21,7 @@ fn logins(queue: &str, schema: &str, name: &str) -> Pipeline {
 }
 
 /// A schema with a copy of `user_logins`.
-async fn schema_with_user_logins(name: &str) {
+pub(crate) async fn schema_with_user_logins(name: &str) {
     migrated().await;
     let db = pg().await;
     db.batch_execute(&format!("CREATE SCHEMA {name}; CREATE TABLE {name}.user_logins (LIKE public.user_logins)"))
@@ -39,7 +39,7 @@ async fn aws() -> aws_config::SdkConfig {
 }
 
 /// The pipeline's sink on its own, under the pipeline name `name`.
-fn sink_for(name: &str, p: &Pipeline) -> host::sink::PostgresSink {
+pub(crate) fn sink_for(name: &str, p: &Pipeline) -> host::sink::PostgresSink {
     host::sink::PostgresSink::new(
         host::sink::pool(&services::database_url(), 2).unwrap(),
         name,
@@ -49,18 +49,18 @@ fn sink_for(name: &str, p: &Pipeline) -> host::sink::PostgresSink {
     )
 }
 
-async fn run_once(p: Pipeline) -> Summary {
+pub(crate) async fn run_once(p: Pipeline) -> Summary {
     let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
     host::run::run(p, common::engine(), &services::database_url(), &aws().await, opts, std::future::pending())
         .await
         .expect("run completes")
 }
 
-async fn count(sql: &str) -> i64 {
+pub(crate) async fn count(sql: &str) -> i64 {
     pg().await.query_one(sql, &[]).await.unwrap().get(0)
 }
 
-fn fetch_bodies() -> Vec<String> {
+pub(crate) fn fetch_bodies() -> Vec<String> {
     std::fs::read_to_string(common::workspace().join("tests/data/fetch_login_queue_bodies.jsonl"))
         .unwrap()
         .lines()

@@ -41,15 +41,7 @@ pub fn fill_units(
     }
     for r in &out.rejected {
         let i = record_unit[r.record as usize];
-        units[i].dead.push(DeadLetter {
-            record_index: 0,
-            stage: "transform",
-            step: Some(r.step as i32),
-            plugin: Some(r.plugin.clone()),
-            plugin_digest: Some(r.digest.clone()),
-            reason: r.reason.clone(),
-            received_count: received(i),
-        });
+        units[i].dead.push(DeadLetter::transform(r.step, &r.plugin, &r.digest, &r.reason, received(i)));
     }
 }
 

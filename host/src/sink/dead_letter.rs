@@ -4,6 +4,10 @@
 //! With `HOST_DEAD_LETTER_KEY` (64 hex digits) payloads are sealed with
 //! AES-256-GCM; without it they are stored as they came.
 //!
+//! Every text a dead letter stores is made storable where the dead letter
+//! is made ([`storable`]): PostgreSQL's `text` refuses U+0000, and a reason
+//! may quote a key or a value that holds it.
+//!
 //! Must not log or return a payload; only `replay` opens one.
 
 use aes_gcm::aead::{Aead, KeyInit};
@@ -23,6 +27,33 @@ pub struct DeadLetter {
     pub received_count: i32,
 }
 
+/// The most characters of a reason kept (the rest is cut, marked `…`).
+pub const MAX_REASON_CHARS: usize = 2_000;
+
+/// `text` as PostgreSQL's `text` takes it and a person reads it on one
+/// line: tabs and line breaks become spaces, other control characters
+/// (U+0000 among them, which no `text` value may hold) U+FFFD, and past
+/// `MAX_REASON_CHARS` characters it is cut.
+pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    let clean = !text.chars().any(char::is_control) && text.len() <= MAX_REASON_CHARS;
+    if clean {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out: String = text
+        .chars()
+        .take(MAX_REASON_CHARS)
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => ' ',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect();
+    if text.chars().nth(MAX_REASON_CHARS).is_some() {
+        out.push('…');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl DeadLetter {
     /// A record (or row) that could not be decoded or lacks what it needs.
     pub fn input(reason: String) -> DeadLetter {
@@ -32,8 +63,21 @@ impl DeadLetter {
             step: None,
             plugin: None,
             plugin_digest: None,
-            reason,
+            reason: storable(&reason).into_owned(),
             received_count: 1,
+        }
+    }
+
+    /// A record step `step` (0-based) of the chain rejected.
+    pub fn transform(step: usize, plugin: &str, digest: &str, reason: &str, received_count: i32) -> DeadLetter {
+        DeadLetter {
+            record_index: 0,
+            stage: "transform",
+            step: Some(step as i32),
+            plugin: Some(storable(plugin).into_owned()),
+            plugin_digest: Some(digest.to_string()),
+            reason: storable(reason).into_owned(),
+            received_count,
         }
     }
 
@@ -52,7 +96,7 @@ impl DeadLetter {
             step: None,
             plugin: None,
             plugin_digest: None,
-            reason: format!("database refused the row: {}", super::refusal(e)),
+            reason: storable(&format!("database refused the row: {}", super::refusal(e))).into_owned(),
             received_count: 1,
         }
     }
@@ -115,14 +159,14 @@ pub async fn insert(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
             &[
                 &pipeline,
-                &source,
-                &message_id,
+                &storable(source),
+                &storable(message_id),
                 &d.record_index,
                 &d.stage,
                 &d.step,
-                &d.plugin,
+                &d.plugin.as_deref().map(storable),
                 &d.plugin_digest,
-                &d.reason,
+                &storable(&d.reason),
                 &d.received_count,
             ],
         )
@@ -146,6 +190,19 @@ pub async fn insert(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_is_made_storable() {
+        assert_eq!(storable("duplicate key `id`"), "duplicate key `id`");
+        assert!(matches!(storable("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(storable("key `a\0b`\u{1}\n"), "key `a\u{fffd}b`\u{fffd} ");
+        let long = "é".repeat(MAX_REASON_CHARS + 5);
+        let cut = storable(&long);
+        assert_eq!(cut.chars().count(), MAX_REASON_CHARS + 1);
+        assert!(cut.ends_with("é…"));
+        assert_eq!(storable(&"x".repeat(MAX_REASON_CHARS)).len(), MAX_REASON_CHARS);
+        assert_eq!(DeadLetter::input("a\0".into()).reason, "a\u{fffd}");
+    }
 
     #[test]
     fn sealing_round_trips_and_refuses_other_keys() {

@@ -16,12 +16,22 @@ pub enum SinkError {
     Pool(String),
     #[error("{0}")]
     OutOfStep(String),
+    /// Retryable: the rest of its batch committed; it comes back until its
+    /// receive count passes `max_receives`, and then it is a dead letter
+    /// that names only that.
+    #[error(
+        "message {message_id}: the database refuses it even as a dead letter without its rows: {reason}; it stays unacknowledged"
+    )]
+    Unstorable { message_id: String, reason: String },
 }
 
 impl SinkError {
     /// Whether trying again later may succeed.
     pub fn retryable(&self) -> bool {
-        matches!(self, SinkError::Transient { .. } | SinkError::Pool(_) | SinkError::OutOfStep(_))
+        matches!(
+            self,
+            SinkError::Transient { .. } | SinkError::Pool(_) | SinkError::OutOfStep(_) | SinkError::Unstorable { .. }
+        )
     }
 
     /// A failed statement outside a batch's commit: transient or not as

@@ -148,6 +148,9 @@ impl PostgresSink {
     async fn commit_with<R: Receipt>(&self, units: Vec<Unit>, plugins: &str, receipt: &R) -> Result<Report, SinkError> {
         let mut pending = vec![units];
         let mut report = Report::default();
+        // A unit the database refuses even without its rows: the rest of
+        // the batch commits, it stays uncommitted, and the commit fails.
+        let mut unstorable = None;
         while let Some(units) = pending.pop() {
             match self.commit_retrying(&units, plugins, receipt).await {
                 Ok(r) => report += r,
@@ -160,6 +163,14 @@ impl PostgresSink {
                 }
                 Err(Failure::Data(e)) => {
                     let mut unit = units.into_iter().next().expect("one unit");
+                    if unit.row_count == 0 && unit.rows.is_empty() {
+                        tracing::error!(pipeline = %self.pipeline, message = %dead_letter::storable(&unit.message_id), error = %refusal(&e), "the database refuses this message even without its rows; it stays unacknowledged");
+                        unstorable.get_or_insert(SinkError::Unstorable {
+                            message_id: dead_letter::storable(&unit.message_id).into_owned(),
+                            reason: refusal(&e),
+                        });
+                        continue;
+                    }
                     unit.dead.push(DeadLetter::sink(&e));
                     unit.rows.clear();
                     unit.row_count = 0;
@@ -168,7 +179,10 @@ impl PostgresSink {
                 Err(Failure::Other(e)) => return Err(e),
             }
         }
-        Ok(report)
+        match unstorable {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     /// Whether this commit's rows should go straight into the target: always
