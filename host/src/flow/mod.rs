@@ -5,7 +5,7 @@
 //! chain on a blocking thread, commit them through the shared sink, and only
 //! then acknowledge them. Shutdown, `--once`, a fatal error, the visibility
 //! keeper, live versions, the counters and the run summary live here once;
-//! the sources (`crate::source`) are its users.
+//! the sources (`host/src/source/`) are its users.
 //!
 //! Delivery: a message is acknowledged only after the transaction holding
 //! all its rows and dead letters committed; the sink's receipt in that
@@ -13,7 +13,7 @@
 //! not commit is left alone: its messages come back after their visibility
 //! timeout.
 //!
-//! Must not know a source's protocol beyond [`Message`]: what a source
+//! Must not know a source's protocol beyond [`crate::queue::Message`]: what a source
 //! loads and how it acknowledges is the source's.
 
 mod batcher;
@@ -32,7 +32,6 @@ pub use work::{Dispatch, Job, Workers};
 use crate::config::Pipeline;
 use crate::input::Decoder;
 use crate::mapping::Mapping;
-use crate::queue::Message;
 use crate::reload::Generation;
 use crate::sink::PostgresSink;
 use crate::transform::{Engine, TransformChain};
@@ -303,10 +302,5 @@ impl Flow {
             Some(why) => Err(RunError::Stopped(why)),
             None => Ok(summary),
         }
-    }
-
-    /// Counts of messages the source gave.
-    pub fn note_received(&self, messages: &[Message]) {
-        self.activity.received(messages.len());
     }
 }

@@ -53,7 +53,7 @@ pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Receiv
         let per_receive = if slot.is_some() { 1 } else { r.per_receive };
         match r.source.receive_up_to(per_receive, wait, r.visibility).await {
             Ok(messages) => {
-                flow.note_received(&messages);
+                flow.activity.received(messages.len());
                 let mut messages = messages.into_iter();
                 while !*stop.borrow() {
                     let Some(message) = messages.next() else { break };

@@ -93,7 +93,7 @@ impl PostgresSink {
 /// Appends `rows` to `out` with each row's 0-based number after `first` as
 /// a last column: the staging table's order, where the later row of a key
 /// wins.
-pub fn numbered(out: &mut Vec<u8>, rows: &[u8], first: u64) -> u64 {
+pub(super) fn numbered(out: &mut Vec<u8>, rows: &[u8], first: u64) -> u64 {
     use std::io::Write;
     let mut n = first;
     for row in rows.split_inclusive(|&b| b == b'\n') {

@@ -8,7 +8,7 @@
 //! error isolates the units that cause it into dead letters and commits the
 //! rest.
 //!
-//! Rows arrive encoded (COPY text, by [`crate::mapping`]). Must not
+//! Rows arrive encoded (COPY text, by the mapping). Must not
 //! acknowledge anything: the caller deletes messages after a commit returns.
 
 pub mod dead_letter;
@@ -18,7 +18,6 @@ mod receipt;
 pub mod sql;
 
 pub use error::{SinkError, data_error, refusal, transient};
-pub use load::numbered;
 pub use receipt::{FileReceipt, FileState};
 
 use crate::config::{MergeMode, Sink};
@@ -42,7 +41,7 @@ pub struct Unit {
     pub dead: Vec<DeadLetter>,
     /// The raw message, kept with dead letters.
     pub payload: Vec<u8>,
-    /// When the source says it was sent (ms; see `source::Message`): the
+    /// When the source says it was sent (ms; see `queue::Message`): the
     /// same on every delivery. Replays use a stand-in of their own.
     pub sent_ms: i64,
     /// For a row of an S3 object: its 1-based position among the object's

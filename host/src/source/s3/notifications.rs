@@ -12,7 +12,6 @@ use crate::sink::Unit;
 use crate::sink::dead_letter::DeadLetter;
 use crate::transform::TransformChain;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
@@ -52,7 +51,6 @@ pub(super) async fn run(
     };
     flow.until_done(opts, shutdown).await;
     // Loaders end after their current commit; what committed stays.
-    objects.loader.stopping.store(true, Ordering::Relaxed);
     flow.stop();
     for r in receivers {
         let _ = r.await;
@@ -121,7 +119,7 @@ impl Notification {
             chain = c;
             // Another loader has the object (two notifications of one key):
             // wait for it, then find what it committed.
-            while matches!(outcome, Ok(Outcome::Busy)) && !loader.stopping.load(Ordering::Relaxed) {
+            while matches!(outcome, Ok(Outcome::Busy)) && !objects.flow.stopping() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let (c, next) = loader.load(chain, &object).await;
                 (chain, outcome) = (c, next);

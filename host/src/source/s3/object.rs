@@ -21,7 +21,7 @@ use crate::transform::TransformChain;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use readers::file::{FileOptions, FileReader, Item};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What loaders did so far, for progress lines.
 #[derive(Debug, Default)]
@@ -41,8 +41,6 @@ pub struct Loader {
     /// of the old one.
     pub(super) replace: Option<String>,
     pub progress: Progress,
-    /// Set when the run stops: loaders end after their current commit.
-    pub stopping: AtomicBool,
 }
 
 impl Loader {
@@ -54,7 +52,7 @@ impl Loader {
                 .find(|c| c.source == crate::config::ColumnSource::Generated(Generated::SourceFile))
                 .map(|c| c.name.clone())
         });
-        Loader { s3, flow, config, replace, progress: Progress::default(), stopping: AtomicBool::new(false) }
+        Loader { s3, flow, config, replace, progress: Progress::default() }
     }
 
     fn pipeline(&self) -> &str {
@@ -244,7 +242,8 @@ impl Loader {
         let mut units: Vec<Unit> = Vec::new();
         let mut bytes_seen = reader.bytes_read();
         while (units.len() as u64) < self.config.rows_per_commit {
-            if self.stopping.load(Ordering::Relaxed) {
+            // The run is stopping: loaders end after their current commit.
+            if self.flow.stopping() {
                 return (chain, Ok(Filled { units: Vec::new(), end: None, broken: None }));
             }
             let chunk = match reader.next_chunk(self.flow.pipeline.max_records, 8 << 20).await {

@@ -46,7 +46,6 @@ pub(super) async fn run(
         tokio::select! {
             _ = &mut work => {}
             _ = &mut shutdown => {
-                objects.loader.stopping.store(true, Ordering::Relaxed);
                 flow.stop();
                 work.await;
             }
@@ -124,7 +123,7 @@ async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
 pub(super) async fn load_all(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>, todo: Vec<ObjectRef>) {
     let (done, mut all_done) = mpsc::channel::<()>(1);
     for object in todo {
-        if objects.loader.stopping.load(Ordering::Relaxed) || objects.flow.fatal() {
+        if objects.flow.stopping() || objects.flow.fatal() {
             break;
         }
         let job = ObjectJob { objects: objects.clone(), object, _done: done.clone() };
@@ -148,7 +147,7 @@ pub(super) struct ObjectJob {
 impl Job for ObjectJob {
     async fn run(self, chain: TransformChain) -> TransformChain {
         let objects = &self.objects;
-        if objects.loader.stopping.load(Ordering::Relaxed) || objects.flow.fatal() {
+        if objects.flow.stopping() || objects.flow.fatal() {
             return chain;
         }
         let (chain, outcome) = objects.loader.load(chain, &self.object).await;
