@@ -13,8 +13,8 @@ const LOCK_KEY: i64 = 0x6574_6c5f_6d69_67;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("cannot connect to the database: {0}")]
-    Connect(tokio_postgres::Error),
+    #[error(transparent)]
+    Connect(crate::sink::connect::ConnectError),
     #[error("migration failed: {0}")]
     Migration(String),
     #[error("database error while migrating: {}", crate::sink::refusal(.0))]
@@ -29,9 +29,7 @@ pub async fn run(database_url: &str) -> Result<Vec<String>, MigrateError> {
 /// Applies pending migrations up to version `last` (all when `None`); tests
 /// use it to check what a migration does to data written before it.
 pub async fn run_to(database_url: &str, last: Option<i32>) -> Result<Vec<String>, MigrateError> {
-    let (mut client, connection) =
-        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await.map_err(MigrateError::Connect)?;
-    let conn = tokio::spawn(connection);
+    let mut client = crate::sink::connect::connect(database_url).await.map_err(MigrateError::Connect)?;
     client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
     let mut runner = embedded::migrations::runner();
     if let Some(v) = last {
@@ -40,7 +38,6 @@ pub async fn run_to(database_url: &str, last: Option<i32>) -> Result<Vec<String>
     let result = runner.run_async(&mut client).await;
     client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await?;
     drop(client);
-    let _ = conn.await;
     let report = result.map_err(|e| MigrateError::Migration(e.to_string()))?;
     Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
 }

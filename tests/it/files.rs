@@ -411,3 +411,90 @@ async fn reconcile_passes_run_on_their_interval_until_stopped() {
     let summary = host.await.unwrap().expect("stops cleanly");
     assert_eq!((summary.objects, summary.objects_removed), (2, 1), "{summary}");
 }
+
+/// Deletes what the queue holds.
+async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) {
+    loop {
+        let out = sqs.receive_message().queue_url(url).max_number_of_messages(10).send().await.unwrap();
+        if out.messages().is_empty() {
+            return;
+        }
+        for m in out.messages() {
+            sqs.delete_message().queue_url(url).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+        }
+    }
+}
+
+/// `body` (an S3 event notification) naming object version `version`.
+fn with_version(body: &str, version: &str) -> String {
+    let mut event: serde_json::Value = serde_json::from_str(body).unwrap();
+    event["Records"][0]["s3"]["object"]["versionId"] = version.into();
+    event.to_string()
+}
+
+/// `body` (an S3 event notification) with its sequencer set to `sequencer`.
+fn with_sequencer(body: &str, sequencer: &str) -> String {
+    let mut event: serde_json::Value = serde_json::from_str(body).unwrap();
+    event["Records"][0]["s3"]["object"]["sequencer"] = sequencer.into();
+    event.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_notification_of_an_older_version_never_replaces_the_newer_one() {
+    migrated().await;
+    let (name, schema, q, bucket) = (unique("seq"), unique("s"), unique("seqq"), bucket_name("seq"));
+    let db = pg().await;
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.transactions (LIKE public.transactions INCLUDING ALL)"
+    ))
+    .await
+    .unwrap();
+    let endpoint = services::endpoint();
+    let (sqs, s3) = (services::sqs().await, s3_at(endpoint).await);
+    let url = queue(&sqs, &q).await;
+    services::bucket_notifying(&s3, &bucket, &q).await;
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let versioning = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    s3.put_bucket_versioning().bucket(&bucket).versioning_configuration(versioning).send().await.unwrap();
+    let older = std::fs::read_to_string(common::workspace().join("tests/data/s3/transactions.csv")).unwrap();
+    let newer = older.replace("180500.5", "181000.0");
+    let put_version = |body: String| {
+        let s3 = s3.clone();
+        let bucket = bucket.clone();
+        async move {
+            let body = aws_sdk_s3::primitives::ByteStream::from(body.into_bytes());
+            let out = s3.put_object().bucket(&bucket).key("in/2023-01.csv").body(body).send().await.unwrap();
+            out.version_id().expect("a versioned bucket names the version").to_string()
+        }
+    };
+    let older_version = put_version(older).await;
+    let older_event = peek_notifications(&sqs, &url).await.pop().unwrap();
+    drain(&sqs, &url).await;
+    let newer_version = put_version(newer).await;
+    let newer_event = peek_notifications(&sqs, &url).await.pop().unwrap();
+    drain(&sqs, &url).await;
+    assert_ne!(older_version, newer_version);
+    // What S3 sends (moto leaves the version id out of its events).
+    let (older_event, newer_event) =
+        (with_version(&older_event, &older_version), with_version(&newer_event, &newer_version));
+    let pipeline = || {
+        shipped(
+            "transactions.toml",
+            "transactions",
+            &schema,
+            &name,
+            &[("TRANSACTION_QUEUE", q.as_str()), ("TRANSACTION_BUCKET", bucket.as_str())],
+        )
+    };
+    let amount = format!("SELECT transaction_amount::text FROM {schema}.transactions WHERE id = 2");
+    // The newer version's event first, then the older one's, late.
+    services::send(&sqs, &url, &[with_sequencer(&newer_event, "0055AED6DCD90281E6")]).await;
+    let summary = run_once(pipeline()).await;
+    assert_eq!((summary.objects, summary.rows), (1, 3), "{summary}");
+    assert_eq!(rows(&amount).await, vec![vec![Some("181000.0".to_string())]]);
+    services::send(&sqs, &url, &[with_sequencer(&older_event, "0055AED6DCD90281E5")]).await;
+    let summary = run_once(pipeline()).await;
+    assert_eq!((summary.messages, summary.objects, summary.rows, summary.dead_letters), (1, 0, 0, 0), "{summary}");
+    assert_eq!(rows(&amount).await, vec![vec![Some("181000.0".to_string())]], "the newer version's rows stay");
+    assert_eq!(queue_depth(&sqs, &url).await, 0, "the late notification is settled");
+}

@@ -3,11 +3,13 @@
 
 mod cli;
 mod common;
+mod faults;
 mod files;
 mod golden;
 mod hardening;
 mod objects;
 mod pipeline_files;
+mod proxy;
 mod run;
 mod sandbox;
 mod services;

@@ -162,7 +162,7 @@ async fn two_hosts_on_one_queue_load_each_message_once() {
 /// A pipeline over `{schema}.items (id int primary key, name varchar(8))`.
 /// One receive loop: the tests send in order and SQS hands messages out in
 /// order only to a single receiver (two loops may pass them on swapped).
-fn items(queue: &str, schema: &str, name: &str, mode: &str) -> Pipeline {
+pub(crate) fn items(queue: &str, schema: &str, name: &str, mode: &str) -> Pipeline {
     let key = if mode == "append" { String::new() } else { "key = [\"id\"]\n".into() };
     common::pipeline(&format!(
         "name = \"{name}\"\n[source.sqs]\nqueue = \"{queue}\"\nreceivers = 1\n[batch]\nmax_records = 100\nmax_wait_ms = 300\n\
@@ -171,7 +171,7 @@ fn items(queue: &str, schema: &str, name: &str, mode: &str) -> Pipeline {
     ))
 }
 
-async fn items_table(schema: &str) {
+pub(crate) async fn items_table(schema: &str) {
     migrated().await;
     pg().await
         .batch_execute(&format!(
@@ -208,7 +208,7 @@ async fn upsert_and_delete_insert_keep_the_last_of_each_key() {
 }
 
 /// Message `id` carrying `rows` (COPY text) of `items`.
-fn item_rows(id: &str, rows: &str) -> host::sink::Unit {
+pub(crate) fn item_rows(id: &str, rows: &str) -> host::sink::Unit {
     host::sink::Unit {
         message_id: id.into(),
         rows: rows.as_bytes().to_vec(),

@@ -139,3 +139,52 @@ fn a_plugin_with_another_digest_than_its_pin_is_refused() {
     host::transform::TransformChain::build(&common::engine(), &common::pipeline(&pinned(&right)))
         .expect("the pinned version loads");
 }
+
+#[test]
+fn a_plugin_that_sleeps_is_stopped_not_waited_for() {
+    // A host thread blocked in WASI's poll is not reached by the epoch
+    // deadline: waiting is refused outright.
+    let reason = isolate("sleep", "");
+    assert!(reason.contains(host::transform::BLOCKED), "{reason}");
+}
+
+#[test]
+fn a_plugin_that_sleeps_in_configure_is_refused_at_load() {
+    let p = common::pipeline("[[transforms]]\nuses = \"hostile\"\nparams = { mode = \"sleep-in-configure\" }\n");
+    let err = host::transform::TransformChain::build(&common::engine(), &p).err().expect("refused");
+    assert!(err.to_string().contains(host::transform::BLOCKED), "{err}");
+}
+
+#[test]
+fn deeply_nested_output_is_refused_not_a_host_stack_overflow() {
+    let reason = isolate("deep", "");
+    assert!(reason.ends_with("containers nested deeper than 128 levels"), "{reason}");
+    // As deep as JSON input may be is fine.
+    let mut c = chain(&hostile("deep", "").replace("trigger = \"bad\"", "trigger = \"bad\", depth = 100"));
+    let out = c.run(&batch(&eight())).unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected.iter().map(|r| r.to_string()).collect::<Vec<_>>());
+    let row = &results(8, &out)[3]["emit"][0]["deep"];
+    assert!(row.is_array(), "{row}");
+}
+
+#[test]
+fn a_plugin_that_logs_keeps_working_whatever_it_logs() {
+    // A kilobyte per record: 4 KiB of stderr was full after four records.
+    let mut c = chain("[[transforms]]\nuses = \"hostile\"\nparams = { mode = \"log\" }\n");
+    for round in 0..3 {
+        let lines: Vec<String> = (0..10).map(|i| json!({"i": i}).to_string()).collect();
+        let out = c.run(&batch(&lines)).unwrap();
+        let reasons: Vec<String> = out.rejected.iter().map(|r| r.to_string()).collect();
+        assert!(reasons.is_empty(), "round {round}: {reasons:?}");
+        assert_eq!(out.batch.records.len(), 10, "round {round}");
+    }
+}
+
+#[test]
+fn the_digest_import_refuses_an_answer_larger_than_the_step_may_hold() {
+    // 4 million empty inputs would be 512 MiB of SHA-512 digests allocated
+    // on the host.
+    let mut c = chain("[[transforms]]\nuses = \"hostile\"\nparams = { mode = \"digest-flood\" }\n");
+    let out = c.run(&batch(&[json!({"i": 0}).to_string()])).unwrap();
+    assert_eq!(results(1, &out)[0], json!({"emit": [{"i": 0, "seen": "digests=refused"}]}));
+}

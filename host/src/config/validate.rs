@@ -187,6 +187,16 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
         .enumerate()
         .map(|(i, s)| step(i + 1, s, lines.get(i).copied().unwrap_or(0)).map_err(&err))
         .collect::<Result<Vec<_>, _>>()?;
+    // A key granted for keyed hashing is not readable as plain text.
+    let keys: Vec<&String> = steps.iter().flat_map(|s| s.grants.secrets.iter().map(|(_, var)| var)).collect();
+    for s in &steps {
+        if let Some(var) = s.grants.env.iter().find(|v| keys.contains(v)) {
+            return Err(err(format!(
+                "[[transforms]] #{}: grants.env may not hand a plugin `{var}`: it holds a key granted as a secret",
+                s.index
+            )));
+        }
+    }
     let sink = c.sink.map(sink).transpose().map_err(&err)?;
     if let (Some(Source::S3(s3)), Some(sink)) = (&source, &sink) {
         let file_column = sink.columns.iter().any(|c| c.source == ColumnSource::Generated(Generated::SourceFile));
@@ -197,6 +207,9 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
                     .into(),
             ));
         }
+    }
+    if let Some(Source::Sqs(q)) = &source {
+        batch_fits(c.batch.max_wait_ms, q.visibility).map_err(&err)?;
     }
     let tests = c.tests.into_iter().map(test_case).collect::<Result<Vec<_>, _>>().map_err(&err)?;
     Ok(Pipeline {
@@ -215,6 +228,23 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
         record_values_in_logs: c.logging.record_values,
         reload: c.reload.enabled.then(|| Duration::from_millis(c.reload.interval_ms)),
     })
+}
+
+/// A batch's first message waits up to `max_wait_ms` for the rest while
+/// SQS hides it for the visibility timeout: the window must end well
+/// inside it (half), or every message would live on extensions alone and
+/// one late extension would hand it to another consumer mid-batch.
+fn batch_fits(max_wait_ms: u64, visibility: Duration) -> Result<(), String> {
+    let limit = visibility.as_millis() as u64 / 2;
+    if max_wait_ms > limit {
+        return Err(format!(
+            "[batch] max_wait_ms = {max_wait_ms} does not fit [source.sqs] visibility_timeout_s = {}: a batch's \
+             first message would wait for the rest longer than half its visibility timeout; set max_wait_ms to \
+             at most {limit} or raise visibility_timeout_s",
+            visibility.as_secs()
+        ));
+    }
+    Ok(())
 }
 
 fn source(s: SourceConfig) -> Result<Source, String> {
@@ -369,6 +399,12 @@ fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
             return Err(format!("{at}: `{var}` is not an environment variable name"));
         }
     }
+    if let Some(var) = s.grants.env.iter().find(|v| is_host_secret(v)) {
+        return Err(format!(
+            "{at}: grants.env may not hand a plugin `{var}`: it is one of the host's own secrets \
+             (DATABASE_URL, PG*, AWS_*, HOST_*)"
+        ));
+    }
     let params = serde_json::Value::Object(s.params.into_iter().map(|(k, v)| (k, json(v))).collect());
     Ok(Step {
         index,
@@ -386,6 +422,12 @@ fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
             secrets: s.grants.secrets.into_iter().collect(),
         },
     })
+}
+
+/// Variables that hold the host's own credentials and keys: no plugin may
+/// read them.
+fn is_host_secret(var: &str) -> bool {
+    var == "DATABASE_URL" || ["PG", "AWS_", "HOST_"].iter().any(|p| var.starts_with(p))
 }
 
 fn is_env_name(s: &str) -> bool {

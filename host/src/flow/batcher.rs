@@ -6,23 +6,23 @@
 
 use super::receive::Received;
 use super::{Dispatch, Flow, Job, Quiet, RunOptions};
-use crate::queue::Message;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Groups messages from `rx` into jobs made by `make` and dispatches them;
-/// returns the messages not dispatched when it stops.
+/// returns the messages not dispatched when it stops (also while it waits
+/// for a free worker).
 pub async fn batch_loop<J: Job>(
     flow: &Arc<Flow>,
     rx: &mut mpsc::Receiver<Received>,
     dispatch: &Dispatch<J>,
-    make: impl Fn(Vec<Message>) -> J,
+    make: impl Fn(Vec<Received>) -> J,
     opts: RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Vec<Message> {
+) -> Vec<Received> {
     tokio::pin!(shutdown);
-    let mut pending: Vec<Message> = Vec::new();
+    let mut pending: Vec<Received> = Vec::new();
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut quiet = Quiet::new(&flow.activity);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -30,8 +30,15 @@ pub async fn batch_loop<J: Job>(
         let full = pending.len() >= flow.pipeline.max_records;
         let due = deadline.is_some_and(|d| d <= tokio::time::Instant::now());
         if !pending.is_empty() && (full || due) {
-            if dispatch.send(make(std::mem::take(&mut pending))).await.is_err() {
-                return Vec::new();
+            let until = async {
+                tokio::select! {
+                    () = &mut shutdown => {}
+                    () = flow.stopped() => {}
+                }
+            };
+            match dispatch.room(until).await {
+                Some(room) => room.send(make(std::mem::take(&mut pending))),
+                None => return pending,
             }
             deadline = None;
             quiet.touch(&flow.activity);
@@ -45,7 +52,7 @@ pub async fn batch_loop<J: Job>(
                     if pending.is_empty() {
                         deadline = Some(tokio::time::Instant::now() + flow.pipeline.max_wait);
                     }
-                    pending.push(r.message);
+                    pending.push(r);
                     quiet.touch(&flow.activity);
                 }
                 None => return pending,

@@ -5,7 +5,7 @@
 //! dead letters, which acknowledges in its own way.
 
 use super::units::{fill_units, plugins_json, run_chain};
-use super::{Flow, Job, Keeper, keep_visible};
+use super::{Flow, Hold, Job, Received, release};
 use crate::batch::BatchBuilder;
 use crate::mapping::LoadTime;
 use crate::queue::{Message, SqsSource};
@@ -14,30 +14,23 @@ use crate::sink::dead_letter::DeadLetter;
 use crate::transform::TransformChain;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::Instrument;
 
-/// A batch on its way to a worker, kept invisible to other consumers.
+/// A batch on its way to a worker, its messages held invisible to other
+/// consumers until they are deleted or released.
 pub struct MessageBatch {
     flow: Arc<Flow>,
     source: SqsSource,
     max_receives: u32,
     messages: Vec<Message>,
-    keeper: Keeper,
+    holds: Vec<Hold>,
 }
 
 impl MessageBatch {
-    /// A batch of `messages` from `source`, whose visibility is extended
-    /// from now on.
-    pub fn new(
-        flow: Arc<Flow>,
-        source: SqsSource,
-        max_receives: u32,
-        visibility: Duration,
-        messages: Vec<Message>,
-    ) -> Self {
-        let keeper = keep_visible(source.clone(), messages.clone(), visibility);
-        MessageBatch { flow, source, max_receives, messages, keeper }
+    /// A batch of messages from `source`, as the receivers handed them on.
+    pub fn new(flow: Arc<Flow>, source: SqsSource, max_receives: u32, received: Vec<Received>) -> Self {
+        let (messages, holds) = received.into_iter().map(|r| (r.message, r.hold)).unzip();
+        MessageBatch { flow, source, max_receives, messages, holds }
     }
 }
 
@@ -50,18 +43,40 @@ impl Job for MessageBatch {
 
 impl MessageBatch {
     async fn process(self, chain: TransformChain) -> TransformChain {
-        let MessageBatch { flow, source, max_receives, messages, keeper } = self;
+        let MessageBatch { flow, source, max_receives, messages, holds } = self;
         let (chain, prepared) = prepare(&flow, chain, &messages, max_receives).await;
-        let result = match prepared {
-            Ok((units, plugins)) => flow.sink.commit(units, &plugins).await.map_err(|e| (e.retryable(), e.to_string())),
-            Err(e) => Err((true, e)),
-        };
-        drop(keeper);
-        let report = match result {
-            Ok(report) => report,
-            Err((retryable, why)) => {
-                flow.failed(retryable, "batch", &why);
+        // Each path below settles the holds: deleted, released, or left to
+        // come back after their visibility timeout.
+        let settle = |holds: Vec<Hold>| holds.into_iter().for_each(Hold::settle);
+        let (units, plugins) = match prepared {
+            Ok(prepared) => prepared,
+            Err(why) => {
+                settle(holds);
+                flow.failed(true, "batch", &why);
                 return chain;
+            }
+        };
+        let report = loop {
+            match flow.sink.commit(units.clone(), &plugins).await {
+                Ok(report) => {
+                    flow.database_back();
+                    break report;
+                }
+                // The messages are kept (held) and committed once the
+                // database is back: an outage raises no receive count.
+                Err(e) if e.unavailable() && flow.holds_through_outages() => {
+                    flow.database_down(&e.to_string());
+                    if !flow.wait_for_database().await {
+                        settle(holds);
+                        release(&source, messages).await;
+                        return chain;
+                    }
+                }
+                Err(e) => {
+                    settle(holds);
+                    flow.failed(e.retryable(), "batch", &e.to_string());
+                    return chain;
+                }
             }
         };
         let refs: Vec<&Message> = messages.iter().collect();
@@ -70,6 +85,7 @@ impl MessageBatch {
             Ok(n) => tracing::warn!(failed = n, "some deletes failed; those messages will come back and add nothing"),
             Err(e) => tracing::warn!(error = %e, "delete failed; the messages will come back and add nothing"),
         }
+        settle(holds);
         // Copies of one message delivered into the same batch count as
         // duplicates too.
         let distinct = messages.iter().map(|m| m.id.as_str()).collect::<HashSet<_>>().len();

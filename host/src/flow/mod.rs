@@ -24,10 +24,10 @@ mod versions;
 mod work;
 
 pub use batcher::batch_loop;
-pub use receive::{Keeper, Received, Receiving, keep_visible, receive_loop, release};
+pub use receive::{Hold, Holder, Received, Receiving, receive_loop, release};
 pub use units::{fill_units, plugins_json, run_chain};
 pub use versions::{Versions, Watching, take_new_version};
-pub use work::{Dispatch, Job, Workers};
+pub use work::{Dispatch, Job, Room, Workers};
 
 use crate::config::Pipeline;
 use crate::input::Decoder;
@@ -183,11 +183,18 @@ pub struct Flow {
     pub mapping: Mapping,
     pub decoder: Decoder,
     pub activity: Activity,
+    /// A finite run (`--once`, a backfill, a replay): a unit whose commit
+    /// finds the database gone fails (its messages come back after their
+    /// timeout) instead of waiting for it, so the run ends.
+    pub once: bool,
     summary: std::sync::Mutex<Summary>,
     /// Set when a worker meets an error that must stop the run.
     fatal: std::sync::Mutex<Option<String>>,
     /// Turns true when the run stops: receivers, watchers and loaders end.
     stop: watch::Sender<bool>,
+    /// False while the sink cannot commit (the database does not answer):
+    /// receivers wait, units in work hold their messages and try again.
+    sink_up: watch::Sender<bool>,
     started: Instant,
 }
 
@@ -221,9 +228,11 @@ impl Flow {
             engine,
             pipeline,
             activity: Activity::default(),
+            once: false,
             summary: Default::default(),
             fatal: Default::default(),
             stop: watch::channel(false).0,
+            sink_up: watch::channel(true).0,
             started: Instant::now(),
         };
         if unsealed {
@@ -253,6 +262,63 @@ impl Flow {
         *self.stop.borrow()
     }
 
+    /// Resolves once the run stops.
+    pub async fn stopped(&self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+
+    /// Waits while the sink cannot commit; `false` if the run stops first
+    /// (`stop` is the caller's stop signal).
+    pub async fn sink_ready(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        let mut up = self.sink_up.subscribe();
+        let up = tokio::select! {
+            r = up.wait_for(|up| *up) => r.is_ok(),
+            _ = stop.wait_for(|s| *s) => false,
+        };
+        up && !*stop.borrow()
+    }
+
+    /// A unit could not commit because the database does not answer:
+    /// receiving pauses until [`Flow::database_back`].
+    pub fn database_down(&self, why: &str) {
+        if self.sink_up.send_replace(false) {
+            tracing::error!(pipeline = %self.pipeline.name, error = %why, "the database does not answer: receiving paused, units in work keep their messages and try again");
+        }
+    }
+
+    /// A commit went through: receiving goes on.
+    pub fn database_back(&self) {
+        if !self.sink_up.send_replace(true) {
+            tracing::info!(pipeline = %self.pipeline.name, "the database answers again: receiving resumed");
+        }
+    }
+
+    /// Whether a unit whose commit found the database gone should hold its
+    /// work and wait for it ([`Flow::database_down`], then
+    /// [`Flow::wait_for_database`]): not in a finite run.
+    pub fn holds_through_outages(&self) -> bool {
+        !self.once
+    }
+
+    /// After [`Flow::database_down`]: waits until the database answers
+    /// (tried every 1 to 5 s, with jitter so that workers and hosts do not
+    /// knock in step); `false` if the run stops first.
+    pub async fn wait_for_database(&self) -> bool {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            let jittered = wait.mul_f64(rand::random_range(0.5..1.5));
+            tokio::select! {
+                _ = tokio::time::sleep(jittered) => {}
+                () = self.stopped() => return false,
+            }
+            if self.sink.answers().await {
+                return !self.stopping();
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
     pub fn fatal(&self) -> bool {
         self.fatal.lock().expect("not poisoned").is_some()
     }
@@ -271,6 +337,7 @@ impl Flow {
         } else {
             tracing::error!(pipeline = %self.pipeline.name, error = %why, "stopping: {what} cannot be committed as configured");
             *self.fatal.lock().expect("not poisoned") = Some(why.to_string());
+            self.stop();
         }
     }
 

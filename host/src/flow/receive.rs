@@ -1,15 +1,20 @@
 //! Receiving from a queue, for every source that reads one: long polls that
-//! retry after a failure, messages handed on one by one, and on stop, what
-//! was received but not handed on released at once. Also the keeper that
-//! extends the visibility of messages while their unit is in work.
+//! retry after a failure, wait while the sink cannot commit, and hand
+//! messages on one by one; on stop, what was received but not handed on is
+//! released at once. Also the [`Holder`], which keeps every message it
+//! holds invisible to other consumers from the moment it is received until
+//! it is deleted or released, whatever it waits for in between.
 //!
 //! Must not decide what a message means: receivers hand messages on.
 
 use super::{Flow, RunOptions};
 use crate::queue::{Message, SqsSource};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 
 /// How one source's messages are received.
 #[derive(Clone)]
@@ -18,26 +23,35 @@ pub struct Receiving {
     /// At most this many per receive (1 to 10).
     pub per_receive: i32,
     pub wait: Duration,
-    pub visibility: Duration,
+    /// Keeps what is received invisible until it is settled.
+    pub holder: Holder,
     /// When set, a receive waits for a permit (a free worker) and its
-    /// message carries it until its unit ends: no message then waits for a
-    /// worker while nobody extends its visibility.
+    /// message carries it until its unit ends.
     pub slots: Option<Arc<Semaphore>>,
 }
 
 /// A message as a receiver hands it on.
 pub struct Received {
     pub message: Message,
+    /// Keeps it invisible to others while it lives.
+    pub hold: Hold,
     /// Its worker slot, when receives are gated by [`Receiving::slots`].
     pub slot: Option<OwnedSemaphorePermit>,
 }
+
+/// How long a receive already under way may finish after a stop before it
+/// is abandoned (what it would have returned then stays invisible for one
+/// visibility timeout, and comes back).
+const RECEIVE_GRACE: Duration = Duration::from_secs(2);
 
 /// Receives until the flow stops; hands each message to `tx`.
 pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Received>, opts: RunOptions) {
     let wait = if opts.once { r.wait.min(Duration::from_secs(1)) } else { r.wait };
     let mut stop = flow.stop_signal();
     loop {
-        if *stop.borrow() {
+        // Back-pressure: nothing is received while the sink cannot commit
+        // (a message received then would only wait, or come back counted).
+        if !flow.sink_ready(&mut stop).await {
             return;
         }
         let mut slot = match &r.slots {
@@ -47,24 +61,42 @@ pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Receiv
             },
             None => None,
         };
-        // Not cancelled by a stop: SQS may already have handed the messages
-        // out, and a dropped answer would leave them invisible for a whole
-        // visibility timeout. What comes back after a stop is released.
         let per_receive = if slot.is_some() { 1 } else { r.per_receive };
-        match r.source.receive_up_to(per_receive, wait, r.visibility).await {
+        let asked = Instant::now();
+        let receive = r.source.receive_up_to(per_receive, wait, r.holder.visibility());
+        tokio::pin!(receive);
+        // A stop does not cancel a receive at once: SQS may already have
+        // handed the messages out, and what comes back is released. One
+        // that is still waiting after the grace is abandoned.
+        let result = tokio::select! {
+            result = &mut receive => result,
+            _ = stop.changed() => match tokio::time::timeout(RECEIVE_GRACE, &mut receive).await {
+                Ok(result) => result,
+                Err(_) => return,
+            },
+        };
+        match result {
             Ok(messages) => {
                 flow.activity.received(messages.len());
-                let mut messages = messages.into_iter();
-                while !*stop.borrow() {
-                    let Some(message) = messages.next() else { break };
-                    if let Err(unsent) = tx.send(Received { message, slot: slot.take() }).await {
-                        release(&r.source, std::iter::once(unsent.0.message).chain(messages).collect()).await;
-                        return;
+                // Held from here: waiting for room below counts too.
+                let held: Vec<(Hold, Message)> =
+                    messages.into_iter().map(|m| (r.holder.hold(&m, asked), m)).collect();
+                let mut messages = held.into_iter();
+                while let Some((hold, message)) = messages.next() {
+                    let room = if *stop.borrow() {
+                        None
+                    } else {
+                        tokio::select! {
+                            room = tx.reserve() => room.ok(),
+                            _ = stop.changed() => None,
+                        }
+                    };
+                    if let Some(room) = room {
+                        room.send(Received { message, hold, slot: slot.take() });
+                        continue;
                     }
-                }
-                let rest: Vec<Message> = messages.collect();
-                if !rest.is_empty() {
-                    release(&r.source, rest).await;
+                    let rest = std::iter::once((hold, message)).chain(messages.by_ref());
+                    release(&r.source, rest.map(|(h, m)| settled(h, m)).collect()).await;
                     return;
                 }
             }
@@ -72,10 +104,19 @@ pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Receiv
                 tracing::warn!(error = %e, "receive failed; retrying in 1 s");
                 // Nothing to wait for either: `--once` may stop.
                 flow.activity.received(0);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
             }
         }
     }
+}
+
+/// `message`, its hold settled.
+fn settled(hold: Hold, message: Message) -> Message {
+    hold.settle();
+    message
 }
 
 /// Makes messages visible again at once (they were received, not loaded).
@@ -89,25 +130,150 @@ pub async fn release(source: &SqsSource, messages: Vec<Message>) {
     }
 }
 
-/// Extends the visibility of messages while it lives.
-pub struct Keeper(tokio::task::JoinHandle<()>);
+/// Keeps messages invisible to other consumers while they are held: one
+/// task per holder extends each held message's visibility once a third of
+/// it has passed, so a message waiting for a worker (or for the database
+/// to come back) is kept as well as one in work. Clone-cheap; the task
+/// ends when the holder and every [`Hold`] are gone.
+#[derive(Clone)]
+pub struct Holder {
+    shared: Arc<Shared>,
+}
 
-impl Drop for Keeper {
-    fn drop(&mut self) {
-        self.0.abort();
+struct Shared {
+    source: SqsSource,
+    visibility: Duration,
+    held: Mutex<HashMap<u64, Kept>>,
+    next: AtomicU64,
+}
+
+/// What extending a held message needs, and when its visibility ends.
+struct Kept {
+    message: Message,
+    until: Instant,
+    /// Its hold was dropped without being settled (its unit was abandoned
+    /// or its worker panicked): released at once instead of kept.
+    orphan: bool,
+}
+
+/// One message held. [`Hold::settle`] ends it once the message was
+/// deleted, released, or left to come back after its timeout; a hold
+/// dropped unsettled (an abandoned unit, a worker that panicked) releases
+/// its message at once, so that it comes back without waiting.
+pub struct Hold {
+    key: u64,
+    shared: Arc<Shared>,
+    settled: bool,
+}
+
+impl Hold {
+    pub fn settle(mut self) {
+        self.settled = true;
+        self.shared.held.lock().expect("not poisoned").remove(&self.key);
     }
 }
 
-/// Extends the messages' visibility to `visibility` every half of it,
-/// until the returned keeper is dropped.
-pub fn keep_visible(source: SqsSource, messages: Vec<Message>, visibility: Duration) -> Keeper {
-    Keeper(tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(visibility / 2).await;
-            let refs: Vec<&Message> = messages.iter().collect();
-            if let Err(e) = source.set_visibility(&refs, visibility).await {
-                tracing::warn!(error = %e, "could not extend visibility");
-            }
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.settled
+            && let Some(k) = self.shared.held.lock().expect("not poisoned").get_mut(&self.key)
+        {
+            k.orphan = true;
         }
-    }))
+    }
+}
+
+/// Extension calls in flight at once (10 messages each).
+const PARALLEL_EXTENSIONS: usize = 8;
+
+impl Holder {
+    /// A holder of `source`'s messages, received with `visibility`.
+    pub fn start(source: SqsSource, visibility: Duration) -> Holder {
+        let shared =
+            Arc::new(Shared { source, visibility, held: Mutex::new(HashMap::new()), next: AtomicU64::new(0) });
+        tokio::spawn(keep(Arc::downgrade(&shared)));
+        Holder { shared }
+    }
+
+    pub fn visibility(&self) -> Duration {
+        self.shared.visibility
+    }
+
+    /// Holds `message`, received by a call made at `asked`.
+    pub fn hold(&self, message: &Message, asked: Instant) -> Hold {
+        let key = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        // Only what a visibility change needs, not the body.
+        let kept = Message { body: Vec::new(), attributes: Vec::new(), ..message.clone() };
+        let until = asked + self.shared.visibility;
+        self.shared.held.lock().expect("not poisoned").insert(key, Kept { message: kept, until, orphan: false });
+        Hold { key, shared: self.shared.clone(), settled: false }
+    }
+
+    /// Releases the messages whose holds were dropped unsettled (the task
+    /// does it too, each tick; a run ends with this).
+    pub async fn release_orphans(&self) {
+        self.shared.release_orphans().await;
+    }
+}
+
+impl Shared {
+    async fn release_orphans(&self) {
+        let orphans: Vec<Message> = {
+            let mut held = self.held.lock().expect("not poisoned");
+            let keys: Vec<u64> = held.iter().filter(|(_, k)| k.orphan).map(|(key, _)| *key).collect();
+            keys.iter().filter_map(|key| held.remove(key)).map(|k| k.message).collect()
+        };
+        if !orphans.is_empty() {
+            tracing::info!(messages = orphans.len(), "releasing messages of units that were abandoned");
+            release(&self.source, orphans).await;
+        }
+    }
+}
+
+/// The holder's task: extends what is due, until the holder is gone.
+async fn keep(shared: Weak<Shared>) {
+    let tick = match shared.upgrade() {
+        Some(s) => (s.visibility / 10).clamp(Duration::from_millis(100), Duration::from_secs(2)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(shared) = shared.upgrade() else { return };
+        shared.release_orphans().await;
+        let visibility = shared.visibility;
+        let now = Instant::now();
+        let due: Vec<(u64, Message)> = shared
+            .held
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|(_, k)| !k.orphan && k.until.saturating_duration_since(now) <= visibility * 2 / 3)
+            .map(|(key, k)| (*key, k.message.clone()))
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        use futures_util::StreamExt;
+        let chunks: Vec<&[(u64, Message)]> = due.chunks(10).collect();
+        futures_util::stream::iter(chunks)
+            .for_each_concurrent(PARALLEL_EXTENSIONS, |chunk| {
+                let shared = &shared;
+                async move {
+                    let asked = Instant::now();
+                    let refs: Vec<&Message> = chunk.iter().map(|(_, m)| m).collect();
+                    match shared.source.set_visibility(&refs, visibility).await {
+                        Ok(()) => {
+                            let mut held = shared.held.lock().expect("not poisoned");
+                            for (key, _) in chunk {
+                                if let Some(k) = held.get_mut(key) {
+                                    k.until = asked + visibility;
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, messages = chunk.len(), "could not extend visibility; trying again"),
+                    }
+                }
+            })
+            .await;
+    }
 }

@@ -12,6 +12,9 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, watch};
 
+/// How long units in work may take to end after the run stops.
+pub const UNIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A unit of work: a batch of messages, a notification, an object.
 pub trait Job: Send + 'static {
     /// Runs the unit to its acknowledgement on `chain`; gives the chain
@@ -40,14 +43,52 @@ impl<J> Clone for Dispatch<J> {
 }
 
 impl<J: Job> Dispatch<J> {
+    /// Waits for room for one unit, or for `until` (a stop) to resolve
+    /// first, or the workers to be gone: then `None`.
+    pub async fn room(&self, until: impl Future<Output = ()>) -> Option<Room<'_, J>> {
+        // Counted from here: `--once` must not see a unit waiting for room
+        // as nothing in work.
+        self.flow.activity.begin();
+        let permit = tokio::select! {
+            permit = self.tx.reserve() => permit.ok(),
+            () = until => None,
+        };
+        if permit.is_none() {
+            self.flow.activity.end();
+        }
+        Some(Room { permit: Some(permit?), flow: &self.flow })
+    }
+
     /// Waits for room and hands `job` over; gives it back if the workers
     /// are gone.
     pub async fn send(&self, job: J) -> Result<(), J> {
-        self.flow.activity.begin();
-        self.tx.send(job).await.map_err(|e| {
+        match self.room(std::future::pending()).await {
+            Some(room) => {
+                room.send(job);
+                Ok(())
+            }
+            None => Err(job),
+        }
+    }
+}
+
+/// Room for one unit with the workers (given back if dropped unused).
+pub struct Room<'a, J> {
+    permit: Option<mpsc::Permit<'a, J>>,
+    flow: &'a Arc<Flow>,
+}
+
+impl<J> Room<'_, J> {
+    pub fn send(mut self, job: J) {
+        self.permit.take().expect("sent once").send(job);
+    }
+}
+
+impl<J> Drop for Room<'_, J> {
+    fn drop(&mut self) {
+        if self.permit.is_some() {
             self.flow.activity.end();
-            e.0
-        })
+        }
     }
 }
 
@@ -71,10 +112,28 @@ impl<J: Job> Workers<J> {
         &self.dispatch
     }
 
-    /// Lets the workers finish what was dispatched, then waits for them.
+    /// Lets the workers finish what was dispatched, then waits for them;
+    /// once the run stops, for [`UNIT_GRACE`] at most: a unit still in work
+    /// then (a commit waiting on a lock, a database that stalls) is
+    /// abandoned. Nothing of it was acknowledged, so it comes back.
     pub async fn finish(self) {
+        let flow = self.dispatch.flow.clone();
         drop(self.dispatch);
-        for h in self.handles {
+        let mut handles = self.handles;
+        let all = futures_util::future::join_all(handles.iter_mut());
+        let deadline = async {
+            flow.stopped().await;
+            tokio::time::sleep(UNIT_GRACE).await;
+        };
+        tokio::select! {
+            _ = all => return,
+            () = deadline => {}
+        }
+        tracing::warn!(pipeline = %flow.pipeline.name, grace_s = UNIT_GRACE.as_secs(), "units still in work after the stop are abandoned; nothing of theirs was acknowledged, they come back");
+        for h in &handles {
+            h.abort();
+        }
+        for h in handles {
             let _ = h.await;
         }
     }
@@ -86,11 +145,39 @@ async fn worker<J: Job>(
     mut generations: watch::Receiver<Arc<Generation>>,
     rx: Arc<Mutex<mpsc::Receiver<J>>>,
 ) {
+    use futures_util::FutureExt;
     loop {
         let job = { rx.lock().await.recv().await };
         let Some(job) = job else { return };
         chain = take_new_version(&flow.engine, chain, &mut generations).await;
-        chain = job.run(chain).await;
+        let ran = std::panic::AssertUnwindSafe(job.run(chain)).catch_unwind().await;
         flow.activity.end();
+        chain = match ran {
+            Ok(chain) => chain,
+            // A bug, not an input: the unit's messages were dropped with
+            // it (nothing keeps them invisible; they come back), and the
+            // worker goes on with fresh plugin instances.
+            Err(_) => {
+                tracing::error!(pipeline = %flow.pipeline.name, "a worker panicked; its unit comes back later, the worker goes on");
+                flow.failed(true, "a unit whose worker panicked", "worker panicked");
+                let current = generations.borrow().clone();
+                let engine = flow.engine.clone();
+                let built = tokio::task::spawn_blocking(move || {
+                    TransformChain::instantiate(&engine, &current.pipeline, &current.loaded)
+                })
+                .await;
+                match built {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        flow.failed(false, "a worker", &format!("cannot renew its plugins after a panic: {e}"));
+                        return;
+                    }
+                    Err(_) => {
+                        flow.failed(false, "a worker", "cannot renew its plugins after a panic");
+                        return;
+                    }
+                }
+            }
+        };
     }
 }

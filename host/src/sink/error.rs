@@ -14,8 +14,14 @@ pub enum SinkError {
     Permanent(tokio_postgres::Error),
     #[error("database connection pool: {0}")]
     Pool(String),
+    #[error("database stalled: {attempts} commit attempts got no answer within {} s (retryable)", super::connect::ATTEMPT_TIMEOUT.as_secs())]
+    Stalled { attempts: u32 },
     #[error("{0}")]
     OutOfStep(String),
+    /// An object version older than one loaded before (by the S3 event
+    /// sequencer): nothing of it is loaded.
+    #[error("a newer version of the object was loaded before; this one is skipped")]
+    Superseded,
     /// Retryable: the rest of its batch committed; it comes back until its
     /// receive count passes `max_receives`, and then it is a dead letter
     /// that names only that.
@@ -30,8 +36,28 @@ impl SinkError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            SinkError::Transient { .. } | SinkError::Pool(_) | SinkError::OutOfStep(_) | SinkError::Unstorable { .. }
+            SinkError::Transient { .. }
+                | SinkError::Pool(_)
+                | SinkError::Stalled { .. }
+                | SinkError::OutOfStep(_)
+                | SinkError::Unstorable { .. }
         )
+    }
+
+    /// Whether the database did not answer (unreachable, restarting, out
+    /// of connections): nothing is wrong with the batch, and it commits
+    /// once the database is back.
+    pub fn unavailable(&self) -> bool {
+        match self {
+            SinkError::Pool(_) | SinkError::Stalled { .. } => true,
+            // Not a timeout, a deadlock or a serialization failure: the
+            // server answered those, and the batch itself may be why.
+            SinkError::Transient { source, .. } => source.code().is_none_or(|c| {
+                let c = c.code();
+                c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")
+            }),
+            _ => false,
+        }
     }
 
     /// A failed statement outside a batch's commit: transient or not as
@@ -42,7 +68,11 @@ impl SinkError {
 
     /// A connection that could not be had from the pool.
     pub fn pool(e: deadpool_postgres::PoolError) -> SinkError {
-        SinkError::Pool(e.to_string())
+        match e {
+            // Its own text would be "db error": the server's words instead.
+            deadpool_postgres::PoolError::Backend(e) => SinkError::Pool(refusal(&e)),
+            e => SinkError::Pool(e.to_string()),
+        }
     }
 }
 
@@ -76,7 +106,8 @@ fn without_quoted(text: &str) -> String {
 }
 
 /// Whether an error may go away by itself (connection lost, server
-/// restarting, serialization failure, deadlock, out of resources).
+/// restarting, serialization failure, deadlock, out of resources, a
+/// statement or lock wait that timed out).
 pub fn transient(e: &tokio_postgres::Error) -> bool {
     let Some(code) = e.code() else { return true };
     let c = code.code();
@@ -85,6 +116,9 @@ pub fn transient(e: &tokio_postgres::Error) -> bool {
         || c.starts_with("57P")
         || *code == SqlState::T_R_SERIALIZATION_FAILURE
         || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::QUERY_CANCELED
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+        || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
 }
 
 /// Whether an error is about the data of some row (wrong type, too long,
@@ -106,6 +140,10 @@ pub(crate) enum Attempt {
     /// the same either way, at the speed of a plain COPY into the keyed
     /// table.
     Conflict,
+    /// No answer within [`super::connect::ATTEMPT_TIMEOUT`].
+    Stalled,
+    /// A newer version of the object was loaded before.
+    Superseded,
     Db(tokio_postgres::Error),
 }
 

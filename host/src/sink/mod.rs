@@ -11,6 +11,7 @@
 //! Rows arrive encoded (COPY text, by the mapping). Must not
 //! acknowledge anything: the caller deletes messages after a commit returns.
 
+pub mod connect;
 pub mod dead_letter;
 mod error;
 mod load;
@@ -18,7 +19,7 @@ mod receipt;
 pub mod sql;
 
 pub use error::{SinkError, data_error, refusal, transient};
-pub use receipt::{FileReceipt, FileState};
+pub use receipt::{FileReceipt, FileState, sequencer_after};
 
 use crate::config::{MergeMode, Sink};
 use dead_letter::{DeadLetter, Sealer};
@@ -71,8 +72,7 @@ impl std::ops::AddAssign for Report {
 
 /// A connection pool from `DATABASE_URL`.
 pub fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, SinkError> {
-    let config: tokio_postgres::Config =
-        url.parse().map_err(|e: tokio_postgres::Error| SinkError::Url(e.to_string()))?;
+    let config = connect::sink_config(url)?;
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tokio_postgres::NoTls,
@@ -130,6 +130,15 @@ impl PostgresSink {
     /// The pool the sink commits through.
     pub fn pool(&self) -> &deadpool_postgres::Pool {
         &self.pool
+    }
+
+    /// Whether the database answers a query now (within 5 s).
+    pub async fn answers(&self) -> bool {
+        let probe = async {
+            let client = self.pool.get().await.ok()?;
+            client.simple_query("SELECT 1").await.ok()
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(5), probe).await, Ok(Some(_)))
     }
 
     /// Commits message `units` under the message ledger (see the module
@@ -214,7 +223,17 @@ impl PostgresSink {
         loop {
             attempt += 1;
             let result = match self.pool.get().await {
-                Ok(mut client) => self.try_commit(&mut client, units, plugins, &committed, receipt, direct).await,
+                Ok(mut client) => {
+                    let attempt = self.try_commit(&mut client, units, plugins, &committed, receipt, direct);
+                    match tokio::time::timeout(connect::ATTEMPT_TIMEOUT, attempt).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            // Not back in the pool: it may be mid-statement.
+                            drop(deadpool_postgres::Object::take(client));
+                            Err(Attempt::Stalled)
+                        }
+                    }
+                }
                 Err(deadpool_postgres::PoolError::Backend(e)) => Err(Attempt::Db(e)),
                 Err(e) => return Err(Failure::Other(SinkError::pool(e))),
             };
@@ -239,6 +258,14 @@ impl PostgresSink {
                     continue;
                 }
                 Err(Attempt::OutOfStep(why)) => return Err(Failure::Other(SinkError::OutOfStep(why))),
+                Err(Attempt::Superseded) => return Err(Failure::Other(SinkError::Superseded)),
+                Err(Attempt::Stalled) if attempt >= self.max_attempts => {
+                    return Err(Failure::Other(SinkError::Stalled { attempts: attempt }));
+                }
+                Err(Attempt::Stalled) => {
+                    tracing::warn!(pipeline = %self.pipeline, attempt, timeout_s = connect::ATTEMPT_TIMEOUT.as_secs(), "a commit attempt stalled; its connection is dropped and the commit tried again");
+                    continue;
+                }
                 Err(Attempt::Db(e)) => e,
             };
             if data_error(&e) {
@@ -250,8 +277,10 @@ impl PostgresSink {
             if attempt >= self.max_attempts {
                 return Err(Failure::Other(SinkError::Transient { attempts: attempt, source: e }));
             }
-            let wait = Duration::from_millis(100 << attempt.min(6));
-            tracing::warn!(pipeline = %self.pipeline, attempt, wait_ms = wait.as_millis() as u64, error = %e, "transient database error; retrying");
+            // Jittered: workers and hosts that failed together do not all
+            // come back at the same moment.
+            let wait = Duration::from_millis(100 << attempt.min(6)).mul_f64(rand::random_range(0.5..1.5));
+            tracing::warn!(pipeline = %self.pipeline, attempt, wait_ms = wait.as_millis() as u64, error = %refusal(&e), "transient database error; retrying");
             tokio::time::sleep(wait).await;
         }
     }
@@ -280,9 +309,18 @@ impl PostgresSink {
         let mut report = Report { duplicates: units.len() - fresh.len(), commits: 1, ..Report::default() };
         let origin = receipt.origin();
         let source = origin.as_deref().unwrap_or(&self.source);
-        let claim = receipt.claim(&tx, self, &fresh).await?;
         let row_count: usize = fresh.iter().map(|u| u.row_count).sum();
         let staged = row_count > 0 && !direct;
+        if staged && matches!(self.mode, MergeMode::DeleteInsert { .. }) {
+            // A delete and an insert are not one statement: two commits of
+            // the same keys would each delete what the other has not yet
+            // committed, then both insert. Delete-insert commits of one
+            // target take turns from here to their end (first, before any
+            // lock a receipt takes, so the order is the same for all).
+            let lock = tx.prepare_cached(sql::MERGE_LOCK).await?;
+            tx.execute(&lock, &[&self.target]).await?;
+        }
+        let claim = receipt.claim(&tx, self, &fresh).await?;
         if row_count > 0 {
             self.copy_rows(&tx, &fresh, staged).await?;
             report.rows = row_count;

@@ -137,6 +137,10 @@ pub struct FileReceipt {
     /// The target's column naming each row's file: before the object's
     /// first rows, the rows of its earlier versions are deleted by it.
     pub replace: Option<String>,
+    /// The S3 event's sequencer of this version, when a notification gave
+    /// it: a version older than one loaded before is refused
+    /// ([`SinkError::Superseded`]).
+    pub sequencer: Option<String>,
     /// The object's row count, once the reader reached its end.
     pub end: Option<u64>,
 }
@@ -173,7 +177,7 @@ impl Receipt for FileReceipt {
     async fn claim(&self, tx: &Transaction<'_>, sink: &PostgresSink, fresh: &[&Unit]) -> Result<u64, Attempt> {
         let key: [&(dyn ToSql + Sync); 4] = [&sink.pipeline, &self.bucket, &self.key, &self.version];
         let claim = tx.prepare_cached(sql::FILE_CLAIM).await?;
-        tx.execute(&claim, &key).await?;
+        tx.execute(&claim, &[&sink.pipeline, &self.bucket, &self.key, &self.version, &self.sequencer]).await?;
         let state = tx.prepare_cached(sql::FILE_LOCK).await?;
         let done = tx.query_one(&state, &key).await?.get::<_, i64>(0) as u64;
         let before: Vec<String> = fresh.iter().filter(|u| u.position <= done).map(|u| u.message_id.clone()).collect();
@@ -187,6 +191,17 @@ impl Receipt for FileReceipt {
                 "{}: rows up to {done} are committed, this load starts at row {}; the object is loaded again from there",
                 self.uri, first.position
             )));
+        }
+        if let (Some(mine), 0) = (&self.sequencer, done) {
+            // A late or retried notification of an older version: the rows
+            // of the newer one stay, whatever the mode (replaced by file,
+            // merged by key, or appended). Loaders of one key take turns:
+            // the object lock is per key, not per version.
+            let others = tx.prepare_cached(sql::FILE_SEQUENCERS).await?;
+            let newer = tx.query(&others, &key).await?.iter().any(|r| sequencer_after(r.get(0), mine));
+            if newer {
+                return Err(Attempt::Superseded);
+            }
         }
         if let (Some(column), 0) = (&self.replace, done) {
             // The object's first rows: what its earlier versions wrote goes.
@@ -227,6 +242,14 @@ impl Receipt for FileReceipt {
     }
 }
 
+/// Whether S3 event sequencer `a` comes after `b` (hex; the shorter is
+/// right-padded with zeros, then they compare as text).
+pub fn sequencer_after(a: &str, b: &str) -> bool {
+    let width = a.len().max(b.len());
+    let pad = |s: &str| format!("{:0<width$}", s.to_ascii_uppercase());
+    pad(a) > pad(b)
+}
+
 impl PostgresSink {
     /// Where an object version stands (nothing done if it is not known).
     pub async fn file_state(&self, f: &FileReceipt) -> Result<FileState, SinkError> {
@@ -246,5 +269,20 @@ impl PostgresSink {
             .execute(sql::LEDGER_PRUNE, &[&self.pipeline, &sql::ledger_part(sent_ms)])
             .await
             .map_err(|e| SinkError::Transient { attempts: 1, source: e })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sequencer_after;
+
+    #[test]
+    fn sequencers_compare_right_padded() {
+        assert!(sequencer_after("0055AED6DCD90281E6", "0055AED6DCD90281E5"));
+        assert!(!sequencer_after("0055AED6DCD90281E5", "0055AED6DCD90281E5"));
+        // A longer one with the same start is later: the shorter is padded.
+        assert!(sequencer_after("0055AED6DCD90281E501", "0055AED6DCD90281E5"));
+        assert!(!sequencer_after("0055AED6DCD90281E4FF", "0055AED6DCD90281E5"));
+        assert!(sequencer_after("0055aed6dcd90281e6", "0055AED6DCD90281E5"));
     }
 }

@@ -102,6 +102,10 @@ pub fn ledger_part(sent_ms: i64) -> i64 {
 /// The partition of the ids recorded before partitions existed (V5).
 pub const LEGACY_PART: i64 = i64::MIN;
 
+/// Delete-insert commits into one target (`$1`, quoted and qualified) take
+/// turns from their merge to their end.
+pub const MERGE_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('etl.merge'), hashtext($1))";
+
 /// Commits of one pipeline take turns from their ledger check to their end.
 pub const LEDGER_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('etl.receipts'), hashtext($1))";
 
@@ -182,8 +186,12 @@ pub const LINEAGE: &str = "INSERT INTO etl.batches \
      VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) RETURNING id";
 
 /// Makes sure object version `$1..$4` has its ledger row.
-pub const FILE_CLAIM: &str = "INSERT INTO etl.files (pipeline, bucket, key, version) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT DO NOTHING";
+pub const FILE_CLAIM: &str = "INSERT INTO etl.files (pipeline, bucket, key, version, sequencer) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+
+/// The event sequencers of the object's other versions recorded.
+pub const FILE_SEQUENCERS: &str = "SELECT sequencer FROM etl.files \
+     WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version <> $4 AND sequencer IS NOT NULL";
 
 /// Locks the object version's ledger row to the commit; gives its progress.
 pub const FILE_LOCK: &str =

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("cannot connect to the database: {}", refusal(.0))]
-    Connect(tokio_postgres::Error),
+    #[error(transparent)]
+    Connect(crate::sink::connect::ConnectError),
     #[error("reading or marking dead letters: {}", refusal(.0))]
     Db(tokio_postgres::Error),
     #[error("dead letter {id} is sealed with key {key}; set HOST_DEAD_LETTER_KEY")]
@@ -63,7 +63,8 @@ pub async fn replay(
         .await
         .expect("no panic")
         .map_err(RunError::from)?;
-    let flow = Flow::new(pipeline, engine, database_url, 2, "replay")?;
+    let mut flow = Flow::new(pipeline, engine, database_url, 2, "replay")?;
+    flow.once = true;
     let (mut loaded, mut failed) = (0, 0);
     for row in rows {
         let id: i64 = row.get(0);
@@ -113,7 +114,5 @@ pub async fn replay(
 
 /// A plain connection (no pool) to `url`.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ReplayError> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(ReplayError::Connect)?;
-    tokio::spawn(conn);
-    Ok(client)
+    crate::sink::connect::connect(url).await.map_err(ReplayError::Connect)
 }

@@ -8,7 +8,7 @@
 
 use crate::config::Source;
 use crate::flow::messages::MessageBatch;
-use crate::flow::{Flow, Receiving, RunError, RunSetup, Summary, Workers, batch_loop, receive_loop, release};
+use crate::flow::{Flow, Holder, Receiving, RunError, RunSetup, Summary, Workers, batch_loop, receive_loop, release};
 use crate::queue::SqsSource;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +23,14 @@ pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output 
     };
     let source = SqsSource::with_config(&aws.config, &sqs.queue).await?;
     let connections = pipeline.workers + 1;
-    let flow = Arc::new(Flow::new(pipeline, engine, database_url, connections, &format!("sqs:{}", sqs.queue))?);
+    let mut flow = Flow::new(pipeline, engine, database_url, connections, &format!("sqs:{}", sqs.queue))?;
+    flow.once = opts.once;
+    let flow = Arc::new(flow);
     let started = flow.chains().await?;
+    let holder = Holder::start(source.clone(), sqs.visibility);
     let receiving =
-        Receiving { source: source.clone(), per_receive: 10, wait: sqs.wait, visibility: sqs.visibility, slots: None };
-    // Small: messages wait here without their visibility being extended.
+        Receiving { source: source.clone(), per_receive: 10, wait: sqs.wait, holder: holder.clone(), slots: None };
+    // Small: what waits here is held (kept invisible), but not in work.
     let (msg_tx, mut msg_rx) = mpsc::channel(10 * sqs.receivers);
     let receivers: Vec<_> = (0..sqs.receivers)
         .map(|_| tokio::spawn(receive_loop(flow.clone(), receiving.clone(), msg_tx.clone(), opts)))
@@ -35,18 +38,25 @@ pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output 
     drop(msg_tx);
     let pruning = tokio::spawn(prune_ledger(flow.clone(), source.clone(), flow.stop_signal()));
     let workers = Workers::start(&flow, started.chains, &started.generations);
-    let make = |messages| MessageBatch::new(flow.clone(), source.clone(), sqs.max_receives, sqs.visibility, messages);
+    let make = |received| MessageBatch::new(flow.clone(), source.clone(), sqs.max_receives, received);
     let mut unsent = batch_loop(&flow, &mut msg_rx, workers.dispatch(), make, opts, shutdown).await;
-    // Stop receiving; release what was received but not dispatched.
+    // Stop receiving (receivers waiting for room give up on the stop);
+    // release what was received but not dispatched.
     flow.stop();
     for r in receivers {
         let _ = r.await;
     }
     while let Ok(r) = msg_rx.try_recv() {
-        unsent.push(r.message);
+        unsent.push(r);
     }
-    release(&source, unsent).await;
+    let unsent = unsent.into_iter().map(|r| {
+        r.hold.settle();
+        r.message
+    });
+    release(&source, unsent.collect()).await;
     workers.finish().await;
+    // Units abandoned after the grace: their messages go back now.
+    holder.release_orphans().await;
     let _ = pruning.await;
     flow.finish(started.watching).await
 }

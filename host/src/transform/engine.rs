@@ -21,7 +21,7 @@ pub struct Engine {
     pub(super) engine: wasmtime::Engine,
     pub(super) linker: Arc<Linker<StepState>>,
     /// Where compiled components are kept across runs, if anywhere.
-    cache_dir: Option<PathBuf>,
+    cache: Option<super::cache::Cache>,
     /// Folders searched for plugins before the pipeline's own and the
     /// defaults (from `--plugin-path` and `$HOST_PLUGIN_PATH`).
     plugin_path: Vec<PathBuf>,
@@ -72,6 +72,7 @@ impl Engine {
         let engine = wasmtime::Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
+        never_block(&mut linker).map_err(|e| PluginError::Engine(e.to_string()))?;
         wit::Plugin::add_to_linker::<_, HasSelf<StepState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(e.to_string()))?;
         let weak = engine.weak();
@@ -85,11 +86,9 @@ impl Engine {
                 }
             })
             .map_err(|e| PluginError::Engine(e.to_string()))?;
-        if let Some(dir) = &cache_dir {
-            // An unusable cache only costs compile time.
-            let _ = std::fs::create_dir_all(dir);
-        }
-        Ok(Engine { engine, linker: Arc::new(linker), cache_dir, plugin_path, remote: Default::default() })
+        // An unusable (or untrusted) cache only costs compile time.
+        let cache = cache_dir.as_deref().and_then(super::cache::Cache::open);
+        Ok(Engine { engine, linker: Arc::new(linker), cache, plugin_path, remote: Default::default() })
     }
 
     /// Where S3 plugins come from (`host run` shares its S3 client here).
@@ -167,16 +166,18 @@ impl Engine {
     }
 
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, String> {
-        let Some(dir) = &self.cache_dir else {
+        let Some(cache) = &self.cache else {
             return Component::new(&self.engine, bytes).map_err(|e| one_line(&e));
         };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
-        let file = dir.join(format!("{}-{:016x}.cwasm", digest.trim_start_matches("sha256:"), h.finish()));
-        if file.exists() {
-            // SAFETY: the cache folder is the host's own; files in it are
-            // only ever written below, by this engine configuration, named by
-            // the digest of their source and the engine's compatibility hash.
+        let name = format!("{}-{:016x}.cwasm", digest.trim_start_matches("sha256:"), h.finish());
+        if let Some(file) = cache.get(&name) {
+            // SAFETY: the cache folder is the host's own (this user's, no
+            // one else may write it: `Cache::open`), the file a plain file
+            // of this user's, written only by `Cache::put` below for this
+            // engine configuration, named by the digest of its source and
+            // the engine's compatibility hash.
             if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &file) } {
                 return Ok(c);
             }
@@ -184,10 +185,7 @@ impl Engine {
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| one_line(&e))?;
         if let Ok(serialized) = component.serialize() {
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, serialized).is_ok() {
-                let _ = std::fs::rename(&tmp, &file);
-            }
+            cache.put(&name, &serialized);
         }
         Ok(component)
     }
@@ -265,4 +263,28 @@ fn default_search_path(pipeline_path: &[PathBuf]) -> Vec<PathBuf> {
         dirs.push(dir);
     }
     dirs
+}
+
+/// Why a call that waited on `wasi:io/poll` was stopped.
+pub const BLOCKED: &str = "waited on wasi:io/poll (a sleep, or a wait for I/O): plugins may not block";
+
+/// Replaces WASI's two ways of waiting (`poll` and `pollable.block`) with
+/// ones that stop the call: a host thread blocked in a sleep is not
+/// reached by the epoch deadline, so a plugin that sleeps would hold its
+/// worker (or the reload watcher, in `describe` and `configure`) past
+/// `max_call_ms`. Nothing a transform does needs to wait: it has no I/O,
+/// and its stdout and stderr never block.
+fn never_block(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance("wasi:io/poll@0.2.12")?;
+    poll.func_wrap("poll", |_, (_,): (Vec<Resource<DynPollable>>,)| -> wasmtime::Result<(Vec<u32>,)> {
+        Err(wasmtime::format_err!("{BLOCKED}"))
+    })?;
+    poll.func_wrap("[method]pollable.block", |_, (_,): (Resource<DynPollable>,)| -> wasmtime::Result<()> {
+        Err(wasmtime::format_err!("{BLOCKED}"))
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
 }

@@ -10,6 +10,7 @@
 //! made from one; a [`TransformChain`] owns its runners. Swapping a plugin is
 //! building a new chain and replacing the old one between batches.
 
+mod cache;
 mod chain;
 mod digest;
 mod engine;
@@ -19,5 +20,5 @@ mod step;
 pub mod wit;
 
 pub use chain::{ChainError, ChainOutput, Loaded, Rejection, TransformChain, plugin_files};
-pub use engine::{Engine, Plugin, PluginError, TICK, digest_of, resolve, short};
+pub use engine::{BLOCKED, Engine, Plugin, PluginError, TICK, digest_of, resolve, short};
 pub use step::{CallFailure, StepError, StepOutput, StepRunner};

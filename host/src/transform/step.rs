@@ -60,8 +60,9 @@ impl fmt::Display for CallFailure {
 /// A step that cannot run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    #[error("{file}:{line}: step {step} (`{plugin}`): secret `{secret}`: environment variable `{var}` is not set")]
-    Secret { file: String, line: usize, step: usize, plugin: String, secret: String, var: String },
+    /// `problem` names the environment variable.
+    #[error("{file}:{line}: step {step} (`{plugin}`): secret `{secret}`: {problem}")]
+    Secret { file: String, line: usize, step: usize, plugin: String, secret: String, problem: String },
     #[error("{file}:{line}: step {step} (`{plugin}`): cannot instantiate: {reason}")]
     Instantiate { file: String, line: usize, step: usize, plugin: String, reason: String },
     #[error("{file}:{line}: step {step} (`{plugin}`) refused its params: {reason}")]
@@ -111,14 +112,19 @@ impl StepRunner {
     ) -> Result<Self, StepError> {
         let mut secrets = HashMap::new();
         for (name, var) in &step.grants.secrets {
-            let value = std::env::var(var).map_err(|_| StepError::Secret {
+            let refused = |problem: &str| StepError::Secret {
                 file: file.into(),
                 line: step.line,
                 step: step.index,
                 plugin: plugin.name.clone(),
                 secret: name.clone(),
-                var: var.clone(),
-            })?;
+                problem: format!("environment variable `{var}` {problem}"),
+            };
+            let value = std::env::var(var).map_err(|_| refused("is not set"))?;
+            // An empty key makes every keyed hash one anybody can compute.
+            if value.is_empty() {
+                return Err(refused("is empty: a key must not be"));
+            }
             secrets.insert(name.clone(), value.into_bytes());
         }
         let mut runner =

@@ -197,6 +197,11 @@ pub fn encode_value(v: &Value) -> (u8, u64) {
     }
 }
 
+/// How deep containers may nest in a record: as deep as the host's JSON
+/// input allows (serde_json's limit), so every reader and writer of a
+/// record may recurse without running out of stack.
+pub const MAX_NESTING: usize = 128;
+
 /// A borrowed view of columns, for checking and decoding in place.
 #[derive(Clone, Copy)]
 pub struct ColumnsRef<'a> {
@@ -304,6 +309,9 @@ impl ColumnsRef<'_> {
                         return Err("a container longer than its record".into());
                     }
                     open.push((inner_end as usize, self.cell_kinds[i] == ARRAY));
+                    if open.len() > MAX_NESTING {
+                        return Err(format!("containers nested deeper than {MAX_NESTING} levels"));
+                    }
                 }
                 other => return Err(format!("unknown value kind {other}")),
             }

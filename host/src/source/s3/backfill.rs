@@ -25,7 +25,8 @@ pub async fn backfill(
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let aws = aws.into();
-    let (flow, config) = super::flow(pipeline, engine, database_url)?;
+    let (mut flow, config) = super::flow(pipeline, engine, database_url)?;
+    flow.once = true;
     let flow = Arc::new(flow);
     if config.bucket.is_none() {
         return Err(RunError::Stopped(format!(
@@ -43,7 +44,7 @@ pub async fn backfill(
     let bucket = config.bucket.clone().unwrap_or_default();
     let todo = listed
         .into_iter()
-        .map(|o| ObjectRef { bucket: bucket.clone(), key: o.key, version_id: None, etag: Some(o.etag) })
+        .map(|o| ObjectRef { bucket: bucket.clone(), key: o.key, etag: Some(o.etag), ..ObjectRef::default() })
         .collect();
     let progress = || BackfillProgress::of(&objects.loader.progress, count, total_bytes, started);
     {

@@ -27,7 +27,7 @@ use crate::config::{Pipeline, S3Mode, S3SourceConfig, Source, SqsSourceConfig};
 use crate::flow::{Flow, RunError, RunSetup, Summary, Workers};
 use crate::queue::SqsSource;
 use crate::sink::{Report, SinkError};
-use crate::transform::Engine;
+use crate::transform::{Engine, TransformChain};
 use std::sync::Arc;
 
 /// One object to load. Without a version id or ETag, the object's current
@@ -38,6 +38,9 @@ pub struct ObjectRef {
     pub key: String,
     pub version_id: Option<String>,
     pub etag: Option<String>,
+    /// The S3 event's sequencer, when a notification announced it: orders
+    /// the versions of one key.
+    pub sequencer: Option<String>,
 }
 
 impl ObjectRef {
@@ -92,6 +95,30 @@ pub struct Objects {
 }
 
 impl Objects {
+    /// Loads `object` (what is left of it). While the database does not
+    /// answer, waits for it and loads on from the last committed row; the
+    /// run stopping first leaves it [`Outcome::Interrupted`].
+    async fn load(&self, chain: TransformChain, object: &ObjectRef) -> (TransformChain, Result<Outcome, LoadError>) {
+        let mut chain = chain;
+        loop {
+            let (c, outcome) = self.loader.load(chain, object).await;
+            chain = c;
+            match &outcome {
+                Err(LoadError::Sink { source, .. }) if source.unavailable() && self.flow.holds_through_outages() => {
+                    self.flow.database_down(&source.to_string());
+                    if !self.flow.wait_for_database().await {
+                        return (chain, Ok(Outcome::Interrupted));
+                    }
+                }
+                Ok(_) => {
+                    self.flow.database_back();
+                    return (chain, outcome);
+                }
+                Err(_) => return (chain, outcome),
+            }
+        }
+    }
+
     /// Adds what became of an object to the run's counts.
     fn count(&self, outcome: &Result<Outcome, LoadError>) {
         match outcome {
@@ -130,7 +157,8 @@ fn flow(pipeline: Pipeline, engine: Arc<Engine>, database_url: &str) -> Result<(
 /// `shutdown` (or, with `once`, until there is nothing left to do).
 pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output = ()>) -> Result<Summary, RunError> {
     let RunSetup { pipeline, engine, database_url, aws, opts } = setup;
-    let (flow, config) = flow(pipeline, engine, database_url)?;
+    let (mut flow, config) = flow(pipeline, engine, database_url)?;
+    flow.once = opts.once;
     let flow = Arc::new(flow);
     let queue = match &config.queue {
         Some(q) => Some((SqsSource::with_config(&aws.config, &q.queue).await?, q.clone())),

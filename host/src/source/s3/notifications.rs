@@ -6,7 +6,7 @@
 //! Must not load an object itself: [`super::object`] does.
 
 use super::{ObjectRef, Objects, Outcome};
-use crate::flow::{Job, Keeper, Received, Receiving, RunOptions, Workers, keep_visible, receive_loop, release};
+use crate::flow::{Hold, Holder, Job, Received, Receiving, RunOptions, Workers, receive_loop, release};
 use crate::queue::Message;
 use crate::sink::Unit;
 use crate::sink::dead_letter::DeadLetter;
@@ -25,12 +25,13 @@ pub(super) async fn run(
     let flow = &objects.flow;
     let (source, queue) = objects.queue.clone().expect("notifications have a queue");
     let n = flow.pipeline.workers;
+    let holder = Holder::start(source.clone(), queue.visibility);
     let receiving = Receiving {
         source: source.clone(),
         per_receive: 1,
         wait: queue.wait,
-        visibility: queue.visibility,
-        // One notification per free worker: none waits unkept.
+        holder: holder.clone(),
+        // One notification per free worker.
         slots: Some(Arc::new(Semaphore::new(n))),
     };
     let (tx, mut rx) = mpsc::channel::<Received>(n);
@@ -42,9 +43,12 @@ pub(super) async fn run(
         let objects = objects.clone();
         tokio::spawn(async move {
             while let Some(r) = rx.recv().await {
-                let job = Notification::new(objects.clone(), r);
-                if let Err(job) = dispatch.send(job).await {
-                    release(&source, vec![job.message]).await;
+                match dispatch.room(objects.flow.stopped()).await {
+                    Some(room) => room.send(Notification::new(objects.clone(), r)),
+                    None => {
+                        r.hold.settle();
+                        release(&source, vec![r.message]).await;
+                    }
                 }
             }
         })
@@ -57,29 +61,29 @@ pub(super) async fn run(
     }
     let _ = forward.await;
     workers.finish().await;
+    holder.release_orphans().await;
 }
 
 /// One notification, start to delete.
 pub(super) struct Notification {
     objects: Arc<Objects>,
     message: Message,
-    keeper: Keeper,
+    hold: Hold,
     /// The worker slot its receive took.
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Notification {
     fn new(objects: Arc<Objects>, r: Received) -> Self {
-        let (source, queue) = objects.queue.as_ref().expect("notifications have a queue");
-        let keeper = keep_visible(source.clone(), vec![r.message.clone()], queue.visibility);
-        Notification { objects, message: r.message, keeper, _slot: r.slot }
+        Notification { objects, message: r.message, hold: r.hold, _slot: r.slot }
     }
 }
 
 impl Job for Notification {
     async fn run(self, chain: TransformChain) -> TransformChain {
         let (chain, settled) = self.load(chain).await;
-        drop(self.keeper);
+        // Settled or not, the notification is no longer kept from here.
+        self.hold.settle();
         let (source, _) = self.objects.queue.as_ref().expect("notifications have a queue");
         let refs = [&self.message];
         if settled {
@@ -114,14 +118,20 @@ impl Notification {
                 tracing::info!(pipeline = %objects.flow.pipeline.name, object = %format!("s3://{}/{}", e.bucket, e.key), "not under the pipeline's bucket and prefix; skipped");
                 continue;
             }
-            let object = ObjectRef { bucket: e.bucket, key: e.key, version_id: e.version_id, etag: e.etag };
-            let (c, mut outcome) = loader.load(chain, &object).await;
+            let object = ObjectRef {
+                bucket: e.bucket,
+                key: e.key,
+                version_id: e.version_id,
+                etag: e.etag,
+                sequencer: e.sequencer,
+            };
+            let (c, mut outcome) = objects.load(chain, &object).await;
             chain = c;
             // Another loader has the object (two notifications of one key):
             // wait for it, then find what it committed.
             while matches!(outcome, Ok(Outcome::Busy)) && !objects.flow.stopping() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let (c, next) = loader.load(chain, &object).await;
+                let (c, next) = objects.load(chain, &object).await;
                 (chain, outcome) = (c, next);
             }
             objects.count(&outcome);

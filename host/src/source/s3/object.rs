@@ -86,6 +86,7 @@ impl Loader {
             version,
             uri: uri.clone(),
             replace: self.replace.clone(),
+            sequencer: object.sequencer.clone(),
             end: None,
         };
         let sink_err = |source| LoadError::Sink { uri: uri.clone(), source };
@@ -107,7 +108,13 @@ impl Loader {
             lock.release().await;
             return (chain, Ok(Outcome::AlreadyLoaded));
         }
-        let (chain, outcome) = self.stream(chain, &object, receipt, state.rows_done).await;
+        let (chain, outcome) = match self.stream(chain, &object, receipt, state.rows_done).await {
+            (chain, Err(LoadError::Sink { source: crate::sink::SinkError::Superseded, .. })) => {
+                tracing::info!(pipeline = %self.pipeline(), object = %uri, "a newer version was loaded before; this older one is skipped");
+                (chain, Ok(Outcome::Superseded))
+            }
+            other => other,
+        };
         lock.release().await;
         if matches!(outcome, Ok(Outcome::Loaded(_))) {
             self.progress.objects.fetch_add(1, Ordering::Relaxed);

@@ -102,7 +102,12 @@ async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
     let todo: Vec<ObjectRef> = listed
         .iter()
         .filter(|o| have.get(o.key.as_str()) != Some(&o.etag.as_str()))
-        .map(|o| ObjectRef { bucket: bucket.clone(), key: o.key.clone(), version_id: None, etag: Some(o.etag.clone()) })
+        .map(|o| ObjectRef {
+            bucket: bucket.clone(),
+            key: o.key.clone(),
+            etag: Some(o.etag.clone()),
+            ..ObjectRef::default()
+        })
         .collect();
     let listed_keys: HashSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
     let gone: Vec<String> =
@@ -150,7 +155,7 @@ impl Job for ObjectJob {
         if objects.flow.stopping() || objects.flow.fatal() {
             return chain;
         }
-        let (chain, outcome) = objects.loader.load(chain, &self.object).await;
+        let (chain, outcome) = objects.load(chain, &self.object).await;
         match outcome {
             Ok(Outcome::Gone) => {
                 tracing::info!(pipeline = %objects.flow.pipeline.name, object = %self.object.uri(), "gone before it was read")

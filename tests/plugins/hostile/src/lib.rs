@@ -4,7 +4,10 @@
 //! `alloc_mb`, 1 GiB by default), `panic`, `wrong-shape` (too few outcomes),
 //! `bad-span` (text outside the arena), `configure-fails`, `read-env`,
 //! `read-file`, `clock` (tries the host's environment, files and clock and
-//! reports what it saw in field `seen`). With `trigger` set, only records
+//! reports what it saw in field `seen`), `sleep` (the WASI sleep, for 10 s),
+//! `sleep-in-configure`, `deep` (a field of `depth` nested arrays),
+//! `log` (a kilobyte to stderr per record), `digest-flood` (asks the host
+//! for the digests of 4 million empty inputs). With `trigger` set, only records
 //! whose field of that name is `true` set it off; the others pass unchanged.
 
 use plugin_sdk::{Cell, Input, OutputBuilder, Span, Transform, Value};
@@ -17,6 +20,12 @@ pub struct Params {
     pub trigger: Option<String>,
     #[serde(default = "gib")]
     pub alloc_mb: usize,
+    #[serde(default = "million")]
+    pub depth: u32,
+}
+
+fn million() -> u32 {
+    1_000_000
 }
 
 fn gib() -> usize {
@@ -35,6 +44,11 @@ pub enum Mode {
     ReadEnv,
     ReadFile,
     Clock,
+    Sleep,
+    SleepInConfigure,
+    Deep,
+    Log,
+    DigestFlood,
 }
 
 pub struct Hostile {
@@ -48,6 +62,9 @@ impl Transform for Hostile {
     fn new(p: Params) -> Result<Self, String> {
         if p.mode == Mode::ConfigureFails {
             return Err("configure failed on purpose".into());
+        }
+        if p.mode == Mode::SleepInConfigure {
+            std::thread::sleep(std::time::Duration::from_secs(10));
         }
         Ok(Hostile { p })
     }
@@ -98,7 +115,29 @@ impl Hostile {
                 out.push(Cell { key, value: Value::Text(Span { offset: u32::MAX - 4, len: 4 }) });
                 false
             }
-            Mode::ConfigureFails => false,
+            Mode::ConfigureFails | Mode::SleepInConfigure => false,
+            Mode::Sleep => {
+                std::thread::sleep(std::time::Duration::from_secs(10));
+                false
+            }
+            Mode::Deep => {
+                let key = out.key("deep");
+                let depth = self.p.depth;
+                out.push(Cell { key, value: Value::Array(depth - 1) });
+                for inner in (0..depth - 1).rev() {
+                    out.push(Cell { key: plugin_sdk::NO_KEY, value: Value::Array(inner) });
+                }
+                false
+            }
+            Mode::Log => {
+                eprintln!("{}", "l".repeat(1024));
+                false
+            }
+            Mode::DigestFlood => {
+                let ends = vec![0u32; 4 << 20];
+                let r = plugin_sdk::hex_digests(plugin_sdk::Algorithm::Sha512, None, &[], &ends);
+                self.seen(out, format!("digests={}", r.map_or_else(|_| "refused".into(), |d| d.len().to_string())))
+            }
             Mode::ReadEnv => self.seen(out, format!("env={}", std::env::vars().count())),
             Mode::ReadFile => {
                 let r = std::fs::read_to_string("/etc/passwd").map(|s| s.len());
