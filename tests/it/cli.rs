@@ -195,3 +195,28 @@ fn a_plugin_from_s3_is_refused_at_start_when_its_digest_differs() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("mask {}", &right[..19])));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_empty_hmac_key_is_refused() {
+    let file = std::env::temp_dir().join(format!("empty-key-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        "[[transforms]]\nuses = \"mask\"\ngrants = { secrets = { k = \"ETL_TEST_EMPTY_KEY\" } }\n\
+         params = { fields = [\"a\"], algorithm = \"hmac-sha256\", secret = \"k\" }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(host_binary())
+        .args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"])
+        .arg(common::cache_dir())
+        .arg("check")
+        .arg(&file)
+        .env("ETL_TEST_EMPTY_KEY", "")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("secret `k`: environment variable `ETL_TEST_EMPTY_KEY` is empty: a key must not be"),
+        "{stderr}"
+    );
+}

@@ -2,7 +2,9 @@
 //! messages into dead letters (issue 12), against moto and the local
 //! PostgreSQL.
 
-use crate::run::{count, fetch_bodies, item_rows, items, items_table, logins, run_once, schema_with_user_logins, sink_for};
+use crate::run::{
+    count, fetch_bodies, item_rows, items, items_table, logins, run_once, schema_with_user_logins, sink_for,
+};
 use crate::services::{self, pg, queue, send, unique};
 use std::time::Duration;
 
@@ -103,9 +105,28 @@ fn hostile_corpus() -> Vec<String> {
     let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
     let mut corpus: Vec<String> = [
         // Not JSON, or not one object.
-        "", " ", "{", "}", "[]", "null", "42", "\"text\"", "{\"a\":}", "{\"a\":1,}", "{'a':1}", "{\"a\":1} trailing",
-        "{\"a\":1}{\"b\":2}", "\u{feff}{\"a\":1}", "{\"a\":\"\\ud800\"}", "{\"a\":\"\\x41\"}", "{\"a\":1e99999}",
-        "{\"a\":-}", "{\"a\":01}", "{\"a\":NaN}", "{\"a\":tru}", "{\"a\":\"unterminated}",
+        "",
+        " ",
+        "{",
+        "}",
+        "[]",
+        "null",
+        "42",
+        "\"text\"",
+        "{\"a\":}",
+        "{\"a\":1,}",
+        "{'a':1}",
+        "{\"a\":1} trailing",
+        "{\"a\":1}{\"b\":2}",
+        "\u{feff}{\"a\":1}",
+        "{\"a\":\"\\ud800\"}",
+        "{\"a\":\"\\x41\"}",
+        "{\"a\":1e99999}",
+        "{\"a\":-}",
+        "{\"a\":01}",
+        "{\"a\":NaN}",
+        "{\"a\":tru}",
+        "{\"a\":\"unterminated}",
     ]
     .map(String::from)
     .to_vec();
@@ -167,4 +188,43 @@ async fn a_corpus_of_hostile_messages_ends_as_rows_or_dead_letters_and_an_empty_
         .map(|r| r.get(0))
         .collect();
     assert!(reasons.iter().all(|r| !r.contains("ddddd") && !r.contains("ppppp")), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_message_stays_invisible_past_its_timeout_and_an_abandoned_one_comes_back_at_once() {
+    // Whatever a held message waits for (a channel, a worker, the
+    // database), its visibility is kept; a hold dropped unsettled (a unit
+    // abandoned, a worker that panicked) gives the message back at once.
+    let name = unique("hold");
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    send(&sqs, &url, &["one".to_string(), "two".to_string()]).await;
+    let aws = services::aws_at(services::endpoint()).await;
+    let source = host::queue::SqsSource::with_config(&aws, &name).await.unwrap();
+    let visibility = Duration::from_secs(2);
+    let holder = host::flow::Holder::start(source.clone(), visibility);
+    let mut holds = Vec::new();
+    let mut ids = Vec::new();
+    while holds.len() < 2 {
+        let asked = tokio::time::Instant::now();
+        for m in source.receive_up_to(10, Duration::from_secs(1), visibility).await.unwrap() {
+            holds.push(holder.hold(&m, asked));
+            ids.push(m.id.clone());
+        }
+    }
+    // Three visibility timeouts later, nothing is visible.
+    tokio::time::sleep(visibility * 3).await;
+    let seen = source.receive_up_to(10, Duration::ZERO, visibility).await.unwrap();
+    assert!(seen.is_empty(), "held messages came back: {:?}", seen.iter().map(|m| &m.body).collect::<Vec<_>>());
+    drop(holds.pop());
+    let start = std::time::Instant::now();
+    let back = loop {
+        let got = source.receive_up_to(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(start.elapsed() < visibility * 3, "the abandoned message did not come back");
+    };
+    assert_eq!(back.iter().map(|m| m.id.clone()).collect::<Vec<_>>(), vec![ids[1].clone()]);
+    holds.into_iter().for_each(host::flow::Hold::settle);
 }

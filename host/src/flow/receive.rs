@@ -79,8 +79,7 @@ pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Receiv
             Ok(messages) => {
                 flow.activity.received(messages.len());
                 // Held from here: waiting for room below counts too.
-                let held: Vec<(Hold, Message)> =
-                    messages.into_iter().map(|m| (r.holder.hold(&m, asked), m)).collect();
+                let held: Vec<(Hold, Message)> = messages.into_iter().map(|m| (r.holder.hold(&m, asked), m)).collect();
                 let mut messages = held.into_iter();
                 while let Some((hold, message)) = messages.next() {
                     let room = if *stop.borrow() {
@@ -189,8 +188,7 @@ const PARALLEL_EXTENSIONS: usize = 8;
 impl Holder {
     /// A holder of `source`'s messages, received with `visibility`.
     pub fn start(source: SqsSource, visibility: Duration) -> Holder {
-        let shared =
-            Arc::new(Shared { source, visibility, held: Mutex::new(HashMap::new()), next: AtomicU64::new(0) });
+        let shared = Arc::new(Shared { source, visibility, held: Mutex::new(HashMap::new()), next: AtomicU64::new(0) });
         tokio::spawn(keep(Arc::downgrade(&shared)));
         Holder { shared }
     }

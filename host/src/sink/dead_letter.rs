@@ -10,7 +10,7 @@
 //!
 //! Must not log or return a payload; only `replay` opens one.
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use sha2::{Digest, Sha256};
 
@@ -102,10 +102,19 @@ impl DeadLetter {
     }
 }
 
-/// Seals payloads with the dead-letter key.
+/// Seals payloads with the dead-letter key, and opens them with it or
+/// with an earlier one: `HOST_DEAD_LETTER_KEY` is one key, or several
+/// separated by commas, the first sealing (rotation: put the new key
+/// first, keep the old ones until no payload needs them).
 pub struct Sealer {
-    cipher: Aes256Gcm,
-    key_id: String,
+    /// (key id, cipher), the sealing key first.
+    keys: Vec<(String, Aes256Gcm)>,
+}
+
+/// What a sealed payload is bound to: its dead letter's id. A payload
+/// copied onto another row does not open there.
+fn bound_to(dead_letter_id: i64) -> Vec<u8> {
+    format!("etl.dead_letter_payloads/{dead_letter_id}").into_bytes()
 }
 
 impl Sealer {
@@ -117,28 +126,63 @@ impl Sealer {
         }
     }
 
-    pub fn new(hex: &str) -> Result<Sealer, String> {
-        let key = ::hex::decode(hex.trim())
-            .ok()
-            .filter(|k| k.len() == 32)
-            .ok_or("HOST_DEAD_LETTER_KEY must be 64 hex digits")?;
-        let key_id = format!("{:x}", Sha256::digest(&key))[..12].to_string();
-        let cipher = Aes256Gcm::new_from_slice(&key).map_err(|e| e.to_string())?;
-        Ok(Sealer { cipher, key_id })
+    pub fn new(keys: &str) -> Result<Sealer, String> {
+        let keys = keys
+            .split(',')
+            .enumerate()
+            .map(|(i, hex)| {
+                let key = ::hex::decode(hex.trim()).ok().filter(|k| k.len() == 32).ok_or_else(|| {
+                    format!("HOST_DEAD_LETTER_KEY: key {} must be 64 hex digits (keys are separated by commas)", i + 1)
+                })?;
+                let key_id = format!("{:x}", Sha256::digest(&key))[..12].to_string();
+                let cipher = Aes256Gcm::new_from_slice(&key).map_err(|e| e.to_string())?;
+                Ok((key_id, cipher))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Sealer { keys })
     }
 
-    fn seal(&self, plain: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    /// The id of the sealing key.
+    pub fn key_id(&self) -> &str {
+        &self.keys[0].0
+    }
+
+    /// Seals `plain` for dead letter `dead_letter_id`: (nonce, sealed).
+    fn seal(&self, dead_letter_id: i64, plain: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let nonce: [u8; 12] = rand::random();
-        let sealed = self.cipher.encrypt(Nonce::from_slice(&nonce), plain).expect("AES-GCM encryption does not fail");
+        let aad = bound_to(dead_letter_id);
+        let sealed = self.keys[0]
+            .1
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad: &aad })
+            .expect("AES-GCM encryption does not fail");
         (nonce.to_vec(), sealed)
     }
 
-    /// Opens a payload sealed with this key.
-    pub fn open(&self, key_id: &str, nonce: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
-        if key_id != self.key_id {
-            return Err(format!("sealed with key {key_id}, not with the current key {}", self.key_id));
+    /// Opens the payload of dead letter `dead_letter_id`, sealed with key
+    /// `key_id`; `bound` says whether it was sealed bound to its row
+    /// (payloads sealed before that was done are not).
+    pub fn open(
+        &self,
+        dead_letter_id: i64,
+        key_id: &str,
+        nonce: &[u8],
+        sealed: &[u8],
+        bound: bool,
+    ) -> Result<Vec<u8>, String> {
+        let Some((_, cipher)) = self.keys.iter().find(|(id, _)| id == key_id) else {
+            let have: Vec<&str> = self.keys.iter().map(|(id, _)| id.as_str()).collect();
+            return Err(format!(
+                "sealed with key {key_id}, which is not among HOST_DEAD_LETTER_KEY's ({})",
+                have.join(", ")
+            ));
+        };
+        if nonce.len() != 12 {
+            return Err(format!("its nonce is {} bytes, not 12: the stored value is malformed", nonce.len()));
         }
-        self.cipher.decrypt(Nonce::from_slice(nonce), sealed).map_err(|_| "payload does not open with this key".into())
+        let aad = if bound { bound_to(dead_letter_id) } else { Vec::new() };
+        cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
+            .map_err(|_| "the payload does not open: not sealed with this key, for this dead letter, or damaged".into())
     }
 }
 
@@ -174,13 +218,14 @@ pub async fn insert(
         .get(0);
     let (key_id, nonce, body) = match sealer {
         Some(s) => {
-            let (nonce, sealed) = s.seal(payload);
-            (Some(s.key_id.clone()), Some(nonce), sealed)
+            let (nonce, sealed) = s.seal(id, payload);
+            (Some(s.key_id().to_string()), Some(nonce), sealed)
         }
         None => (None, None, payload.to_vec()),
     };
     tx.execute(
-        "INSERT INTO etl.dead_letter_payloads (dead_letter_id, key_id, nonce, payload) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO etl.dead_letter_payloads (dead_letter_id, key_id, nonce, payload, bound) \
+         VALUES ($1, $2, $3, $4, true)",
         &[&id, &key_id, &nonce, &body],
     )
     .await?;
@@ -207,11 +252,43 @@ mod tests {
     #[test]
     fn sealing_round_trips_and_refuses_other_keys() {
         let s = Sealer::new(&"ab".repeat(32)).unwrap();
-        let (nonce, sealed) = s.seal(b"{\"ip\":\"10.0.0.1\"}");
+        let (nonce, sealed) = s.seal(7, b"{\"ip\":\"10.0.0.1\"}");
         assert!(!sealed.windows(8).any(|w| w == b"10.0.0.1"));
-        assert_eq!(s.open(&s.key_id, &nonce, &sealed).unwrap(), b"{\"ip\":\"10.0.0.1\"}");
+        assert_eq!(s.open(7, s.key_id(), &nonce, &sealed, true).unwrap(), b"{\"ip\":\"10.0.0.1\"}");
         let other = Sealer::new(&"cd".repeat(32)).unwrap();
-        assert!(other.open(&s.key_id, &nonce, &sealed).is_err());
+        assert!(other.open(7, s.key_id(), &nonce, &sealed, true).is_err());
         assert!(Sealer::new("abc").is_err());
+    }
+
+    #[test]
+    fn a_sealed_payload_opens_only_on_its_own_row() {
+        let s = Sealer::new(&"ab".repeat(32)).unwrap();
+        let (nonce, sealed) = s.seal(7, b"payload");
+        let moved = s.open(8, s.key_id(), &nonce, &sealed, true).unwrap_err();
+        assert!(moved.contains("for this dead letter"), "{moved}");
+    }
+
+    #[test]
+    fn a_malformed_sealed_value_is_an_error_not_a_panic() {
+        let s = Sealer::new(&"ab".repeat(32)).unwrap();
+        let (nonce, sealed) = s.seal(7, b"payload");
+        assert!(s.open(7, s.key_id(), &nonce[..5], &sealed, true).unwrap_err().contains("malformed"));
+        assert!(s.open(7, s.key_id(), &[], &[], true).is_err());
+        assert!(s.open(7, s.key_id(), &nonce, &sealed[..3], true).is_err());
+        assert!(s.open(7, s.key_id(), &nonce, &sealed, false).is_err(), "bound, so it needs its row");
+    }
+
+    #[test]
+    fn keys_rotate_the_first_seals_and_any_opens() {
+        let (old, new) = ("ab".repeat(32), "cd".repeat(32));
+        let before = Sealer::new(&old).unwrap();
+        let (nonce, sealed) = before.seal(7, b"payload");
+        let rotated = Sealer::new(&format!("{new}, {old}")).unwrap();
+        assert_eq!(rotated.open(7, before.key_id(), &nonce, &sealed, true).unwrap(), b"payload");
+        assert_ne!(rotated.key_id(), before.key_id(), "the new key seals");
+        let (nonce, sealed) = rotated.seal(9, b"later");
+        assert!(before.open(9, rotated.key_id(), &nonce, &sealed, true).unwrap_err().contains("not among"));
+        let e = Sealer::new(&format!("{new},xyz")).err().unwrap();
+        assert!(e.contains("key 2"), "{e}");
     }
 }

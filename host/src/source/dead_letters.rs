@@ -49,7 +49,7 @@ pub async fn replay(
     let client = connect(database_url).await?;
     let rows = client
         .query(
-            "SELECT d.id, d.message_id, p.key_id, p.nonce, p.payload FROM etl.dead_letters d \
+            "SELECT d.id, d.message_id, p.key_id, p.nonce, p.payload, p.bound FROM etl.dead_letters d \
              JOIN etl.dead_letter_payloads p ON p.dead_letter_id = d.id \
              WHERE d.pipeline = $1 AND d.replayed_at IS NULL AND (cardinality($2::bigint[]) = 0 OR d.id = ANY($2)) \
              ORDER BY d.id",
@@ -72,7 +72,13 @@ pub async fn replay(
         let body: Vec<u8> = match (key_id, &sealer) {
             (None, _) => row.get(4),
             (Some(k), Some(s)) => s
-                .open(&k, &row.get::<_, Vec<u8>>(3), &row.get::<_, Vec<u8>>(4))
+                .open(
+                    id,
+                    &k,
+                    &row.get::<_, Option<Vec<u8>>>(3).unwrap_or_default(),
+                    &row.get::<_, Vec<u8>>(4),
+                    row.get(5),
+                )
                 .map_err(|reason| ReplayError::Open { id, reason })?,
             (Some(key), None) => return Err(ReplayError::Sealed { id, key }),
         };
