@@ -498,3 +498,81 @@ async fn a_late_notification_of_an_older_version_never_replaces_the_newer_one() 
     assert_eq!(rows(&amount).await, vec![vec![Some("181000.0".to_string())]], "the newer version's rows stay");
     assert_eq!(queue_depth(&sqs, &url).await, 0, "the late notification is settled");
 }
+
+/// A dead letter of pipeline `name` with `payload`, from `source`, made
+/// the way the sink makes them.
+async fn dead_letter(p: &Pipeline, name: &str, source: &str, payload: &str) {
+    let sink = host::sink::PostgresSink::new(
+        host::sink::pool(&services::database_url(), 1).unwrap(),
+        name,
+        source,
+        p.sink.as_ref().unwrap(),
+        None,
+    );
+    let unit = host::sink::Unit {
+        message_id: unique("m"),
+        payload: payload.as_bytes().to_vec(),
+        dead: vec![host::sink::dead_letter::DeadLetter::source("received 6 times (max_receives = 5)".into(), 6)],
+        ..Default::default()
+    };
+    assert_eq!(sink.commit(vec![unit], "[]").await.unwrap().dead_letters, 1);
+}
+
+async fn replay(p: Pipeline) -> (usize, usize, Vec<String>) {
+    let aws = host::aws::Aws::new(services::aws_at(services::endpoint()).await);
+    let mut results = Vec::new();
+    let url = services::database_url();
+    let (loaded, failed) =
+        host::source::dead_letters::replay(p, common::engine(), &url, &aws, &[], |_, r| results.push(r.to_string()))
+            .await
+            .unwrap();
+    (loaded, failed, results)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_lettered_notification_replays_as_a_notification() {
+    migrated().await;
+    let (name, schema, q, bucket) = (unique("rn"), unique("s"), unique("rnq"), bucket_name("rn"));
+    pg().await
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.transactions (LIKE public.transactions INCLUDING ALL)"
+        ))
+        .await
+        .unwrap();
+    let s3 = s3_at(services::endpoint()).await;
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let csv = std::fs::read(common::workspace().join("tests/data/s3/transactions.csv")).unwrap();
+    put(&s3, &bucket, "in/2023-01.csv", csv).await;
+    let vars = [("TRANSACTION_QUEUE", q.as_str()), ("TRANSACTION_BUCKET", bucket.as_str())];
+    let pipeline = || shipped("transactions.toml", "transactions", &schema, &name, &vars);
+    dead_letter(&pipeline(), &name, &format!("sqs:{q}"), &format!("s3://{bucket}/in/2023-01.csv")).await;
+    let (loaded, failed, results) = replay(pipeline()).await;
+    assert_eq!((loaded, failed), (1, 0), "{results:?}");
+    assert_eq!(results, ["loaded 1 objects, 3 rows"]);
+    let rows = count_rows(&format!("SELECT count(*) FROM {schema}.transactions")).await;
+    assert_eq!(rows, 3, "the object it announced is loaded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_row_of_a_file_keeps_its_source_file() {
+    migrated().await;
+    let (name, schema, bucket) = (unique("rf"), unique("s"), bucket_name("rf"));
+    pg().await
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (LIKE public.customers INCLUDING ALL)"
+        ))
+        .await
+        .unwrap();
+    let p = || shipped("customers.toml", "customers", &schema, &name, &[("CUSTOMER_BUCKET", bucket.as_str())]);
+    let file = format!("s3://{bucket}/customers/a.csv");
+    let row = r#"{"customer_id": "7", "zipcode": "33301", "city": "Fort Lauderdale", "state_code": "FL", "datetime_created": "2023-01-01 10:00:00", "datetime_updated": "2023-01-02 10:00:00"}"#;
+    dead_letter(&p(), &name, &format!("{file}#etag-1"), row).await;
+    let (loaded, failed, results) = replay(p()).await;
+    assert_eq!((loaded, failed), (1, 0), "{results:?}");
+    let got = rows(&format!("SELECT customer_id::text, source_file FROM {schema}.customers")).await;
+    assert_eq!(got, vec![vec![Some("7".to_string()), Some(file)]]);
+}
+
+async fn count_rows(sql: &str) -> i64 {
+    pg().await.query_one(sql, &[]).await.unwrap().get(0)
+}

@@ -58,5 +58,6 @@ pub async fn replay_with(path: &Path, ids: &[i64], opts: &EngineOptions, url: &s
     anyhow::ensure!(pipeline.sink.is_some(), "the pipeline has no [sink]");
     let engine = opts.engine()?;
     let report = |id: i64, result: &str| println!("dead letter {id}: {result}");
-    Ok(crate::source::dead_letters::replay(pipeline, engine, url, ids, report).await?)
+    let aws = crate::aws::Aws::from_env().await;
+    Ok(crate::source::dead_letters::replay(pipeline, engine, url, &aws, ids, report).await?)
 }

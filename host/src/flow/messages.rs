@@ -109,13 +109,25 @@ pub async fn prepare(
     messages: &[Message],
     max_receives: u32,
 ) -> (TransformChain, Prepared) {
-    prepare_with(flow, chain, messages, Some(max_receives), true).await
+    prepare_with(flow, chain, messages, Some(max_receives), true, LoadTime::now()).await
 }
 
 /// [`prepare`] of payloads kept with dead letters: their bodies as they
-/// came, without a receive limit or the message's metadata field.
-pub async fn prepare_replay(flow: &Flow, chain: TransformChain, messages: &[Message]) -> (TransformChain, Prepared) {
-    prepare_with(flow, chain, messages, None, false).await
+/// came, without a receive limit or the message's metadata field. `file`:
+/// the object (`s3://bucket/key`) and version a row came from, which its
+/// `source-file` and `source-version` columns keep.
+pub async fn prepare_replay(
+    flow: &Flow,
+    chain: TransformChain,
+    messages: &[Message],
+    file: Option<(&str, &str)>,
+) -> (TransformChain, Prepared) {
+    let mut load = LoadTime::now();
+    if let Some((uri, version)) = file {
+        load.source_file = Some(uri.to_string());
+        load.source_version = Some(version.to_string());
+    }
+    prepare_with(flow, chain, messages, None, false, load).await
 }
 
 /// A batch's units and its lineage (the chain's plugins as JSON), or why
@@ -128,6 +140,7 @@ async fn prepare_with(
     messages: &[Message],
     max_receives: Option<u32>,
     metadata: bool,
+    load: LoadTime,
 ) -> (TransformChain, Prepared) {
     let mut units: Vec<Unit> =
         messages.iter().map(|m| Unit { message_id: m.id.clone(), sent_ms: m.sent_ms, ..Unit::default() }).collect();
@@ -158,7 +171,6 @@ async fn prepare_with(
         Ok(out) => out,
         Err(e) => return (chain, Err(e.to_string())),
     };
-    let load = LoadTime::now();
     fill_units(&flow.mapping, &load, &out, &record_message, &mut units, |i| messages[i].receive_count as i32);
     // Every message keeps its body with the batch: the database may still
     // refuse its row, and then it becomes a dead letter that can be replayed.

@@ -7,12 +7,13 @@
 //!
 //! Must not print: the caller reports each result.
 
-use crate::config::Pipeline;
+use crate::config::{Pipeline, S3Mode, Source};
 use crate::flow::messages::prepare_replay;
 use crate::flow::{Flow, RunError};
 use crate::queue::Message;
 use crate::sink::dead_letter::Sealer;
 use crate::sink::{SinkError, refusal};
+use crate::source::s3::{Loader, ObjectRef, Outcome};
 use crate::transform::{Engine, TransformChain};
 use std::sync::Arc;
 
@@ -38,18 +39,21 @@ pub enum ReplayError {
 
 /// Replays dead letters `ids` (all not replayed yet when empty) of
 /// `pipeline`; `report(id, result)` after each. Returns (loaded, failed
-/// again).
+/// again). A row of an S3 object replays with its file and version; a
+/// notification of an S3 notifications pipeline replays as a notification:
+/// the objects it announces are loaded (with `aws`).
 pub async fn replay(
     pipeline: Pipeline,
     engine: Arc<Engine>,
     database_url: &str,
+    aws: &crate::aws::Aws,
     ids: &[i64],
     mut report: impl FnMut(i64, &str),
 ) -> Result<(usize, usize), ReplayError> {
     let client = connect(database_url).await?;
     let rows = client
         .query(
-            "SELECT d.id, d.message_id, p.key_id, p.nonce, p.payload, p.bound FROM etl.dead_letters d \
+            "SELECT d.id, d.message_id, p.key_id, p.nonce, p.payload, p.bound, d.source FROM etl.dead_letters d \
              JOIN etl.dead_letter_payloads p ON p.dead_letter_id = d.id \
              WHERE d.pipeline = $1 AND d.replayed_at IS NULL AND (cardinality($2::bigint[]) = 0 OR d.id = ANY($2)) \
              ORDER BY d.id",
@@ -63,12 +67,19 @@ pub async fn replay(
         .await
         .expect("no panic")
         .map_err(RunError::from)?;
+    let notifications = match &pipeline.source {
+        Some(Source::S3(s3)) if s3.mode == S3Mode::Notifications => Some(s3.clone()),
+        _ => None,
+    };
     let mut flow = Flow::new(pipeline, engine, database_url, 2, "replay")?;
     flow.once = true;
+    let flow = Arc::new(flow);
+    let loader = notifications.map(|config| Loader::new(flow.clone(), config, aws.s3.clone()));
     let (mut loaded, mut failed) = (0, 0);
     for row in rows {
         let id: i64 = row.get(0);
         let key_id: Option<String> = row.get(2);
+        let source: String = row.get(6);
         let body: Vec<u8> = match (key_id, &sealer) {
             (None, _) => row.get(4),
             (Some(k), Some(s)) => s
@@ -82,28 +93,29 @@ pub async fn replay(
                 .map_err(|reason| ReplayError::Open { id, reason })?,
             (Some(key), None) => return Err(ReplayError::Sealed { id, key }),
         };
-        // A replay's own ledger partition: its dead letter's id.
-        let message = Message {
-            id: format!("dead-letter:{id}"),
-            receipt: String::new(),
-            body,
-            receive_count: 1,
-            sent_ms: -id,
-            attributes: Vec::new(),
-        };
-        let (c, prepared) = prepare_replay(&flow, chain, std::slice::from_ref(&message)).await;
-        chain = c;
-        let (units, plugins) = prepared.map_err(|reason| ReplayError::Chain { id, reason })?;
-        let why = units.iter().flat_map(|u| &u.dead).next().map(|d| d.reason.clone());
-        let committed = flow.sink.commit(units, &plugins).await?;
-        let result = match why {
-            None if committed.dead_letters == 0 => {
-                loaded += 1;
-                format!("loaded {} rows", committed.rows)
+        let result = match (&loader, source.strip_prefix("s3://")) {
+            // A notification (its source is the queue): load what it announces.
+            (Some(loader), None) => {
+                let (c, result) = replay_notification(loader, chain, &body).await;
+                chain = c;
+                result
             }
-            why => {
+            _ => {
+                // A row of an object keeps its file: `s3://bucket/key#version`.
+                let file = source.starts_with("s3://").then(|| source.rsplit_once('#').unwrap_or((&source, "")));
+                let (c, result) = replay_record(&flow, chain, id, body, file).await;
+                chain = c;
+                result?
+            }
+        };
+        let result = match result {
+            Ok(done) => {
+                loaded += 1;
+                done
+            }
+            Err(why) => {
                 failed += 1;
-                format!("failed again: {}", why.as_deref().unwrap_or("the database refused its rows"))
+                format!("failed again: {why}")
             }
         };
         client
@@ -116,6 +128,79 @@ pub async fn replay(
         report(id, &result);
     }
     Ok((loaded, failed))
+}
+
+/// Replays one record (a message's body, or an object's row) under the
+/// ledger key `dead-letter:ID`: what it loaded, or why it failed again.
+async fn replay_record(
+    flow: &Flow,
+    chain: TransformChain,
+    id: i64,
+    body: Vec<u8>,
+    file: Option<(&str, &str)>,
+) -> (TransformChain, Result<Result<String, String>, ReplayError>) {
+    // A replay's own ledger partition: its dead letter's id.
+    let message = Message {
+        id: format!("dead-letter:{id}"),
+        receipt: String::new(),
+        body,
+        receive_count: 1,
+        sent_ms: -id,
+        attributes: Vec::new(),
+    };
+    let (chain, prepared) = prepare_replay(flow, chain, std::slice::from_ref(&message), file).await;
+    let (units, plugins) = match prepared {
+        Ok(p) => p,
+        Err(reason) => return (chain, Err(ReplayError::Chain { id, reason })),
+    };
+    let why = units.iter().flat_map(|u| &u.dead).next().map(|d| d.reason.clone());
+    let committed = match flow.sink.commit(units, &plugins).await {
+        Ok(c) => c,
+        Err(e) => return (chain, Err(e.into())),
+    };
+    let result = match why {
+        None if committed.dead_letters == 0 => Ok(format!("loaded {} rows", committed.rows)),
+        why => Err(why.unwrap_or_else(|| "the database refused its rows".into())),
+    };
+    (chain, Ok(result))
+}
+
+/// Replays an S3 notification: loads the objects it announces (an object
+/// loaded before adds nothing).
+async fn replay_notification(
+    loader: &Loader,
+    chain: TransformChain,
+    body: &[u8],
+) -> (TransformChain, Result<String, String>) {
+    let events = match readers::notification::parse(&String::from_utf8_lossy(body)) {
+        Ok(events) => events,
+        Err(e) => return (chain, Err(format!("not an S3 notification: {e}"))),
+    };
+    let (mut chain, mut rows, mut objects) = (chain, 0, 0);
+    for e in events {
+        if !loader.wants(&e.bucket, &e.key) {
+            continue;
+        }
+        let object =
+            ObjectRef { bucket: e.bucket, key: e.key, version_id: e.version_id, etag: e.etag, sequencer: e.sequencer };
+        let (c, mut outcome) = loader.load(chain, &object).await;
+        chain = c;
+        while matches!(outcome, Ok(Outcome::Busy)) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let (c, next) = loader.load(chain, &object).await;
+            (chain, outcome) = (c, next);
+        }
+        match outcome {
+            Ok(Outcome::Loaded(r)) => {
+                objects += 1;
+                rows += r.rows;
+            }
+            Ok(Outcome::AlreadyLoaded | Outcome::Superseded | Outcome::Gone) => {}
+            Ok(Outcome::Busy | Outcome::Interrupted) => return (chain, Err(format!("{}: not loaded", object.uri()))),
+            Err(e) => return (chain, Err(e.to_string())),
+        }
+    }
+    (chain, Ok(format!("loaded {objects} objects, {rows} rows")))
 }
 
 /// A plain connection (no pool) to `url`.

@@ -75,13 +75,23 @@ pub(super) fn array(mut input: impl BufRead, max: usize, skip: u64, rows: &mpsc:
     if only_whitespace(&mut input).map_err(FileError::Read)? {
         return Ok(());
     }
-    let mut de = serde_json::Deserializer::from_reader(input);
+    // An element is held whole while it is parsed: the input is cut off
+    // once one runs past the limit (with room for the syntax around it).
+    let read = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let limit = max.saturating_mul(2).saturating_add(1 << 16);
+    let capped = Capped { input, read: read.clone(), limit };
+    let mut de = serde_json::Deserializer::from_reader(capped);
     let mut index = 0;
-    let result = de.deserialize_seq(Elements { max, skip, index: &mut index, rows }).and_then(|()| de.end());
+    let result =
+        de.deserialize_seq(Elements { max, skip, index: &mut index, rows, read: &read }).and_then(|()| de.end());
     match result {
         Ok(()) => Ok(()),
         // The reader is gone: stopping early is no error.
         Err(_) if rows.is_closed() => Ok(()),
+        Err(_) if read.get() > limit => Err(FileError::JsonArray {
+            element: index + 1,
+            reason: format!("the element is longer than max_row_bytes ({max}); the rest of the array is not read"),
+        }),
         Err(e) => Err(match e.classify() {
             serde_json::error::Category::Io => FileError::Read(e.into()),
             serde_json::error::Category::Data => FileError::NotJsonArray,
@@ -96,6 +106,27 @@ struct Elements<'a> {
     skip: u64,
     index: &'a mut u64,
     rows: &'a mpsc::Sender<Row>,
+    /// Bytes read since the last element ended (see [`Capped`]).
+    read: &'a std::cell::Cell<usize>,
+}
+
+/// The input, failing once more than `limit` bytes were read since the
+/// last element ended (`read`, reset by [`Elements`]).
+struct Capped<R> {
+    input: R,
+    read: std::rc::Rc<std::cell::Cell<usize>>,
+    limit: usize,
+}
+
+impl<R: io::Read> io::Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.read.get() > self.limit {
+            return Err(io::Error::other("a JSON array element longer than the limit"));
+        }
+        let n = self.input.read(buf)?;
+        self.read.set(self.read.get() + n);
+        Ok(n)
+    }
 }
 
 impl<'de> Visitor<'de> for Elements<'_> {
@@ -110,9 +141,11 @@ impl<'de> Visitor<'de> for Elements<'_> {
             if seq.next_element::<IgnoredAny>()?.is_none() {
                 return Ok(());
             }
+            self.read.set(0);
             *self.index += 1;
         }
         while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+            self.read.set(0);
             *self.index += 1;
             let item = match Box::<str>::from(raw).into_boxed_bytes().into_vec() {
                 text if text.len() > self.max => Err(RowError::TooLong { max: self.max }),

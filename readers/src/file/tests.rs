@@ -379,3 +379,22 @@ async fn large_gzipped_files_stream() {
         assert!(reader.bytes_read() > 0);
     }
 }
+
+#[tokio::test]
+async fn a_huge_json_array_element_is_cut_off_while_it_is_read() {
+    // A small gzip object inflating to one enormous element: reading stops
+    // at a bound, not at the end of the element.
+    let huge = format!("[1, \"{}\", 3]", "x".repeat(50 << 20));
+    let object = gzip(huge.as_bytes()).await;
+    assert!(object.len() < 1 << 20, "{} bytes compressed", object.len());
+    let options = FileOptions { max_row_bytes: 4000, ..options(Format::JsonArray) };
+    let mut reader = FileReader::open(Cursor::new(object), options, "huge.json.gz", None).await.unwrap();
+    let (rows, error) = drain(&mut reader).await;
+    assert_eq!(rows, [json(1, "1")]);
+    let error = error.expect("the array breaks at the element");
+    assert!(!error.is_retryable());
+    assert_eq!(
+        error.to_string(),
+        "the JSON array breaks at element 2: the element is longer than max_row_bytes (4000); the rest of the array is not read"
+    );
+}

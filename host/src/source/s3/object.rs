@@ -23,6 +23,11 @@ use readers::file::{FileOptions, FileReader, Item};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A commit of an object's rows holds at most about this many bytes of
+/// rows and payloads (and at most `rows_per_commit` rows): wide rows make
+/// smaller commits, not a larger process.
+const MAX_COMMIT_BYTES: usize = 64 << 20;
+
 /// What loaders did so far, for progress lines.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -248,7 +253,9 @@ impl Loader {
         let mut chain = chain;
         let mut units: Vec<Unit> = Vec::new();
         let mut bytes_seen = reader.bytes_read();
-        while (units.len() as u64) < self.config.rows_per_commit {
+        // Rows, dead letters and their payloads held for this commit.
+        let mut held = 0usize;
+        while (units.len() as u64) < self.config.rows_per_commit && held < MAX_COMMIT_BYTES {
             // The run is stopping: loaders end after their current commit.
             if self.flow.stopping() {
                 return (chain, Ok(Filled { units: Vec::new(), end: None, broken: None }));
@@ -261,10 +268,12 @@ impl Loader {
                 }
                 Err(e) => return (chain, Ok(Filled { units, end: None, broken: Some(e.to_string()) })),
             };
+            let before = units.len();
             chain = match self.transform(chain, columns, chunk, load, &mut units).await {
                 Ok(c) => c,
                 Err((c, reason)) => return (c, Err(LoadError::Chain { uri: uri.into(), reason })),
             };
+            held += units[before..].iter().map(|u| u.rows.len() + u.payload.len()).sum::<usize>();
             let bytes = reader.bytes_read();
             self.progress.bytes.fetch_add(bytes - bytes_seen, Ordering::Relaxed);
             bytes_seen = bytes;
