@@ -576,3 +576,54 @@ async fn a_replayed_row_of_a_file_keeps_its_source_file() {
 async fn count_rows(sql: &str) -> i64 {
     pg().await.query_one(sql, &[]).await.unwrap().get(0)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_walks_a_bucket_of_many_pages_without_holding_it() {
+    // 2,050 files: three listing pages and three pages of loaded files,
+    // with removals, a change and a new file on different pages.
+    migrated().await;
+    let (name, schema, bucket) = (unique("pages"), unique("s"), bucket_name("pages"));
+    pg().await
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (LIKE public.customers INCLUDING ALL)"
+        ))
+        .await
+        .unwrap();
+    let endpoint = services::private_endpoint();
+    let s3 = s3_at(&endpoint).await;
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let line = |i: usize, city: &str| format!("{i},33301,{city},FL,2023-01-01 10:00:00,2023-01-02 10:00:00\n");
+    let key = |i: usize| format!("customers/f{i:05}.csv");
+    let n = 2050;
+    for i in 0..n {
+        put(&s3, &bucket, &key(i), line(i, "Tampa")).await;
+    }
+    let p = || shipped("customers.toml", "customers", &schema, &name, &[("CUSTOMER_BUCKET", bucket.as_str())]);
+    let aws = services::aws_at(&endpoint).await;
+    let once = || async {
+        let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
+        host::run::run(p(), common::engine(), &services::database_url(), &aws, opts, std::future::pending())
+            .await
+            .expect("run completes")
+    };
+    let s = once().await;
+    assert_eq!((s.objects, s.rows, s.objects_removed), (n, n, 0), "{s}");
+    for gone in [5, 1500, 2049] {
+        s3.delete_object().bucket(&bucket).key(key(gone)).send().await.unwrap();
+    }
+    put(&s3, &bucket, &key(1000), line(1000, "Miami")).await;
+    put(&s3, &bucket, "customers/f01234x.csv", line(99_999, "Orlando")).await;
+    let s = once().await;
+    assert_eq!((s.objects, s.rows, s.objects_removed), (2, 2, 3), "{s}");
+    let cities = rows(&format!(
+        "SELECT count(*)::text, count(DISTINCT customer_id)::text, \
+         string_agg(CASE WHEN city <> 'Tampa' THEN customer_id || ':' || city END, ',' ORDER BY customer_id) \
+         FROM {schema}.customers"
+    ))
+    .await;
+    let want =
+        vec![Some((n - 3 + 1).to_string()), Some((n - 3 + 1).to_string()), Some("1000:Miami,99999:Orlando".into())];
+    assert_eq!(cities, vec![want]);
+    let s = once().await;
+    assert_eq!((s.objects, s.rows, s.objects_removed), (0, 0, 0), "a third pass finds nothing to do: {s}");
+}

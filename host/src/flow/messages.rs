@@ -44,26 +44,30 @@ impl Job for MessageBatch {
 impl MessageBatch {
     async fn process(self, chain: TransformChain) -> TransformChain {
         let MessageBatch { flow, source, max_receives, messages, holds } = self;
-        let (chain, prepared) = prepare(&flow, chain, &messages, max_receives).await;
         // Each path below settles the holds: deleted, released, or left to
         // come back after their visibility timeout.
         let settle = |holds: Vec<Hold>| holds.into_iter().for_each(Hold::settle);
-        let (units, plugins) = match prepared {
-            Ok(prepared) => prepared,
-            Err(why) => {
-                settle(holds);
-                flow.failed(true, "batch", &why);
-                return chain;
-            }
-        };
+        let mut chain = chain;
         let report = loop {
-            match flow.sink.commit(units.clone(), &plugins).await {
+            let (c, prepared) = prepare(&flow, chain, &messages, max_receives).await;
+            chain = c;
+            let (units, plugins) = match prepared {
+                Ok(prepared) => prepared,
+                Err(why) => {
+                    settle(holds);
+                    flow.failed(true, "batch", &why);
+                    return chain;
+                }
+            };
+            match flow.sink.commit(units, &plugins).await {
                 Ok(report) => {
                     flow.database_back();
                     break report;
                 }
-                // The messages are kept (held) and committed once the
-                // database is back: an outage raises no receive count.
+                // The messages are kept (held) and the batch is made and
+                // committed again once the database is back (rare: the
+                // units are not kept meanwhile): an outage raises no
+                // receive count.
                 Err(e) if e.unavailable() && flow.holds_through_outages() => {
                     flow.database_down(&e.to_string());
                     if !flow.wait_for_database().await {

@@ -211,10 +211,14 @@ pub const FILE_PROGRESS: &str = "UPDATE etl.files SET rows_done = $5, rows_writt
      dead_letters = dead_letters + $7, done = $8, finished_at = CASE WHEN $8 THEN now() END \
      WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4";
 
-/// The object versions a pipeline has completely loaded from `$2` under
-/// prefix `$3` (reconcile compares them with a listing).
-pub const FILES_LOADED: &str = "SELECT key, version FROM etl.files \
-     WHERE pipeline = $1 AND bucket = $2 AND starts_with(key, $3) AND done";
+/// The object versions pipeline `$1` has completely loaded from bucket
+/// `$2` under prefix `$3` (reconcile compares them with a listing): a page
+/// in byte order of keys (as S3 lists them), after key `$4` and version
+/// `$5`, at most `$6` rows.
+pub const FILES_LOADED_PAGE: &str = "SELECT key, version FROM etl.files \
+     WHERE pipeline = $1 AND bucket = $2 AND starts_with(key, $3) AND done \
+     AND (key COLLATE \"C\", version) > ($4::text COLLATE \"C\", $5::text) \
+     ORDER BY key COLLATE \"C\", version LIMIT $6";
 
 /// Forgets every version of object `$2`/`$3` of pipeline `$1` (it is gone).
 pub const FILE_FORGET: &str = "DELETE FROM etl.files WHERE pipeline = $1 AND bucket = $2 AND key = $3";

@@ -7,13 +7,14 @@
 //!
 //! Must not load an object itself: [`super::object`] does.
 
+use super::listing::PAGE;
 use super::lock::lock_key;
 use super::{LoadError, ObjectRef, Objects, Outcome};
 use crate::flow::{Dispatch, Job, RunOptions, Workers};
 use crate::queue::Message;
 use crate::sink::{SinkError, sql};
 use crate::transform::TransformChain;
-use std::collections::{HashMap, HashSet};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -85,42 +86,130 @@ async fn until_next(objects: &Objects, interval: Duration, stop: &mut tokio::syn
     }
 }
 
-/// One pass: loads new and changed objects (each worker takes the next),
-/// then removes the rows of files whose object is gone.
+/// One pass: walks the listing and the files loaded from it side by side,
+/// a page at a time (both in byte order of keys, so neither is ever held
+/// whole): new and changed objects load (each worker takes the next), and
+/// the rows of files whose object is gone are removed.
 async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
     let loader = &objects.loader;
     let prefix = loader.config.prefix.clone();
     let bucket = loader.config.bucket.clone().unwrap_or_default();
-    let (listed, loaded) = match (loader.list(&prefix).await, loader.loaded(&prefix).await) {
-        (Ok(l), Ok(d)) => (l, d),
-        (Err(e), _) => return objects.count(&Err(e)),
-        (_, Err(e)) => {
-            return objects.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{prefix}"), source: e }));
+    let mut loaded = Loaded { page: VecDeque::new(), after: (String::new(), String::new()), end: false };
+    let (mut listed, mut to_load, mut gone) = (0usize, 0usize, 0usize);
+    let mut token = None;
+    loop {
+        if objects.flow.stopping() {
+            return;
         }
-    };
-    let have: HashMap<&str, &str> = loaded.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let todo: Vec<ObjectRef> = listed
-        .iter()
-        .filter(|o| have.get(o.key.as_str()) != Some(&o.etag.as_str()))
-        .map(|o| ObjectRef {
-            bucket: bucket.clone(),
-            key: o.key.clone(),
-            etag: Some(o.etag.clone()),
-            ..ObjectRef::default()
-        })
-        .collect();
-    let listed_keys: HashSet<&str> = listed.iter().map(|o| o.key.as_str()).collect();
-    let gone: Vec<String> =
-        loaded.iter().filter(|(k, _)| !listed_keys.contains(k.as_str())).map(|(k, _)| k.clone()).collect();
-    tracing::info!(pipeline = %objects.flow.pipeline.name, listed = listed.len(), to_load = todo.len(), gone = gone.len(), "reconcile pass");
-    load_all(objects, dispatch, todo).await;
-    for key in gone {
-        match remove(objects, &bucket, &key).await {
-            Ok(true) => objects.flow.tally(|s| s.objects_removed += 1),
+        let (page, next) = match loader.list_page(&prefix, token.take()).await {
+            Ok(p) => p,
+            Err(e) => return objects.count(&Err(e)),
+        };
+        listed += page.len();
+        let mut todo = Vec::new();
+        let mut removed = Vec::new();
+        for o in &page {
+            // Loaded files before this key are not listed: gone.
+            let mut have = false;
+            loop {
+                let front = match loaded.front(objects, &prefix, &bucket).await {
+                    Ok(f) => f,
+                    Err(()) => return,
+                };
+                match front {
+                    Some((key, _)) if key.as_bytes() < o.key.as_bytes() => removed.push(loaded.pop().0),
+                    Some((key, version)) if key == o.key => {
+                        have |= version == o.etag;
+                        loaded.pop();
+                    }
+                    _ => break,
+                }
+            }
+            if !have {
+                todo.push(ObjectRef {
+                    bucket: bucket.clone(),
+                    key: o.key.clone(),
+                    etag: Some(o.etag.clone()),
+                    ..ObjectRef::default()
+                });
+            }
+        }
+        if next.is_none() {
+            // Past the listing's end, every loaded file left is gone.
+            loop {
+                match loaded.front(objects, &prefix, &bucket).await {
+                    Ok(Some(_)) => removed.push(loaded.pop().0),
+                    Ok(None) => break,
+                    Err(()) => return,
+                }
+                if removed.len() >= PAGE {
+                    gone += remove_all(objects, &bucket, std::mem::take(&mut removed)).await;
+                }
+            }
+        }
+        to_load += todo.len();
+        load_all(objects, dispatch, todo).await;
+        gone += remove_all(objects, &bucket, removed).await;
+        token = next;
+        if token.is_none() {
+            break;
+        }
+    }
+    tracing::info!(pipeline = %objects.flow.pipeline.name, listed, to_load, gone, "reconcile pass");
+}
+
+/// The files loaded under the prefix, read a page at a time.
+struct Loaded {
+    page: VecDeque<(String, String)>,
+    /// The last (key, version) read.
+    after: (String, String),
+    end: bool,
+}
+
+impl Loaded {
+    /// The next file (key, version), reading a page when needed; `Err`
+    /// when the database failed (counted).
+    async fn front(&mut self, objects: &Objects, prefix: &str, bucket: &str) -> Result<Option<(&str, &str)>, ()> {
+        if self.page.is_empty() && !self.end {
+            let after = (self.after.0.as_str(), self.after.1.as_str());
+            match objects.loader.loaded_page(prefix, after).await {
+                Ok(rows) => {
+                    self.end = rows.len() < PAGE;
+                    if let Some(last) = rows.last() {
+                        self.after = last.clone();
+                    }
+                    self.page.extend(rows);
+                }
+                Err(e) => {
+                    objects.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{prefix}"), source: e }));
+                    return Err(());
+                }
+            }
+        }
+        Ok(self.page.front().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    fn pop(&mut self) -> (String, String) {
+        self.page.pop_front().expect("front was read")
+    }
+}
+
+/// Removes the rows of files that are gone; how many were removed.
+async fn remove_all(objects: &Objects, bucket: &str, keys: Vec<String>) -> usize {
+    let mut keys = keys;
+    keys.dedup();
+    let mut n = 0;
+    for key in keys {
+        match remove(objects, bucket, &key).await {
+            Ok(true) => {
+                objects.flow.tally(|s| s.objects_removed += 1);
+                n += 1;
+            }
             Ok(false) => {}
             Err(e) => objects.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{key}"), source: e })),
         }
     }
+    n
 }
 
 /// Hands each object to the workers and waits until all are done (or the
