@@ -5,7 +5,7 @@
 //! dead letters, which acknowledges in its own way.
 
 use super::units::{fill_units, plugins_json, run_chain};
-use super::{Flow, Hold, Job, Received, release};
+use super::{Flow, Hold, Job, Outage, Received, release};
 use crate::batch::BatchBuilder;
 use crate::mapping::LoadTime;
 use crate::queue::{Message, SqsSource};
@@ -68,14 +68,19 @@ impl MessageBatch {
                 // committed again once the database is back (rare: the
                 // units are not kept meanwhile): an outage raises no
                 // receive count.
-                Err(e) if e.unavailable() && flow.holds_through_outages() => {
-                    flow.database_down(&e.to_string());
-                    if !flow.wait_for_database().await {
+                Err(e) if e.unavailable() && flow.holds_through_outages() => match flow.outage(&e.to_string()).await {
+                    Outage::Back => {}
+                    Outage::Stopped => {
                         settle(holds);
                         release(&source, messages).await;
                         return chain;
                     }
-                }
+                    Outage::NotDown => {
+                        settle(holds);
+                        flow.failed(e.retryable(), "batch", &e.to_string());
+                        return chain;
+                    }
+                },
                 Err(e) => {
                     settle(holds);
                     flow.failed(e.retryable(), "batch", &e.to_string());

@@ -27,7 +27,7 @@ pub use batcher::batch_loop;
 pub use receive::{Hold, Holder, Received, Receiving, receive_loop, release};
 pub use units::{fill_units, plugins_json, run_chain};
 pub use versions::{Versions, Watching, take_new_version};
-pub use work::{Dispatch, Job, Room, Workers};
+pub use work::{Dispatch, Job, Room, UNIT_GRACE, Workers};
 
 use crate::config::Pipeline;
 use crate::input::Decoder;
@@ -175,6 +175,17 @@ impl Quiet {
     }
 }
 
+/// What [`Flow::outage`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outage {
+    /// The database answers at once: the failure is the unit's own.
+    NotDown,
+    /// It was down and answers again: try again.
+    Back,
+    /// The run stopped while it was down.
+    Stopped,
+}
+
 /// What every part of one run shares.
 pub struct Flow {
     pub engine: Arc<Engine>,
@@ -295,25 +306,32 @@ impl Flow {
     }
 
     /// Whether a unit whose commit found the database gone should hold its
-    /// work and wait for it ([`Flow::database_down`], then
-    /// [`Flow::wait_for_database`]): not in a finite run.
+    /// work and wait for it ([`Flow::outage`]): not in a finite run.
     pub fn holds_through_outages(&self) -> bool {
         !self.once
     }
 
-    /// After [`Flow::database_down`]: waits until the database answers
-    /// (tried every 1 to 5 s, with jitter so that workers and hosts do not
-    /// knock in step); `false` if the run stops first.
-    pub async fn wait_for_database(&self) -> bool {
+    /// A commit failed as if the database were gone: whether it is. If it
+    /// answers at once, the failure is the unit's own (`NotDown`: it fails
+    /// as any other). Otherwise receiving pauses ([`Flow::database_down`])
+    /// and this waits until it answers (tried every 0.5 to 5 s, with jitter
+    /// so that workers and hosts do not knock in step): `Back`, or
+    /// `Stopped` if the run stops first.
+    pub async fn outage(&self, why: &str) -> Outage {
+        if self.sink.answers().await {
+            return Outage::NotDown;
+        }
+        self.database_down(why);
         let mut wait = Duration::from_millis(500);
         loop {
             let jittered = wait.mul_f64(rand::random_range(0.5..1.5));
             tokio::select! {
                 _ = tokio::time::sleep(jittered) => {}
-                () = self.stopped() => return false,
+                () = self.stopped() => return Outage::Stopped,
             }
             if self.sink.answers().await {
-                return !self.stopping();
+                self.database_back();
+                return if self.stopping() { Outage::Stopped } else { Outage::Back };
             }
             wait = (wait * 2).min(Duration::from_secs(5));
         }

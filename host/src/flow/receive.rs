@@ -39,6 +39,9 @@ pub struct Received {
     pub slot: Option<OwnedSemaphorePermit>,
 }
 
+/// How long releasing messages may take.
+const RELEASE_WITHIN: Duration = Duration::from_secs(5);
+
 /// How long a receive already under way may finish after a stop before it
 /// is abandoned (what it would have returned then stays invisible for one
 /// visibility timeout, and comes back).
@@ -124,8 +127,14 @@ pub async fn release(source: &SqsSource, messages: Vec<Message>) {
         return;
     }
     let refs: Vec<&Message> = messages.iter().collect();
-    if let Err(e) = source.set_visibility(&refs, Duration::ZERO).await {
-        tracing::warn!(error = %e, "could not release messages; they return after their visibility timeout");
+    // Bounded (a stop must not wait on an endpoint that does not answer):
+    // what is not released comes back after its visibility timeout anyway.
+    match tokio::time::timeout(RELEASE_WITHIN, source.set_visibility(&refs, Duration::ZERO)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not release messages; they return after their visibility timeout")
+        }
+        Err(_) => tracing::warn!("releasing messages took too long; they return after their visibility timeout"),
     }
 }
 
@@ -259,8 +268,10 @@ async fn keep(shared: Weak<Shared>) {
                 async move {
                     let asked = Instant::now();
                     let refs: Vec<&Message> = chunk.iter().map(|(_, m)| m).collect();
-                    match shared.source.set_visibility(&refs, visibility).await {
-                        Ok(()) => {
+                    // Bounded: one slow call must not hold up the next round.
+                    let call = shared.source.set_visibility(&refs, visibility);
+                    match tokio::time::timeout(visibility / 3, call).await {
+                        Ok(Ok(())) => {
                             let mut held = shared.held.lock().expect("not poisoned");
                             for (key, _) in chunk {
                                 if let Some(k) = held.get_mut(key) {
@@ -268,8 +279,18 @@ async fn keep(shared: Weak<Shared>) {
                                 }
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, messages = chunk.len(), "could not extend visibility; trying again"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, messages = chunk.len(), "could not extend visibility; trying again"),
+                        Err(_) => tracing::warn!(messages = chunk.len(), "extending visibility took too long; trying again"),
                     }
+                    // Settled while the call was under way (released, say):
+                    // the extension may have landed after the release, so
+                    // they are released again (for a deleted message this
+                    // is a no-op).
+                    let settled: Vec<Message> = {
+                        let held = shared.held.lock().expect("not poisoned");
+                        chunk.iter().filter(|(key, _)| !held.contains_key(key)).map(|(_, m)| m.clone()).collect()
+                    };
+                    release(&shared.source, settled).await;
                 }
             })
             .await;

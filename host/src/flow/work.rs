@@ -119,23 +119,22 @@ impl<J: Job> Workers<J> {
     pub async fn finish(self) {
         let flow = self.dispatch.flow.clone();
         drop(self.dispatch);
-        let mut handles = self.handles;
-        let all = futures_util::future::join_all(handles.iter_mut());
+        let aborts: Vec<_> = self.handles.iter().map(|h| h.abort_handle()).collect();
+        // One future for all: a handle is never polled again once it ended.
+        let mut all = std::pin::pin!(futures_util::future::join_all(self.handles));
         let deadline = async {
             flow.stopped().await;
             tokio::time::sleep(UNIT_GRACE).await;
         };
         tokio::select! {
-            _ = all => return,
+            _ = &mut all => return,
             () = deadline => {}
         }
         tracing::warn!(pipeline = %flow.pipeline.name, grace_s = UNIT_GRACE.as_secs(), "units still in work after the stop are abandoned; nothing of theirs was acknowledged, they come back");
-        for h in &handles {
-            h.abort();
+        for a in &aborts {
+            a.abort();
         }
-        for h in handles {
-            let _ = h.await;
-        }
+        let _ = all.await;
     }
 }
 

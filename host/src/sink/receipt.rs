@@ -192,11 +192,12 @@ impl Receipt for FileReceipt {
                 self.uri, first.position
             )));
         }
-        if let (Some(mine), 0) = (&self.sequencer, done) {
-            // A late or retried notification of an older version: the rows
-            // of the newer one stay, whatever the mode (replaced by file,
-            // merged by key, or appended). Loaders of one key take turns:
-            // the object lock is per key, not per version.
+        if let Some(mine) = &self.sequencer {
+            // A late or retried notification of an older version (also one
+            // part-loaded before the newer one came): the rows of the newer
+            // one stay, whatever the mode (replaced by file, merged by key,
+            // or appended). Loaders of one key take turns: the object lock
+            // is per key, not per version.
             let others = tx.prepare_cached(sql::FILE_SEQUENCERS).await?;
             let newer = tx.query(&others, &key).await?.iter().any(|r| sequencer_after(r.get(0), mine));
             if newer {

@@ -35,6 +35,9 @@ pub enum ReplayError {
     Run(#[from] RunError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// Retryable: the dead letter is left as it was, to be replayed again.
+    #[error("dead letter {id}: {reason}; it is left to replay again")]
+    NotNow { id: i64, reason: String },
 }
 
 /// Replays dead letters `ids` (all not replayed yet when empty) of
@@ -98,7 +101,7 @@ pub async fn replay(
             (Some(loader), None) => {
                 let (c, result) = replay_notification(loader, chain, &body).await;
                 chain = c;
-                result
+                result.map_err(|reason| ReplayError::NotNow { id, reason })?
             }
             _ => {
                 // A row of an object keeps its file: `s3://bucket/key#version`.
@@ -166,15 +169,17 @@ async fn replay_record(
 }
 
 /// Replays an S3 notification: loads the objects it announces (an object
-/// loaded before adds nothing).
+/// loaded before adds nothing). The outer `Err`: a failure that may pass
+/// (S3 or the database failing, the object busy), for which the dead
+/// letter is left to replay again; the inner one fails it for good.
 async fn replay_notification(
     loader: &Loader,
     chain: TransformChain,
     body: &[u8],
-) -> (TransformChain, Result<String, String>) {
+) -> (TransformChain, Result<Result<String, String>, String>) {
     let events = match readers::notification::parse(&String::from_utf8_lossy(body)) {
         Ok(events) => events,
-        Err(e) => return (chain, Err(format!("not an S3 notification: {e}"))),
+        Err(e) => return (chain, Ok(Err(format!("not an S3 notification: {e}")))),
     };
     let (mut chain, mut rows, mut objects) = (chain, 0, 0);
     for e in events {
@@ -197,10 +202,11 @@ async fn replay_notification(
             }
             Ok(Outcome::AlreadyLoaded | Outcome::Superseded | Outcome::Gone) => {}
             Ok(Outcome::Busy | Outcome::Interrupted) => return (chain, Err(format!("{}: not loaded", object.uri()))),
-            Err(e) => return (chain, Err(e.to_string())),
+            Err(e) if e.retryable() => return (chain, Err(e.to_string())),
+            Err(e) => return (chain, Ok(Err(e.to_string()))),
         }
     }
-    (chain, Ok(format!("loaded {objects} objects, {rows} rows")))
+    (chain, Ok(Ok(format!("loaded {objects} objects, {rows} rows"))))
 }
 
 /// A plain connection (no pool) to `url`.

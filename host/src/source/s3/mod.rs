@@ -105,9 +105,10 @@ impl Objects {
             chain = c;
             match &outcome {
                 Err(LoadError::Sink { source, .. }) if source.unavailable() && self.flow.holds_through_outages() => {
-                    self.flow.database_down(&source.to_string());
-                    if !self.flow.wait_for_database().await {
-                        return (chain, Ok(Outcome::Interrupted));
+                    match self.flow.outage(&source.to_string()).await {
+                        crate::flow::Outage::Back => {}
+                        crate::flow::Outage::Stopped => return (chain, Ok(Outcome::Interrupted)),
+                        crate::flow::Outage::NotDown => return (chain, outcome),
                     }
                 }
                 Ok(_) => {

@@ -97,6 +97,7 @@ async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
     let mut loaded = Loaded { page: VecDeque::new(), after: (String::new(), String::new()), end: false };
     let (mut listed, mut to_load, mut gone) = (0usize, 0usize, 0usize);
     let mut token = None;
+    let mut last_listed: Option<String> = None;
     loop {
         if objects.flow.stopping() {
             return;
@@ -106,6 +107,15 @@ async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
             Err(e) => return objects.count(&Err(e)),
         };
         listed += page.len();
+        // The walk needs keys in byte order, as S3 lists them; a store that
+        // lists otherwise (S3 directory buckets) would look like removals.
+        let sorted = page.windows(2).all(|w| w[0].key.as_bytes() < w[1].key.as_bytes())
+            && page.first().zip(last_listed.as_deref()).is_none_or(|(f, l)| l.as_bytes() < f.key.as_bytes());
+        if !sorted {
+            tracing::error!(pipeline = %objects.flow.pipeline.name, bucket = %bucket, "the listing is not in key order; this pass removes nothing and loads nothing");
+            return;
+        }
+        last_listed = page.last().map(|o| o.key.clone()).or(last_listed);
         let mut todo = Vec::new();
         let mut removed = Vec::new();
         for o in &page {
@@ -226,8 +236,16 @@ pub(super) async fn load_all(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJ
         }
     }
     drop(done);
-    // Every job holds a sender: `None` once the last one ended.
-    let _ = all_done.recv().await;
+    // Every job holds a sender: `None` once the last one ended. Once the
+    // run stops, units get their grace and the workers abandon the rest.
+    let grace = async {
+        objects.flow.stopped().await;
+        tokio::time::sleep(crate::flow::UNIT_GRACE).await;
+    };
+    tokio::select! {
+        _ = all_done.recv() => {}
+        () = grace => {}
+    }
 }
 
 /// One object of a pass or a backfill.
