@@ -14,9 +14,20 @@ pub(super) fn lock_key(pipeline: &str, o: &ObjectRef) -> (String, String) {
 }
 
 /// A session advisory lock on one object, on a connection of its own.
+/// Dropped without [`ObjectLock::release`] (its unit abandoned or
+/// panicking), the connection is closed rather than pooled: closing is
+/// what unlocks it, and a pooled one would keep the object busy.
 pub(super) struct ObjectLock {
-    client: deadpool_postgres::Client,
+    client: Option<deadpool_postgres::Client>,
     key: (String, String),
+}
+
+impl Drop for ObjectLock {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
 }
 
 impl ObjectLock {
@@ -32,14 +43,15 @@ impl ObjectLock {
             .await
             .map_err(|e| SinkError::Transient { attempts: 1, source: e })?
             .get(0);
-        Ok(got.then_some(ObjectLock { client, key }))
+        Ok(got.then_some(ObjectLock { client: Some(client), key }))
     }
 
     /// Unlocks; a connection that cannot unlock is closed (which unlocks).
-    pub(super) async fn release(self) {
-        let unlocked = self.client.query_one(sql::OBJECT_UNLOCK, &[&self.key.0, &self.key.1]).await;
+    pub(super) async fn release(mut self) {
+        let client = self.client.take().expect("released once");
+        let unlocked = client.query_one(sql::OBJECT_UNLOCK, &[&self.key.0, &self.key.1]).await;
         if unlocked.is_err() {
-            let _ = deadpool_postgres::Object::take(self.client);
+            drop(deadpool_postgres::Object::take(client));
         }
     }
 }
