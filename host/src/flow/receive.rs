@@ -153,6 +153,10 @@ struct Shared {
     visibility: Duration,
     held: Mutex<HashMap<u64, Kept>>,
     next: AtomicU64,
+    /// Held by the task for each round of extensions (and the releases
+    /// after it): a run's last release waits for a round under way, whose
+    /// extensions could otherwise land after it.
+    round: tokio::sync::Mutex<()>,
 }
 
 /// What extending a held message needs, and when its visibility ends.
@@ -197,7 +201,13 @@ const PARALLEL_EXTENSIONS: usize = 8;
 impl Holder {
     /// A holder of `source`'s messages, received with `visibility`.
     pub fn start(source: SqsSource, visibility: Duration) -> Holder {
-        let shared = Arc::new(Shared { source, visibility, held: Mutex::new(HashMap::new()), next: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            source,
+            visibility,
+            held: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            round: tokio::sync::Mutex::new(()),
+        });
         tokio::spawn(keep(Arc::downgrade(&shared)));
         Holder { shared }
     }
@@ -217,8 +227,11 @@ impl Holder {
     }
 
     /// Releases the messages whose holds were dropped unsettled (the task
-    /// does it too, each tick; a run ends with this).
+    /// does it too, each tick; a run ends with this), after any round of
+    /// extensions under way (which releases again what was settled while
+    /// it ran).
     pub async fn release_orphans(&self) {
+        let _round = self.shared.round.lock().await;
         self.shared.release_orphans().await;
     }
 }
@@ -246,6 +259,7 @@ async fn keep(shared: Weak<Shared>) {
     loop {
         tokio::time::sleep(tick).await;
         let Some(shared) = shared.upgrade() else { return };
+        let _round = shared.round.lock().await;
         shared.release_orphans().await;
         let visibility = shared.visibility;
         let now = Instant::now();
