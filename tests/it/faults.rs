@@ -142,6 +142,27 @@ fn feed(sqs: aws_sdk_sqs::Client, url: String, n: usize, per_second: usize) -> t
     })
 }
 
+/// After a fault: waits for `n` rows, stops the host, and checks that it
+/// ended well, loaded each message exactly once, made no dead letter and
+/// left the queue empty. Returns the host's log.
+async fn ends_with_every_message_once(
+    mut host: Host,
+    schema: &str,
+    name: &str,
+    n: usize,
+    (sqs, url): (&aws_sdk_sqs::Client, &str),
+) -> String {
+    let loaded = rows_reach(schema, n as i64, Duration::from_secs(180)).await;
+    host.term();
+    let (status, out) = host.wait(Duration::from_secs(30)).await.expect("the host ends");
+    let log = host.log();
+    assert!(status.success(), "{status}: {out}\n{log}");
+    assert_eq!((loaded, rows(schema).await), (n as i64, n as i64), "every message exactly once:\n{out}\n{log}");
+    assert_eq!(dead_letters(name).await, 0, "{out}");
+    assert_eq!(services::queue_depth(sqs, url).await, 0);
+    log
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_with_a_backlog_ends_in_seconds_and_a_later_run_loads_the_rest_once() {
     // Commits wait behind a lock this test holds, so workers stay busy,
@@ -216,7 +237,7 @@ async fn postgres_unreachable_for_30_s_loads_every_message_once_and_dead_letters
     let sqs = services::sqs_at(&endpoint).await;
     let url = queue(&sqs, &name).await;
     let file = pipeline_file(&name, &schema, EAGER);
-    let mut host = Host::run(&file, false, &proxy.url(&database, &authority(&database)), &endpoint);
+    let host = Host::run(&file, false, &proxy.url(&database, &authority(&database)), &endpoint);
     let (n, per_second) = (600, 10);
     let feeder = feed(sqs.clone(), url.clone(), n, per_second);
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -225,15 +246,8 @@ async fn postgres_unreachable_for_30_s_loads_every_message_once_and_dead_letters
     tokio::time::sleep(Duration::from_secs(30)).await;
     proxy.set(Mode::Pass);
     feeder.await.unwrap();
-    let loaded = rows_reach(&schema, n as i64, Duration::from_secs(180)).await;
-    host.term();
-    let (status, out) = host.wait(Duration::from_secs(30)).await.expect("the host ends");
-    let log = host.log();
-    assert!(status.success(), "{status}: {out}\n{log}");
+    let log = ends_with_every_message_once(host, &schema, &name, n, (&sqs, &url)).await;
     assert!(log.contains("receiving paused"), "{log}");
-    assert_eq!((loaded, rows(&schema).await), (n as i64, n as i64), "every message exactly once:\n{out}\n{log}");
-    assert_eq!(dead_letters(&name).await, 0, "{out}");
-    assert_eq!(services::queue_depth(&sqs, &url).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -245,7 +259,7 @@ async fn the_endpoint_unreachable_for_30_s_then_slow_loads_every_message_once() 
     let sqs = services::sqs_at(&endpoint).await;
     let url = queue(&sqs, &name).await;
     let file = pipeline_file(&name, &schema, EAGER);
-    let mut host = Host::run(&file, false, &services::database_url(), &proxy.url(&endpoint, &authority(&endpoint)));
+    let host = Host::run(&file, false, &services::database_url(), &proxy.url(&endpoint, &authority(&endpoint)));
     let (n, per_second) = (700, 10);
     let feeder = feed(sqs.clone(), url.clone(), n, per_second);
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -257,14 +271,7 @@ async fn the_endpoint_unreachable_for_30_s_then_slow_loads_every_message_once() 
     tokio::time::sleep(Duration::from_secs(30)).await;
     proxy.set(Mode::Pass);
     feeder.await.unwrap();
-    let loaded = rows_reach(&schema, n as i64, Duration::from_secs(180)).await;
-    host.term();
-    let (status, out) = host.wait(Duration::from_secs(30)).await.expect("the host ends");
-    let log = host.log();
-    assert!(status.success(), "{status}: {out}\n{log}");
-    assert_eq!((loaded, rows(&schema).await), (n as i64, n as i64), "every message exactly once:\n{out}\n{log}");
-    assert_eq!(dead_letters(&name).await, 0, "{out}");
-    assert_eq!(services::queue_depth(&sqs, &url).await, 0);
+    ends_with_every_message_once(host, &schema, &name, n, (&sqs, &url)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

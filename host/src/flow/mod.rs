@@ -292,7 +292,7 @@ impl Flow {
 
     /// A unit could not commit because the database does not answer:
     /// receiving pauses until [`Flow::database_back`].
-    pub fn database_down(&self, why: &str) {
+    fn database_down(&self, why: &str) {
         if self.sink_up.send_replace(false) {
             tracing::error!(pipeline = %self.pipeline.name, error = %why, "the database does not answer: receiving paused, units in work keep their messages and try again");
         }

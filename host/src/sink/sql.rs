@@ -188,7 +188,8 @@ pub const LINEAGE: &str = "INSERT INTO etl.batches \
 /// Makes sure object version `$1..$4` has its ledger row.
 pub const FILE_CLAIM: &str = "INSERT INTO etl.files (pipeline, bucket, key, version, sequencer) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (pipeline, bucket, key, version) \
-     DO UPDATE SET sequencer = coalesce(etl.files.sequencer, EXCLUDED.sequencer)";
+     DO UPDATE SET sequencer = EXCLUDED.sequencer \
+     WHERE etl.files.sequencer IS NULL AND EXCLUDED.sequencer IS NOT NULL";
 
 /// The event sequencers of the object's other versions recorded.
 pub const FILE_SEQUENCERS: &str = "SELECT sequencer FROM etl.files \
