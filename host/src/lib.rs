@@ -3,6 +3,7 @@
 //! this library; `commands` is the CLI's work, and nothing below it imports
 //! it.
 
+pub mod admin;
 pub mod aws;
 pub mod batch;
 pub mod cases;
@@ -17,4 +18,5 @@ pub mod reload;
 pub mod run;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod transform;

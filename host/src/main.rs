@@ -22,6 +22,9 @@ struct Cli {
     /// Compile plugins afresh every time.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Log lines as text or as JSON objects [default: text on a terminal, JSON otherwise].
+    #[arg(long, global = true, value_enum, env = "HOST_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,15 +34,24 @@ enum Command {
     /// Run a pipeline: consume its source, transform, load into PostgreSQL
     /// (DATABASE_URL), acknowledge after commit. Stops cleanly on SIGINT or
     /// SIGTERM.
+    ///
+    /// Several pipeline files (or folders of them) run side by side, each
+    /// with its own workers; one that fails stops alone.
     Run {
-        /// The pipeline file.
-        pipeline: PathBuf,
+        /// Pipeline files, or folders whose `*.toml` files are pipelines.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
         /// Drain: exit once the queue stays empty for 2 s, printing a summary.
         #[arg(long)]
         once: bool,
         /// Apply the migrations first.
         #[arg(long)]
         migrate: bool,
+        /// Serve the admin endpoint (health, readiness, metrics, runs on
+        /// demand, status page) on ADDR (`HOST:PORT`, or a port on
+        /// 127.0.0.1) [default when given without a value: 127.0.0.1:9090].
+        #[arg(long, value_name = "ADDR", env = "HOST_ADMIN_ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9090", value_parser = admin_addr)]
+        admin: Option<std::net::SocketAddr>,
     },
     /// Load the objects already under a prefix of an S3 pipeline's bucket
     /// (objects loaded before are skipped), with progress on stderr.
@@ -127,12 +139,27 @@ enum DeadLetters {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `HOST:PORT`, or a bare port on loopback.
+fn admin_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| format!("`{text}` is not HOST:PORT (for example 127.0.0.1:9090) or a port"))
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    host::commands::logs::init(match cli.log_format {
+        Some(LogFormat::Json) => host::commands::logs::Format::Json,
+        Some(LogFormat::Text) => host::commands::logs::Format::Text,
+        None => host::commands::logs::Format::for_stderr(),
+    });
     let opts = EngineOptions {
         plugin_path: cli.plugin_path.clone(),
         cache_dir: if cli.no_cache {
@@ -153,10 +180,35 @@ fn main() -> ExitCode {
 fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match command {
-        Command::Run { pipeline, once, migrate } => {
-            let summary = runtime()?.block_on(commands::run::run(&pipeline, once, migrate, opts))?;
-            println!("{summary}");
-            Ok(if summary.failed_batches == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Command::Run { pipelines, once, migrate, admin } => {
+            let admin = admin.map(|addr| host::admin::AdminOptions {
+                addr,
+                token: std::env::var("HOST_ADMIN_TOKEN").ok(),
+            });
+            let outcomes = runtime()?.block_on(commands::run::run(&pipelines, once, migrate, admin, opts))?;
+            if outcomes.len() == 1 {
+                // One pipeline: its summary, or its error, as ever.
+                let (_, result) = outcomes.into_iter().next().expect("one");
+                let summary = result?;
+                println!("{summary}");
+                return Ok(if summary.failed_batches == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
+            let mut code = ExitCode::SUCCESS;
+            for (name, result) in &outcomes {
+                match result {
+                    Ok(summary) => {
+                        println!("{name}: {summary}");
+                        if summary.failed_batches > 0 && code == ExitCode::SUCCESS {
+                            code = ExitCode::FAILURE;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: {name}: {e}");
+                        code = ExitCode::from(2);
+                    }
+                }
+            }
+            Ok(code)
         }
         Command::Backfill { pipeline, prefix, migrate } => {
             let prefix = match prefix {

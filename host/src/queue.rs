@@ -10,6 +10,8 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
 };
+use crate::status::Panel;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An SQS call that failed. All are retryable: the messages concerned come
@@ -29,6 +31,8 @@ pub struct SqsSource {
     /// The queue as configured (name or URL), for messages.
     queue: String,
     url: String,
+    /// Where receives, deletes, releases and extensions are counted.
+    panel: Option<Arc<Panel>>,
 }
 
 fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> Box<dyn std::error::Error + Send + Sync> {
@@ -56,7 +60,13 @@ impl SqsSource {
                 .unwrap_or_default()
                 .to_string()
         };
-        Ok(SqsSource { client, queue: queue.to_string(), url })
+        Ok(SqsSource { client, queue: queue.to_string(), url, panel: None })
+    }
+
+    /// This client, counting what it does on `panel`.
+    pub fn observed_by(mut self, panel: Arc<Panel>) -> Self {
+        self.panel = Some(panel);
+        self
     }
 
     pub fn queue(&self) -> &str {
@@ -110,7 +120,10 @@ impl SqsSource {
                     .map(|a| a.iter().filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_string()))).collect())
                     .unwrap_or_default(),
             })
-            .collect();
+            .collect::<Vec<Message>>();
+        if let Some(p) = &self.panel {
+            p.received(messages.len(), messages.iter().map(|m| m.sent_ms).filter(|t| *t > 0).min());
+        }
         Ok(messages)
     }
 
@@ -151,6 +164,9 @@ impl SqsSource {
                 .await
                 .map_err(|e| self.err("DeleteMessageBatch")(boxed(e)))?;
             failed += out.failed().len();
+            if let Some(p) = &self.panel {
+                p.deleted(chunk.len() - out.failed().len());
+            }
         }
         Ok(failed)
     }
@@ -188,6 +204,9 @@ impl SqsSource {
                 .send()
                 .await
                 .map_err(|e| self.err("ChangeMessageVisibilityBatch")(boxed(e)))?;
+            if let Some(p) = &self.panel {
+                if timeout.is_zero() { p.released(chunk.len()) } else { p.extended(chunk.len()) }
+            }
         }
         Ok(())
     }

@@ -8,11 +8,11 @@
 //! running version keeps going.
 
 use crate::config::{self, Pipeline};
+use crate::status::Panel;
 use crate::transform::{Engine, Loaded, TransformChain, digest_of, plugin_files, remote, short};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
@@ -23,13 +23,6 @@ pub struct Generation {
     pub number: u64,
     pub pipeline: Pipeline,
     pub loaded: Loaded,
-}
-
-/// Swaps made and candidates refused so far.
-#[derive(Debug, Default)]
-pub struct Counts {
-    pub swaps: AtomicUsize,
-    pub refused: AtomicUsize,
 }
 
 /// What a version is made of: the pipeline file's digest and, for each
@@ -53,13 +46,14 @@ pub struct Watcher {
     /// Digest by file, valid while its modification time and size hold.
     digests: HashMap<PathBuf, (SystemTime, u64, String)>,
     tx: watch::Sender<Arc<Generation>>,
-    counts: Arc<Counts>,
+    /// Counts the swaps and refusals, and shows the versions in use.
+    panel: Arc<Panel>,
 }
 
 impl Watcher {
     /// A watcher of `first` (as started from the file's `text`); workers
     /// subscribe to the returned sender.
-    pub fn new(engine: Arc<Engine>, first: Arc<Generation>, text: String, interval: Duration) -> Self {
+    pub fn new(engine: Arc<Engine>, first: Arc<Generation>, text: String, interval: Duration, panel: Arc<Panel>) -> Self {
         let path = first.pipeline.file.clone();
         let current = Fingerprint { pipeline: digest_of(text.as_bytes()), plugins: Vec::new() };
         let (tx, _) = watch::channel(first.clone());
@@ -73,7 +67,7 @@ impl Watcher {
             refused: HashSet::new(),
             digests: HashMap::new(),
             tx,
-            counts: Arc::default(),
+            panel,
         };
         w.current.plugins = w.markers(&w.generation.pipeline.clone());
         w
@@ -81,10 +75,6 @@ impl Watcher {
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Generation>> {
         self.tx.subscribe()
-    }
-
-    pub fn counts(&self) -> Arc<Counts> {
-        self.counts.clone()
     }
 
     /// Looks for new versions until `stop` turns true.
@@ -135,12 +125,13 @@ impl Watcher {
                 self.generation = Arc::new(Generation { number, pipeline, loaded });
                 self.current = seen;
                 self.text = text;
-                self.counts.swaps.fetch_add(1, Ordering::Relaxed);
+                self.panel.event(true, &changes);
+                self.panel.set_plugins(self.generation.loaded.versions());
                 tracing::info!(pipeline = %self.generation.pipeline.name, generation = number, changes = %changes, "new version checked and in use from the next batch");
                 self.tx.send_replace(self.generation.clone());
             }
             Err(reason) => {
-                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                self.panel.event(false, &reason);
                 tracing::error!(pipeline = %self.generation.pipeline.name, reason = %reason, "new version refused; the running version goes on");
                 self.refused.insert(seen);
             }

@@ -9,6 +9,7 @@ pub use crate::source::s3::{BackfillProgress, backfill};
 
 use crate::aws::Aws;
 use crate::config::{Pipeline, Source};
+use crate::status::Panel;
 use crate::transform::Engine;
 use std::sync::Arc;
 
@@ -22,14 +23,39 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Summary, RunError> {
+    let panel = Panel::detached(&pipeline.name);
+    run_on(panel, pipeline, engine, database_url, aws, opts, shutdown).await
+}
+
+/// [`run`], showing what it does on `panel` (its state included: running,
+/// then stopped or failed).
+pub async fn run_on(
+    panel: Arc<Panel>,
+    pipeline: Pipeline,
+    engine: Arc<Engine>,
+    database_url: &str,
+    aws: impl Into<Aws>,
+    opts: RunOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Summary, RunError> {
     let aws = aws.into();
     let source = match (&pipeline.source, &pipeline.sink) {
         (Some(source), Some(_)) => source.clone(),
         _ => return Err(RunError::Incomplete(pipeline.file.display().to_string())),
     };
-    let setup = RunSetup { pipeline, engine, database_url, aws: &aws, opts };
-    match source {
+    let setup = RunSetup { pipeline, panel: panel.clone(), engine, database_url, aws: &aws, opts };
+    let result = match source {
         Source::Sqs(_) => crate::source::sqs::run(setup, shutdown).await,
         Source::S3(_) => crate::source::s3::run(setup, shutdown).await,
-    }
+    };
+    let why = match &result {
+        Ok(_) => "the pipeline stopped".to_string(),
+        Err(e) => e.to_string(),
+    };
+    panel.runs.interrupt_all(&panel.counts(), &why);
+    panel.set_state(match &result {
+        Ok(_) => crate::status::State::Stopped,
+        Err(e) => crate::status::State::Failed(e.to_string()),
+    });
+    result
 }

@@ -104,10 +104,62 @@ async fn sink_against_copy(n: usize) {
             println!("{label:>44} | {speed:>10.0} | {:>13.2}", speed / plain);
         }
     }
+    if only.is_empty() || "metrics".contains(&only) {
+        metrics_cost(&db, &schema, &lines, plain).await;
+    }
     db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
 }
 
+/// `append`, 1,000 rows a batch, with the sink's metrics off (no recorder,
+/// as `host run` without `--admin`) and on (a Prometheus recorder),
+/// interleaved, each into a fresh table.
+async fn metrics_cost(db: &tokio_postgres::Client, schema: &str, lines: &[Vec<u8>], plain: f64) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..2 {
+        for metrics in [false, true] {
+            let table = format!("metrics_{metrics}_{round}");
+            db.batch_execute(&format!("CREATE TABLE {schema}.{table} (LIKE public.user_logins)")).await.unwrap();
+            let recorder = metrics.then_some(&recorder);
+            let speed = through_sink_with(schema, &table, "append", lines, 1_000, 1, 10_000, recorder).await;
+            if metrics { on.push(speed) } else { off.push(speed) }
+        }
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(0.0f64, f64::max);
+    let (off, on) = (best(&off), best(&on));
+    println!("{:>44} | {off:>10.0} | {:>13.2}", "append, 1000/batch, metrics off (best of 2)", off / plain);
+    println!(
+        "{:>44} | {on:>10.0} | {:>13.2}   on/off {:.3}",
+        "append, 1000/batch, metrics on (best of 2)",
+        on / plain,
+        on / off
+    );
+}
+
 async fn through_sink(
+    schema: &str,
+    table: &str,
+    mode: &str,
+    lines: &[Vec<u8>],
+    batch: usize,
+    per_message: usize,
+    rate: u32,
+) -> f64 {
+    through_sink_with(schema, table, mode, lines, batch, per_message, rate, None).await
+}
+
+/// [`through_sink`], the sink's metrics recorded by `recorder` when given.
+#[allow(clippy::too_many_arguments)]
+async fn through_sink_with(
+    schema: &str,
+    table: &str,
+    mode: &str,
+    lines: &[Vec<u8>],
+    batch: usize,
+    per_message: usize,
+    rate: u32,
+    recorder: Option<&metrics_exporter_prometheus::PrometheusRecorder>,
+) -> f64 {
     schema: &str,
     table: &str,
     mode: &str,
@@ -126,7 +178,11 @@ async fn through_sink(
     );
     let p = common::pipeline(&body);
     let pool = host::sink::pool(&services::database_url(), services::env_usize("SINK_IN_FLIGHT", 2)).unwrap();
-    let sink = host::sink::PostgresSink::new(pool, &p.name, "bench", p.sink.as_ref().unwrap(), None);
+    let make = || host::sink::PostgresSink::new(pool, &p.name, "bench", p.sink.as_ref().unwrap(), None);
+    let sink = match recorder {
+        Some(r) => metrics::with_local_recorder(r, make),
+        None => make(),
+    };
     // Units are built before the clock starts: the sink is measured, not
     // the making of its input (the host's own cost is measured below).
     let first_sent = 1_795_000_000_000i64;

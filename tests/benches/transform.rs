@@ -42,9 +42,40 @@ fn main() {
         let wasm = rate(&batches, || (), |_, b| chain.run(b).expect("runs").batch.records.len());
         println!("{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2}", wasm / native);
     }
+    metrics_cost(&ws, &engine, &lines);
     decode_rate(&lines);
     sandbox_stops(&engine);
     cold_start(&ws);
+}
+
+/// The same WASM chain with its metrics off (no recorder: what `host run`
+/// without `--admin` has) and on (a Prometheus recorder, as with
+/// `--admin`), rounds interleaved in one run.
+fn metrics_cost(ws: &Path, engine: &Arc<Engine>, lines: &[String]) {
+    let pipeline = config::load(&ws.join("pipelines/logins.toml")).expect("pipeline");
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    println!("\nmetrics: the WASM chain with its metrics off and on (a Prometheus recorder), interleaved");
+    println!("{:>6} | {:>14} | {:>14} | {:>7}", "batch", "off rec/s", "on rec/s", "on/off");
+    println!("{:->6}-+-{:->14}-+-{:->14}-+-{:->7}", "", "", "", "");
+    for size in [1usize, 100, 1000] {
+        let batches = make_batches(lines, size, 20_000usize.max(size));
+        let mut off = TransformChain::build(engine, &pipeline).expect("chain");
+        let mut on =
+            metrics::with_local_recorder(&recorder, || TransformChain::build(engine, &pipeline).expect("chain"));
+        let (mut offs, mut ons) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            offs.push(rate(&batches, || (), |_, b| off.run(b).expect("runs").batch.records.len()));
+            ons.push(rate(&batches, || (), |_, b| on.run(b).expect("runs").batch.records.len()));
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        let (off, on) = (median(offs), median(ons));
+        println!("{size:>6} | {off:>14.0} | {on:>14.0} | {:>7.3}", on / off);
+    }
+    let calls = recorder.handle().render().lines().filter(|l| l.starts_with("etl_plugin_call_seconds_count")).count();
+    assert!(calls > 0, "the recorder saw the plugin calls");
 }
 
 /// Start-up of the logins chain (find, load, link, instantiate, configure

@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// `n` login bodies that each make one row.
-fn good_bodies(n: usize) -> Vec<String> {
+pub(crate) fn good_bodies(n: usize) -> Vec<String> {
     let good = &fetch_bodies()[1..6];
     (0..n).map(|i| good[i % good.len()].clone()).collect()
 }
@@ -31,7 +31,7 @@ pub(crate) fn pipeline_file(name: &str, schema: &str, sqs: &str) -> PathBuf {
 }
 
 /// `host:port` of a `scheme://[user@]host:port/...` URL.
-fn authority(url: &str) -> String {
+pub(crate) fn authority(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
     rest.split(['/', '?']).next().unwrap().to_string()
@@ -45,12 +45,22 @@ pub(crate) struct Host {
 
 impl Host {
     pub(crate) fn run(file: &std::path::Path, once: bool, database_url: &str, endpoint: &str) -> Host {
-        let log = file.with_extension(format!("{}.log", std::process::id()));
+        let args: &[&str] = if once { &["--once"] } else { &[] };
+        Host::run_all(&[file], args, &[], database_url, endpoint)
+    }
+
+    /// `host run FILES ARGS` with more environment `envs`.
+    pub(crate) fn run_all(
+        files: &[&std::path::Path],
+        args: &[&str],
+        envs: &[(&str, &str)],
+        database_url: &str,
+        endpoint: &str,
+    ) -> Host {
+        let log = files[0].with_extension(format!("{}.log", std::process::id()));
         let mut cmd = Command::new(crate::objects::host_binary());
-        cmd.args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir()).arg("run").arg(file);
-        if once {
-            cmd.arg("--once");
-        }
+        cmd.args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir()).arg("run");
+        cmd.args(files).args(args).envs(envs.iter().copied());
         let child = cmd
             .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
@@ -68,7 +78,7 @@ impl Host {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn term(&self) {
+    pub(crate) fn term(&self) {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
     }
 
@@ -119,7 +129,7 @@ async fn in_flight(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
 }
 
 /// Polls `rows` until it reaches `want` or `limit` passes; the last count.
-async fn rows_reach(schema: &str, want: i64, limit: Duration) -> i64 {
+pub(crate) async fn rows_reach(schema: &str, want: i64, limit: Duration) -> i64 {
     let start = Instant::now();
     loop {
         let n = rows(schema).await;

@@ -1,6 +1,7 @@
 //! The one integration-test binary: the real engine running the real built
 //! components (built by `build.rs`), pipeline files, and the `host` CLI.
 
+mod admin;
 mod cli;
 mod common;
 mod faults;

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod dead_letters;
 pub mod lineage;
+pub mod logs;
 pub mod plugins;
 pub mod run;
 pub mod test;

@@ -6,9 +6,12 @@
 use super::EngineOptions;
 use crate::aws::Aws;
 use crate::config;
+use crate::admin::{AdminOptions, Endpoint};
 use crate::run::{RunOptions, Summary};
+use crate::status::Board;
 use anyhow::Context;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// `DATABASE_URL`, which these commands need.
 pub fn database_url() -> anyhow::Result<String> {
@@ -18,12 +21,112 @@ pub fn database_url() -> anyhow::Result<String> {
         .context("DATABASE_URL is not set (for example postgres://postgres@127.0.0.1:5432/postgres)")
 }
 
-/// Runs a pipeline until SIGINT/SIGTERM (or, with `--once`, until the queue
-/// stays empty).
-pub async fn run(path: &Path, once: bool, migrate: bool, opts: &EngineOptions) -> anyhow::Result<Summary> {
-    let (pipeline, url, engine, aws) = set_up(path, migrate, opts).await?;
+/// What became of each pipeline of a `host run`, in the order given.
+pub type Outcomes = Vec<(String, Result<Summary, crate::run::RunError>)>;
+
+/// Runs pipelines until SIGINT/SIGTERM (or, with `--once`, until each
+/// source has nothing left), each with its own workers: one that fails
+/// stops alone. `paths` are pipeline files or folders of them. With
+/// `admin`, the admin endpoint serves them all, and the metrics record.
+pub async fn run(
+    paths: &[PathBuf],
+    once: bool,
+    migrate: bool,
+    admin: Option<AdminOptions>,
+    opts: &EngineOptions,
+) -> anyhow::Result<Outcomes> {
+    let files = pipeline_files(paths)?;
+    let pipelines = files.iter().map(|f| config::load(f)).collect::<Result<Vec<_>, _>>()?;
+    let url = database_url()?;
+    if migrate {
+        crate::migrate::run(&url).await?;
+    }
+    // The recorder first: handles made before it record nothing.
+    let metrics = match &admin {
+        Some(_) => Some(crate::status::metrics::install().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let board = Arc::new(Board::default());
+    let panels = pipelines
+        .iter()
+        .map(|p| board.add(&p.name, p.file.clone()).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let endpoint = match (admin, metrics) {
+        (Some(a), Some(m)) => Some(Endpoint::bind(&a, board.clone(), m, &url).await?),
+        _ => None,
+    };
+    let engine = opts.engine()?;
+    let aws = Aws::from_env().await;
+    engine.remote().share(aws.s3.clone());
+
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop_tx.send_replace(true);
+    });
+    let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
+    let serving = endpoint.map(|e| {
+        tracing::info!(addr = %e.local_addr(), "admin endpoint listening");
+        tokio::spawn(e.serve(async move {
+            let _ = ended.await;
+        }))
+    });
     let run_opts = RunOptions { once, idle: std::time::Duration::from_secs(2) };
-    Ok(crate::run::run(pipeline, engine, &url, aws, run_opts, shutdown_signal()).await?)
+    let tasks: Vec<_> = pipelines
+        .into_iter()
+        .zip(panels)
+        .map(|(pipeline, panel)| {
+            let (engine, aws, url, mut stop) = (engine.clone(), aws.clone(), url.clone(), stop.clone());
+            let (name, name_of) = (pipeline.name.clone(), pipeline.name.clone());
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let task = tokio::spawn(async move {
+                let result = crate::run::run_on(panel, pipeline, engine, &url, aws, run_opts, shutdown).await;
+                if let Err(e) = &result {
+                    tracing::error!(pipeline = %name, error = %e, "the pipeline stopped on an error; the others go on");
+                }
+                result
+            });
+            (name_of, task)
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for (name, task) in tasks {
+        let result = match task.await {
+            Ok(r) => r,
+            Err(e) => Err(crate::run::RunError::Stopped(format!("the pipeline panicked: {e}"))),
+        };
+        outcomes.push((name, result));
+    }
+    let _ = ended_tx.send(());
+    if let Some(s) = serving {
+        let _ = s.await;
+    }
+    Ok(outcomes)
+}
+
+/// The pipeline files named: each file as it is, each folder's `*.toml`
+/// files in name order.
+fn pipeline_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read the folder {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                anyhow::bail!("{}: no pipeline files (*.toml) in this folder", path.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
 }
 
 /// What `run` and `backfill` need: the pipeline, the database URL (migrated
@@ -49,28 +152,40 @@ async fn set_up(
 /// progress on stderr: a bar on a terminal, a plain line every 5 s otherwise.
 pub async fn backfill(path: &Path, prefix: &str, migrate: bool, opts: &EngineOptions) -> anyhow::Result<Summary> {
     use std::io::{IsTerminal, Write};
+    use tracing::Instrument;
+    use tracing_indicatif::span_ext::IndicatifSpanExt;
     let (pipeline, url, engine, aws) = set_up(path, migrate, opts).await?;
     let terminal = std::io::stderr().is_terminal();
+    // On a terminal, the line is a progress bar that log lines print above
+    // (tracing-indicatif); elsewhere, a plain line every 5 s.
+    let bar = tracing::info_span!("backfill", indicatif.pb_show = tracing::field::Empty);
+    if terminal {
+        bar.pb_set_style(&indicatif::ProgressStyle::with_template("{msg}").expect("a valid template"));
+    }
     let last = std::sync::Mutex::new(None::<std::time::Duration>);
+    let last_line = std::sync::Mutex::new(String::new());
     let show = |p: &crate::run::BackfillProgress| {
+        let line = progress_line(p);
+        if terminal {
+            bar.pb_set_message(&line);
+            *last_line.lock().expect("not poisoned") = line;
+            return;
+        }
         let mut last = last.lock().expect("not poisoned");
         let final_line = p.objects_done == p.objects;
-        if !terminal && !final_line && last.is_some_and(|l| p.elapsed < l + std::time::Duration::from_secs(5)) {
+        if !final_line && last.is_some_and(|l| p.elapsed < l + std::time::Duration::from_secs(5)) {
             return;
         }
         *last = Some(p.elapsed);
-        let line = progress_line(p);
-        let mut err = std::io::stderr().lock();
-        if terminal {
-            let _ = write!(err, "\r\x1b[2K{line}");
-            if final_line {
-                let _ = writeln!(err);
-            }
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
     };
-    let summary = crate::run::backfill(pipeline, engine, &url, aws, prefix, show).await?;
+    let work = crate::run::backfill(pipeline, engine, &url, aws, prefix, show);
+    let summary = if terminal { work.instrument(bar.clone()).await? } else { work.await? };
+    drop(bar);
+    if terminal {
+        // The bar goes with its span; its last state stays on screen.
+        let _ = writeln!(std::io::stderr().lock(), "{}", last_line.lock().expect("not poisoned"));
+    }
     Ok(summary)
 }
 

@@ -24,26 +24,30 @@ pub struct MessageBatch {
     max_receives: u32,
     messages: Vec<Message>,
     holds: Vec<Hold>,
+    /// When its first message was received.
+    since: tokio::time::Instant,
 }
 
 impl MessageBatch {
     /// A batch of messages from `source`, as the receivers handed them on.
     pub fn new(flow: Arc<Flow>, source: SqsSource, max_receives: u32, received: Vec<Received>) -> Self {
+        let since = received.iter().map(|r| r.at).min().unwrap_or_else(tokio::time::Instant::now);
         let (messages, holds) = received.into_iter().map(|r| (r.message, r.hold)).unzip();
-        MessageBatch { flow, source, max_receives, messages, holds }
+        MessageBatch { flow, source, max_receives, messages, holds, since }
     }
 }
 
 impl Job for MessageBatch {
     async fn run(self, chain: TransformChain) -> TransformChain {
-        let span = tracing::info_span!("batch", pipeline = %self.flow.pipeline.name, messages = self.messages.len());
+        let first = self.messages.first().map_or("", |m| m.id.as_str());
+        let span = tracing::info_span!("batch", pipeline = %self.flow.pipeline.name, messages = self.messages.len(), first_message = %first);
         self.process(chain).instrument(span).await
     }
 }
 
 impl MessageBatch {
     async fn process(self, chain: TransformChain) -> TransformChain {
-        let MessageBatch { flow, source, max_receives, messages, holds } = self;
+        let MessageBatch { flow, source, max_receives, messages, holds, since } = self;
         // Each path below settles the holds: deleted, released, or left to
         // come back after their visibility timeout.
         let settle = |holds: Vec<Hold>| holds.into_iter().for_each(Hold::settle);
@@ -62,6 +66,8 @@ impl MessageBatch {
             match flow.sink.commit(units, &plugins).await {
                 Ok(report) => {
                     flow.database_back();
+                    flow.sink.metrics.latency.record(since.elapsed());
+                    flow.sink.metrics.batch_size.record(messages.len() as f64);
                     break report;
                 }
                 // The messages are kept (held) and the batch is made and

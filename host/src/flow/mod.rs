@@ -34,6 +34,8 @@ use crate::input::Decoder;
 use crate::mapping::Mapping;
 use crate::reload::Generation;
 use crate::sink::PostgresSink;
+pub use crate::status::Summary;
+use crate::status::Panel;
 use crate::transform::{Engine, TransformChain};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,6 +45,8 @@ use tokio::sync::watch;
 /// What `host run` of a source is given.
 pub struct RunSetup<'a> {
     pub pipeline: Pipeline,
+    /// Where the run shows what it does (see `crate::status`).
+    pub panel: Arc<Panel>,
     pub engine: Arc<Engine>,
     pub database_url: &'a str,
     pub aws: &'a crate::aws::Aws,
@@ -55,46 +59,6 @@ pub struct RunOptions {
     /// Stop once the queue stays empty for `idle` and nothing is in work.
     pub once: bool,
     pub idle: Duration,
-}
-
-/// What a run did.
-#[derive(Debug, Default, Clone)]
-pub struct Summary {
-    pub messages: usize,
-    pub rows: usize,
-    pub dead_letters: usize,
-    pub duplicates: usize,
-    pub batches: usize,
-    pub failed_batches: usize,
-    /// New plugin or pipeline versions taken while running, and refused.
-    pub swaps: usize,
-    pub refused_versions: usize,
-    /// S3 objects loaded (completely), and files whose rows were removed
-    /// because their object is gone (reconcile).
-    pub objects: usize,
-    pub objects_removed: usize,
-    pub elapsed: Duration,
-}
-
-impl std::fmt::Display for Summary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "messages {}, rows {}, dead letters {}, duplicates skipped {}, batches {}, failed batches {}, \
-             versions swapped in {}, refused {}, objects loaded {}, removed {}, elapsed {:.1} s",
-            self.messages,
-            self.rows,
-            self.dead_letters,
-            self.duplicates,
-            self.batches,
-            self.failed_batches,
-            self.swaps,
-            self.refused_versions,
-            self.objects,
-            self.objects_removed,
-            self.elapsed.as_secs_f64()
-        )
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +139,28 @@ impl Quiet {
     }
 }
 
+/// How long each part of a readiness probe may take to answer.
+pub const PROBE_WITHIN: Duration = Duration::from_secs(2);
+
+async fn within(limit: Duration, f: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| Err(format!("no answer within {} s", limit.as_secs())))
+}
+
+/// `SELECT 1` on the probe's connection, connecting (again) when it has none
+/// or lost it.
+async fn probe_database(url: &str, client: &tokio::sync::Mutex<Option<tokio_postgres::Client>>) -> Result<(), String> {
+    let mut client = client.lock().await;
+    if client.as_ref().is_none_or(|c| c.is_closed()) {
+        *client = Some(crate::sink::connect::connect(url).await.map_err(|e| e.to_string())?);
+    }
+    let c = client.as_ref().expect("connected above");
+    if let Err(e) = c.simple_query("SELECT 1").await {
+        *client = None;
+        return Err(e.to_string());
+    }
+    Ok(())
+}
+
 /// What [`Flow::outage`] found.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Outage {
@@ -198,7 +184,8 @@ pub struct Flow {
     /// finds the database gone fails (its messages come back after their
     /// timeout) instead of waiting for it, so the run ends.
     pub once: bool,
-    summary: std::sync::Mutex<Summary>,
+    /// The run's counts, state and versions, as the admin endpoint shows them.
+    pub panel: Arc<Panel>,
     /// Set when a worker meets an error that must stop the run.
     fatal: std::sync::Mutex<Option<String>>,
     /// Turns true when the run stops: receivers, watchers and loaders end.
@@ -221,6 +208,7 @@ impl Flow {
     /// lineage and dead letters) on a pool of `connections`.
     pub fn new(
         pipeline: Pipeline,
+        panel: Arc<Panel>,
         engine: Arc<Engine>,
         database_url: &str,
         connections: usize,
@@ -234,18 +222,19 @@ impl Flow {
         let unsealed = sealer.is_none();
         let flow = Flow {
             sink: PostgresSink::new(pool, &pipeline.name, source, &sink_config, sealer),
+            panel,
             mapping: Mapping::new(&sink_config),
             decoder: Decoder::new(&pipeline),
             engine,
             pipeline,
             activity: Activity::default(),
             once: false,
-            summary: Default::default(),
             fatal: Default::default(),
             stop: watch::channel(false).0,
             sink_up: watch::channel(true).0,
             started: Instant::now(),
         };
+        flow.panel.set_source(source);
         if unsealed {
             tracing::warn!(pipeline = %flow.pipeline.name, "HOST_DEAD_LETTER_KEY is not set: dead-letter payloads are stored unencrypted (in etl.dead_letter_payloads, no PUBLIC access)");
         }
@@ -253,11 +242,32 @@ impl Flow {
     }
 
     /// The pipeline's plugins loaded, a chain per worker, and the watcher
-    /// of new versions started (until the flow stops).
+    /// of new versions started (until the flow stops): the run is running.
     pub async fn chains(&self) -> Result<Chains, RunError> {
-        let versions = Versions::start(&self.engine, &self.pipeline).await?;
+        let versions = Versions::start(&self.engine, &self.pipeline, &self.panel).await?;
         let (chains, generations, watching) = versions.watch(self.stop_signal());
+        self.panel.set_state(crate::status::State::Running);
         Ok(Chains { chains, generations, watching })
+    }
+
+    /// Gives the run's panel its readiness probe: a query on a connection
+    /// of its own to `database_url` (not the sink's pool, which may be busy
+    /// with work), and `source`, each within [`PROBE_WITHIN`].
+    pub fn set_probe<F>(&self, database_url: &str, source: impl Fn() -> F + Send + Sync + 'static)
+    where
+        F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let url: Arc<str> = database_url.into();
+        let client = Arc::new(tokio::sync::Mutex::new(None::<tokio_postgres::Client>));
+        let source = Arc::new(source);
+        self.panel.set_probe(Arc::new(move || {
+            let (url, client, source) = (url.clone(), client.clone(), source.clone());
+            Box::pin(async move {
+                let database = within(PROBE_WITHIN, probe_database(&url, &client));
+                let (database, source) = tokio::join!(database, within(PROBE_WITHIN, source()));
+                vec![("database", database), ("source", source)]
+            })
+        }));
     }
 
     pub fn stop_signal(&self) -> watch::Receiver<bool> {
@@ -337,13 +347,40 @@ impl Flow {
         }
     }
 
+    /// Serves the runs asked for by hand on a queue pipeline until the run
+    /// stops: each drains what waits, and ends once the queue stayed empty
+    /// for `idle` with nothing in work (as `--once` would).
+    pub async fn serve_runs(self: Arc<Self>, idle: Duration) {
+        let runs = &self.panel.runs;
+        loop {
+            tokio::select! {
+                () = runs.requested() => {}
+                () = self.stopped() => return,
+            }
+            let ids = runs.start(&self.panel.counts());
+            let mut quiet = Quiet::new(&self.activity);
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                if self.stopping() {
+                    runs.end(&ids, &self.panel.counts(), Some("the pipeline stopped before the queue was drained"));
+                    return;
+                }
+                if quiet.drained(&self.activity, idle) {
+                    runs.end(&ids, &self.panel.counts(), None);
+                    break;
+                }
+            }
+        }
+    }
+
     pub fn fatal(&self) -> bool {
         self.fatal.lock().expect("not poisoned").is_some()
     }
 
     /// Adds to the run's counts.
     pub fn tally(&self, f: impl FnOnce(&mut Summary)) {
-        f(&mut self.summary.lock().expect("not poisoned"));
+        self.panel.tally(f);
     }
 
     /// A unit of work that did not commit: it is tried again later if
@@ -380,8 +417,8 @@ impl Flow {
     /// The run's summary once its watcher stopped, or why it had to stop.
     pub async fn finish(&self, watching: Watching) -> Result<Summary, RunError> {
         self.stop();
-        let mut summary = self.summary.lock().expect("not poisoned").clone();
-        watching.finish(&mut summary).await;
+        watching.finish().await;
+        let mut summary = self.panel.counts();
         summary.elapsed = self.started.elapsed();
         match self.fatal.lock().expect("not poisoned").take() {
             Some(why) => Err(RunError::Stopped(why)),

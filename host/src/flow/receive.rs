@@ -37,6 +37,8 @@ pub struct Received {
     pub hold: Hold,
     /// Its worker slot, when receives are gated by [`Receiving::slots`].
     pub slot: Option<OwnedSemaphorePermit>,
+    /// When its receive returned.
+    pub at: Instant,
 }
 
 /// How long releasing messages may take.
@@ -80,6 +82,7 @@ pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Receiv
         };
         match result {
             Ok(messages) => {
+                let at = Instant::now();
                 flow.activity.received(messages.len());
                 // Held from here: waiting for room below counts too.
                 let held: Vec<(Hold, Message)> = messages.into_iter().map(|m| (r.holder.hold(&m, asked), m)).collect();
@@ -94,7 +97,7 @@ pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Receiv
                         }
                     };
                     if let Some(room) = room {
-                        room.send(Received { message, hold, slot: slot.take() });
+                        room.send(Received { message, hold, slot: slot.take(), at });
                         continue;
                     }
                     let rest = std::iter::once((hold, message)).chain(messages.by_ref());

@@ -3,12 +3,12 @@
 //! between two units of work, so that each runs on one version from start
 //! to end. Must not run units itself.
 
-use super::{RunError, Summary};
+use super::RunError;
+use crate::status::Panel;
 use crate::config::Pipeline;
 use crate::reload::{Generation, Watcher};
 use crate::transform::{Engine, Loaded, TransformChain};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::sync::watch;
 
 /// The workers' chains, and the versions they take between batches.
@@ -22,16 +22,16 @@ pub struct Versions {
 /// A running watcher of new versions, and what it counted.
 pub struct Watching {
     task: Option<tokio::task::JoinHandle<()>>,
-    counts: Option<Arc<crate::reload::Counts>>,
     _keep_first: watch::Sender<Arc<Generation>>,
 }
 
 impl Versions {
     /// Loads the pipeline's plugins and a chain per worker; watches the
     /// pipeline's file when it asks for live swaps.
-    pub async fn start(engine: &Arc<Engine>, pipeline: &Pipeline) -> Result<Versions, RunError> {
+    pub async fn start(engine: &Arc<Engine>, pipeline: &Pipeline, panel: &Arc<Panel>) -> Result<Versions, RunError> {
         let (e, p) = (engine.clone(), pipeline.clone());
         let loaded = tokio::task::spawn_blocking(move || Loaded::load(&e, &p)).await.expect("no panic")?;
+        panel.set_plugins(loaded.versions());
         let first = Arc::new(Generation { number: 1, pipeline: pipeline.clone(), loaded });
         let mut chains = Vec::new();
         for _ in 0..pipeline.workers {
@@ -48,9 +48,9 @@ impl Versions {
         let watcher = match text {
             // Off the async threads: looking at S3 plugins blocks.
             Some((every, text)) => {
-                let (engine, first) = (engine.clone(), first.clone());
+                let (engine, first, panel) = (engine.clone(), first.clone(), panel.clone());
                 Some(
-                    tokio::task::spawn_blocking(move || Watcher::new(engine, first, text, every))
+                    tokio::task::spawn_blocking(move || Watcher::new(engine, first, text, every, panel))
                         .await
                         .expect("no panic"),
                 )
@@ -68,21 +68,17 @@ impl Versions {
         stop: watch::Receiver<bool>,
     ) -> (Vec<TransformChain>, watch::Receiver<Arc<Generation>>, Watching) {
         let generations = self.watcher.as_ref().map_or_else(|| self.keep_first.subscribe(), Watcher::subscribe);
-        let counts = self.watcher.as_ref().map(Watcher::counts);
         let task = self.watcher.map(|w| tokio::spawn(w.run(stop)));
-        (self.chains, generations, Watching { task, counts, _keep_first: self.keep_first })
+        (self.chains, generations, Watching { task, _keep_first: self.keep_first })
     }
 }
 
 impl Watching {
-    /// Waits for the watcher (told to stop) and adds its counts.
-    pub async fn finish(self, summary: &mut Summary) {
+    /// Waits for the watcher (told to stop); it counted its swaps and
+    /// refusals on the run's panel.
+    pub async fn finish(self) {
         if let Some(t) = self.task {
             let _ = t.await;
-        }
-        if let Some(c) = self.counts {
-            summary.swaps = c.swaps.load(Ordering::Relaxed);
-            summary.refused_versions = c.refused.load(Ordering::Relaxed);
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct Report {
     pub dead_letters: usize,
     /// Transactions committed (more than one after isolating a data error).
     pub commits: usize,
+    /// Dead letters by stage, in the order of `status::metrics::STAGES`.
+    pub dead_by_stage: [usize; 4],
 }
 
 impl std::ops::AddAssign for Report {
@@ -67,6 +69,9 @@ impl std::ops::AddAssign for Report {
         self.rows += o.rows;
         self.dead_letters += o.dead_letters;
         self.commits += o.commits;
+        for (a, b) in self.dead_by_stage.iter_mut().zip(o.dead_by_stage) {
+            *a += b;
+        }
     }
 }
 
@@ -97,6 +102,7 @@ pub struct PostgresSink {
     merge_next: AtomicU32,
     /// Direct COPYs that met a key, in a row.
     conflicts: AtomicU32,
+    pub metrics: crate::status::metrics::Sink,
 }
 
 impl PostgresSink {
@@ -119,6 +125,7 @@ impl PostgresSink {
             max_attempts: 6,
             merge_next: AtomicU32::new(0),
             conflicts: AtomicU32::new(0),
+            metrics: crate::status::metrics::Sink::new(pipeline),
         }
     }
 
@@ -154,6 +161,21 @@ impl PostgresSink {
     }
 
     async fn commit_with<R: Receipt>(&self, units: Vec<Unit>, plugins: &str, receipt: &R) -> Result<Report, SinkError> {
+        let started = std::time::Instant::now();
+        let result = self.commit_isolating(units, plugins, receipt).await;
+        if let Ok(report) = &result {
+            self.metrics.commit.record(started.elapsed());
+            self.metrics.dead_letters(&report.dead_by_stage);
+        }
+        result
+    }
+
+    async fn commit_isolating<R: Receipt>(
+        &self,
+        units: Vec<Unit>,
+        plugins: &str,
+        receipt: &R,
+    ) -> Result<Report, SinkError> {
         let mut pending = vec![units];
         let mut report = Report::default();
         // A unit the database refuses even without its rows: the rest of
@@ -263,6 +285,7 @@ impl PostgresSink {
                     return Err(Failure::Other(SinkError::Stalled { attempts: attempt }));
                 }
                 Err(Attempt::Stalled) => {
+                    self.metrics.retries.increment(1);
                     tracing::warn!(pipeline = %self.pipeline, attempt, timeout_s = connect::ATTEMPT_TIMEOUT.as_secs(), "a commit attempt stalled; its connection is dropped and the commit tried again");
                     continue;
                 }
@@ -280,6 +303,7 @@ impl PostgresSink {
             // Jittered: workers and hosts that failed together do not all
             // come back at the same moment.
             let wait = Duration::from_millis(100 << attempt.min(6)).mul_f64(rand::random_range(0.5..1.5));
+            self.metrics.retries.increment(1);
             tracing::warn!(pipeline = %self.pipeline, attempt, wait_ms = wait.as_millis() as u64, error = %refusal(&e), "transient database error; retrying");
             tokio::time::sleep(wait).await;
         }
@@ -326,6 +350,11 @@ impl PostgresSink {
             report.rows = row_count;
         }
         report.dead_letters = self.insert_dead_letters(&tx, source, &fresh).await?;
+        for d in fresh.iter().flat_map(|u| &u.dead) {
+            if let Some(i) = crate::status::metrics::STAGES.iter().position(|s| *s == d.stage) {
+                report.dead_by_stage[i] += 1;
+            }
+        }
         let lineage = tx.prepare_cached(sql::LINEAGE).await?;
         let merge = sql::merge(&self.mode, &self.target, &self.stage, &self.columns).join("; ");
         // The merge on its own: a row it refuses must come back as that

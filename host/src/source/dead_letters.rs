@@ -74,7 +74,8 @@ pub async fn replay(
         Some(Source::S3(s3)) if s3.mode == S3Mode::Notifications => Some(s3.clone()),
         _ => None,
     };
-    let mut flow = Flow::new(pipeline, engine, database_url, 2, "replay")?;
+    let panel = crate::status::Panel::detached(&pipeline.name);
+    let mut flow = Flow::new(pipeline, panel, engine, database_url, 2, "replay")?;
     flow.once = true;
     let flow = Arc::new(flow);
     let loader = notifications.map(|config| Loader::new(flow.clone(), config, aws.s3.clone()));

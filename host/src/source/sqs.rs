@@ -17,14 +17,19 @@ use tokio::sync::mpsc;
 /// `host run` of an SQS pipeline until `shutdown` resolves (or, with
 /// `once`, the queue stays empty).
 pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output = ()>) -> Result<Summary, RunError> {
-    let RunSetup { pipeline, engine, database_url, aws, opts } = setup;
+    let RunSetup { pipeline, panel, engine, database_url, aws, opts } = setup;
     let Some(Source::Sqs(sqs)) = pipeline.source.clone() else {
         return Err(RunError::Incomplete(pipeline.file.display().to_string()));
     };
-    let source = SqsSource::with_config(&aws.config, &sqs.queue).await?;
+    let source = SqsSource::with_config(&aws.config, &sqs.queue).await?.observed_by(panel.clone());
     let connections = pipeline.workers + 1;
-    let mut flow = Flow::new(pipeline, engine, database_url, connections, &format!("sqs:{}", sqs.queue))?;
+    let mut flow = Flow::new(pipeline, panel, engine, database_url, connections, &format!("sqs:{}", sqs.queue))?;
     flow.once = opts.once;
+    let probed = source.clone();
+    flow.set_probe(database_url, move || {
+        let source = probed.clone();
+        async move { source.retention().await.map(|_| ()).map_err(|e| e.to_string()) }
+    });
     let flow = Arc::new(flow);
     let started = flow.chains().await?;
     let holder = Holder::start(source.clone(), sqs.visibility);
@@ -37,6 +42,7 @@ pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output 
         .collect();
     drop(msg_tx);
     let pruning = tokio::spawn(prune_ledger(flow.clone(), source.clone(), flow.stop_signal()));
+    let runs = tokio::spawn(flow.clone().serve_runs(opts.idle));
     let workers = Workers::start(&flow, started.chains, &started.generations);
     let make = |received| MessageBatch::new(flow.clone(), source.clone(), sqs.max_receives, received);
     let mut unsent = batch_loop(&flow, &mut msg_rx, workers.dispatch(), make, opts, shutdown).await;
@@ -58,6 +64,7 @@ pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output 
     // Units abandoned after the grace: their messages go back now.
     holder.release_orphans().await;
     let _ = pruning.await;
+    let _ = runs.await;
     flow.finish(started.watching).await
 }
 

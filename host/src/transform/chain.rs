@@ -93,6 +93,17 @@ impl Loaded {
     }
 }
 
+impl Loaded {
+    /// Each step's plugin name and digest, for the status page.
+    pub fn versions(&self) -> Vec<crate::status::PluginVersion> {
+        self.plugins
+            .iter()
+            .enumerate()
+            .map(|(i, p)| crate::status::PluginVersion { step: i + 1, name: p.name.clone(), digest: p.digest.clone() })
+            .collect()
+    }
+}
+
 /// The `.wasm` file each step uses, looked up now.
 pub fn plugin_files(engine: &Engine, pipeline: &Pipeline) -> Vec<Result<std::path::PathBuf, PluginError>> {
     let dir = pipeline.file.parent().unwrap_or(Path::new("."));
@@ -112,7 +123,7 @@ impl TransformChain {
         let mut steps = Vec::new();
         for (step, plugin) in pipeline.steps.iter().zip(&loaded.plugins) {
             let runner =
-                StepRunner::new(engine.clone(), &file, step.clone(), plugin.clone(), pipeline.record_values_in_logs)?;
+                StepRunner::new(engine.clone(), &file, &pipeline.name, step.clone(), plugin.clone(), pipeline.record_values_in_logs)?;
             steps.push(runner);
         }
         Ok(TransformChain { steps })

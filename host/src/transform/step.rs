@@ -4,7 +4,7 @@
 //!
 //! Must not let a trap, a timeout or an exhausted memory escape as a panic.
 
-use super::engine::{Engine, Plugin, ticks};
+use super::engine::{Engine, Plugin, short, ticks};
 use super::sandbox::StepState;
 use super::wit::{self, Batch};
 use crate::batch::BatchBuilder;
@@ -94,6 +94,7 @@ pub struct StepRunner {
     secrets: Arc<HashMap<String, Vec<u8>>>,
     show_panics: bool,
     live: Option<Live>,
+    metrics: crate::status::metrics::Step,
 }
 
 struct Live {
@@ -106,6 +107,7 @@ impl StepRunner {
     pub fn new(
         engine: Arc<Engine>,
         file: &str,
+        pipeline: &str,
         step: Step,
         plugin: Arc<Plugin>,
         show_panics: bool,
@@ -127,8 +129,17 @@ impl StepRunner {
             }
             secrets.insert(name.clone(), value.into_bytes());
         }
-        let mut runner =
-            StepRunner { step, plugin, file: file.into(), engine, secrets: Arc::new(secrets), show_panics, live: None };
+        let metrics = crate::status::metrics::Step::new(pipeline, step.index, &plugin.name, short(&plugin.digest));
+        let mut runner = StepRunner {
+            step,
+            plugin,
+            file: file.into(),
+            engine,
+            secrets: Arc::new(secrets),
+            show_panics,
+            live: None,
+            metrics,
+        };
         runner.live = Some(runner.instantiate()?);
         Ok(runner)
     }
@@ -165,15 +176,19 @@ impl StepRunner {
             None => self.instantiate()?,
         };
         live.store.set_epoch_deadline(ticks(self.step.limits.max_call));
-        match live.instance.call_transform(&mut live.store, batch) {
+        let started = std::time::Instant::now();
+        let called = live.instance.call_transform(&mut live.store, batch);
+        self.metrics.call.record(started.elapsed());
+        match called {
             Ok(wit::Output::Unchanged) => {
                 self.live = Some(live);
                 Ok(Ok(None))
             }
             Ok(wit::Output::Changed(out)) => {
                 let checked = wit::check(out, batch.records.len()).map_err(CallFailure::Malformed);
-                if checked.is_ok() {
-                    self.live = Some(live);
+                match checked {
+                    Ok(_) => self.live = Some(live),
+                    Err(_) => self.metrics.malformed.increment(1),
                 }
                 Ok(checked.map(Some))
             }
@@ -184,11 +199,14 @@ impl StepRunner {
     fn failure(&self, store: &mut wasmtime::Store<StepState>, e: wasmtime::Error) -> CallFailure {
         let trap = e.downcast_ref::<wasmtime::Trap>().copied();
         if trap == Some(wasmtime::Trap::Interrupt) {
+            self.metrics.timeout.increment(1);
             return CallFailure::Timeout { budget_ms: self.step.limits.max_call.as_millis() };
         }
         if store.data().limiter.refused {
+            self.metrics.memory.increment(1);
             return CallFailure::OutOfMemory { cap_mb: self.step.limits.max_memory_bytes >> 20 };
         }
+        self.metrics.trap.increment(1);
         let stderr = store.data().stderr.contents();
         let panicked = stderr.windows(9).any(|w| w == b"panicked ");
         let panic = (panicked && self.show_panics).then(|| String::from_utf8_lossy(&stderr).trim().to_string());

@@ -25,7 +25,8 @@ pub async fn backfill(
 ) -> Result<Summary, RunError> {
     let started = Instant::now();
     let aws = aws.into();
-    let (mut flow, config) = super::flow(pipeline, engine, database_url)?;
+    let panel = crate::status::Panel::detached(&pipeline.name);
+    let (mut flow, config) = super::flow(pipeline, panel, engine, database_url)?;
     flow.once = true;
     let flow = Arc::new(flow);
     if config.bucket.is_none() {

@@ -27,6 +27,7 @@ use crate::config::{Pipeline, S3Mode, S3SourceConfig, Source, SqsSourceConfig};
 use crate::flow::{Flow, RunError, RunSetup, Summary, Workers};
 use crate::queue::SqsSource;
 use crate::sink::{Report, SinkError};
+use crate::status::Panel;
 use crate::transform::{Engine, TransformChain};
 use std::sync::Arc;
 
@@ -99,6 +100,13 @@ impl Objects {
     /// answer, waits for it and loads on from the last committed row; the
     /// run stopping first leaves it [`Outcome::Interrupted`].
     async fn load(&self, chain: TransformChain, object: &ObjectRef) -> (TransformChain, Result<Outcome, LoadError>) {
+        use tracing::Instrument;
+        let version = object.version_id.as_deref().or(object.etag.as_deref()).unwrap_or("");
+        let span = tracing::info_span!("object", pipeline = %self.flow.pipeline.name, uri = %object.uri(), version = %version);
+        self.load_on(chain, object).instrument(span).await
+    }
+
+    async fn load_on(&self, chain: TransformChain, object: &ObjectRef) -> (TransformChain, Result<Outcome, LoadError>) {
         let mut chain = chain;
         loop {
             let (c, outcome) = self.loader.load(chain, object).await;
@@ -146,25 +154,31 @@ fn source_label(config: &S3SourceConfig) -> String {
 
 /// The flow of an S3 pipeline: each worker holds a connection with its
 /// object's lock and one committing.
-fn flow(pipeline: Pipeline, engine: Arc<Engine>, database_url: &str) -> Result<(Flow, S3SourceConfig), RunError> {
+fn flow(
+    pipeline: Pipeline,
+    panel: Arc<Panel>,
+    engine: Arc<Engine>,
+    database_url: &str,
+) -> Result<(Flow, S3SourceConfig), RunError> {
     let Some(Source::S3(config)) = pipeline.source.clone() else {
         return Err(RunError::Incomplete(pipeline.file.display().to_string()));
     };
     let connections = 2 * pipeline.workers + 1;
-    Ok((Flow::new(pipeline, engine, database_url, connections, &source_label(&config))?, config))
+    Ok((Flow::new(pipeline, panel, engine, database_url, connections, &source_label(&config))?, config))
 }
 
 /// `host run` of an S3 source: notifications or reconcile passes until
 /// `shutdown` (or, with `once`, until there is nothing left to do).
 pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output = ()>) -> Result<Summary, RunError> {
-    let RunSetup { pipeline, engine, database_url, aws, opts } = setup;
-    let (mut flow, config) = flow(pipeline, engine, database_url)?;
+    let RunSetup { pipeline, panel, engine, database_url, aws, opts } = setup;
+    let (mut flow, config) = flow(pipeline, panel.clone(), engine, database_url)?;
     flow.once = opts.once;
     let flow = Arc::new(flow);
     let queue = match &config.queue {
-        Some(q) => Some((SqsSource::with_config(&aws.config, &q.queue).await?, q.clone())),
+        Some(q) => Some((SqsSource::with_config(&aws.config, &q.queue).await?.observed_by(panel), q.clone())),
         None => None,
     };
+    set_probe(&flow, database_url, &config, queue.as_ref().map(|(q, _)| q.clone()), aws.s3.clone());
     let chains = flow.chains().await?;
     let loader = Loader::new(flow.clone(), config.clone(), aws.s3.clone());
     let objects = Arc::new(Objects { flow: flow.clone(), loader, queue });
@@ -179,6 +193,28 @@ pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output 
         }
     }
     flow.finish(chains.watching).await
+}
+
+/// The readiness probe of an S3 pipeline: its queue answers (notifications,
+/// or reconcile woken by one), and its bucket (reconcile).
+fn set_probe(flow: &Flow, database_url: &str, config: &S3SourceConfig, queue: Option<SqsSource>, s3: aws_sdk_s3::Client) {
+    let bucket = config.bucket.clone();
+    flow.set_probe(database_url, move || {
+        let (queue, bucket, s3) = (queue.clone(), bucket.clone(), s3.clone());
+        async move {
+            if let Some(q) = queue {
+                q.retention().await.map_err(|e| e.to_string())?;
+            }
+            if let Some(b) = bucket {
+                s3.head_bucket()
+                    .bucket(&b)
+                    .send()
+                    .await
+                    .map_err(|e| format!("S3 bucket `{b}`: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            }
+            Ok(())
+        }
+    });
 }
 
 fn unquote(etag: &str) -> String {

@@ -53,9 +53,11 @@ pub(super) async fn run(
             }
         })
     };
+    let runs = tokio::spawn(flow.clone().serve_runs(opts.idle));
     flow.until_done(opts, shutdown).await;
     // Loaders end after their current commit; what committed stays.
     flow.stop();
+    let _ = runs.await;
     for r in receivers {
         let _ = r.await;
     }

@@ -276,6 +276,7 @@ impl Loader {
             held += units[before..].iter().map(|u| u.rows.len() + u.payload.len()).sum::<usize>();
             let bytes = reader.bytes_read();
             self.progress.bytes.fetch_add(bytes - bytes_seen, Ordering::Relaxed);
+            self.flow.panel.bytes_read(bytes - bytes_seen);
             bytes_seen = bytes;
         }
         (chain, Ok(Filled { units, end: None, broken: None }))

@@ -33,7 +33,12 @@ pub(super) async fn run(
     {
         let work = async {
             loop {
+                // Runs asked for by hand are this pass.
+                let runs = &flow.panel.runs;
+                let ids = runs.start(&flow.panel.counts());
                 pass(objects, workers.dispatch()).await;
+                let stopped = (flow.stopping() || flow.fatal()).then_some("the pipeline stopped during the pass");
+                runs.end(&ids, &flow.panel.counts(), stopped);
                 if opts.once || flow.stopping() || flow.fatal() {
                     return;
                 }
@@ -55,8 +60,9 @@ pub(super) async fn run(
     workers.finish().await;
 }
 
-/// Waits for the next pass: `interval`, or a notification on the queue
-/// (the pass covers what it announces). `false` if the run stops first.
+/// Waits for the next pass: `interval`, a notification on the queue (the
+/// pass covers what it announces), or a run asked for by hand. `false` if
+/// the run stops first.
 async fn until_next(objects: &Objects, interval: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     let until = tokio::time::Instant::now() + interval;
     loop {
@@ -64,6 +70,7 @@ async fn until_next(objects: &Objects, interval: Duration, stop: &mut tokio::syn
             Some((source, q)) => {
                 let wait = q.wait.min(until.saturating_duration_since(tokio::time::Instant::now()));
                 tokio::select! {
+                    () = objects.flow.panel.runs.requested() => return true,
                     r = source.receive_up_to(10, wait, q.visibility) => match r {
                         Ok(m) if !m.is_empty() => {
                             let refs: Vec<&Message> = m.iter().collect();
@@ -76,6 +83,7 @@ async fn until_next(objects: &Objects, interval: Duration, stop: &mut tokio::syn
                 }
             }
             None => tokio::select! {
+                () = objects.flow.panel.runs.requested() => return true,
                 _ = tokio::time::sleep_until(until) => true,
                 _ = stop.changed() => return false,
             },

@@ -1,0 +1,341 @@
+//! The admin endpoint (`host run --admin ADDR`): health, readiness,
+//! Prometheus metrics, runs on demand and a status page, over the
+//! process's [`Board`].
+//!
+//! axum, on the hyper and tokio the AWS SDK brings already: routing, path
+//! parameters and graceful shutdown for a few lines, where hyper alone
+//! would have us write them.
+//!
+//! Access: a bearer token (`HOST_ADMIN_TOKEN`) is required for anything
+//! that changes state, and for every route when the endpoint is bound to a
+//! non-loopback address (then it does not start without one).
+//!
+//! Must not show a record's values: counts, names, digests and reasons.
+
+mod page;
+
+use crate::status::{Board, Panel, RunRecord, State};
+use axum::Router;
+use axum::extract::{Path, Request, State as With};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How the endpoint is reached.
+#[derive(Debug, Clone)]
+pub struct AdminOptions {
+    pub addr: SocketAddr,
+    /// `HOST_ADMIN_TOKEN`.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "the admin endpoint on {0} is not a loopback address: set HOST_ADMIN_TOKEN (every route then needs `Authorization: Bearer TOKEN`)"
+    )]
+    NoToken(SocketAddr),
+    #[error("HOST_ADMIN_TOKEN is empty: a token must not be")]
+    EmptyToken,
+    #[error("cannot listen on {addr} for the admin endpoint: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// What the handlers share.
+pub struct Admin {
+    board: Arc<Board>,
+    metrics: PrometheusHandle,
+    /// SHA-256 of the token: compared in constant time, whatever its length.
+    token: Option<[u8; 32]>,
+    /// Every route needs the token (a non-loopback address).
+    closed: bool,
+    database_url: String,
+    /// The page's connection (dead letters by reason), made when needed.
+    db: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+/// A bound endpoint, not yet serving.
+pub struct Endpoint {
+    listener: tokio::net::TcpListener,
+    admin: Arc<Admin>,
+}
+
+impl Endpoint {
+    /// Binds `opts.addr`; refuses a non-loopback address without a token.
+    pub async fn bind(
+        opts: &AdminOptions,
+        board: Arc<Board>,
+        metrics: PrometheusHandle,
+        database_url: &str,
+    ) -> Result<Endpoint, AdminError> {
+        let closed = !opts.addr.ip().is_loopback();
+        let token = match opts.token.as_deref() {
+            Some("") => return Err(AdminError::EmptyToken),
+            Some(t) => Some(Sha256::digest(t.as_bytes()).into()),
+            None if closed => return Err(AdminError::NoToken(opts.addr)),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(opts.addr)
+            .await
+            .map_err(|source| AdminError::Bind { addr: opts.addr, source })?;
+        let admin = Arc::new(Admin {
+            board,
+            metrics,
+            token,
+            closed,
+            database_url: database_url.to_string(),
+            db: tokio::sync::Mutex::new(None),
+        });
+        Ok(Endpoint { listener, admin })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves; also keeps the metrics' histograms
+    /// drained and the panels' rate samples taken.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        let upkeep = {
+            let handle = self.admin.metrics.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    handle.run_upkeep();
+                }
+            })
+        };
+        let sampling = tokio::spawn(self.admin.board.clone().sample());
+        let app = router(self.admin);
+        if let Err(e) = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "the admin endpoint stopped");
+        }
+        upkeep.abort();
+        sampling.abort();
+    }
+}
+
+fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/pipelines", get(pipelines))
+        .route("/pipelines/{name}/run", post(trigger))
+        .route("/pipelines/{name}/runs/{id}", get(run_state))
+        .layer(axum::middleware::from_fn_with_state(admin.clone(), authorize))
+        .with_state(admin)
+}
+
+/// The token's rule: state-changing methods always, every route on a
+/// non-loopback address.
+async fn authorize(With(admin): With<Arc<Admin>>, request: Request, next: Next) -> Response {
+    let changes = request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD;
+    if !changes && !admin.closed {
+        return next.run(request).await;
+    }
+    let Some(expected) = admin.token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "runs on demand are off: start the host with HOST_ADMIN_TOKEN set, and send `Authorization: Bearer TOKEN`\n",
+        )
+            .into_response();
+    };
+    let given = bearer(request.headers()).map(|t| <[u8; 32]>::from(Sha256::digest(t.as_bytes())));
+    if given.is_some_and(|g| constant_time_eq(&g, &expected)) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a valid `Authorization: Bearer TOKEN` (HOST_ADMIN_TOKEN) is required\n",
+    )
+        .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// 200 when every pipeline runs with its plugins loaded and its database
+/// and source answer; 503 naming each part that does not.
+async fn readyz(With(admin): With<Arc<Admin>>) -> Response {
+    let panels = admin.board.panels();
+    let checks = panels.iter().map(|p| readiness(p));
+    let lines = futures_util::future::join_all(checks).await;
+    let ready = lines.iter().all(|(ok, _)| *ok);
+    let mut body: String = lines.into_iter().map(|(_, line)| line + "\n").collect();
+    if panels.is_empty() {
+        body.push_str("no pipeline\n");
+    }
+    let status = if ready && !panels.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// One pipeline's readiness line: `NAME: ok`, or what fails.
+async fn readiness(panel: &Panel) -> (bool, String) {
+    match panel.state() {
+        State::Starting => (false, format!("{}: not ready: its plugins are loading", panel.name)),
+        State::Failed(why) => (false, format!("{}: failed: {why}", panel.name)),
+        State::Stopped => (false, format!("{}: stopped", panel.name)),
+        State::Running => {
+            let failing: Vec<String> = panel
+                .probe()
+                .await
+                .into_iter()
+                .filter_map(|(part, r)| r.err().map(|why| format!("{part}: {why}")))
+                .collect();
+            if failing.is_empty() {
+                (true, format!("{}: ok", panel.name))
+            } else {
+                (false, format!("{}: not ready: {}", panel.name, failing.join("; ")))
+            }
+        }
+    }
+}
+
+async fn metrics(With(admin): With<Arc<Admin>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], admin.metrics.render()).into_response()
+}
+
+/// Every pipeline's state and counts, as JSON.
+async fn pipelines(With(admin): With<Arc<Admin>>) -> Response {
+    let list: Vec<serde_json::Value> = admin
+        .board
+        .panels()
+        .iter()
+        .map(|p| {
+            let state = p.state();
+            serde_json::json!({
+                "name": p.name,
+                "file": p.file.display().to_string(),
+                "source": p.source(),
+                "state": state.label(),
+                "error": match &state { State::Failed(why) => Some(why.clone()), _ => None },
+                "counts": counts_json(&p.counts()),
+                "plugins": p.plugins().iter().map(|v| serde_json::json!({"step": v.step, "name": v.name, "digest": v.digest})).collect::<Vec<_>>(),
+                "oldest_message_age_s": p.oldest_age().map(|a| a.as_secs_f64()),
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
+
+fn counts_json(s: &crate::status::Summary) -> serde_json::Value {
+    serde_json::json!({
+        "messages": s.messages,
+        "rows": s.rows,
+        "dead_letters": s.dead_letters,
+        "duplicates": s.duplicates,
+        "batches": s.batches,
+        "failed_batches": s.failed_batches,
+        "swaps": s.swaps,
+        "refused_versions": s.refused_versions,
+        "objects": s.objects,
+        "objects_removed": s.objects_removed,
+    })
+}
+
+/// `POST /pipelines/NAME/run`: a reconcile pass now, or a queue drained
+/// now; answers with the run's id at once (202).
+async fn trigger(With(admin): With<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    let Some(panel) = admin.board.get(&name) else {
+        return (StatusCode::NOT_FOUND, format!("no pipeline `{name}` in this process\n")).into_response();
+    };
+    match panel.state() {
+        State::Running => {}
+        state => {
+            let msg = format!("pipeline `{name}` is {}: it takes no runs now\n", state.label());
+            return (StatusCode::CONFLICT, msg).into_response();
+        }
+    }
+    let id = panel.runs.request();
+    tracing::info!(pipeline = %name, run = id, "run asked for through the admin endpoint");
+    let location = format!("/pipelines/{name}/runs/{id}");
+    let body = serde_json::json!({"pipeline": name, "id": id, "state": "queued", "status": location});
+    (StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)).into_response()
+}
+
+async fn run_state(With(admin): With<Arc<Admin>>, Path((name, id)): Path<(String, u64)>) -> Response {
+    let Some(panel) = admin.board.get(&name) else {
+        return (StatusCode::NOT_FOUND, format!("no pipeline `{name}` in this process\n")).into_response();
+    };
+    match panel.runs.get(id, &panel.counts()) {
+        Some(r) => axum::Json(run_json(&name, &r)).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("pipeline `{name}` has no run {id}\n")).into_response(),
+    }
+}
+
+fn run_json(name: &str, r: &RunRecord) -> serde_json::Value {
+    let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    serde_json::json!({
+        "pipeline": name,
+        "id": r.id,
+        "state": r.state.label(),
+        "reason": match &r.state { crate::status::RunState::Interrupted(why) => Some(why.clone()), _ => None },
+        "requested_at": secs(r.requested),
+        "finished_at": r.finished.map(secs),
+        "counts": counts_json(&r.counts),
+    })
+}
+
+async fn status_page(With(admin): With<Arc<Admin>>) -> Response {
+    let mut dead = Vec::new();
+    let panels = admin.board.panels();
+    for p in &panels {
+        dead.push(admin.dead_letters(&p.name).await);
+    }
+    let html = page::render(&admin.board, &panels, &dead);
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+/// Dead letters by stage and reason, not replayed (never payloads).
+pub type DeadLetterCounts = Result<Vec<(String, String, i64)>, String>;
+
+impl Admin {
+    async fn dead_letters(&self, pipeline: &str) -> DeadLetterCounts {
+        let mut db = self.db.lock().await;
+        if db.as_ref().is_none_or(|c| c.is_closed()) {
+            let connect = crate::sink::connect::connect(&self.database_url);
+            let client = tokio::time::timeout(Duration::from_secs(2), connect)
+                .await
+                .map_err(|_| "the database does not answer".to_string())?
+                .map_err(|e| e.to_string())?;
+            *db = Some(client);
+        }
+        let client = db.as_ref().expect("connected above");
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&pipeline];
+        let query = client.query(
+            "SELECT stage, reason, count(*) FROM etl.dead_letters \
+             WHERE pipeline = $1 AND replayed_at IS NULL GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 12",
+            &params,
+        );
+        match tokio::time::timeout(Duration::from_secs(2), query).await {
+            Ok(Ok(rows)) => Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()),
+            Ok(Err(e)) => {
+                *db = None;
+                Err(e.to_string())
+            }
+            Err(_) => {
+                *db = None;
+                Err("the database does not answer".into())
+            }
+        }
+    }
+}

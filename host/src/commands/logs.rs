@@ -1,0 +1,46 @@
+//! The process's log lines on stderr: text for a person at a terminal,
+//! JSON objects (one per line, with the span's fields: pipeline, batch,
+//! object) for a collector. `RUST_LOG` filters (default `warn`).
+//!
+//! Lines go through `tracing-indicatif`'s writer, so a warning printed
+//! while `host backfill` shows its progress bar does not tear the bar.
+
+use std::io::IsTerminal;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+impl Format {
+    /// Text on a terminal, JSON otherwise.
+    pub fn for_stderr() -> Format {
+        if std::io::stderr().is_terminal() { Format::Text } else { Format::Json }
+    }
+}
+
+/// Installs the subscriber; call once.
+pub fn init(format: Format) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    // Bars only for spans that ask for one (`indicatif.pb_show`), such as
+    // the backfill's.
+    let bars = tracing_indicatif::IndicatifLayer::new();
+    let writer = bars.get_stderr_writer();
+    let lines = match format {
+        Format::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        Format::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(bars.with_filter(tracing_indicatif::filter::IndicatifFilter::new(false)))
+        .init();
+}

@@ -1,0 +1,393 @@
+//! What a running process knows about itself, for the admin endpoint
+//! (`crate::admin`) and the metrics: a [`Board`] of one [`Panel`] per
+//! pipeline (its state, counts, plugin versions, last swaps and refusals,
+//! rows over the last minutes, the age of the oldest message, its runs on
+//! demand and how to probe its database and source).
+//!
+//! Every count a run keeps goes through [`Panel::tally`], which moves the
+//! Prometheus counters by the same amounts: the metrics and the run's
+//! summary cannot disagree. Without an installed recorder
+//! ([`metrics::install`]) the counters cost nothing.
+//!
+//! Must not hold a record's values: names, counts, digests and reasons
+//! only.
+
+pub mod metrics;
+mod runs;
+
+pub use runs::{RunRecord, RunState, Runs};
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+/// What a run did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    pub messages: usize,
+    pub rows: usize,
+    pub dead_letters: usize,
+    pub duplicates: usize,
+    pub batches: usize,
+    pub failed_batches: usize,
+    /// New plugin or pipeline versions taken while running, and refused.
+    pub swaps: usize,
+    pub refused_versions: usize,
+    /// S3 objects loaded (completely), and files whose rows were removed
+    /// because their object is gone (reconcile).
+    pub objects: usize,
+    pub objects_removed: usize,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "messages {}, rows {}, dead letters {}, duplicates skipped {}, batches {}, failed batches {}, \
+             versions swapped in {}, refused {}, objects loaded {}, removed {}, elapsed {:.1} s",
+            self.messages,
+            self.rows,
+            self.dead_letters,
+            self.duplicates,
+            self.batches,
+            self.failed_batches,
+            self.swaps,
+            self.refused_versions,
+            self.objects,
+            self.objects_removed,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+impl Summary {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Summary) -> Summary {
+        Summary {
+            messages: self.messages - earlier.messages,
+            rows: self.rows - earlier.rows,
+            dead_letters: self.dead_letters - earlier.dead_letters,
+            duplicates: self.duplicates - earlier.duplicates,
+            batches: self.batches - earlier.batches,
+            failed_batches: self.failed_batches - earlier.failed_batches,
+            swaps: self.swaps - earlier.swaps,
+            refused_versions: self.refused_versions - earlier.refused_versions,
+            objects: self.objects - earlier.objects,
+            objects_removed: self.objects_removed - earlier.objects_removed,
+            elapsed: self.elapsed.saturating_sub(earlier.elapsed),
+        }
+    }
+}
+
+/// Where a pipeline is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// Its plugins are loading.
+    Starting,
+    Running,
+    /// It stopped on an error; the others go on.
+    Failed(String),
+    /// It ended (`--once` drained, or a stop).
+    Stopped,
+}
+
+impl State {
+    pub fn label(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Failed(_) => "failed",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// A plugin version in use: step number, plugin name, digest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginVersion {
+    pub step: usize,
+    pub name: String,
+    pub digest: String,
+}
+
+/// A version swapped in or refused.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub at: SystemTime,
+    pub swapped: bool,
+    /// What changed (a swap) or why it was refused.
+    pub text: String,
+}
+
+/// What a readiness probe answers: each part (`database`, `source`) and
+/// what is wrong with it, if anything.
+pub type ProbeResult = Vec<(&'static str, Result<(), String>)>;
+
+/// A readiness probe of a pipeline's database and source.
+pub type Probe = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ProbeResult> + Send>> + Send + Sync>;
+
+/// The most events a panel keeps.
+const EVENTS: usize = 20;
+/// Samples of the rows written: one every [`SAMPLE_EVERY`], this many kept.
+pub const SAMPLES: usize = 60;
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// One pipeline as the process sees it.
+pub struct Panel {
+    pub name: String,
+    pub file: PathBuf,
+    /// Where its units come from (`sqs:QUEUE`, `s3://BUCKET/PREFIX`).
+    source: Mutex<String>,
+    state: Mutex<State>,
+    counts: Mutex<Summary>,
+    plugins: Mutex<Vec<PluginVersion>>,
+    events: Mutex<VecDeque<Event>>,
+    /// (when, rows written so far), oldest first.
+    samples: Mutex<VecDeque<(SystemTime, usize)>>,
+    /// SentTimestamp (ms) of the oldest message in the latest receive; 0
+    /// when none is known.
+    oldest_sent_ms: AtomicI64,
+    probe: OnceLock<Probe>,
+    pub runs: Runs,
+    counters: metrics::Counters,
+}
+
+impl Panel {
+    pub fn new(name: &str, file: PathBuf) -> Panel {
+        Panel {
+            name: name.to_string(),
+            file,
+            source: Mutex::new(String::new()),
+            state: Mutex::new(State::Starting),
+            counts: Mutex::default(),
+            plugins: Mutex::default(),
+            events: Mutex::default(),
+            samples: Mutex::default(),
+            oldest_sent_ms: AtomicI64::new(0),
+            probe: OnceLock::new(),
+            runs: Runs::default(),
+            counters: metrics::Counters::new(name),
+        }
+    }
+
+    /// A panel of its own, for a run no board shows (tests, replays).
+    pub fn detached(name: &str) -> Arc<Panel> {
+        Arc::new(Panel::new(name, PathBuf::new()))
+    }
+
+    pub fn set_source(&self, label: &str) {
+        *self.source.lock().expect("not poisoned") = label.to_string();
+    }
+
+    pub fn source(&self) -> String {
+        self.source.lock().expect("not poisoned").clone()
+    }
+
+    pub fn set_state(&self, state: State) {
+        let up = matches!(state, State::Running);
+        *self.state.lock().expect("not poisoned") = state;
+        ::metrics::gauge!(metrics::PIPELINE_UP, "pipeline" => self.name.clone()).set(if up { 1.0 } else { 0.0 });
+    }
+
+    pub fn state(&self) -> State {
+        self.state.lock().expect("not poisoned").clone()
+    }
+
+    /// Adds to the run's counts, and the counters by as much.
+    pub fn tally(&self, f: impl FnOnce(&mut Summary)) {
+        let mut counts = self.counts.lock().expect("not poisoned");
+        let before = counts.clone();
+        f(&mut counts);
+        self.counters.moved(&before, &counts);
+    }
+
+    pub fn counts(&self) -> Summary {
+        self.counts.lock().expect("not poisoned").clone()
+    }
+
+    pub fn set_plugins(&self, plugins: Vec<PluginVersion>) {
+        *self.plugins.lock().expect("not poisoned") = plugins;
+    }
+
+    pub fn plugins(&self) -> Vec<PluginVersion> {
+        self.plugins.lock().expect("not poisoned").clone()
+    }
+
+    /// A version swapped in (`swapped`) or refused, with what changed or why.
+    pub fn event(&self, swapped: bool, text: &str) {
+        self.tally(|s| if swapped { s.swaps += 1 } else { s.refused_versions += 1 });
+        let mut events = self.events.lock().expect("not poisoned");
+        if events.len() == EVENTS {
+            events.pop_front();
+        }
+        events.push_back(Event { at: SystemTime::now(), swapped, text: text.to_string() });
+    }
+
+    /// The last swaps and refusals, newest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().expect("not poisoned").iter().rev().cloned().collect()
+    }
+
+    /// Records the rows written so far (called every [`SAMPLE_EVERY`]).
+    pub fn sample(&self) {
+        let rows = self.counts().rows;
+        let mut samples = self.samples.lock().expect("not poisoned");
+        if samples.len() == SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back((SystemTime::now(), rows));
+    }
+
+    /// Rows per second between consecutive samples, oldest first.
+    pub fn rates(&self) -> Vec<f64> {
+        let samples = self.samples.lock().expect("not poisoned");
+        samples
+            .iter()
+            .zip(samples.iter().skip(1))
+            .map(|((t0, r0), (t1, r1))| {
+                let secs = t1.duration_since(*t0).unwrap_or_default().as_secs_f64();
+                if secs > 0.0 { (r1 - r0) as f64 / secs } else { 0.0 }
+            })
+            .collect()
+    }
+
+    /// Messages received: their count, and the oldest one's SentTimestamp
+    /// (an empty receive: the queue is drained, no age).
+    pub fn received(&self, n: usize, oldest_sent_ms: Option<i64>) {
+        self.counters.received.increment(n as u64);
+        if n == 0 {
+            // Nothing waits (that this receive saw).
+            self.oldest_sent_ms.store(0, Ordering::Relaxed);
+            self.counters.oldest_age.set(0.0);
+        } else if let Some(sent) = oldest_sent_ms.filter(|s| *s > 0) {
+            self.oldest_sent_ms.store(sent, Ordering::Relaxed);
+            let age = (now_ms() - sent).max(0) as f64 / 1000.0;
+            self.counters.oldest_age.set(age);
+        }
+    }
+
+    /// The age of the oldest message of the latest receive, when known.
+    pub fn oldest_age(&self) -> Option<Duration> {
+        let sent = self.oldest_sent_ms.load(Ordering::Relaxed);
+        (sent > 0).then(|| Duration::from_millis((now_ms() - sent).max(0) as u64))
+    }
+
+    pub fn deleted(&self, n: usize) {
+        self.counters.deleted.increment(n as u64);
+    }
+
+    pub fn released(&self, n: usize) {
+        self.counters.released.increment(n as u64);
+    }
+
+    pub fn extended(&self, n: usize) {
+        self.counters.extended.increment(n as u64);
+    }
+
+    pub fn bytes_read(&self, n: u64) {
+        self.counters.bytes_read.increment(n);
+    }
+
+    /// The run's probe of its database and source, set once.
+    pub fn set_probe(&self, probe: Probe) {
+        let _ = self.probe.set(probe);
+    }
+
+    /// Probes the database and the source; empty before the run set a probe.
+    pub async fn probe(&self) -> ProbeResult {
+        match self.probe.get() {
+            Some(p) => p().await,
+            None => Vec::new(),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The pipelines of one process.
+pub struct Board {
+    panels: Mutex<Vec<Arc<Panel>>>,
+    pub started: SystemTime,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Board { panels: Mutex::default(), started: SystemTime::now() }
+    }
+}
+
+impl Board {
+    /// A panel for the pipeline `name`; an error if the process runs one of
+    /// that name already.
+    pub fn add(&self, name: &str, file: PathBuf) -> Result<Arc<Panel>, String> {
+        let mut panels = self.panels.lock().expect("not poisoned");
+        if let Some(p) = panels.iter().find(|p| p.name == name) {
+            return Err(format!(
+                "{} and {} both name the pipeline `{name}`: names must differ within one process",
+                p.file.display(),
+                file.display()
+            ));
+        }
+        let panel = Arc::new(Panel::new(name, file));
+        panels.push(panel.clone());
+        Ok(panel)
+    }
+
+    pub fn panels(&self) -> Vec<Arc<Panel>> {
+        self.panels.lock().expect("not poisoned").clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Panel>> {
+        self.panels.lock().expect("not poisoned").iter().find(|p| p.name == name).cloned()
+    }
+
+    /// Samples every panel's rows every [`SAMPLE_EVERY`], for ever.
+    pub async fn sample(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        loop {
+            tick.tick().await;
+            for p in self.panels() {
+                p.sample();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_subtracts_every_count() {
+        let a = Summary { messages: 3, rows: 5, objects: 1, ..Summary::default() };
+        let b = Summary { messages: 10, rows: 12, objects: 4, dead_letters: 2, ..Summary::default() };
+        assert_eq!(b.since(&a), Summary { messages: 7, rows: 7, objects: 3, dead_letters: 2, ..Summary::default() });
+    }
+
+    #[test]
+    fn a_name_is_taken_once_per_board() {
+        let board = Board::default();
+        board.add("logins", "a.toml".into()).unwrap();
+        let Err(err) = board.add("logins", "b.toml".into()) else { panic!("a second `logins`") };
+        assert!(err.contains("a.toml and b.toml both name the pipeline `logins`"), "{err}");
+    }
+
+    #[test]
+    fn events_keep_the_last_twenty_newest_first_and_count() {
+        let p = Panel::new("p", PathBuf::new());
+        for i in 0..25 {
+            p.event(i % 2 == 0, &format!("e{i}"));
+        }
+        let events = p.events();
+        assert_eq!(events.len(), 20);
+        assert_eq!(events[0].text, "e24");
+        assert_eq!((p.counts().swaps, p.counts().refused_versions), (13, 12));
+    }
+}
