@@ -153,7 +153,9 @@ fn demo() -> Result<(), String> {
             .env("AWS_REGION", std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()))
             .env("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()))
             .env("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into()))
-            .env("DATABASE_URL", &database);
+            .env("DATABASE_URL", &database)
+            // Read by a person: text log lines, whatever stderr is.
+            .env("HOST_LOG_FORMAT", std::env::var("HOST_LOG_FORMAT").unwrap_or_else(|_| "text".into()));
     };
     let step = |title: &str, args: &[&str]| -> Result<(), String> {
         println!("\n== {title}\n$ host {}", args.join(" "));
