@@ -181,10 +181,8 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
     match command {
         Command::Run { pipelines, once, migrate, admin } => {
-            let admin = admin.map(|addr| host::admin::AdminOptions {
-                addr,
-                token: std::env::var("HOST_ADMIN_TOKEN").ok(),
-            });
+            let admin =
+                admin.map(|addr| host::admin::AdminOptions { addr, token: std::env::var("HOST_ADMIN_TOKEN").ok() });
             let outcomes = runtime()?.block_on(commands::run::run(&pipelines, once, migrate, admin, opts))?;
             if outcomes.len() == 1 {
                 // One pipeline: its summary, or its error, as ever.

@@ -6,11 +6,11 @@
 //!
 //! Must not decide what a message means, nor when to acknowledge it.
 
+use crate::status::Panel;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
 };
-use crate::status::Panel;
 use std::sync::Arc;
 use std::time::Duration;
 

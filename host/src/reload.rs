@@ -53,7 +53,13 @@ pub struct Watcher {
 impl Watcher {
     /// A watcher of `first` (as started from the file's `text`); workers
     /// subscribe to the returned sender.
-    pub fn new(engine: Arc<Engine>, first: Arc<Generation>, text: String, interval: Duration, panel: Arc<Panel>) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        first: Arc<Generation>,
+        text: String,
+        interval: Duration,
+        panel: Arc<Panel>,
+    ) -> Self {
         let path = first.pipeline.file.clone();
         let current = Fingerprint { pipeline: digest_of(text.as_bytes()), plugins: Vec::new() };
         let (tx, _) = watch::channel(first.clone());

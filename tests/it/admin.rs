@@ -45,7 +45,8 @@ pub(crate) async fn http(port: u16, method: &str, path: &str, token: Option<&str
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let body = if headers.get("transfer-encoding").is_some_and(|t| t == "chunked") { unchunk(body) } else { body.into() };
+    let body =
+        if headers.get("transfer-encoding").is_some_and(|t| t == "chunked") { unchunk(body) } else { body.into() };
     Ok(Answer { status, headers, body })
 }
 
@@ -119,8 +120,7 @@ async fn metrics_move_during_a_run_and_end_equal_to_the_summary() {
     let sqs = services::sqs().await;
     let port = free_port();
     let admin = format!("127.0.0.1:{port}");
-    let mut host =
-        Host::run_all(&[&file], &["--admin", &admin], &[], &services::database_url(), services::endpoint());
+    let mut host = Host::run_all(&[&file], &["--admin", &admin], &[], &services::database_url(), services::endpoint());
     let ready = until(port, "/readyz", Duration::from_secs(60), |a| a.status == 200).await;
     assert_eq!(ready.status, 200, "{}\n{}", ready.body, host.log());
     assert!(ready.body.contains(&format!("{name}: ok")), "{}", ready.body);
@@ -305,13 +305,8 @@ async fn two_pipelines_in_one_process_and_one_failing_leaves_the_other_running()
     let sqs = services::sqs().await;
     let port = free_port();
     let admin = format!("127.0.0.1:{port}");
-    let mut host = Host::run_all(
-        &[&a_file, &b_file],
-        &["--admin", &admin],
-        &[],
-        &services::database_url(),
-        services::endpoint(),
-    );
+    let mut host =
+        Host::run_all(&[&a_file, &b_file], &["--admin", &admin], &[], &services::database_url(), services::endpoint());
     let ready = until(port, "/readyz", Duration::from_secs(60), |r| r.status == 200).await;
     assert_eq!(ready.status, 200, "{}\n{}", ready.body, host.log());
     send(&sqs, &a_url, &good_bodies(5)).await;
@@ -416,4 +411,26 @@ fn which_chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
         std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
     })
+}
+
+/// Bound to a non-loopback address, the endpoint does not start without a
+/// token: the host exits at once, saying why; an empty token is refused too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_loopback_endpoint_needs_a_token() {
+    let (_name, _schema, _url, file) = logins("adm_open").await;
+    let admin = format!("0.0.0.0:{}", free_port());
+    for (token, says) in
+        [(None, "is not a loopback address: set HOST_ADMIN_TOKEN"), (Some(""), "HOST_ADMIN_TOKEN is empty")]
+    {
+        let mut cmd = std::process::Command::new(crate::objects::host_binary());
+        cmd.arg("run").arg(&file).args(["--admin", &admin]).env("DATABASE_URL", services::database_url());
+        cmd.env_remove("HOST_ADMIN_TOKEN");
+        if let Some(t) = token {
+            cmd.env("HOST_ADMIN_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
 }

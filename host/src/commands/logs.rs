@@ -31,7 +31,9 @@ pub fn init(format: Format) {
     let bars = tracing_indicatif::IndicatifLayer::new();
     let writer = bars.get_stderr_writer();
     let lines = match format {
-        Format::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        Format::Text => {
+            tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(writer).boxed()
+        }
         Format::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)

@@ -4,9 +4,9 @@
 //! Must not hold run logic: that is `crate::run` and below.
 
 use super::EngineOptions;
+use crate::admin::{AdminOptions, Endpoint};
 use crate::aws::Aws;
 use crate::config;
-use crate::admin::{AdminOptions, Endpoint};
 use crate::run::{RunOptions, Summary};
 use crate::status::Board;
 use anyhow::Context;

@@ -4,9 +4,9 @@
 //! to end. Must not run units itself.
 
 use super::RunError;
-use crate::status::Panel;
 use crate::config::Pipeline;
 use crate::reload::{Generation, Watcher};
+use crate::status::Panel;
 use crate::transform::{Engine, Loaded, TransformChain};
 use std::sync::Arc;
 use tokio::sync::watch;

@@ -122,8 +122,14 @@ impl TransformChain {
         let file = pipeline.file.display().to_string();
         let mut steps = Vec::new();
         for (step, plugin) in pipeline.steps.iter().zip(&loaded.plugins) {
-            let runner =
-                StepRunner::new(engine.clone(), &file, &pipeline.name, step.clone(), plugin.clone(), pipeline.record_values_in_logs)?;
+            let runner = StepRunner::new(
+                engine.clone(),
+                &file,
+                &pipeline.name,
+                step.clone(),
+                plugin.clone(),
+                pipeline.record_values_in_logs,
+            )?;
             steps.push(runner);
         }
         Ok(TransformChain { steps })

@@ -102,7 +102,8 @@ impl Objects {
     async fn load(&self, chain: TransformChain, object: &ObjectRef) -> (TransformChain, Result<Outcome, LoadError>) {
         use tracing::Instrument;
         let version = object.version_id.as_deref().or(object.etag.as_deref()).unwrap_or("");
-        let span = tracing::info_span!("object", pipeline = %self.flow.pipeline.name, uri = %object.uri(), version = %version);
+        let span =
+            tracing::info_span!("object", pipeline = %self.flow.pipeline.name, uri = %object.uri(), version = %version);
         self.load_on(chain, object).instrument(span).await
     }
 
@@ -197,7 +198,13 @@ pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output 
 
 /// The readiness probe of an S3 pipeline: its queue answers (notifications,
 /// or reconcile woken by one), and its bucket (reconcile).
-fn set_probe(flow: &Flow, database_url: &str, config: &S3SourceConfig, queue: Option<SqsSource>, s3: aws_sdk_s3::Client) {
+fn set_probe(
+    flow: &Flow,
+    database_url: &str,
+    config: &S3SourceConfig,
+    queue: Option<SqsSource>,
+    s3: aws_sdk_s3::Client,
+) {
     let bucket = config.bucket.clone();
     flow.set_probe(database_url, move || {
         let (queue, bucket, s3) = (queue.clone(), bucket.clone(), s3.clone());
