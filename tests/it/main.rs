@@ -15,3 +15,4 @@ mod run;
 mod sandbox;
 mod services;
 mod swap;
+mod tls;

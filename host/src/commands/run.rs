@@ -38,6 +38,7 @@ pub async fn run(
     let files = pipeline_files(paths)?;
     let pipelines = files.iter().map(|f| config::load(f)).collect::<Result<Vec<_>, _>>()?;
     let url = database_url()?;
+    crate::sink::connect::check(&url).await?;
     if migrate {
         crate::migrate::run(&url).await?;
     }
@@ -72,6 +73,8 @@ pub async fn run(
         }))
     });
     let run_opts = RunOptions { once, idle: std::time::Duration::from_secs(2) };
+    // One pipeline's error is the command's, printed once by `main`.
+    let many = pipelines.len() > 1;
     let tasks: Vec<_> = pipelines
         .into_iter()
         .zip(panels)
@@ -83,7 +86,7 @@ pub async fn run(
             };
             let task = tokio::spawn(async move {
                 let result = crate::run::run_on(panel, pipeline, engine, &url, aws, run_opts, shutdown).await;
-                if let Err(e) = &result {
+                if let (true, Err(e)) = (many, &result) {
                     tracing::error!(pipeline = %name, error = %e, "the pipeline stopped on an error; the others go on");
                 }
                 result
@@ -139,6 +142,7 @@ async fn set_up(
 ) -> anyhow::Result<(config::Pipeline, String, std::sync::Arc<crate::transform::Engine>, Aws)> {
     let pipeline = config::load(path)?;
     let url = database_url()?;
+    crate::sink::connect::check(&url).await?;
     if migrate {
         crate::migrate::run(&url).await?;
     }

@@ -7,6 +7,7 @@
 //! Must not run statements: it only makes connections.
 
 use super::SinkError;
+use super::tls::Tls;
 use std::time::Duration;
 
 /// How long one connection attempt may take (`connect_timeout` in the URL
@@ -24,19 +25,22 @@ pub const SESSION_TIMEOUTS: [(&str, &str); 3] =
 /// that sends no reset) must not hold a worker for ever.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(330);
 
-/// The URL's settings, with the connect timeout.
-pub fn config(url: &str) -> Result<tokio_postgres::Config, SinkError> {
+/// The URL's settings, with the connect timeout, and its TLS settings
+/// (see [`super::tls`]).
+pub fn config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError> {
+    let (rest, tls) = super::tls::split(url).map_err(SinkError::Url)?;
     let mut config: tokio_postgres::Config =
-        url.parse().map_err(|e: tokio_postgres::Error| SinkError::Url(e.to_string()))?;
+        rest.parse().map_err(|e: tokio_postgres::Error| SinkError::Url(e.to_string()))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    Ok(config)
+    config.ssl_mode(tls.ssl_mode());
+    Ok((config, tls))
 }
 
 /// [`config`] with the sink's session timeouts.
-pub fn sink_config(url: &str) -> Result<tokio_postgres::Config, SinkError> {
-    let mut config = config(url)?;
+pub fn sink_config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError> {
+    let (mut config, tls) = config(url)?;
     let mut options = config.get_options().unwrap_or_default().to_string();
     for (name, value) in SESSION_TIMEOUTS {
         if !options.contains(name) {
@@ -44,23 +48,96 @@ pub fn sink_config(url: &str) -> Result<tokio_postgres::Config, SinkError> {
         }
     }
     config.options(options.trim());
-    Ok(config)
+    Ok((config, tls))
 }
 
 /// One connection, its driver spawned.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ConnectError> {
-    let config = config(url).map_err(ConnectError::Url)?;
-    let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(ConnectError::Connect)?;
-    tokio::spawn(conn);
-    Ok(client)
+    let (config, tls) = config(url).map_err(ConnectError::Url)?;
+    let connector = tls.connector().map_err(ConnectError::Tls)?;
+    match config.connect(connector).await {
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            Ok(client)
+        }
+        Err(error) => Err(ConnectError::Connect { at: where_to(&config), mode: tls.mode.name(), error }),
+    }
+}
+
+/// Connects once, to find what no retry mends (a certificate refused, TLS
+/// required and not offered, a password or database refused, a bad URL)
+/// before a run starts; a database that does not answer yet is only
+/// warned about, as a run waits for it.
+pub async fn check(url: &str) -> Result<(), ConnectError> {
+    match connect(url).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.lasting() => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "the database does not answer yet; the run waits for it");
+            Ok(())
+        }
+    }
+}
+
+/// `host:port` of each host the config names.
+fn where_to(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match h {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                tokio_postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error(transparent)]
     Url(SinkError),
-    #[error("cannot connect to the database: {}", super::refusal(.0))]
-    Connect(tokio_postgres::Error),
+    #[error("DATABASE_URL: {0}")]
+    Tls(String),
+    /// `error` is not a `source`: its causes are in the message already.
+    #[error("cannot connect to the database at {at} (sslmode={mode}): {}", explain(.error))]
+    Connect { at: String, mode: &'static str, error: tokio_postgres::Error },
+}
+
+impl ConnectError {
+    /// Whether trying again cannot help.
+    pub fn lasting(&self) -> bool {
+        match self {
+            ConnectError::Url(_) | ConnectError::Tls(_) => true,
+            ConnectError::Connect { error, .. } => {
+                let code = error.as_db_error().map(|d| d.code().code().to_string()).unwrap_or_default();
+                // 28: authorization refused; 3D000: no such database.
+                code.starts_with("28") || code == "3D000" || explain(error).contains("TLS")
+            }
+        }
+    }
+}
+
+/// The error and its causes on one line (a TLS failure's reason is in its
+/// causes: "invalid peer certificate: UnknownIssuer").
+fn explain(e: &tokio_postgres::Error) -> String {
+    let mut text = super::refusal(e);
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if more.contains(&text) {
+            text = more;
+        } else if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -69,13 +146,13 @@ mod tests {
 
     #[test]
     fn timeouts_are_added_unless_the_url_sets_them() {
-        let c = sink_config("postgres://u@h/db").unwrap();
+        let (c, _) = sink_config("postgres://u@h/db").unwrap();
         assert_eq!(c.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
         assert_eq!(
             c.get_options(),
             Some("-c statement_timeout=300s -c lock_timeout=60s -c idle_in_transaction_session_timeout=300s")
         );
-        let c = sink_config("postgres://u@h/db?connect_timeout=3&options=-c%20lock_timeout%3D5s").unwrap();
+        let (c, _) = sink_config("postgres://u@h/db?connect_timeout=3&options=-c%20lock_timeout%3D5s").unwrap();
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
         assert_eq!(
             c.get_options(),

@@ -17,6 +17,7 @@ mod error;
 mod load;
 mod receipt;
 pub mod sql;
+pub mod tls;
 
 pub use error::{SinkError, data_error, refusal, transient};
 pub use receipt::{FileReceipt, FileState, sequencer_after};
@@ -77,10 +78,10 @@ impl std::ops::AddAssign for Report {
 
 /// A connection pool from `DATABASE_URL`.
 pub fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, SinkError> {
-    let config = connect::sink_config(url)?;
+    let (config, tls) = connect::sink_config(url)?;
     let manager = deadpool_postgres::Manager::from_config(
         config,
-        tokio_postgres::NoTls,
+        tls.connector().map_err(SinkError::Url)?,
         deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
     );
     deadpool_postgres::Pool::builder(manager).max_size(size).build().map_err(|e| SinkError::Pool(e.to_string()))

@@ -1,0 +1,301 @@
+//! TLS to PostgreSQL, as libpq's `sslmode` and `sslrootcert` say in
+//! `DATABASE_URL`: `disable`; `prefer` (the default: TLS when the server
+//! offers it); `require` (TLS or no connection); `verify-ca` (and the
+//! server's certificate chains to a trusted root); `verify-full` (and it
+//! names the host). `prefer` and `require` check no certificate, as in
+//! libpq, unless `sslrootcert` is given: then `require` is `verify-ca`.
+//! The roots are `sslrootcert`'s certificates, else the system's.
+//!
+//! rustls (through `tokio-postgres-rustls`) with aws-lc-rs, which the AWS
+//! SDK builds already: no OpenSSL to link or ship in the image.
+//!
+//! tokio-postgres knows only `disable`, `prefer` and `require`, and not
+//! `sslrootcert`: both are taken out of the URL here before it parses the
+//! rest.
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl Mode {
+    fn parse(text: &str) -> Result<Mode, String> {
+        Ok(match text {
+            "disable" => Mode::Disable,
+            // `allow` tries without TLS first; TLS when offered is never worse.
+            "allow" | "prefer" => Mode::Prefer,
+            "require" => Mode::Require,
+            "verify-ca" => Mode::VerifyCa,
+            "verify-full" => Mode::VerifyFull,
+            other => {
+                return Err(format!(
+                    "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                ));
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Disable => "disable",
+            Mode::Prefer => "prefer",
+            Mode::Require => "require",
+            Mode::VerifyCa => "verify-ca",
+            Mode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// What a URL asks of TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    pub mode: Mode,
+    pub root_cert: Option<PathBuf>,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of `url` (a `postgres://` URL or
+/// `key=value` words): the rest, and what they said.
+pub fn split(url: &str) -> Result<(String, Tls), String> {
+    let mut tls = Tls { mode: Mode::Prefer, root_cert: None };
+    let mut take = |key: &str, value: &str| -> Result<bool, String> {
+        match key {
+            "sslmode" => tls.mode = Mode::parse(value)?,
+            "sslrootcert" => tls.root_cert = Some(PathBuf::from(value)),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    };
+    if url.contains("://") {
+        let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), tls)) };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !take(key, &percent_decode(value))? {
+                kept.push(pair);
+            }
+        }
+        let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+        return Ok((rest, tls));
+    }
+    let mut kept = Vec::new();
+    for word in url.split_whitespace() {
+        let (key, value) = word.split_once('=').unwrap_or((word, ""));
+        if !take(key.trim(), value.trim_matches('\''))? {
+            kept.push(word);
+        }
+    }
+    Ok((kept.join(" "), tls))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Tls {
+    /// What tokio-postgres is told: TLS off, tried, or required.
+    pub fn ssl_mode(&self) -> tokio_postgres::config::SslMode {
+        match self.mode {
+            Mode::Disable => tokio_postgres::config::SslMode::Disable,
+            Mode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        }
+    }
+
+    /// The connector for these settings.
+    pub fn connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verify = match (self.mode, &self.root_cert) {
+            (Mode::VerifyFull, _) => Check::Full,
+            (Mode::VerifyCa, _) | (Mode::Require, Some(_)) => Check::Chain,
+            _ => Check::Nothing,
+        };
+        let verifier: Arc<dyn ServerCertVerifier> = match verify {
+            Check::Nothing => Arc::new(Unverified(provider.clone())),
+            Check::Chain | Check::Full => {
+                let roots = Arc::new(self.roots()?);
+                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                    .build()
+                    .map_err(|e| format!("cannot use the TLS roots: {e}"))?;
+                if verify == Check::Full { webpki } else { Arc::new(ChainOnly(webpki)) }
+            }
+        };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    }
+
+    /// `sslrootcert`'s certificates, or the system's.
+    fn roots(&self) -> Result<rustls::RootCertStore, String> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.root_cert {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(format!("sslrootcert {}: no certificate in it", path.display()));
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+                if roots.is_empty() {
+                    return Err(format!(
+                        "sslmode={} needs trusted roots: the system has none (set sslrootcert)",
+                        self.mode.name()
+                    ));
+                }
+            }
+        }
+        Ok(roots)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Check {
+    Nothing,
+    Chain,
+    Full,
+}
+
+/// `prefer` and `require` without a root: the connection is encrypted,
+/// the certificate taken as it comes (libpq does the same); handshake
+/// signatures are still checked.
+#[derive(Debug)]
+struct Unverified(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain to a trusted root is checked, the host name is
+/// not.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_and_sslrootcert_are_taken_out_of_urls_and_words() {
+        let (rest, tls) =
+            split("postgres://u@h:5432/db?connect_timeout=3&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem").unwrap();
+        assert_eq!(rest, "postgres://u@h:5432/db?connect_timeout=3");
+        assert_eq!(tls, Tls { mode: Mode::VerifyFull, root_cert: Some("/etc/ca.pem".into()) });
+        let (rest, tls) = split("postgres://u@h/db?sslmode=require").unwrap();
+        assert_eq!((rest.as_str(), tls.mode), ("postgres://u@h/db", Mode::Require));
+        let (rest, tls) = split("postgres://u@h/db").unwrap();
+        assert_eq!((rest.as_str(), tls.mode), ("postgres://u@h/db", Mode::Prefer));
+        let (rest, tls) = split("host=h user=u sslmode=disable dbname=d").unwrap();
+        assert_eq!((rest.as_str(), tls.mode), ("host=h user=u dbname=d", Mode::Disable));
+        let err = split("postgres://u@h/db?sslmode=always").unwrap_err();
+        assert!(err.contains("sslmode `always` is not one of"), "{err}");
+    }
+}

@@ -1,0 +1,89 @@
+//! TLS to PostgreSQL (issue 14): the local server has `ssl = on` with a
+//! self-signed certificate for `localhost`. `require` connects (encrypted,
+//! unverified, as libpq), `prefer` (the default) uses TLS when offered,
+//! `disable` does not, `verify-full` refuses the certificate for
+//! `127.0.0.1` naming the host, and accepts it for `localhost` against
+//! the certificate itself as `sslrootcert`.
+
+use crate::services::{self, pg};
+
+/// `DATABASE_URL` with `params` added to its query.
+fn with(params: &str) -> String {
+    let url = services::database_url();
+    let join = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{join}{params}")
+}
+
+async fn uses_tls(client: &tokio_postgres::Client) -> bool {
+    client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sslmode_decides_whether_connections_are_encrypted() {
+    for (params, encrypted) in
+        [("sslmode=require", true), ("sslmode=prefer", true), ("application_name=x", true), ("sslmode=disable", false)]
+    {
+        let client = host::sink::connect::connect(&with(params)).await.unwrap_or_else(|e| panic!("{params}: {e}"));
+        assert_eq!(uses_tls(&client).await, encrypted, "{params}");
+        // The sink's pool connects the same way.
+        let pool = host::sink::pool(&with(params), 1).unwrap();
+        assert_eq!(uses_tls(&pool.get().await.unwrap()).await, encrypted, "{params}: pool");
+    }
+}
+
+fn host_command(url: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(crate::objects::host_binary());
+    cmd.args(["migrate"]).arg(crate::common::workspace().join("pipelines/logins.toml")).env("DATABASE_URL", url);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_full_refuses_a_certificate_that_does_not_name_the_host() {
+    services::migrated().await;
+    let url = with("sslmode=verify-full");
+    let out = host_command(&url).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot connect to the database at 127.0.0.1:5432 (sslmode=verify-full)"), "{stderr}");
+    assert!(stderr.contains("invalid peer certificate"), "{stderr}");
+    // `disable` and `require` still work.
+    for params in ["sslmode=disable", "sslmode=require"] {
+        let out = host_command(&with(params)).output().unwrap();
+        assert!(out.status.success(), "{params}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_full_accepts_the_certificate_for_its_own_name_against_sslrootcert() {
+    let cert: String = pg().await.query_one("SHOW ssl_cert_file", &[]).await.unwrap().get(0);
+    assert!(std::fs::metadata(&cert).is_ok(), "the server's certificate {cert} is readable here");
+    let url = services::database_url().replace("127.0.0.1", "localhost");
+    let join = if url.contains('?') { '&' } else { '?' };
+    let full = format!("{url}{join}sslmode=verify-full&sslrootcert={cert}");
+    let client = host::sink::connect::connect(&full).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(uses_tls(&client).await);
+    let empty = std::env::temp_dir().join(format!("{}.pem", services::unique("no-cert")));
+    std::fs::write(&empty, "").unwrap();
+    let err = host::sink::connect::connect(&format!("{url}{join}sslmode=verify-ca&sslrootcert={}", empty.display()))
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no certificate in it"), "{err}");
+}
+
+/// `host run --once` with `sslmode=require` loads its messages.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_over_required_tls_loads() {
+    let (name, schema) = (services::unique("tls_run"), services::unique("s"));
+    crate::run::schema_with_user_logins(&schema).await;
+    let sqs = services::sqs().await;
+    let url = services::queue(&sqs, &name).await;
+    services::send(&sqs, &url, &crate::faults::good_bodies(5)).await;
+    let file = crate::faults::pipeline_file(&name, &schema, "wait_time_s = 1");
+    let mut host = crate::faults::Host::run(&file, true, &with("sslmode=require"), services::endpoint());
+    let (status, out) = host.wait(std::time::Duration::from_secs(120)).await.expect("ends");
+    assert!(status.success(), "{out}\n{}", host.log());
+    let rows = crate::run::count(&format!("SELECT count(*) FROM {schema}.user_logins")).await;
+    assert_eq!(rows, 5, "{out}");
+}
