@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod common;
+mod deploy;
 mod faults;
 mod files;
 mod golden;

@@ -25,6 +25,31 @@ pub fn plugin_crates(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Makes sure the active toolchain has the [`TARGET`] standard library
+/// (`rust-toolchain.toml` names it, but rustup adds a toolchain file's
+/// targets only when it installs that toolchain): adds it with rustup if
+/// missing, or says what to do.
+pub fn ensure_target() -> Result<(), String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output()
+        .map_err(|e| format!("cannot run {rustc}: {e}"))?;
+    let libdir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && Path::new(&libdir).is_dir() {
+        return Ok(());
+    }
+    eprintln!("xtask: the {TARGET} target is not installed; adding it (rustup target add {TARGET})");
+    let added = Command::new("rustup").args(["target", "add", TARGET]).status();
+    match added {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("`rustup target add {TARGET}` failed ({s}): plugins cannot be built without it")),
+        Err(e) => Err(format!(
+            "the {TARGET} target is missing and rustup cannot be run ({e}): install the target for your Rust toolchain"
+        )),
+    }
+}
+
 /// Builds `crates` for wasm32-wasip2 (release) in `target_dir` and copies
 /// each component to `out_dir/NAME.wasm`. Returns the files.
 pub fn build_plugins(
@@ -33,6 +58,7 @@ pub fn build_plugins(
     target_dir: &Path,
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>, String> {
+    ensure_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace).args(["build", "--release", "--target", TARGET]).arg("--target-dir").arg(target_dir);

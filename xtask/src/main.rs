@@ -13,9 +13,9 @@ fn main() -> ExitCode {
     let arg = std::env::args().nth(1).unwrap_or_default();
     let result = match arg.as_str() {
         "build" => build(),
-        "test" => build().and_then(|()| ensure_moto()).and_then(|()| test()),
+        "test" => ensure_postgres().and_then(|()| build()).and_then(|()| ensure_moto()).and_then(|()| test()),
         "bench" => build().and_then(|()| cargo(&["bench", "-p", "tests"])),
-        "demo" => build().and_then(|()| ensure_moto()).and_then(|()| demo()),
+        "demo" => ensure_postgres().and_then(|()| build()).and_then(|()| ensure_moto()).and_then(|()| demo()),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -39,6 +39,8 @@ fn target_dir() -> PathBuf {
 }
 
 fn build() -> Result<(), String> {
+    // Before the host's long build: a missing target should not wait for it.
+    xtask::ensure_target()?;
     cargo(&["build", "--release", "-p", "host"])?;
     let ws = workspace();
     let crates = xtask::plugin_crates(&ws.join("plugins")).map_err(|e| e.to_string())?;
@@ -79,6 +81,36 @@ fn test() -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("cargo test failed ({status})")) }
 }
 
+/// Says at once when PostgreSQL does not answer at `DATABASE_URL` (or the
+/// local server), before a build of several minutes.
+fn ensure_postgres() -> Result<(), String> {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let Some(addr) = host_port(&url) else { return Ok(()) };
+    use std::net::ToSocketAddrs;
+    let reachable = addr.to_socket_addrs().is_ok_and(|mut all| {
+        all.any(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(3)).is_ok())
+    });
+    if reachable {
+        return Ok(());
+    }
+    Err(format!(
+        "PostgreSQL does not answer at {addr} (DATABASE_URL, default the local server): start it \
+         (on Debian: pg_ctlcluster $(ls /etc/postgresql) main start) or set DATABASE_URL"
+    ))
+}
+
+/// `host:port` of a `postgres://[user[:pw]@]host[:port]/...` URL.
+fn host_port(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() {
+        return None;
+    }
+    let has_port = host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !host.ends_with(']');
+    Some(if has_port { host.to_string() } else { format!("{host}:5432") })
+}
+
 /// Makes `.venv` with moto (an AWS endpoint for SQS and S3 on loopback) if
 /// it is not there.
 fn ensure_moto() -> Result<(), String> {
@@ -90,7 +122,20 @@ fn ensure_moto() -> Result<(), String> {
         return Ok(());
     }
     println!("xtask: installing moto into .venv");
-    run(Command::new("python3").current_dir(&ws).args(["-m", "venv", ".venv"]))?;
+    let venv = Command::new("python3").current_dir(&ws).args(["-m", "venv", ".venv"]).output();
+    match venv {
+        Err(e) => {
+            return Err(format!("cannot run python3 ({e}): install Python 3 (with venv) for moto, the AWS endpoint"));
+        }
+        Ok(o) if !o.status.success() => {
+            let _ = std::fs::remove_dir_all(ws.join(".venv"));
+            return Err(format!(
+                "python3 cannot make a virtual environment: install python3-venv (Debian/Ubuntu: apt-get install python3-venv)\n{}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        Ok(_) => {}
+    }
     run(Command::new(ws.join(".venv/bin/pip")).args(["install", "--quiet", "moto[server]>=5,<6"]))?;
     if has(&python) { Ok(()) } else { Err("moto did not install into .venv".into()) }
 }
