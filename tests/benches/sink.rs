@@ -179,7 +179,15 @@ async fn through_sink_with(
         services::unique("bench")
     );
     let p = common::pipeline(&body);
-    let pool = host::sink::pool(&services::database_url(), services::env_usize("SINK_IN_FLIGHT", 2)).unwrap();
+    // Like the plain COPY it is compared with (tokio-postgres without TLS):
+    // the host's default, `sslmode=prefer`, would encrypt the sink's rows.
+    let url = services::database_url();
+    let url = if url.contains("sslmode=") {
+        url
+    } else {
+        format!("{url}{}sslmode=disable", if url.contains('?') { '&' } else { '?' })
+    };
+    let pool = host::sink::pool(&url, services::env_usize("SINK_IN_FLIGHT", 2)).unwrap();
     let make = || host::sink::PostgresSink::new(pool, &p.name, "bench", p.sink.as_ref().unwrap(), None);
     let sink = match recorder {
         Some(r) => metrics::with_local_recorder(r, make),
