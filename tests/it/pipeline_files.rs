@@ -46,3 +46,39 @@ fn each_bad_pipeline_gets_its_exact_error() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The keyed logins pipeline: without its key it does not start, naming
+/// the variable; with it, the masked columns are HMAC-SHA-256 of the
+/// values under that key (so whoever holds the key can find a value's rows).
+#[test]
+fn the_keyed_logins_pipeline_masks_with_the_key_from_the_environment() {
+    use hmac::Mac;
+    let ws = common::workspace();
+    let host = |key: Option<&str>, args: &[&str]| {
+        let mut cmd = std::process::Command::new(crate::objects::host_binary());
+        cmd.current_dir(&ws).args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir());
+        cmd.args(args).env_remove("LOGIN_MASK_KEY");
+        if let Some(k) = key {
+            cmd.env("LOGIN_MASK_KEY", k);
+        }
+        cmd.output().unwrap()
+    };
+    let out = host(None, &["check", "pipelines/logins-keyed.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("environment variable `LOGIN_MASK_KEY` is not set"), "{stderr}");
+
+    let key = "a key of the team's";
+    let out = host(Some(key), &["check", "pipelines/logins-keyed.toml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let input = ws.join("tests/data/fetch_login_queue_bodies.jsonl");
+    let out = host(Some(key), &["test", "pipelines/logins-keyed.toml", "--input", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first_body: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&input).unwrap().lines().next().unwrap()).unwrap();
+    let first_row: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(first_body["ip"].as_str().unwrap().as_bytes());
+    assert_eq!(first_row["masked_ip"], hex::encode(mac.finalize().into_bytes()), "{first_row}");
+}
