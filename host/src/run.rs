@@ -39,23 +39,26 @@ pub async fn run_on(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Summary, RunError> {
     let aws = aws.into();
-    let source = match (&pipeline.source, &pipeline.sink) {
-        (Some(source), Some(_)) => source.clone(),
-        _ => return Err(RunError::Incomplete(pipeline.file.display().to_string())),
+    let result = match (&pipeline.source, &pipeline.sink) {
+        (Some(source), Some(_)) => {
+            let source = source.clone();
+            let setup = RunSetup { pipeline, panel: panel.clone(), engine, database_url, aws: &aws, opts };
+            match source {
+                Source::Sqs(_) => crate::source::sqs::run(setup, shutdown).await,
+                Source::S3(_) => crate::source::s3::run(setup, shutdown).await,
+            }
+        }
+        _ => Err(RunError::Incomplete(pipeline.file.display().to_string())),
     };
-    let setup = RunSetup { pipeline, panel: panel.clone(), engine, database_url, aws: &aws, opts };
-    let result = match source {
-        Source::Sqs(_) => crate::source::sqs::run(setup, shutdown).await,
-        Source::S3(_) => crate::source::s3::run(setup, shutdown).await,
-    };
+    // The state first: a run asked for from here is refused, not queued.
     let why = match &result {
         Ok(_) => "the pipeline stopped".to_string(),
         Err(e) => e.to_string(),
     };
-    panel.runs.interrupt_all(&panel.counts(), &why);
     panel.set_state(match &result {
         Ok(_) => crate::status::State::Stopped,
         Err(e) => crate::status::State::Failed(e.to_string()),
     });
+    panel.runs.interrupt_all(&panel.counts(), &why);
     result
 }

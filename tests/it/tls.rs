@@ -70,6 +70,18 @@ async fn verify_full_accepts_the_certificate_for_its_own_name_against_sslrootcer
         .unwrap_err()
         .to_string();
     assert!(err.contains("no certificate in it"), "{err}");
+    // `verify-ca` and `require` against the certificate itself: the chain is
+    // checked, the name (127.0.0.1 here) is not.
+    let local = services::database_url();
+    let join = if local.contains('?') { '&' } else { '?' };
+    for mode in ["verify-ca", "require"] {
+        let url = format!("{local}{join}sslmode={mode}&sslrootcert={cert}");
+        let client = host::sink::connect::connect(&url).await.unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert!(uses_tls(&client).await, "{mode}");
+    }
+    // Without a root of its own, `verify-ca` is refused.
+    let err = host::sink::connect::connect(&format!("{local}{join}sslmode=verify-ca")).await.map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("needs sslrootcert"), "{err}");
 }
 
 /// `host run --once` with `sslmode=require` loads its messages.

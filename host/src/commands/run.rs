@@ -80,7 +80,7 @@ pub async fn run(
         .zip(panels)
         .map(|(pipeline, panel)| {
             let (engine, aws, url, mut stop) = (engine.clone(), aws.clone(), url.clone(), stop.clone());
-            let (name, name_of) = (pipeline.name.clone(), pipeline.name.clone());
+            let (name, name_of, watched) = (pipeline.name.clone(), pipeline.name.clone(), panel.clone());
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
@@ -91,14 +91,18 @@ pub async fn run(
                 }
                 result
             });
-            (name_of, task)
+            (name_of, watched, task)
         })
         .collect();
     let mut outcomes = Vec::new();
-    for (name, task) in tasks {
+    for (name, panel, task) in tasks {
         let result = match task.await {
             Ok(r) => r,
-            Err(e) => Err(crate::run::RunError::Stopped(format!("the pipeline panicked: {e}"))),
+            Err(e) => {
+                let why = format!("the pipeline panicked: {e}");
+                panel.set_state(crate::status::State::Failed(why.clone()));
+                Err(crate::run::RunError::Stopped(why))
+            }
         };
         outcomes.push((name, result));
     }

@@ -116,7 +116,13 @@ impl ConnectError {
             ConnectError::Connect { error, .. } => {
                 let code = error.as_db_error().map(|d| d.code().code().to_string()).unwrap_or_default();
                 // 28: authorization refused; 3D000: no such database.
-                code.starts_with("28") || code == "3D000" || explain(error).contains("TLS")
+                // A certificate refused, or TLS required and not offered (a
+                // connection reset during the handshake may mend).
+                let text = explain(error);
+                code.starts_with("28")
+                    || code == "3D000"
+                    || text.contains("certificate")
+                    || text.contains("does not support TLS")
             }
         }
     }

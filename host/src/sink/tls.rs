@@ -4,7 +4,9 @@
 //! server's certificate chains to a trusted root); `verify-full` (and it
 //! names the host). `prefer` and `require` check no certificate, as in
 //! libpq, unless `sslrootcert` is given: then `require` is `verify-ca`.
-//! The roots are `sslrootcert`'s certificates, else the system's.
+//! The roots are `sslrootcert`'s certificates, else the system's
+//! (`verify-full` only: `verify-ca` with the system's roots would take any
+//! publicly issued certificate, so it needs `sslrootcert`).
 //!
 //! rustls (through `tokio-postgres-rustls`) with aws-lc-rs, which the AWS
 //! SDK builds already: no OpenSSL to link or ship in the image.
@@ -133,6 +135,12 @@ impl Tls {
     /// The connector for these settings.
     pub fn connector(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        if self.mode == Mode::VerifyCa && self.root_cert.is_none() {
+            // Any certificate a public CA issued, for any name, would pass.
+            return Err("sslmode=verify-ca checks no host name, so it needs sslrootcert naming your own CA; \
+                        with the system's roots use sslmode=verify-full"
+                .into());
+        }
         let verify = match (self.mode, &self.root_cert) {
             (Mode::VerifyFull, _) => Check::Full,
             (Mode::VerifyCa, _) | (Mode::Require, Some(_)) => Check::Chain,

@@ -107,7 +107,10 @@ impl Runs {
     pub fn end(&self, ids: &[u64], now: &Summary, interrupted: Option<&str>) {
         let mut list = self.list.lock().expect("not poisoned");
         for r in list.1.iter_mut().filter(|r| ids.contains(&r.id)) {
-            r.counts = now.since(&r.baseline);
+            // One that never started did nothing.
+            if r.state == RunState::Running {
+                r.counts = now.since(&r.baseline);
+            }
             r.finished = Some(SystemTime::now());
             r.state = match interrupted {
                 Some(why) => RunState::Interrupted(why.to_string()),
