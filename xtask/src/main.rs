@@ -59,7 +59,8 @@ fn test() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(cargo)
         .current_dir(workspace())
-        .args(["test", "--release", "--workspace"])
+        // Every test binary runs, whichever fails first.
+        .args(["test", "--release", "--workspace", "--no-fail-fast"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
