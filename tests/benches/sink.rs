@@ -98,7 +98,7 @@ async fn sink_against_copy(n: usize) {
                 db.batch_execute(&format!("VACUUM ANALYZE {schema}.{table}")).await.unwrap();
             }
             let mode = if case == "append" { "append" } else { "upsert" };
-            let speed = through_sink(&schema, &table, mode, &lines, batch, per_message, rate).await;
+            let speed = through_sink(&schema, &table, mode, &lines, batch, per_message, rate, None).await;
             let mode = case;
             let label = format!("{mode}, {batch}/batch, {per_message}/msg, sent {rate}/s");
             println!("{label:>44} | {speed:>10.0} | {:>13.2}", speed / plain);
@@ -124,7 +124,7 @@ async fn metrics_cost(db: &tokio_postgres::Client, schema: &str, lines: &[Vec<u8
             let table = format!("metrics_{metrics}_{round}");
             db.batch_execute(&format!("CREATE TABLE {schema}.{table} (LIKE public.user_logins)")).await.unwrap();
             let recorder = metrics.then_some(&recorder);
-            let speed = through_sink_with(schema, &table, "append", lines, 1_000, 1, 10_000, recorder).await;
+            let speed = through_sink(schema, &table, "append", lines, 1_000, 1, 10_000, recorder).await;
             if metrics { on.push(speed) } else { off.push(speed) }
         }
     }
@@ -146,21 +146,9 @@ async fn metrics_cost(db: &tokio_postgres::Client, schema: &str, lines: &[Vec<u8
     );
 }
 
-async fn through_sink(
-    schema: &str,
-    table: &str,
-    mode: &str,
-    lines: &[Vec<u8>],
-    batch: usize,
-    per_message: usize,
-    rate: u32,
-) -> f64 {
-    through_sink_with(schema, table, mode, lines, batch, per_message, rate, None).await
-}
-
-/// [`through_sink`], the sink's metrics recorded by `recorder` when given.
+/// Rows through the sink; its metrics recorded by `recorder` when given.
 #[allow(clippy::too_many_arguments)]
-async fn through_sink_with(
+async fn through_sink(
     schema: &str,
     table: &str,
     mode: &str,

@@ -227,15 +227,8 @@ fn customers_file(name: &str, schema: &str) -> PathBuf {
 /// request is refused and nothing runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_on_demand_loads_a_file_uploaded_after_the_start() {
-    crate::services::migrated().await;
-    let (name, schema, bucket) = (unique("adm_cust"), unique("s"), unique("adm-bucket").replace('_', "-"));
-    crate::services::pg()
-        .await
-        .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (LIKE public.customers INCLUDING ALL)"
-        ))
-        .await
-        .unwrap();
+    let (name, schema, bucket) = (unique("adm_cust"), unique("s"), crate::files::bucket_name("adm-bucket"));
+    crate::files::schema_with_customers(&schema).await;
     let s3 = s3_at(services::endpoint()).await;
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let file = customers_file(&name, &schema);

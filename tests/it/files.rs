@@ -37,8 +37,20 @@ async fn rows(sql: &str) -> Vec<Vec<Option<String>>> {
     rows.iter().map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect()).collect()
 }
 
-fn bucket_name(prefix: &str) -> String {
+pub(crate) fn bucket_name(prefix: &str) -> String {
     unique(prefix).replace('_', "-")
+}
+
+/// A schema of its own holding a `customers` table like the shipped one
+/// (the migrations applied first).
+pub(crate) async fn schema_with_customers(schema: &str) {
+    migrated().await;
+    pg().await
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (LIKE public.customers INCLUDING ALL)"
+        ))
+        .await
+        .unwrap();
 }
 
 /// Object-created notification bodies waiting on the queue, left there.
@@ -185,12 +197,8 @@ async fn a_notification_that_is_not_one_is_a_dead_letter_and_a_missing_object_is
 async fn reconcile_loads_replaces_and_removes_files_and_keeps_bad_rows_as_dead_letters() {
     migrated().await;
     let (name, schema, bucket) = (unique("cust"), unique("s"), bucket_name("landing"));
+    schema_with_customers(&schema).await;
     let db = pg().await;
-    db.batch_execute(&format!(
-        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (LIKE public.customers INCLUDING ALL)"
-    ))
-    .await
-    .unwrap();
     let s3 = s3_at(services::endpoint()).await;
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let a = std::fs::read(common::workspace().join("tests/data/s3/customers_a.csv")).unwrap();
@@ -333,12 +341,7 @@ async fn a_killed_load_resumes_after_its_last_committed_chunk() {
 async fn two_reconcilers_at_once_load_each_file_once() {
     migrated().await;
     let (name, schema, bucket) = (unique("cust2"), unique("s"), bucket_name("landing2"));
-    pg().await
-        .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (LIKE public.customers INCLUDING ALL)"
-        ))
-        .await
-        .unwrap();
+    schema_with_customers(&schema).await;
     let s3 = s3_at(services::endpoint()).await;
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     for f in 0..8 {
@@ -366,12 +369,7 @@ async fn two_reconcilers_at_once_load_each_file_once() {
 async fn reconcile_passes_run_on_their_interval_until_stopped() {
     migrated().await;
     let (name, schema, bucket) = (unique("cust3"), unique("s"), bucket_name("landing3"));
-    pg().await
-        .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (LIKE public.customers INCLUDING ALL)"
-        ))
-        .await
-        .unwrap();
+    schema_with_customers(&schema).await;
     let s3 = s3_at(services::endpoint()).await;
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let pipeline = shipped("customers.toml", "customers", &schema, &name, &[("CUSTOMER_BUCKET", bucket.as_str())]);
@@ -557,12 +555,7 @@ async fn a_dead_lettered_notification_replays_as_a_notification() {
 async fn a_replayed_row_of_a_file_keeps_its_source_file() {
     migrated().await;
     let (name, schema, bucket) = (unique("rf"), unique("s"), bucket_name("rf"));
-    pg().await
-        .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (LIKE public.customers INCLUDING ALL)"
-        ))
-        .await
-        .unwrap();
+    schema_with_customers(&schema).await;
     let p = || shipped("customers.toml", "customers", &schema, &name, &[("CUSTOMER_BUCKET", bucket.as_str())]);
     let file = format!("s3://{bucket}/customers/a.csv");
     let row = r#"{"customer_id": "7", "zipcode": "33301", "city": "Fort Lauderdale", "state_code": "FL", "datetime_created": "2023-01-01 10:00:00", "datetime_updated": "2023-01-02 10:00:00"}"#;
@@ -583,12 +576,7 @@ async fn reconcile_walks_a_bucket_of_many_pages_without_holding_it() {
     // with removals, a change and a new file on different pages.
     migrated().await;
     let (name, schema, bucket) = (unique("pages"), unique("s"), bucket_name("pages"));
-    pg().await
-        .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (LIKE public.customers INCLUDING ALL)"
-        ))
-        .await
-        .unwrap();
+    schema_with_customers(&schema).await;
     let endpoint = services::private_endpoint();
     let s3 = s3_at(&endpoint).await;
     s3.create_bucket().bucket(&bucket).send().await.unwrap();

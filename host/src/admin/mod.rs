@@ -55,9 +55,8 @@ pub struct Admin {
     token: Option<[u8; 32]>,
     /// Every route needs the token (a non-loopback address).
     closed: bool,
-    database_url: String,
     /// The page's connection (dead letters by reason), made when needed.
-    db: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    db: crate::sink::connect::Kept,
 }
 
 /// A bound endpoint, not yet serving.
@@ -84,14 +83,8 @@ impl Endpoint {
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
             .map_err(|source| AdminError::Bind { addr: opts.addr, source })?;
-        let admin = Arc::new(Admin {
-            board,
-            metrics,
-            token,
-            closed,
-            database_url: database_url.to_string(),
-            db: tokio::sync::Mutex::new(None),
-        });
+        let admin =
+            Arc::new(Admin { board, metrics, token, closed, db: crate::sink::connect::Kept::new(database_url) });
         Ok(Endpoint { listener, admin })
     }
 
@@ -296,52 +289,38 @@ fn run_json(name: &str, r: &RunRecord) -> serde_json::Value {
 }
 
 async fn status_page(With(admin): With<Arc<Admin>>) -> Response {
-    let mut dead: Vec<DeadLetterCounts> = Vec::new();
     let panels = admin.board.panels();
-    for p in &panels {
-        // After one failure the database is not asked again for this page:
-        // a page must not wait 4 s per pipeline.
-        let failed = dead.iter().find_map(|d| d.as_ref().err().cloned());
-        dead.push(match failed {
-            Some(why) => Err(why),
-            None => admin.dead_letters(&p.name).await,
-        });
-    }
+    let names: Vec<String> = panels.iter().map(|p| p.name.clone()).collect();
+    let dead = admin.dead_letters(&names).await;
     let html = page::render(&admin.board, &panels, &dead);
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
-/// Dead letters by stage and reason, not replayed (never payloads).
-pub type DeadLetterCounts = Result<Vec<(String, String, i64)>, String>;
+/// Dead letters not replayed, by pipeline: (stage, reason, count), the
+/// most frequent first (never payloads); or why they could not be read.
+pub type DeadLetterCounts = Result<std::collections::HashMap<String, Vec<(String, String, i64)>>, String>;
 
 impl Admin {
-    async fn dead_letters(&self, pipeline: &str) -> DeadLetterCounts {
-        let mut db = self.db.lock().await;
-        if db.as_ref().is_none_or(|c| c.is_closed()) {
-            let connect = crate::sink::connect::connect(&self.database_url);
-            let client = tokio::time::timeout(Duration::from_secs(2), connect)
-                .await
-                .map_err(|_| "the database does not answer".to_string())?
-                .map_err(|e| e.to_string())?;
-            *db = Some(client);
+    /// Every pipeline's dead letters in one query, at most 12 (stage,
+    /// reason) pairs each.
+    async fn dead_letters(&self, pipelines: &[String]) -> DeadLetterCounts {
+        let rows = self
+            .db
+            .query(
+                "SELECT pipeline, stage, reason, n FROM ( \
+                   SELECT pipeline, stage, reason, count(*) AS n, \
+                          row_number() OVER (PARTITION BY pipeline ORDER BY count(*) DESC, stage, reason) AS r \
+                   FROM etl.dead_letters WHERE pipeline = ANY($1) AND replayed_at IS NULL \
+                   GROUP BY pipeline, stage, reason) t \
+                 WHERE r <= 12 ORDER BY pipeline, r",
+                &[&pipelines],
+                Duration::from_secs(2),
+            )
+            .await?;
+        let mut by_pipeline: std::collections::HashMap<String, Vec<(String, String, i64)>> = Default::default();
+        for r in rows {
+            by_pipeline.entry(r.get(0)).or_default().push((r.get(1), r.get(2), r.get(3)));
         }
-        let client = db.as_ref().expect("connected above");
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&pipeline];
-        let query = client.query(
-            "SELECT stage, reason, count(*) FROM etl.dead_letters \
-             WHERE pipeline = $1 AND replayed_at IS NULL GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 12",
-            &params,
-        );
-        match tokio::time::timeout(Duration::from_secs(2), query).await {
-            Ok(Ok(rows)) => Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()),
-            Ok(Err(e)) => {
-                *db = None;
-                Err(e.to_string())
-            }
-            Err(_) => {
-                *db = None;
-                Err("the database does not answer".into())
-            }
-        }
+        Ok(by_pipeline)
     }
 }

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 /// Seconds between the page's own refreshes.
 const REFRESH_S: u64 = 5;
 
-pub fn render(board: &Board, panels: &[Arc<Panel>], dead: &[DeadLetterCounts]) -> String {
+pub fn render(board: &Board, panels: &[Arc<Panel>], dead: &DeadLetterCounts) -> String {
     let mut html = String::with_capacity(16 * 1024);
     let up = SystemTime::now().duration_since(board.started).unwrap_or_default().as_secs();
     let _ = write!(
@@ -33,14 +33,18 @@ pub fn render(board: &Board, panels: &[Arc<Panel>], dead: &[DeadLetterCounts]) -
         up = duration(up),
         version = env!("CARGO_PKG_VERSION"),
     );
-    for (panel, dead) in panels.iter().zip(dead) {
-        pipeline(&mut html, panel, dead);
+    for panel in panels {
+        let rows = match dead {
+            Ok(d) => Ok(d.get(&panel.name).map_or(&[][..], Vec::as_slice)),
+            Err(why) => Err(why.as_str()),
+        };
+        pipeline(&mut html, panel, rows);
     }
     html.push_str("</main></body></html>\n");
     html
 }
 
-fn pipeline(html: &mut String, p: &Panel, dead: &DeadLetterCounts) {
+fn pipeline(html: &mut String, p: &Panel, dead: Result<&[(String, String, i64)], &str>) {
     let state = p.state();
     let counts = p.counts();
     let _ = write!(
@@ -247,7 +251,8 @@ mod tests {
             digest: "sha256:0123456789abcdef".into(),
         }]);
         p.event(false, "step 1 <mask> refused its params");
-        let dead = vec![Ok(vec![("input".to_string(), "not JSON: expected value at line 1".to_string(), 1)])];
+        let reasons = vec![("input".to_string(), "not JSON: expected value at line 1".to_string(), 1)];
+        let dead = Ok([("logins".to_string(), reasons)].into_iter().collect());
         let html = render(&board, &board.panels(), &dead);
         for part in [
             r#"data-pipeline="logins""#,

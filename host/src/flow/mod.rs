@@ -146,21 +146,6 @@ async fn within(limit: Duration, f: impl std::future::Future<Output = Result<(),
     tokio::time::timeout(limit, f).await.unwrap_or_else(|_| Err(format!("no answer within {} s", limit.as_secs())))
 }
 
-/// `SELECT 1` on the probe's connection, connecting (again) when it has none
-/// or lost it.
-async fn probe_database(url: &str, client: &tokio::sync::Mutex<Option<tokio_postgres::Client>>) -> Result<(), String> {
-    let mut client = client.lock().await;
-    if client.as_ref().is_none_or(|c| c.is_closed()) {
-        *client = Some(crate::sink::connect::connect(url).await.map_err(|e| e.to_string())?);
-    }
-    let c = client.as_ref().expect("connected above");
-    if let Err(e) = c.simple_query("SELECT 1").await {
-        *client = None;
-        return Err(e.to_string());
-    }
-    Ok(())
-}
-
 /// What [`Flow::outage`] found.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Outage {
@@ -257,13 +242,12 @@ impl Flow {
     where
         F: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
-        let url: Arc<str> = database_url.into();
-        let client = Arc::new(tokio::sync::Mutex::new(None::<tokio_postgres::Client>));
+        let db = Arc::new(crate::sink::connect::Kept::new(database_url));
         let source = Arc::new(source);
         self.panel.set_probe(Arc::new(move || {
-            let (url, client, source) = (url.clone(), client.clone(), source.clone());
+            let (db, source) = (db.clone(), source.clone());
             Box::pin(async move {
-                let database = within(PROBE_WITHIN, probe_database(&url, &client));
+                let database = async { db.query("SELECT 1", &[], PROBE_WITHIN).await.map(|_| ()) };
                 let (database, source) = tokio::join!(database, within(PROBE_WITHIN, source()));
                 vec![("database", database), ("source", source)]
             })

@@ -64,6 +64,45 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ConnectError> 
     }
 }
 
+/// One connection kept for occasional queries (a readiness probe, the
+/// status page), made when first needed and again after it was lost.
+pub struct Kept {
+    url: String,
+    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+impl Kept {
+    pub fn new(url: &str) -> Kept {
+        Kept { url: url.to_string(), client: tokio::sync::Mutex::new(None) }
+    }
+
+    /// `sql` with `params` on the kept connection, connecting first when
+    /// needed, all within `limit`; a failed query drops the connection.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        limit: Duration,
+    ) -> Result<Vec<tokio_postgres::Row>, String> {
+        let work = async {
+            let mut client = self.client.lock().await;
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                *client = Some(connect(&self.url).await.map_err(|e| e.to_string())?);
+            }
+            let result = client.as_ref().expect("connected above").query(sql, params).await;
+            result.map_err(|e| {
+                *client = None;
+                super::refusal(&e)
+            })
+        };
+        // A query cut off by the limit leaves the connection to be checked
+        // (`is_closed`) next time.
+        tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or_else(|_| Err(format!("the database does not answer within {} s", limit.as_secs())))
+    }
+}
+
 /// Connects once, to find what no retry mends (a certificate refused, TLS
 /// required and not offered, a password or database refused, a bad URL)
 /// before a run starts; a database that does not answer yet is only

@@ -151,7 +151,7 @@ impl Counters {
 }
 
 /// The stages a dead letter can come from, in the order of
-/// `crate::sink::Report::dead_by_stage`.
+/// the sink's `Report::dead_by_stage`.
 pub const STAGES: [&str; 4] = ["source", "input", "transform", "sink"];
 
 /// The sink's metrics for one pipeline.

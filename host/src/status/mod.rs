@@ -1,5 +1,5 @@
 //! What a running process knows about itself, for the admin endpoint
-//! (`crate::admin`) and the metrics: a [`Board`] of one [`Panel`] per
+//! (the `admin` module) and the metrics: a [`Board`] of one [`Panel`] per
 //! pipeline (its state, counts, plugin versions, last swaps and refusals,
 //! rows over the last minutes, the age of the oldest message, its runs on
 //! demand and how to probe its database and source).
