@@ -45,6 +45,7 @@ pub async fn run_on(
             let setup = RunSetup { pipeline, panel: panel.clone(), engine, database_url, aws: &aws, opts };
             match source {
                 Source::Sqs(_) => crate::source::sqs::run(setup, shutdown).await,
+                Source::S3(s) if s.sftp.is_some() => crate::source::sftp::run(setup, shutdown).await,
                 Source::S3(_) => crate::source::s3::run(setup, shutdown).await,
             }
         }

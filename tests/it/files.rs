@@ -198,7 +198,6 @@ async fn reconcile_loads_replaces_and_removes_files_and_keeps_bad_rows_as_dead_l
     migrated().await;
     let (name, schema, bucket) = (unique("cust"), unique("s"), bucket_name("landing"));
     schema_with_customers(&schema).await;
-    let db = pg().await;
     let s3 = s3_at(services::endpoint()).await;
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let a = std::fs::read(common::workspace().join("tests/data/s3/customers_a.csv")).unwrap();

@@ -15,5 +15,6 @@ mod proxy;
 mod run;
 mod sandbox;
 mod services;
+mod sftp;
 mod swap;
 mod tls;

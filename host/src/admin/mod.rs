@@ -188,12 +188,15 @@ async fn readiness(panel: &Panel) -> (bool, String) {
         State::Failed(why) => (false, format!("{}: failed: {why}", panel.name)),
         State::Stopped => (false, format!("{}: stopped", panel.name)),
         State::Running => {
-            let failing: Vec<String> = panel
+            let mut failing: Vec<String> = panel
                 .probe()
                 .await
                 .into_iter()
                 .filter_map(|(part, r)| r.err().map(|why| format!("{part}: {why}")))
                 .collect();
+            if let Some(why) = panel.sftp_error() {
+                failing.push(format!("SFTP: the last pass failed: {why}"));
+            }
             if failing.is_empty() {
                 (true, format!("{}: ok", panel.name))
             } else {
@@ -242,6 +245,8 @@ fn counts_json(s: &crate::status::Summary) -> serde_json::Value {
         "refused_versions": s.refused_versions,
         "objects": s.objects,
         "objects_removed": s.objects_removed,
+        "files_copied": s.files_copied,
+        "files_deleted": s.files_deleted,
     })
 }
 

@@ -76,6 +76,7 @@ fn pipeline(html: &mut String, p: &Panel, dead: Result<&[(String, String, i64)],
         ("failed batches", "failed", counts.failed_batches),
         ("objects loaded", "objects", counts.objects),
         ("objects removed", "removed", counts.objects_removed),
+        ("files copied (SFTP)", "copied", counts.files_copied),
     ] {
         let _ = write!(html, r#"<tr><th>{label}</th><td class="{class}">{n}</td></tr>"#);
     }

@@ -20,6 +20,9 @@ pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<usize> {
         });
         match checked {
             Ok((pipeline, chain)) => {
+                for warning in warnings(&pipeline) {
+                    eprintln!("warning: {}: {warning}", path.display());
+                }
                 let steps: Vec<String> = chain.plugins().map(|p| format!("{} {}", p.name, short(&p.digest))).collect();
                 let cases = match pipeline.tests.len() {
                     0 => String::new(),
@@ -39,4 +42,20 @@ pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<usize> {
         }
     }
     Ok(failed)
+}
+
+/// What is allowed but unsafe in a pipeline.
+fn warnings(pipeline: &crate::config::Pipeline) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(crate::config::Source::S3(s3)) = &pipeline.source
+        && let Some(sftp) = &s3.sftp
+        && sftp.host_key == crate::config::HostKeyCheck::Off
+    {
+        warnings.push(format!(
+            "[source.sftp] check_host_key = false: any server answering at {}:{} is trusted with the login and \
+             the files; set known_hosts or host_key_fingerprint",
+            sftp.host, sftp.port
+        ));
+    }
+    warnings
 }

@@ -12,8 +12,8 @@ mod validate;
 
 pub use interpolate::{InterpolateError, interpolate};
 pub use validate::{
-    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, S3Mode, S3SourceConfig, Sink, Source,
-    SqsSourceConfig, Step, TestCase, TestExpect, validate,
+    Column, ColumnSource, Compare, Generated, Grants, HostKeyCheck, Limits, MergeMode, Pipeline, S3Mode,
+    S3SourceConfig, SftpAuth, SftpSettings, Sink, Source, SqsSourceConfig, Step, TestCase, TestExpect, validate,
 };
 
 use indexmap::IndexMap;
@@ -55,6 +55,7 @@ pub struct PipelineConfig {
 pub enum SourceConfig {
     Sqs(SqsConfig),
     S3(S3Config),
+    Sftp(SftpConfig),
 }
 
 /// Objects in S3: those announced by notifications on an SQS queue, or
@@ -90,6 +91,109 @@ pub struct S3Config {
     pub visibility_timeout_s: u64,
     #[serde(default = "default_max_receives")]
     pub max_receives: u32,
+}
+
+/// Files on an SFTP server: each pass copies the new and changed ones into
+/// `s3://bucket/prefix/NAME` (a versioned bucket keeps every copy), then
+/// reconciles the target with the latest version of each key there, as
+/// `[source.s3] mode = "reconcile"` does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpConfig {
+    pub host: String,
+    /// A number, or a string of one (`port = "${SFTP_PORT:-22}"`).
+    #[serde(default = "default_ssh_port")]
+    pub port: PortConfig,
+    pub user: String,
+    /// One of `password` or `private_key` (a path to an OpenSSH private
+    /// key), usually from the environment: `password = "${SFTP_PASSWORD}"`.
+    pub password: Option<Secret>,
+    pub private_key: Option<String>,
+    pub private_key_passphrase: Option<Secret>,
+    /// The known-hosts file the server's key must be in (default
+    /// `~/.ssh/known_hosts`), unless `host_key_fingerprint` pins it.
+    pub known_hosts: Option<String>,
+    /// `SHA256:...`, as `ssh-keygen -lf` prints it.
+    pub host_key_fingerprint: Option<String>,
+    /// `false` accepts any host key (`host check` warns).
+    #[serde(default = "yes")]
+    pub check_host_key: bool,
+    /// The remote folder.
+    pub dir: String,
+    /// Which file names (not paths) are copied.
+    #[serde(default = "default_glob")]
+    pub glob: String,
+    /// Whether files in the folder's subfolders are copied too.
+    #[serde(default)]
+    pub recursive: bool,
+    /// A file is copied once its size and modification time stayed the same
+    /// between two looks this many seconds apart.
+    #[serde(default = "default_stable_s")]
+    pub stable_s: u64,
+    /// How a file is known to have changed since it was copied: `mtime`
+    /// (size and modification time) or `digest` (SHA-256 of its content).
+    #[serde(default)]
+    pub compare: CompareConfig,
+    /// Whether a file deleted on the server is deleted in the bucket (a
+    /// delete marker), and so its rows in the target.
+    #[serde(default)]
+    pub mirror_deletes: bool,
+    /// Seconds to connect and for each SFTP request.
+    #[serde(default = "default_sftp_timeout_s")]
+    pub timeout_s: u64,
+    /// The raw bucket the files are copied to, and their key prefix.
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    /// Seconds between passes.
+    #[serde(default = "default_interval_s")]
+    pub interval_s: u64,
+    pub format: FileFormatConfig,
+    #[serde(default)]
+    pub compression: CompressionConfig,
+    #[serde(default)]
+    pub csv: CsvConfig,
+    #[serde(default = "default_rows_per_commit")]
+    pub rows_per_commit: u64,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompareConfig {
+    #[default]
+    Mtime,
+    Digest,
+}
+
+/// A password or passphrase: never shown by `Debug`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PortConfig {
+    Number(u16),
+    Text(String),
+}
+
+fn default_ssh_port() -> PortConfig {
+    PortConfig::Number(22)
+}
+fn default_glob() -> String {
+    "*".into()
+}
+fn default_stable_s() -> u64 {
+    5
+}
+fn default_sftp_timeout_s() -> u64 {
+    30
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]

@@ -380,6 +380,14 @@ impl Flow {
         }
     }
 
+    /// Stops the run on an error that is no unit's (a source that refuses
+    /// the host): `finish` returns it.
+    pub fn fail(&self, why: &str) {
+        tracing::error!(pipeline = %self.pipeline.name, error = %why, "stopping");
+        *self.fatal.lock().expect("not poisoned") = Some(why.to_string());
+        self.stop();
+    }
+
     /// Resolves when the run should end: `shutdown`, a fatal error, or with
     /// `once` nothing left to do.
     pub async fn until_done(&self, opts: RunOptions, shutdown: impl std::future::Future<Output = ()>) {

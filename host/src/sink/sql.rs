@@ -232,6 +232,28 @@ pub const OBJECT_UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext($1), hashtex
 /// The same lock for one transaction (removing a gone file's rows).
 pub const OBJECT_TRY_XACT_LOCK: &str = "SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2))";
 
+/// One host at a time copies a pipeline's SFTP files: a session lock held
+/// for the pass, tried, not waited for (`$1`: the pipeline).
+pub const SFTP_TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext('etl.sftp_files'), hashtext($1))";
+pub const SFTP_UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext('etl.sftp_files'), hashtext($1))";
+
+/// What pipeline `$1` copied: path, size, mtime, digest, key.
+pub const SFTP_FILES: &str = "SELECT path, size, mtime, digest, key FROM etl.sftp_files WHERE pipeline = $1";
+
+/// Records file `$2` of pipeline `$1` as copied (size `$3`, mtime `$4`,
+/// digest `$5`) to `$6`/`$7`, version `$8`.
+pub const SFTP_RECORD: &str = "INSERT INTO etl.sftp_files \
+     (pipeline, path, size, mtime, digest, bucket, key, version_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (pipeline, path) DO UPDATE SET size = EXCLUDED.size, mtime = EXCLUDED.mtime, \
+     digest = EXCLUDED.digest, bucket = EXCLUDED.bucket, key = EXCLUDED.key, version_id = EXCLUDED.version_id, \
+     copied_at = now()";
+
+/// File `$2` was touched, not changed: its new size `$3` and mtime `$4`.
+pub const SFTP_TOUCH: &str = "UPDATE etl.sftp_files SET size = $3, mtime = $4 WHERE pipeline = $1 AND path = $2";
+
+/// Forgets file `$2` of pipeline `$1` (deleted on the server and in the bucket).
+pub const SFTP_FORGET: &str = "DELETE FROM etl.sftp_files WHERE pipeline = $1 AND path = $2";
+
 /// Deletes the rows of file `$1` from `target`, found by `column`.
 pub fn delete_file_rows(target: &str, column: &str) -> String {
     format!("DELETE FROM {target} WHERE {} = $1", ident(column))

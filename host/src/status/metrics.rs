@@ -32,6 +32,10 @@ pub const VERSIONS_SWAPPED: &str = "etl_versions_swapped_total";
 pub const VERSIONS_REFUSED: &str = "etl_versions_refused_total";
 pub const OBJECTS_LOADED: &str = "etl_objects_loaded_total";
 pub const OBJECTS_REMOVED: &str = "etl_objects_removed_total";
+pub const FILES_COPIED: &str = "etl_sftp_files_copied_total";
+pub const FILES_DELETED: &str = "etl_sftp_files_deleted_total";
+pub const SFTP_BYTES_COPIED: &str = "etl_sftp_bytes_copied_total";
+pub const SFTP_PASSES_FAILED: &str = "etl_sftp_passes_failed_total";
 pub const S3_BYTES_READ: &str = "etl_s3_bytes_read_total";
 pub const PIPELINE_UP: &str = "etl_pipeline_up";
 
@@ -59,6 +63,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (OBJECTS_LOADED, "S3 objects loaded completely."),
     (OBJECTS_REMOVED, "Files whose rows were removed because their object is gone."),
     (S3_BYTES_READ, "Bytes read from S3 objects."),
+    (FILES_COPIED, "Files an SFTP pass copied into the bucket (new or changed)."),
+    (FILES_DELETED, "Files deleted in the bucket because they were deleted on the SFTP server."),
+    (SFTP_BYTES_COPIED, "Bytes copied from the SFTP server into the bucket."),
+    (SFTP_PASSES_FAILED, "SFTP passes that failed (the server unreachable, refused, or a copy failed)."),
     (PIPELINE_UP, "1 while the pipeline runs, 0 when it is starting, stopped or failed."),
 ];
 
@@ -94,6 +102,8 @@ pub struct Counters {
     pub released: Counter,
     pub extended: Counter,
     pub bytes_read: Counter,
+    pub sftp_bytes: Counter,
+    pub sftp_failed: Counter,
     pub oldest_age: Gauge,
     loaded: Counter,
     rows: Counter,
@@ -104,6 +114,8 @@ pub struct Counters {
     refused: Counter,
     objects: Counter,
     removed: Counter,
+    copied: Counter,
+    deleted_files: Counter,
 }
 
 impl Counters {
@@ -115,6 +127,8 @@ impl Counters {
             released: c(MESSAGES_RELEASED),
             extended: c(VISIBILITY_EXTENSIONS),
             bytes_read: c(S3_BYTES_READ),
+            sftp_bytes: c(SFTP_BYTES_COPIED),
+            sftp_failed: c(SFTP_PASSES_FAILED),
             oldest_age: metrics::gauge!(OLDEST_MESSAGE_AGE, "pipeline" => pipeline.to_string()),
             loaded: c(MESSAGES_LOADED),
             rows: c(ROWS_WRITTEN),
@@ -125,6 +139,8 @@ impl Counters {
             refused: c(VERSIONS_REFUSED),
             objects: c(OBJECTS_LOADED),
             removed: c(OBJECTS_REMOVED),
+            copied: c(FILES_COPIED),
+            deleted_files: c(FILES_DELETED),
         }
     }
 
@@ -141,6 +157,8 @@ impl Counters {
             (&self.refused, before.refused_versions, after.refused_versions),
             (&self.objects, before.objects, after.objects),
             (&self.removed, before.objects_removed, after.objects_removed),
+            (&self.copied, before.files_copied, after.files_copied),
+            (&self.deleted_files, before.files_deleted, after.files_deleted),
         ];
         for (counter, b, a) in pairs {
             if a > b {

@@ -41,6 +41,10 @@ pub struct Summary {
     /// because their object is gone (reconcile).
     pub objects: usize,
     pub objects_removed: usize,
+    /// Files an SFTP pass copied into the bucket, and deleted there because
+    /// they were deleted on the server (`mirror_deletes`).
+    pub files_copied: usize,
+    pub files_deleted: usize,
     pub elapsed: Duration,
 }
 
@@ -49,7 +53,7 @@ impl std::fmt::Display for Summary {
         write!(
             f,
             "messages {}, rows {}, dead letters {}, duplicates skipped {}, batches {}, failed batches {}, \
-             versions swapped in {}, refused {}, objects loaded {}, removed {}, elapsed {:.1} s",
+             versions swapped in {}, refused {}, objects loaded {}, removed {}, {}elapsed {:.1} s",
             self.messages,
             self.rows,
             self.dead_letters,
@@ -60,6 +64,11 @@ impl std::fmt::Display for Summary {
             self.refused_versions,
             self.objects,
             self.objects_removed,
+            // Only where files are copied: other sources never copy any.
+            match (self.files_copied, self.files_deleted) {
+                (0, 0) => String::new(),
+                (c, d) => format!("files copied {c}, deleted {d}, "),
+            },
             self.elapsed.as_secs_f64()
         )
     }
@@ -79,6 +88,8 @@ impl Summary {
             refused_versions: self.refused_versions - earlier.refused_versions,
             objects: self.objects - earlier.objects,
             objects_removed: self.objects_removed - earlier.objects_removed,
+            files_copied: self.files_copied - earlier.files_copied,
+            files_deleted: self.files_deleted - earlier.files_deleted,
             elapsed: self.elapsed.saturating_sub(earlier.elapsed),
         }
     }
@@ -153,6 +164,8 @@ pub struct Panel {
     /// when none is known.
     oldest_sent_ms: AtomicI64,
     probe: OnceLock<Probe>,
+    /// Why the last SFTP pass failed (SFTP pipelines), until one succeeds.
+    sftp_error: Mutex<Option<String>>,
     pub runs: Runs,
     counters: metrics::Counters,
 }
@@ -170,6 +183,7 @@ impl Panel {
             samples: Mutex::default(),
             oldest_sent_ms: AtomicI64::new(0),
             probe: OnceLock::new(),
+            sftp_error: Mutex::new(None),
             runs: Runs::default(),
             counters: metrics::Counters::new(name),
         }
@@ -291,6 +305,23 @@ impl Panel {
 
     pub fn bytes_read(&self, n: u64) {
         self.counters.bytes_read.increment(n);
+    }
+
+    pub fn sftp_bytes(&self, n: u64) {
+        self.counters.sftp_bytes.increment(n);
+    }
+
+    /// An SFTP pass failed, and why: shown until a pass succeeds.
+    pub fn sftp_failed(&self, why: Option<&str>) {
+        if why.is_some() {
+            self.counters.sftp_failed.increment(1);
+        }
+        *self.sftp_error.lock().expect("not poisoned") = why.map(str::to_string);
+    }
+
+    /// Why the last SFTP pass failed, if it did.
+    pub fn sftp_error(&self) -> Option<String> {
+        self.sftp_error.lock().expect("not poisoned").clone()
     }
 
     /// The run's probe of its database and source, set once.

@@ -5,7 +5,7 @@
 //! Must not print: the CLI turns the progress into a bar or lines.
 
 use super::reconcile::load_all;
-use super::{Loader, ObjectRef, Objects, Progress};
+use super::{Loader, Objects, Progress};
 use crate::config::Pipeline;
 use crate::flow::{RunError, Summary, Workers};
 use crate::transform::Engine;
@@ -35,18 +35,15 @@ pub async fn backfill(
             flow.pipeline.file.display()
         )));
     }
-    let loader = Loader::new(flow.clone(), config.clone(), aws.s3.clone());
+    let loader = Loader::new(flow.clone(), config.clone(), aws.s3.clone()).detect_versions().await;
     let listed = loader.list(prefix).await.map_err(|e| RunError::Stopped(e.to_string()))?;
     let chains = flow.chains().await?;
-    let objects = Arc::new(Objects { flow: flow.clone(), loader, queue: None });
+    let objects = Arc::new(Objects { flow: flow.clone(), loader, queue: None, feed: None });
     let workers = Workers::start(&flow, chains.chains, &chains.generations);
     let total_bytes: u64 = listed.iter().map(|o| o.size).sum();
     let count = listed.len() as u64;
     let bucket = config.bucket.clone().unwrap_or_default();
-    let todo = listed
-        .into_iter()
-        .map(|o| ObjectRef { bucket: bucket.clone(), key: o.key, etag: Some(o.etag), ..ObjectRef::default() })
-        .collect();
+    let todo = listed.into_iter().map(|o| o.object(&bucket)).collect();
     let progress = || BackfillProgress::of(&objects.loader.progress, count, total_bytes, started);
     {
         let all = load_all(&objects, workers.dispatch(), todo);

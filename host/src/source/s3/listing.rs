@@ -1,20 +1,50 @@
 //! What is in the bucket and what was loaded from it: the objects under a
-//! prefix (ListObjectsV2, paginated) and the object versions `etl.files`
+//! prefix (ListObjectsV2, or in a versioned bucket ListObjectVersions' latest
+//! versions, paginated) and the object versions `etl.files`
 //! says are completely loaded, both a page at a time in the byte order of
 //! keys. Reconcile walks the two side by side.
 //!
 //! Must not load or remove anything.
 
 use super::object::Loader;
-use super::{LoadError, unquote};
+use super::{LoadError, ObjectRef, unquote};
 use crate::sink::{SinkError, sql};
 
-/// An object in a listing.
+/// An object in a listing: in a versioned bucket, its latest version.
 #[derive(Debug, Clone)]
 pub struct Listed {
     pub key: String,
     pub etag: String,
     pub size: u64,
+    /// Listed from a versioned bucket (ListObjectVersions).
+    pub version_id: Option<String>,
+}
+
+impl Listed {
+    /// What `etl.files` records of it: the version id, else the ETag.
+    pub fn version(&self) -> &str {
+        self.version_id.as_deref().unwrap_or(&self.etag)
+    }
+
+    /// The object to load: this very version.
+    pub fn object(&self, bucket: &str) -> ObjectRef {
+        ObjectRef {
+            bucket: bucket.to_string(),
+            key: self.key.clone(),
+            version_id: self.version_id.clone(),
+            etag: Some(self.etag.clone()),
+            sequencer: None,
+        }
+    }
+}
+
+/// Where the next page of a listing starts.
+#[derive(Debug, Clone)]
+pub enum Token {
+    /// ListObjectsV2's continuation token.
+    Continue(String),
+    /// ListObjectVersions' markers.
+    Versions { key: String, version: Option<String> },
 }
 
 /// Keys a listing page or a page of loaded files holds at most.
@@ -22,13 +52,50 @@ pub const PAGE: usize = 1000;
 
 impl Loader {
     /// One page of the objects under the bucket and prefix (in byte order
-    /// of keys), and the token of the next, if any.
+    /// of keys), and where the next starts, if anywhere. In a versioned
+    /// bucket each key's latest version (a key whose latest version is a
+    /// delete marker is not listed: it is gone).
     pub async fn list_page(
         &self,
         prefix: &str,
-        token: Option<String>,
-    ) -> Result<(Vec<Listed>, Option<String>), LoadError> {
+        token: Option<Token>,
+    ) -> Result<(Vec<Listed>, Option<Token>), LoadError> {
         let bucket = self.config.bucket.clone().unwrap_or_default();
+        let failed = |action: &'static str, reason: String| LoadError::S3 {
+            uri: format!("s3://{bucket}/{prefix}"),
+            action,
+            reason,
+        };
+        if self.versioned {
+            let (key, version) = match token {
+                Some(Token::Versions { key, version }) => (Some(key), version),
+                _ => (None, None),
+            };
+            let page = self
+                .s3
+                .list_object_versions()
+                .bucket(&bucket)
+                .prefix(prefix)
+                .max_keys(PAGE as i32)
+                .set_key_marker(key)
+                .set_version_id_marker(version)
+                .send()
+                .await
+                .map_err(|e| failed("ListObjectVersions", aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+            let objects = page.versions().iter().filter(|v| v.is_latest() == Some(true)).filter_map(latest).collect();
+            let next = match (page.is_truncated(), page.next_key_marker()) {
+                (Some(true), Some(key)) => Some(Token::Versions {
+                    key: key.to_string(),
+                    version: page.next_version_id_marker().map(str::to_string),
+                }),
+                _ => None,
+            };
+            return Ok((objects, next));
+        }
+        let token = match token {
+            Some(Token::Continue(t)) => Some(t),
+            _ => None,
+        };
         let page = self
             .s3
             .list_objects_v2()
@@ -38,14 +105,10 @@ impl Loader {
             .set_continuation_token(token)
             .send()
             .await
-            .map_err(|e| LoadError::S3 {
-                uri: format!("s3://{bucket}/{prefix}"),
-                action: "ListObjectsV2",
-                reason: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-            })?;
+            .map_err(|e| failed("ListObjectsV2", aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
         let objects = page.contents().iter().filter_map(listed).collect();
         let next = page.is_truncated().unwrap_or(false).then(|| page.next_continuation_token().map(str::to_string));
-        Ok((objects, next.flatten()))
+        Ok((objects, next.flatten().map(Token::Continue)))
     }
 
     /// A page of the object versions completely loaded under `prefix`,
@@ -65,18 +128,16 @@ impl Loader {
 
     /// Every object under the bucket and prefix (a backfill's totals).
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, LoadError> {
-        let bucket = self.config.bucket.clone().unwrap_or_default();
-        let mut pages = self.s3.list_objects_v2().bucket(&bucket).prefix(prefix).into_paginator().send();
         let mut objects = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| LoadError::S3 {
-                uri: format!("s3://{bucket}/{prefix}"),
-                action: "ListObjectsV2",
-                reason: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-            })?;
-            objects.extend(page.contents().iter().filter_map(listed));
+        let mut token = None;
+        loop {
+            let (page, next) = self.list_page(prefix, token).await?;
+            objects.extend(page);
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(objects),
+            }
         }
-        Ok(objects)
     }
 }
 
@@ -84,5 +145,17 @@ impl Loader {
 fn listed(o: &aws_sdk_s3::types::Object) -> Option<Listed> {
     let (Some(key), Some(etag)) = (o.key(), o.e_tag()) else { return None };
     let size = o.size().unwrap_or(0).max(0) as u64;
-    (!key.ends_with('/')).then(|| Listed { key: key.to_string(), etag: unquote(etag), size })
+    (!key.ends_with('/')).then(|| Listed { key: key.to_string(), etag: unquote(etag), size, version_id: None })
+}
+
+/// The latest version of a key in a versioned listing.
+fn latest(v: &aws_sdk_s3::types::ObjectVersion) -> Option<Listed> {
+    let (Some(key), Some(etag), Some(version)) = (v.key(), v.e_tag(), v.version_id()) else { return None };
+    let size = v.size().unwrap_or(0).max(0) as u64;
+    (!key.ends_with('/')).then(|| Listed {
+        key: key.to_string(),
+        etag: unquote(etag),
+        size,
+        version_id: Some(version.to_string()),
+    })
 }

@@ -88,11 +88,20 @@ impl LoadError {
 }
 
 /// The objects side of a run: its flow, its loader and, for notifications
-/// (or to wake reconcile early), its queue.
+/// (or to wake reconcile early), its queue; for reconcile, what fills the
+/// bucket before each pass.
 pub struct Objects {
     pub flow: Arc<Flow>,
     pub loader: Loader,
     pub queue: Option<(SqsSource, SqsSourceConfig)>,
+    pub feed: Option<Arc<dyn Feed>>,
+}
+
+/// What fills a reconciled bucket before each pass (the SFTP source's
+/// copies). It counts what it does and deals with its own failures:
+/// stopping the run through the flow, or leaving it to the next pass.
+pub trait Feed: Send + Sync {
+    fn pass<'a>(&'a self, flow: &'a Arc<Flow>) -> futures_util::future::BoxFuture<'a, ()>;
 }
 
 impl Objects {
@@ -171,6 +180,15 @@ fn flow(
 /// `host run` of an S3 source: notifications or reconcile passes until
 /// `shutdown` (or, with `once`, until there is nothing left to do).
 pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output = ()>) -> Result<Summary, RunError> {
+    run_fed(setup, None, shutdown).await
+}
+
+/// [`run`], with `feed` filling the bucket before each reconcile pass.
+pub async fn run_fed(
+    setup: RunSetup<'_>,
+    feed: Option<Arc<dyn Feed>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Summary, RunError> {
     let RunSetup { pipeline, panel, engine, database_url, aws, opts } = setup;
     let (mut flow, config) = flow(pipeline, panel.clone(), engine, database_url)?;
     flow.once = opts.once;
@@ -181,8 +199,15 @@ pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output 
     };
     set_probe(&flow, database_url, &config, queue.as_ref().map(|(q, _)| q.clone()), aws.s3.clone());
     let chains = flow.chains().await?;
-    let loader = Loader::new(flow.clone(), config.clone(), aws.s3.clone());
-    let objects = Arc::new(Objects { flow: flow.clone(), loader, queue });
+    let mut loader = Loader::new(flow.clone(), config.clone(), aws.s3.clone());
+    if matches!(config.mode, S3Mode::Reconcile { .. }) {
+        loader = loader.detect_versions().await;
+        if feed.is_some() && !loader.versioned {
+            tracing::warn!(pipeline = %flow.pipeline.name, bucket = config.bucket.as_deref().unwrap_or_default(),
+                "the bucket keeps no versions: each copy of a file replaces the one before; turn versioning on");
+        }
+    }
+    let objects = Arc::new(Objects { flow: flow.clone(), loader, queue, feed });
     match config.mode {
         S3Mode::Notifications => {
             let workers = Workers::start(&flow, chains.chains, &chains.generations);

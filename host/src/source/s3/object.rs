@@ -45,6 +45,9 @@ pub struct Loader {
     /// The target's `source-file` column: a new version replaces the rows
     /// of the old one.
     pub(super) replace: Option<String>,
+    /// Whether the bucket keeps versions: then a listing gives each key's
+    /// latest version id, and that is the version loaded and recorded.
+    pub(super) versioned: bool,
     pub progress: Progress,
 }
 
@@ -57,7 +60,23 @@ impl Loader {
                 .find(|c| c.source == crate::config::ColumnSource::Generated(Generated::SourceFile))
                 .map(|c| c.name.clone())
         });
-        Loader { s3, flow, config, replace, progress: Progress::default() }
+        Loader { s3, flow, config, replace, versioned: false, progress: Progress::default() }
+    }
+
+    /// Asks the bucket whether it keeps versions (GetBucketVersioning;
+    /// versioning enabled or suspended). If it cannot be asked, it is
+    /// listed as an unversioned bucket, which loads the same objects.
+    pub async fn detect_versions(mut self) -> Loader {
+        let Some(bucket) = self.config.bucket.clone() else { return self };
+        match self.s3.get_bucket_versioning().bucket(&bucket).send().await {
+            Ok(out) => self.versioned = out.status().is_some(),
+            Err(e) => tracing::warn!(
+                pipeline = %self.pipeline(), bucket = %bucket,
+                error = %aws_sdk_s3::error::DisplayErrorContext(e),
+                "cannot ask whether the bucket keeps versions; listing it by ETag"
+            ),
+        }
+        self
     }
 
     fn pipeline(&self) -> &str {

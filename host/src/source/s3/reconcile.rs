@@ -1,5 +1,6 @@
 //! Reconcile mode: a pass now and then every `interval` (or early when a
-//! notification arrives on the optional queue; `--once` runs one pass).
+//! notification arrives on the optional queue; `--once` runs one pass),
+//! each after its feed's pass, if it has one (SFTP copies into the bucket).
 //! A pass lists the objects under the bucket and prefix and compares them
 //! with what `etl.files` says was loaded: new objects load, objects whose
 //! ETag changed replace their rows, and the rows of objects that are gone
@@ -36,7 +37,12 @@ pub(super) async fn run(
                 // Runs asked for by hand are this pass.
                 let runs = &flow.panel.runs;
                 let ids = runs.start(&flow.panel.counts());
-                pass(objects, workers.dispatch()).await;
+                if let Some(feed) = &objects.feed {
+                    feed.pass(flow).await;
+                }
+                if !flow.stopping() && !flow.fatal() {
+                    pass(objects, workers.dispatch()).await;
+                }
                 let stopped = (flow.stopping() || flow.fatal()).then_some("the pipeline stopped during the pass");
                 runs.end(&ids, &flow.panel.counts(), stopped);
                 if opts.once || flow.stopping() || flow.fatal() {
@@ -137,19 +143,14 @@ async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
                 match front {
                     Some((key, _)) if key.as_bytes() < o.key.as_bytes() => removed.push(loaded.pop().0),
                     Some((key, version)) if key == o.key => {
-                        have |= version == o.etag;
+                        have |= version == o.version();
                         loaded.pop();
                     }
                     _ => break,
                 }
             }
             if !have {
-                todo.push(ObjectRef {
-                    bucket: bucket.clone(),
-                    key: o.key.clone(),
-                    etag: Some(o.etag.clone()),
-                    ..ObjectRef::default()
-                });
+                todo.push(o.object(&bucket));
             }
         }
         if next.is_none() {
