@@ -8,12 +8,14 @@
 //! Must not connect to anything.
 
 mod interpolate;
+mod sftp;
 mod validate;
 
 pub use interpolate::{InterpolateError, interpolate};
+pub use sftp::{Compare, HostKeyCheck, SftpAuth, SftpSettings};
 pub use validate::{
-    Column, ColumnSource, Compare, Generated, Grants, HostKeyCheck, Limits, MergeMode, Pipeline, S3Mode,
-    S3SourceConfig, SftpAuth, SftpSettings, Sink, Source, SqsSourceConfig, Step, TestCase, TestExpect, validate,
+    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, S3Mode, S3SourceConfig, Sink, Source,
+    SqsSourceConfig, Step, TestCase, TestExpect, validate,
 };
 
 use indexmap::IndexMap;

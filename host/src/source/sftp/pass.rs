@@ -141,11 +141,7 @@ impl Sftp {
                     return Err(PassError::Stopped);
                 }
                 self.bucket.delete(&record.key, None).await?;
-                let client = flow.sink.pool().get().await.map_err(|e| PassError::Db(SinkError::pool(e)))?;
-                client
-                    .execute(sql::SFTP_FORGET, &[&flow.pipeline.name, path])
-                    .await
-                    .map_err(|e| PassError::Db(SinkError::of(e)))?;
+                execute(flow, sql::SFTP_FORGET, &[&flow.pipeline.name, path]).await?;
                 tracing::info!(pipeline = %flow.pipeline.name, file = %path, key = %record.key, "deleted on the server: deleted in the bucket");
                 flow.tally(|s| s.files_deleted += 1);
                 report.deleted += 1;
@@ -169,13 +165,13 @@ impl Sftp {
             let (digest, _) = remote.digest(&f.path).await?;
             if digest == r.digest && r.key == key {
                 // Touched, not changed: the copy stands.
-                self.record(flow, f, &key, &digest, None, true).await?;
+                execute(flow, sql::SFTP_TOUCH, &[&flow.pipeline.name, &f.path, &(f.size as i64), &f.mtime]).await?;
                 report.same_content += 1;
                 return Ok(());
             }
         }
         if let Some(version) = self.bucket.copy_of(&key, f).await? {
-            self.record(flow, f, &key, "", version.as_deref(), false).await?;
+            self.record(flow, f, &key, "", version.as_deref()).await?;
             tracing::info!(pipeline = %flow.pipeline.name, file = %f.path, "copied before and not recorded: the copy is kept");
             report.adopted += 1;
             return Ok(());
@@ -192,7 +188,7 @@ impl Sftp {
             report.waiting += 1;
             return Ok(());
         }
-        self.record(flow, f, &key, &copied.digest, copied.version_id.as_deref(), false).await?;
+        self.record(flow, f, &key, &copied.digest, copied.version_id.as_deref()).await?;
         flow.panel.sftp_bytes(copied.bytes);
         flow.tally(|s| s.files_copied += 1);
         tracing::info!(pipeline = %flow.pipeline.name, file = %f.path, key = %key, bytes = copied.bytes, "copied");
@@ -211,7 +207,7 @@ impl Sftp {
             .collect())
     }
 
-    /// Records `f` as copied to `key` (`touched`: only its size and time).
+    /// Records `f` as copied to `key`.
     async fn record(
         &self,
         flow: &Flow,
@@ -219,19 +215,14 @@ impl Sftp {
         key: &str,
         digest: &str,
         version: Option<&str>,
-        touched: bool,
     ) -> Result<(), PassError> {
-        let client = flow.sink.pool().get().await.map_err(|e| PassError::Db(SinkError::pool(e)))?;
-        let (size, statement) = (f.size as i64, if touched { sql::SFTP_TOUCH } else { sql::SFTP_RECORD });
-        let bucket = self.bucket.name.as_str();
-        let result = if touched {
-            client.execute(statement, &[&flow.pipeline.name, &f.path, &size, &f.mtime]).await
-        } else {
-            client
-                .execute(statement, &[&flow.pipeline.name, &f.path, &size, &f.mtime, &digest, &bucket, &key, &version])
-                .await
-        };
-        result.map(drop).map_err(|e| PassError::Db(SinkError::of(e)))
+        let (size, bucket) = (f.size as i64, self.bucket.name.as_str());
+        execute(
+            flow,
+            sql::SFTP_RECORD,
+            &[&flow.pipeline.name, &f.path, &size, &f.mtime, &digest, &bucket, &key, &version],
+        )
+        .await
     }
 
     /// Whether a recorded path is one this pipeline's listing would show
@@ -242,6 +233,16 @@ impl Sftp {
         let name = below.rsplit('/').next().unwrap_or(below);
         (self.settings.recursive || !below.contains('/')) && self.glob.is_match(name)
     }
+}
+
+/// One statement on a pooled connection.
+async fn execute(
+    flow: &Flow,
+    statement: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<(), PassError> {
+    let client = flow.sink.pool().get().await.map_err(|e| PassError::Db(SinkError::pool(e)))?;
+    client.execute(statement, params).await.map(drop).map_err(|e| PassError::Db(SinkError::of(e)))
 }
 
 /// `prefix` and `name`, one `/` between them when the prefix has no
