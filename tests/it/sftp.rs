@@ -250,6 +250,23 @@ async fn five_files_copy_once_load_and_a_changed_file_replaces_its_rows_and_a_de
         .unwrap()
         .get(0);
     assert_eq!(recorded, 5, "each copy is recorded with the version it wrote");
+    // Reconcile loaded the latest version by its version id (a versioned
+    // bucket), the one the copy wrote.
+    let head = services::s3_at(services::endpoint())
+        .await
+        .head_object()
+        .bucket(&w.bucket)
+        .key("customers-sftp/b.csv")
+        .send()
+        .await
+        .unwrap();
+    let loaded: String = pg()
+        .await
+        .query_one("SELECT version FROM etl.files WHERE pipeline = $1 AND key = 'customers-sftp/b.csv'", &[&w.name])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(Some(loaded.as_str()), head.version_id(), "the version loaded is the version id");
 
     let s = w.once().await;
     assert_eq!((s.files_copied, s.objects, s.rows), (0, 0, 0), "nothing changed, nothing copied: {s}");

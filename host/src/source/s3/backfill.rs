@@ -35,7 +35,8 @@ pub async fn backfill(
             flow.pipeline.file.display()
         )));
     }
-    let loader = Loader::new(flow.clone(), config.clone(), aws.s3.clone()).detect_versions().await;
+    let loader = Loader::new(flow.clone(), config.clone(), aws.s3.clone());
+    loader.detect_versions().await;
     let listed = loader.list(prefix).await.map_err(|e| RunError::Stopped(e.to_string()))?;
     let chains = flow.chains().await?;
     let objects = Arc::new(Objects { flow: flow.clone(), loader, queue: None, feed: None });

@@ -66,7 +66,7 @@ impl Loader {
             action,
             reason,
         };
-        if self.versioned {
+        if self.versioned() {
             let (key, version) = match token {
                 Some(Token::Versions { key, version }) => (Some(key), version),
                 _ => (None, None),

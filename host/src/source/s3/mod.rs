@@ -199,10 +199,10 @@ pub async fn run_fed(
     };
     set_probe(&flow, database_url, &config, queue.as_ref().map(|(q, _)| q.clone()), aws.s3.clone());
     let chains = flow.chains().await?;
-    let mut loader = Loader::new(flow.clone(), config.clone(), aws.s3.clone());
+    let loader = Loader::new(flow.clone(), config.clone(), aws.s3.clone());
     if matches!(config.mode, S3Mode::Reconcile { .. }) {
-        loader = loader.detect_versions().await;
-        if feed.is_some() && !loader.versioned {
+        // Asked again before every pass; here to warn once.
+        if feed.is_some() && loader.detect_versions().await == Some(false) {
             tracing::warn!(pipeline = %flow.pipeline.name, bucket = config.bucket.as_deref().unwrap_or_default(),
                 "the bucket keeps no versions: each copy of a file replaces the one before; turn versioning on");
         }

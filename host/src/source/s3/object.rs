@@ -21,7 +21,7 @@ use crate::transform::TransformChain;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use readers::file::{FileOptions, FileReader, Item};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A commit of an object's rows holds at most about this many bytes of
 /// rows and payloads (and at most `rows_per_commit` rows): wide rows make
@@ -47,7 +47,9 @@ pub struct Loader {
     pub(super) replace: Option<String>,
     /// Whether the bucket keeps versions: then a listing gives each key's
     /// latest version id, and that is the version loaded and recorded.
-    pub(super) versioned: bool,
+    versioned: AtomicBool,
+    /// Whether the bucket was found unable to say so (warned once).
+    warned: AtomicBool,
     pub progress: Progress,
 }
 
@@ -60,23 +62,62 @@ impl Loader {
                 .find(|c| c.source == crate::config::ColumnSource::Generated(Generated::SourceFile))
                 .map(|c| c.name.clone())
         });
-        Loader { s3, flow, config, replace, versioned: false, progress: Progress::default() }
+        Loader {
+            s3,
+            flow,
+            config,
+            replace,
+            versioned: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
+            progress: Progress::default(),
+        }
     }
 
-    /// Asks the bucket whether it keeps versions (GetBucketVersioning;
-    /// versioning enabled or suspended). If it cannot be asked, it is
-    /// listed as an unversioned bucket, which loads the same objects.
-    pub async fn detect_versions(mut self) -> Loader {
-        let Some(bucket) = self.config.bucket.clone() else { return self };
-        match self.s3.get_bucket_versioning().bucket(&bucket).send().await {
-            Ok(out) => self.versioned = out.status().is_some(),
-            Err(e) => tracing::warn!(
-                pipeline = %self.pipeline(), bucket = %bucket,
-                error = %aws_sdk_s3::error::DisplayErrorContext(e),
-                "cannot ask whether the bucket keeps versions; listing it by ETag"
-            ),
-        }
-        self
+    /// Asks the bucket whether it keeps versions (versioning enabled or
+    /// suspended) and lists it accordingly from now on: GetBucketVersioning,
+    /// or, where a store answers that in a shape the SDK cannot read (moto
+    /// names the answer's root element `GetBucketVersioningResponse`), a
+    /// one-key version listing under the prefix: a version id other than
+    /// `null` means versions are kept. `None` when neither tells (no answer,
+    /// or an empty prefix behind an unreadable answer); the bucket is then
+    /// listed as unversioned, which loads the same objects by ETag.
+    pub async fn detect_versions(&self) -> Option<bool> {
+        let bucket = self.config.bucket.clone()?;
+        let asked = match self.s3.get_bucket_versioning().bucket(&bucket).send().await {
+            Ok(out) => Some(out.status().is_some()),
+            Err(e) => match self
+                .s3
+                .list_object_versions()
+                .bucket(&bucket)
+                .prefix(&self.config.prefix)
+                .max_keys(1)
+                .send()
+                .await
+            {
+                Ok(page) => {
+                    let ids = page.versions().iter().filter_map(|v| v.version_id());
+                    let ids = ids.chain(page.delete_markers().iter().filter_map(|m| m.version_id()));
+                    let ids: Vec<&str> = ids.collect();
+                    (!ids.is_empty()).then(|| ids.iter().any(|id| *id != "null"))
+                }
+                Err(_) if self.warned.swap(true, Ordering::Relaxed) => None,
+                Err(_) => {
+                    tracing::warn!(
+                        pipeline = %self.pipeline(), bucket = %bucket,
+                        error = %aws_sdk_s3::error::DisplayErrorContext(e),
+                        "cannot ask whether the bucket keeps versions; listing it by ETag"
+                    );
+                    None
+                }
+            },
+        };
+        self.versioned.store(asked == Some(true), Ordering::Relaxed);
+        asked
+    }
+
+    /// Whether listings read versions (see [`Loader::detect_versions`]).
+    pub(super) fn versioned(&self) -> bool {
+        self.versioned.load(Ordering::Relaxed)
     }
 
     fn pipeline(&self) -> &str {

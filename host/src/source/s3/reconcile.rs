@@ -106,6 +106,9 @@ async fn until_next(objects: &Objects, interval: Duration, stop: &mut tokio::syn
 /// the rows of files whose object is gone are removed.
 async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
     let loader = &objects.loader;
+    // Versioning may have been turned on since (or, behind an unreadable
+    // answer, the first versions written by the feed's pass).
+    loader.detect_versions().await;
     let prefix = loader.config.prefix.clone();
     let bucket = loader.config.bucket.clone().unwrap_or_default();
     let mut loaded = Loaded { page: VecDeque::new(), after: (String::new(), String::new()), end: false };
