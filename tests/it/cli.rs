@@ -127,6 +127,11 @@ fn plugins_inspect_names_world_version_digest_and_size() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("world: etl:transform/plugin@0.1.0\nname: mask\nversion: 0.1.0\n"), "{stdout}");
     assert!(stdout.contains(&format!("digest: {}\nsize: {} bytes\n", host::transform::digest_of(&bytes), bytes.len())));
+    // The params schema the plugin declares, its doc comments as descriptions.
+    let schema = stdout.split_once("params schema:\n").expect("a schema is declared").1;
+    let schema: serde_json::Value = serde_json::from_str(schema).unwrap();
+    assert_eq!(schema["additionalProperties"], false, "{schema}");
+    assert!(schema["properties"]["keep_original"]["description"].as_str().unwrap().contains("raw field"), "{schema}");
 
     // A truncated file and a component of another world: refused, saying why.
     let dir = std::env::temp_dir().join(crate::services::unique("inspect"));

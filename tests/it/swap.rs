@@ -133,7 +133,9 @@ async fn a_new_mask_takes_over_between_batches_and_broken_ones_are_refused() {
     settle().await;
     put(&mask, &sha512); // fails the pipeline's own test cases
     settle().await;
-    put(&file, text.replace("algorithm = \"sha256\"", "algorithm = \"md5\"")); // configure fails
+    put(&file, text.replace("algorithm = \"sha256\"", "algorithm = \"md5\"")); // not in the plugin's schema
+    settle().await;
+    put(&file, text.replace("algorithm = \"sha256\"", "algoritm = \"sha256\"")); // a misspelt parameter
     settle().await;
     let (old_before, new_before) = rows_by_length(&schema).await;
     assert_eq!(new_before, 0, "no broken candidate may write rows");
@@ -157,7 +159,7 @@ async fn a_new_mask_takes_over_between_batches_and_broken_ones_are_refused() {
     }
     stop_tx.send(()).unwrap();
     let summary = host.await.unwrap().expect("run ends cleanly");
-    assert_eq!((summary.swaps, summary.refused_versions), (1, 4), "{summary}");
+    assert_eq!((summary.swaps, summary.refused_versions), (1, 5), "{summary}");
 
     // Nothing lost, nothing twice.
     let db = pg().await;

@@ -92,6 +92,8 @@ pub struct Step {
     pub digest: Option<String>,
     /// Parameters as JSON text, for `configure`.
     pub params: String,
+    /// The line of each parameter in the pipeline file, by its path.
+    pub param_lines: Vec<(String, usize)>,
     pub limits: Limits,
     pub grants: Grants,
 }
@@ -419,6 +421,7 @@ fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
         line,
         digest: s.digest,
         params: params.to_string(),
+        param_lines: s.param_lines,
         limits: Limits {
             max_memory_bytes: (s.max_memory_mb as usize) << 20,
             max_call: Duration::from_millis(s.max_call_ms),

@@ -14,6 +14,7 @@ mod cache;
 mod chain;
 mod digest;
 mod engine;
+mod params;
 pub mod remote;
 mod sandbox;
 mod step;

@@ -67,6 +67,10 @@ pub enum StepError {
     Instantiate { file: String, line: usize, step: usize, plugin: String, reason: String },
     #[error("{file}:{line}: step {step} (`{plugin}`) refused its params: {reason}")]
     Configure { file: String, line: usize, step: usize, plugin: String, reason: String },
+    /// The params do not fit the schema the plugin declares; `line` is the
+    /// parameter's own.
+    #[error("{file}:{line}: step {step} (`{plugin}`) params: {at}{message}")]
+    Params { file: String, line: usize, step: usize, plugin: String, at: String, message: String },
 }
 
 /// The outcome of one step on one batch.
@@ -140,8 +144,47 @@ impl StepRunner {
             live: None,
             metrics,
         };
+        runner.check_params()?;
         runner.live = Some(runner.instantiate()?);
         Ok(runner)
+    }
+
+    /// The step's params against the schema the plugin declares, if any.
+    fn check_params(&self) -> Result<(), StepError> {
+        let Some(schema) = &self.plugin.description.params_schema else { return Ok(()) };
+        match super::params::check(schema, &self.step.params) {
+            Ok(()) => Ok(()),
+            Err(super::params::Refusal::Schema(reason)) => Err(StepError::Instantiate {
+                file: self.file.clone(),
+                line: self.step.line,
+                step: self.step.index,
+                plugin: self.plugin.name.clone(),
+                reason,
+            }),
+            Err(super::params::Refusal::Misfit { key, top, message }) => {
+                // The key's own line, else the nearest key above it written.
+                let lines = &self.step.param_lines;
+                let line_of = |path: &str| lines.iter().find(|(k, _)| k == path).map(|(_, l)| *l);
+                let mut path = key.as_str();
+                let line = loop {
+                    if let Some(l) = line_of(path) {
+                        break l;
+                    }
+                    match path.rfind(['.', '[']) {
+                        Some(i) => path = &path[..i],
+                        None => break top.as_deref().and_then(line_of).unwrap_or(self.step.line),
+                    }
+                };
+                Err(StepError::Params {
+                    file: self.file.clone(),
+                    line,
+                    step: self.step.index,
+                    plugin: self.plugin.name.clone(),
+                    at: if key.is_empty() { String::new() } else { format!("`{key}` ") },
+                    message,
+                })
+            }
+        }
     }
 
     /// A fresh, configured instance.

@@ -6,9 +6,10 @@
 //! malformed version is rejected with the reason, or given `default`.
 
 use plugin_sdk::{Cell, Field, Input, OutputBuilder, Transform, Value};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The field holding the version text.

@@ -11,10 +11,11 @@
 
 use plugin_sdk::record::kind;
 use plugin_sdk::{Cell, Cells, Input, NO_KEY, OutputBuilder, Transform, Value};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::HashMap;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     #[serde(default = "default_separator")]
@@ -28,7 +29,7 @@ fn default_separator() -> String {
     ".".to_string()
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Deserialize, JsonSchema, Clone, Copy, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arrays {
     #[default]

@@ -11,10 +11,11 @@
 //! batch.
 
 use plugin_sdk::{Algorithm, Cell, Input, OutputBuilder, Transform, Value, hex_digests};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Fields to mask: a list (masked in place) or a table `field = "output"`.
@@ -31,14 +32,14 @@ pub struct Params {
     pub missing: Missing,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged, expecting = "a list of field names or a table of field = \"output name\"")]
 pub enum Fields {
     InPlace(Vec<String>),
     Renamed(BTreeMap<String, String>),
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[derive(Debug, Default, Deserialize, JsonSchema, Clone, Copy)]
 #[serde(rename_all = "kebab-case")]
 pub enum AlgorithmName {
     #[default]
@@ -47,7 +48,7 @@ pub enum AlgorithmName {
     HmacSha256,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Deserialize, JsonSchema, Clone, Copy, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Missing {
     #[default]

@@ -31,16 +31,18 @@ pub use digest::{Algorithm, hex_digests};
 pub use output::OutputBuilder;
 pub use read::{Cells, Field, Input};
 pub use record::{Batch, Cell, Columns, ColumnsRef, NO_KEY, Outcome, Output, Span, Value, fields, members};
+pub use schemars;
 
 /// A transform plugin's logic.
 pub trait Transform: Sized + 'static {
     /// The step's parameters, from the pipeline file. Use
-    /// `#[serde(deny_unknown_fields)]` so a typo is an error.
-    type Params: serde::de::DeserializeOwned;
+    /// `#[serde(deny_unknown_fields)]` so a typo is an error. Its JSON
+    /// Schema (`#[derive(schemars::JsonSchema)]`, doc comments as
+    /// descriptions) is carried in the component; the host checks a step's
+    /// params against it before `configure`.
+    type Params: serde::de::DeserializeOwned + schemars::JsonSchema;
     /// One line on what the plugin does.
     const SUMMARY: &'static str;
-    /// A JSON Schema of `Params`, if the plugin has one.
-    const PARAMS_SCHEMA: Option<&'static str> = None;
 
     /// Builds the transform from checked parameters; an error says which
     /// parameter is wrong and why.
@@ -93,13 +95,18 @@ pub fn run<T: Transform>(t: &mut T, batch: Batch) -> Output {
     Output { batch: columns.into_batch_unchecked(), outcomes: outcomes.unwrap_or(vec![Outcome::Emit(1); n]) }
 }
 
+/// The JSON Schema of `T`'s params, as JSON text.
+pub fn params_schema<T: Transform>() -> String {
+    serde_json::to_string(&schemars::schema_for!(T::Params)).expect("a schema is JSON")
+}
+
 /// The description a plugin reports.
 pub fn describe<T: Transform>(name: &str, version: &str) -> Description {
     Description {
         name: name.to_string(),
         version: version.to_string(),
         summary: T::SUMMARY.to_string(),
-        params_schema: T::PARAMS_SCHEMA.map(str::to_string),
+        params_schema: Some(params_schema::<T>()),
     }
 }
 

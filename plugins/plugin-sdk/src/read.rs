@@ -46,7 +46,7 @@ impl Input {
 }
 
 /// A run of cells: a record, or the members of a container.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Cells<'a> {
     pub(crate) keys: &'a [u32],
     pub(crate) kinds: &'a [u8],

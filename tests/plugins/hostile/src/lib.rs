@@ -11,9 +11,10 @@
 //! whose field of that name is `true` set it off; the others pass unchanged.
 
 use plugin_sdk::{Cell, Input, OutputBuilder, Span, Transform, Value};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     pub mode: Mode,
@@ -32,7 +33,7 @@ fn gib() -> usize {
     1024
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     Loop,
