@@ -116,6 +116,23 @@ enum Plugins {
     /// The world a `.wasm` implements, its name, version, parameters schema,
     /// digest and size.
     Inspect { file: PathBuf },
+    /// Creates a plugin crate in DIR/NAME that builds on the first try: a
+    /// minimal transform with a unit test, the wasm target in
+    /// `.cargo/config.toml`, and a pipeline with test cases using it.
+    New {
+        /// Lowercase letters, digits and `-` (`lowercase-locale`).
+        name: String,
+        /// The folder the crate's folder goes in [default: .]. In this
+        /// repository's `plugins/` the crate is a workspace member.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// Where `plugin-sdk` comes from outside this workspace: its folder
+        /// (`plugins/plugin-sdk` of a checkout) or a git URL of the
+        /// repository [default: $HOST_PLUGIN_SDK, else the checkout this
+        /// binary was built from].
+        #[arg(long, value_name = "PATH|URL")]
+        sdk: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -261,6 +278,11 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
             }
             println!("{} passed, {failed} failed", results.len() - failed);
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Plugins(Plugins::New { name, dir, sdk }) => {
+            let made = commands::scaffold::new_plugin(&name, &dir, || commands::scaffold::sdk(sdk.as_deref()))?;
+            print!("{}", commands::scaffold::report(&made));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plugins(Plugins::Inspect { file }) => {
             print!("{}", commands::plugins::inspect(&file, opts)?);

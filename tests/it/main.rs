@@ -14,6 +14,7 @@ mod pipeline_files;
 mod proxy;
 mod run;
 mod sandbox;
+mod scaffold;
 mod services;
 mod sftp;
 mod swap;

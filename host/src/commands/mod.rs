@@ -6,6 +6,7 @@ pub mod lineage;
 pub mod logs;
 pub mod plugins;
 pub mod run;
+pub mod scaffold;
 pub mod test;
 
 use crate::config::{self, Pipeline};

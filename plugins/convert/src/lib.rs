@@ -265,7 +265,9 @@ impl Rule {
 
 fn integral(f: f64) -> Result<i64, ()> {
     // Within ±2^63 and whole: exactly an i64.
-    (f.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f)).then_some(f as i64).ok_or(())
+    (f.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f))
+        .then_some(f as i64)
+        .ok_or(())
 }
 
 fn boolean(t: &str) -> Result<bool, ()> {

@@ -1,0 +1,118 @@
+//! The plugin author's path end to end: `host plugins new` makes a crate
+//! outside the workspace, a two-line transform goes in, it builds for
+//! wasm32-wasip2, its unit test passes natively, and the pipeline it came
+//! with passes `host test` and loads rows through `host run --once`.
+
+use crate::common;
+use crate::services::{self, pg, queue, send, unique};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `cargo ARGS` in `dir`, free of the settings of the `cargo test` running
+/// this test, building into the folder the tests' plugins are built in (so
+/// the SDK's dependencies are compiled already).
+fn cargo(dir: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (k, _) in std::env::vars() {
+        if (k.starts_with("CARGO_") && k != "CARGO_HOME") || k.starts_with("RUSTC") || k == "RUSTFLAGS" {
+            c.env_remove(k);
+        }
+    }
+    let build_dir = Path::new(common::PLUGIN_DIR).parent().unwrap().join("plugin-build");
+    c.current_dir(dir).args(args).env("CARGO_TARGET_DIR", &build_dir).output().unwrap()
+}
+
+fn host(dir: &Path, args: &[&str]) -> Output {
+    Command::new(crate::objects::host_binary()).current_dir(dir).args(args).output().unwrap()
+}
+
+fn ok(what: &str, out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{what}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Replaces `from` (which must be there) by `to` in `file`.
+fn edit(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{} lacks {from}", file.display());
+    std::fs::write(file, text.replace(from, to)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_plugin_builds_tests_and_loads_rows() {
+    let parent = std::env::temp_dir().join(unique("author"));
+    let out = host(Path::new("/"), &["plugins", "new", "lowercase-locale", "--dir", parent.to_str().unwrap()]);
+    let said = ok("plugins new", &out);
+    assert!(said.contains("cargo test-native") && said.contains("host test pipeline.toml"), "{said}");
+    let dir = parent.join("lowercase-locale");
+
+    // The author's two lines, and the expectations that follow from them.
+    let lib = dir.join("src/lib.rs");
+    edit(
+        &lib,
+        "let text = out.text(span).to_string();\n                        out.push_text(f.cell.key, &text);",
+        "let lower = out.text(span).to_lowercase();\n                        out.push_text(f.cell.key, &lower);",
+    );
+    edit(
+        &lib,
+        r#"vec![Emit(vec![json!({"locale": "en-US", "n": 1})])]"#,
+        r#"vec![Emit(vec![json!({"locale": "en-us", "n": 1})])]"#,
+    );
+    let pipeline = dir.join("pipeline.toml");
+    edit(&pipeline, r#"expect = '{"locale": "en-US", "n": 1}'"#, r#"expect = '{"locale": "en-us", "n": 1}'"#);
+
+    // The workspace's lock: the versions the SDK is built and tested with.
+    std::fs::copy(common::workspace().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let tested = ok("cargo test-native", &cargo(&dir, &["test-native", "--release"]));
+    assert!(tested.contains("records_come_out_with_the_field_changed ... ok"), "{tested}");
+    ok("cargo build", &cargo(&dir, &["build", "--release"]));
+    // Built into the shared folder; the pipeline looks in the crate's own.
+    let built = Path::new(common::PLUGIN_DIR).parent().unwrap().join("plugin-build/wasm32-wasip2/release");
+    let release = dir.join("target/wasm32-wasip2/release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::copy(built.join("lowercase_locale.wasm"), release.join("lowercase_locale.wasm")).unwrap();
+
+    let cases = ok("host test", &host(&dir, &["--no-cache", "test", "pipeline.toml"]));
+    assert!(cases.contains("1 passed, 0 failed"), "{cases}");
+    let checked = ok("host check", &host(&dir, &["--no-cache", "check", "pipeline.toml"]));
+    assert!(checked.starts_with("ok: pipeline.toml"), "{checked}");
+    let inspected = ok(
+        "inspect",
+        &host(&dir, &["--no-cache", "plugins", "inspect", release.join("lowercase_locale.wasm").to_str().unwrap()]),
+    );
+    assert!(inspected.contains("\"field\""), "its params schema: {inspected}");
+
+    // Rows through `host run --once`: the queue, a table of the pipeline's shape.
+    let (schema, q) = (unique("s"), unique("author"));
+    services::migrated().await;
+    pg().await
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.lowercase_locale (locale text, n bigint)"
+        ))
+        .await
+        .unwrap();
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &q).await;
+    let bodies: Vec<String> =
+        ["en-US", "RU", "pt-BR"].iter().enumerate().map(|(i, l)| format!(r#"{{"locale": "{l}", "n": {i}}}"#)).collect();
+    send(&sqs, &url, &bodies).await;
+    let run = Command::new(crate::objects::host_binary())
+        .current_dir(&dir)
+        .args(["--no-cache", "run", "pipeline.toml", "--once"])
+        .env("QUEUE", &q)
+        .env("SCHEMA", &schema)
+        .env("DATABASE_URL", services::database_url())
+        .env("AWS_ENDPOINT_URL", services::endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    ok("host run --once", &run);
+    let rows =
+        pg().await.query(&format!("SELECT locale, n FROM {schema}.lowercase_locale ORDER BY n"), &[]).await.unwrap();
+    let rows: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, [("en-us".into(), 0), ("ru".into(), 1), ("pt-br".into(), 2)]);
+    let _ = std::fs::remove_dir_all(&parent);
+}
