@@ -1,6 +1,7 @@
 //! The logins chain (flatten, app-version, mask sha256) in WebAssembly, under
 //! the sandbox limits (epoch deadline, memory cap), against the same plugin
-//! logic compiled natively, at batches of 1, 100 and 1,000 records; then how
+//! logic compiled natively, at batches of 1, 100 and 1,000 records; the same
+//! for a `filter` -> `convert` chain; then how
 //! fast the sandbox stops a runaway plugin; last, start-up with and without
 //! the compiled-component cache.
 //!
@@ -42,10 +43,85 @@ fn main() {
         let wasm = rate(&batches, || (), |_, b| chain.run(b).expect("runs").batch.records.len());
         println!("{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2}", wasm / native);
     }
+    filter_convert(&engine, &lines);
     metrics_cost(&ws, &engine, &lines);
     decode_rate(&lines);
     sandbox_stops(&engine);
     cold_start(&ws);
+}
+
+/// `filter` (device type in a set, locale present) then `convert` (text to
+/// float, epoch milliseconds and a strftime pattern to timestamps) on the
+/// Fetch records with three fields added, in WebAssembly against the same
+/// two plugins compiled natively. Rates are input records per second (the
+/// filter drops some).
+fn filter_convert(engine: &Arc<Engine>, lines: &[String]) {
+    const FILTER: &str =
+        r#"{"all":[{"field":"device_type","in":["android","ios"]},{"field":"locale","is_null":false}]}"#;
+    const CONVERT: &str = r#"{"fields":{"amount":{"to":"float","default":0.0},"seen":{"to":"timestamp","format":"epoch-millis"},"created":{"to":"timestamp","format":"%Y-%m-%d %H:%M:%S"}}}"#;
+    let text = format!(
+        "[[transforms]]\nuses = \"filter\"\nparams = {}\n\n[[transforms]]\nuses = \"convert\"\nparams = {}\n",
+        toml_of(FILTER),
+        toml_of(CONVERT)
+    );
+    let path = Path::new("filter-convert.toml");
+    let pipeline = config::validate(path, config::parse_str(path, &text, |_| None).expect("parses")).expect("valid");
+    let lines: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let extra = format!(
+                r#","amount":"{}.50","seen":{},"created":"2023-02-01 08:{:02}:00"}}"#,
+                i % 90,
+                1_675_238_400_000i64 + i as i64 * 1000,
+                i % 60
+            );
+            l.trim_end().trim_end_matches('}').to_string() + &extra
+        })
+        .collect();
+    println!("\nfilter -> convert (a float, two timestamps) on the same records with three fields added");
+    println!("{:>6} | {:>14} | {:>14} | {:>11}", "batch", "native rec/s", "wasm rec/s", "wasm/native");
+    println!("{:->6}-+-{:->14}-+-{:->14}-+-{:->11}", "", "", "", "");
+    for size in [1usize, 100, 1000] {
+        let batches = make_batches(&lines, size, 20_000usize.max(size));
+        let native = rate(
+            &batches,
+            || -> (filter::Filter, convert::Convert) {
+                (plugin_sdk::configure(FILTER).unwrap(), plugin_sdk::configure(CONVERT).unwrap())
+            },
+            |(f, c), b| {
+                let (batch, _) = plugin_sdk::run_columns(f, b.to_columns());
+                let _ = plugin_sdk::run_columns(c, batch);
+                b.records.len()
+            },
+        );
+        let mut chain = TransformChain::build(engine, &pipeline).expect("chain");
+        let wasm = rate(
+            &batches,
+            || (),
+            |_, b| {
+                chain.run(b).expect("runs");
+                b.records.len()
+            },
+        );
+        println!("{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2}", wasm / native);
+    }
+}
+
+/// A JSON object as a TOML inline table (keys quoted, the rest as JSON,
+/// which TOML reads the same for strings, numbers, booleans and arrays).
+fn toml_of(json: &str) -> String {
+    fn value(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::Object(m) => {
+                let items: Vec<String> = m.iter().map(|(k, v)| format!("{k:?} = {}", value(v))).collect();
+                format!("{{ {} }}", items.join(", "))
+            }
+            serde_json::Value::Array(a) => format!("[{}]", a.iter().map(value).collect::<Vec<_>>().join(", ")),
+            other => other.to_string(),
+        }
+    }
+    value(&serde_json::from_str(json).unwrap())
 }
 
 /// The same WASM chain with its metrics off (no recorder: what `host run`

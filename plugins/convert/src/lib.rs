@@ -13,7 +13,7 @@
 //! or replaced by `default` when one is given.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
-use plugin_sdk::{Input, OutputBuilder, Span, Transform, Value};
+use plugin_sdk::{Input, OutputBuilder, Scalar, Span, Transform, Value};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -52,15 +52,6 @@ pub enum To {
     Boolean,
     Timestamp,
     Date,
-}
-
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum Scalar {
-    Boolean(bool),
-    Integer(i64),
-    Float(f64),
-    Text(String),
 }
 
 /// How times are read.

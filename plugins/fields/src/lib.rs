@@ -8,7 +8,7 @@
 //! null). Fields keep their place; added fields come last, in the order of
 //! the params.
 
-use plugin_sdk::{Cell, Input, OutputBuilder, Span, Transform, Value};
+use plugin_sdk::{Cell, Input, OutputBuilder, Scalar, Transform, Value};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -29,15 +29,6 @@ pub struct Params {
     /// `field = value`: when the field is missing or null.
     #[serde(default)]
     pub default: BTreeMap<String, Scalar>,
-}
-
-#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
-#[serde(untagged)]
-pub enum Scalar {
-    Boolean(bool),
-    Integer(i64),
-    Float(f64),
-    Text(String),
 }
 
 pub struct Fields {
@@ -107,7 +98,7 @@ impl Transform for Fields {
                 let to = renamed.unwrap_or(key);
                 if let Some(i) = set.iter().position(|k| *k == to) {
                     if !done[i] {
-                        push(out, to, &self.set[i].1);
+                        out.push_scalar(to, &self.set[i].1);
                         done[i] = true;
                     }
                     continue;
@@ -115,7 +106,7 @@ impl Transform for Fields {
                 if let Some(i) = default.iter().position(|k| *k == to) {
                     done[set.len() + i] = true;
                     if field.cell.value == Value::Null {
-                        push(out, to, &self.default[i].1);
+                        out.push_scalar(to, &self.default[i].1);
                         continue;
                     }
                 }
@@ -128,30 +119,17 @@ impl Transform for Fields {
             }
             for (i, key) in set.iter().enumerate() {
                 if !done[i] {
-                    push(out, *key, &self.set[i].1);
+                    out.push_scalar(*key, &self.set[i].1);
                 }
             }
             for (i, key) in default.iter().enumerate() {
                 if !done[set.len() + i] {
-                    push(out, *key, &self.default[i].1);
+                    out.push_scalar(*key, &self.default[i].1);
                 }
             }
             out.emit();
         }
     }
-}
-
-fn push(out: &mut OutputBuilder, key: u32, v: &Scalar) {
-    let value = match v {
-        Scalar::Boolean(b) => Value::Boolean(*b),
-        Scalar::Integer(n) => Value::Integer(*n),
-        Scalar::Float(f) => Value::Float(*f),
-        Scalar::Text(t) => {
-            let span: Span = out.add_text(t);
-            Value::Text(span)
-        }
-    };
-    out.push(Cell { key, value });
 }
 
 #[cfg(feature = "export")]

@@ -11,7 +11,7 @@
 //! them; `keep = false` drops the records that meet them instead. A record
 //! left out is dropped (counted as filtered, never a dead letter).
 
-use plugin_sdk::{Cells, Input, OutputBuilder, Transform, Value};
+use plugin_sdk::{Cells, Input, OutputBuilder, Scalar, Transform, Value};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -51,16 +51,6 @@ pub struct Condition {
     pub gte: Option<f64>,
     pub lt: Option<f64>,
     pub lte: Option<f64>,
-}
-
-/// A value to compare with.
-#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
-#[serde(untagged)]
-pub enum Scalar {
-    Boolean(bool),
-    Integer(i64),
-    Float(f64),
-    Text(String),
 }
 
 enum Test {

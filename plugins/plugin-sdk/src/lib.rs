@@ -9,6 +9,7 @@
 mod digest;
 pub mod json;
 mod output;
+mod params;
 mod read;
 pub mod record;
 
@@ -29,6 +30,7 @@ pub use bindings::etl::transform::types::Description;
 pub use digest::grant_native_secret;
 pub use digest::{Algorithm, hex_digests};
 pub use output::OutputBuilder;
+pub use params::Scalar;
 pub use read::{Cells, Field, Input};
 pub use record::{Batch, Cell, Columns, ColumnsRef, NO_KEY, Outcome, Output, Span, Value, fields, members};
 pub use schemars;
