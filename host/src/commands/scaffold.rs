@@ -91,7 +91,7 @@ pub fn new_plugin(name: &str, parent: &Path, sdk: impl FnOnce() -> anyhow::Resul
     if member {
         pipeline = pipeline.replace(
             "#   cargo build --release        # the component (see .cargo/config.toml)",
-            "#   cargo xtask build            # from the workspace root: target/plugins/NAME.wasm",
+            &format!("#   cargo xtask build            # from the workspace root: target/plugins/{name}.wasm"),
         );
     }
     let files: Vec<(&str, String)> = vec![
@@ -190,6 +190,24 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         check_name("lowercase-locale").unwrap();
+    }
+
+    #[test]
+    fn in_this_repositorys_plugins_folder_a_workspace_member() {
+        let root = std::env::temp_dir().join(format!("scaffold-ws-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("plugins/plugin-sdk")).unwrap();
+        std::fs::write(root.join("Cargo.toml"), "[workspace]\nmembers = [\"plugins/*\"]\n").unwrap();
+        std::fs::write(root.join("plugins/plugin-sdk/Cargo.toml"), "[package]\n").unwrap();
+        let made = new_plugin("my-step", &root.join("plugins"), || unreachable!("no SDK source for a member")).unwrap();
+        assert!(made.member);
+        let manifest = std::fs::read_to_string(made.dir.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("plugin-sdk.workspace = true") && !manifest.contains("[workspace]"), "{manifest}");
+        let pipeline = std::fs::read_to_string(made.dir.join("pipeline.toml")).unwrap();
+        assert!(pipeline.contains("uses = \"my-step\"") && pipeline.contains("cargo xtask build"), "{pipeline}");
+        assert!(!made.dir.join(".gitignore").exists());
+        assert!(report(&made).contains("cargo test -p my-step"));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
