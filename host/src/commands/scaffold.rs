@@ -143,6 +143,76 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     if !ok {
         bail!("`{name}` is not a plugin name: lowercase letters, digits and single `-`, starting with a letter");
     }
+    // Names cargo refuses for a package (Rust keywords, the standard
+    // library's crates, `test`), or whose type would clash with the SDK's.
+    const TAKEN: &[&str] = &[
+        "as",
+        "async",
+        "await",
+        "break",
+        "const",
+        "continue",
+        "crate",
+        "dyn",
+        "else",
+        "enum",
+        "extern",
+        "false",
+        "fn",
+        "for",
+        "if",
+        "impl",
+        "in",
+        "let",
+        "loop",
+        "match",
+        "mod",
+        "move",
+        "mut",
+        "pub",
+        "ref",
+        "return",
+        "self",
+        "static",
+        "struct",
+        "super",
+        "trait",
+        "true",
+        "type",
+        "unsafe",
+        "use",
+        "where",
+        "while",
+        "abstract",
+        "become",
+        "box",
+        "do",
+        "final",
+        "gen",
+        "macro",
+        "override",
+        "priv",
+        "try",
+        "typeof",
+        "unsized",
+        "virtual",
+        "yield",
+        "alloc",
+        "core",
+        "std",
+        "proc-macro",
+        "test",
+        "plugin-sdk",
+        "transform",
+        "params",
+        "input",
+        "value",
+        "output-builder",
+        "json",
+    ];
+    if TAKEN.contains(&name) {
+        bail!("`{name}` cannot name a plugin crate (a Rust keyword, a standard crate, or the SDK's own)");
+    }
     Ok(())
 }
 
@@ -186,7 +256,7 @@ mod tests {
     fn names_and_types() {
         assert_eq!(type_name("lowercase-locale"), "LowercaseLocale");
         assert_eq!(type_name("a2b"), "A2b");
-        for bad in ["", "Upper", "1a", "a-", "a--b", "a_b", "a b"] {
+        for bad in ["", "Upper", "1a", "a-", "a--b", "a_b", "a b", "fn", "test", "plugin-sdk"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         check_name("lowercase-locale").unwrap();
