@@ -23,7 +23,7 @@ pub enum Sdk {
 pub fn sdk(given: Option<&str>) -> anyhow::Result<Sdk> {
     let given = given.map(str::to_string).or_else(|| std::env::var("HOST_PLUGIN_SDK").ok());
     if let Some(s) = given {
-        if s.starts_with("https://") || s.starts_with("ssh://") || s.starts_with("git@") {
+        if ["https://", "http://", "ssh://", "git://", "file://", "git@"].iter().any(|p| s.starts_with(p)) {
             return Ok(Sdk::Git(s));
         }
         let path = PathBuf::from(&s);
@@ -52,13 +52,21 @@ pub struct Made {
 /// Creates the crate `name` in `parent/name`.
 pub fn new_plugin(name: &str, parent: &Path, sdk: impl FnOnce() -> anyhow::Result<Sdk>) -> anyhow::Result<Made> {
     check_name(name)?;
-    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let parent = parent.canonicalize()?;
+    let parent = match parent.canonicalize() {
+        Ok(p) => p,
+        Err(_) => std::path::absolute(parent)?,
+    };
     let dir = parent.join(name);
     if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} exists and is not empty; nothing was written", dir.display());
     }
     let member = is_member(&dir);
+    if member
+        && let Some(root) = parent.parent()
+        && let Some(taken) = workspace_packages(root).into_iter().find(|p| p == name)
+    {
+        bail!("this workspace has a package `{taken}` already; choose another name");
+    }
     let file = name.replace('-', "_");
     let sdk_dep = if member {
         String::new()
@@ -101,6 +109,7 @@ pub fn new_plugin(name: &str, parent: &Path, sdk: impl FnOnce() -> anyhow::Resul
         ("pipeline.toml", pipeline),
         (".gitignore", "/target\n".to_string()),
     ];
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let mut written = Vec::new();
     for (rel, text) in files {
         if member && rel == ".gitignore" {
@@ -213,6 +222,32 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     if TAKEN.contains(&name) {
         bail!("`{name}` cannot name a plugin crate (a Rust keyword, a standard crate, or the SDK's own)");
     }
+    // The crate's type would shadow a name the template or `plugin!` uses.
+    const TYPES: &[&str] = &[
+        "Result",
+        "String",
+        "Option",
+        "Vec",
+        "Box",
+        "Some",
+        "None",
+        "Ok",
+        "Err",
+        "Export",
+        "RefCell",
+        "Deserialize",
+        "JsonSchema",
+        "Emit",
+        "Cell",
+        "Description",
+        "Guest",
+    ];
+    let ty = type_name(name);
+    if TYPES.contains(&ty.as_str()) {
+        bail!(
+            "`{name}` would make the type `{ty}`, which the plugin's code needs for something else; choose another name"
+        );
+    }
     Ok(())
 }
 
@@ -236,6 +271,23 @@ fn is_member(dir: &Path) -> bool {
         && std::fs::read_to_string(root.join("Cargo.toml")).is_ok_and(|t| t.contains("\"plugins/*\""))
 }
 
+/// The package names of the workspace at `root` (its crates one or two
+/// folders down: `host`, `plugins/mask`, `tests/plugins/hostile`).
+fn workspace_packages(root: &Path) -> Vec<String> {
+    let mut manifests = vec![root.join("Cargo.toml")];
+    for dir in [root.to_path_buf(), root.join("plugins"), root.join("tests"), root.join("tests/plugins")] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            manifests.extend(entries.flatten().map(|e| e.path().join("Cargo.toml")));
+        }
+    }
+    manifests
+        .iter()
+        .filter_map(|m| std::fs::read_to_string(m).ok())
+        .filter_map(|t| t.parse::<toml::Table>().ok())
+        .filter_map(|t| t.get("package")?.get("name")?.as_str().map(str::to_string))
+        .collect()
+}
+
 /// The machine's target triple, for the native test alias.
 fn host_triple() -> String {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
@@ -256,7 +308,9 @@ mod tests {
     fn names_and_types() {
         assert_eq!(type_name("lowercase-locale"), "LowercaseLocale");
         assert_eq!(type_name("a2b"), "A2b");
-        for bad in ["", "Upper", "1a", "a-", "a--b", "a_b", "a b", "fn", "test", "plugin-sdk"] {
+        for bad in
+            ["", "Upper", "1a", "a-", "a--b", "a_b", "a b", "fn", "test", "plugin-sdk", "result", "ref-cell", "emit"]
+        {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         check_name("lowercase-locale").unwrap();
@@ -277,6 +331,10 @@ mod tests {
         assert!(pipeline.contains("uses = \"my-step\"") && pipeline.contains("cargo xtask build"), "{pipeline}");
         assert!(!made.dir.join(".gitignore").exists());
         assert!(report(&made).contains("cargo test -p my-step"));
+        std::fs::create_dir_all(root.join("host")).unwrap();
+        std::fs::write(root.join("host/Cargo.toml"), "[package]\nname = \"host\"\n").unwrap();
+        let taken = new_plugin("host", &root.join("plugins"), || unreachable!()).err().unwrap().to_string();
+        assert!(taken.contains("has a package `host` already"), "{taken}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -32,7 +32,7 @@ pub fn check(schema: &str, params: &str) -> Result<(), Refusal> {
     let validator = jsonschema::validator_for(&schema)
         .map_err(|e| Refusal::Schema(format!("its params schema is not a valid JSON Schema: {e}")))?;
     let Some(error) = validator.iter_errors(&params).next() else { return Ok(()) };
-    let (path, message) = explain(&schema, &error);
+    let (path, message) = explain(&schema, &params, &error);
     let top = match path.first() {
         Some(Segment::Key(k)) => Some(k.clone()),
         _ => None,
@@ -47,8 +47,8 @@ enum Segment {
 }
 
 /// Where an error is (as path segments) and what it says.
-fn explain(schema: &Value, error: &jsonschema::ValidationError<'_>) -> (Vec<Segment>, String) {
-    let mut path = pointer(error.instance_path().as_str());
+fn explain(schema: &Value, params: &Value, error: &jsonschema::ValidationError<'_>) -> (Vec<Segment>, String) {
+    let mut path = pointer(error.instance_path().as_str(), params);
     let message = match error.kind() {
         Kind::AdditionalProperties { unexpected } => {
             path.push(Segment::Key(unexpected.first().cloned().unwrap_or_default()));
@@ -83,24 +83,47 @@ fn explain(schema: &Value, error: &jsonschema::ValidationError<'_>) -> (Vec<Segm
             };
             let fits = context.iter().find(|b| !b.is_empty() && b.iter().all(inside));
             match fits.or_else(|| context.iter().find(|b| !b.is_empty() && b.iter().all(typed))) {
-                Some(branch) => return explain(schema, &branch[0]),
+                Some(branch) => return explain(schema, params, &branch[0]),
                 None => format!("does not fit any of its allowed forms ({})", kind_of(error.instance())),
             }
         }
-        _ => error.to_string(),
+        // The value itself is never repeated (it may come from `${VAR}`).
+        Kind::Minimum { limit } => format!("must be at least {limit}"),
+        Kind::Maximum { limit } => format!("must be at most {limit}"),
+        Kind::ExclusiveMinimum { limit } => format!("must be more than {limit}"),
+        Kind::ExclusiveMaximum { limit } => format!("must be less than {limit}"),
+        Kind::MinLength { limit } => format!("must be at least {limit} characters long"),
+        Kind::MaxLength { limit } => format!("must be at most {limit} characters long"),
+        Kind::MinItems { limit } => format!("must hold at least {limit} items"),
+        Kind::MaxItems { limit } => format!("must hold at most {limit} items"),
+        Kind::MinProperties { limit } => format!("must hold at least {limit} keys"),
+        Kind::MaxProperties { limit } => format!("must hold at most {limit} keys"),
+        Kind::Pattern { pattern } => format!("must match `{pattern}`"),
+        Kind::Constant { expected_value } => format!("must be {expected_value}"),
+        Kind::UniqueItems => "must not repeat an item".to_string(),
+        other => format!("does not fit the plugin's schema (`{}`)", other.keyword()),
     };
     (path, message)
 }
 
-/// The segments of a JSON pointer (`/rules/0/field`).
-fn pointer(p: &str) -> Vec<Segment> {
+/// The segments of a JSON pointer (`/rules/0/field`) into `params`: a
+/// segment is an index only where `params` holds an array (a table's key
+/// may be digits).
+fn pointer(p: &str, params: &Value) -> Vec<Segment> {
+    let mut at = Some(params);
     p.split('/')
         .skip(1)
         .map(|s| {
             let s = s.replace("~1", "/").replace("~0", "~");
-            match s.parse() {
-                Ok(i) => Segment::Index(i),
-                Err(_) => Segment::Key(s),
+            match (at, s.parse::<usize>()) {
+                (Some(Value::Array(a)), Ok(i)) => {
+                    at = a.get(i);
+                    Segment::Index(i)
+                }
+                _ => {
+                    at = at.and_then(|v| v.get(&s));
+                    Segment::Key(s)
+                }
             }
         })
         .collect()
@@ -249,6 +272,21 @@ mod tests {
         let schema = json!({"properties": {"n": {"anyOf": [{"type": "integer"}, {"type": "array"}]}}});
         let (_, _, message) = misfit(schema, json!({"n": "x"}));
         assert_eq!(message, "does not fit any of its allowed forms (a string)");
+    }
+
+    #[test]
+    fn digits_are_a_key_in_a_table_and_an_index_in_an_array_and_values_are_never_repeated() {
+        let schema = json!({"properties": {
+            "fields": {"additionalProperties": {"enum": ["integer"]}},
+            "depth": {"type": "integer", "minimum": 0},
+            "rules": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]+$"}}
+        }});
+        let (key, top, _) = misfit(schema.clone(), json!({"fields": {"2024": "integr"}}));
+        assert_eq!((key.as_str(), top.as_deref()), ("fields.2024", Some("fields")));
+        let (key, _, message) = misfit(schema.clone(), json!({"depth": -7}));
+        assert_eq!((key.as_str(), message.as_str()), ("depth", "must be at least 0"));
+        let (key, _, message) = misfit(schema, json!({"rules": ["ok", "Secret-Value"]}));
+        assert_eq!((key.as_str(), message.as_str()), ("rules[1]", "must match `^[a-z]+$`"));
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! compared with their type: the text `"5"` is not the number 5, but 5 and
 //! 5.0 are equal), `matches` (a regular expression on text), `is_null`
 //! (true: missing or null; false: present and not null), or `gt`, `gte`,
-//! `lt`, `lte` (numbers). A test on a value of another type is false (a
-//! text never matches `gt`). `all` needs every condition, `any` one of
-//! them; `keep = false` drops the records that meet them instead. A record
-//! left out is dropped (counted as filtered, never a dead letter).
+//! `lt`, `lte` (numbers). `equals`, `in`, `matches` and the comparisons
+//! are false on a missing field, null or a value of another type (a text
+//! never matches `gt`); `not_equals` and `not_in` are their negations, so
+//! true there. `all` needs every condition, `any` one of them; `keep =
+//! false` drops the records that meet them instead. A record left out is
+//! dropped (counted as filtered, never a dead letter).
 
 use plugin_sdk::{Cells, Input, OutputBuilder, Scalar, Transform, Value};
 use schemars::JsonSchema;

@@ -74,45 +74,52 @@ impl Loader {
     }
 
     /// Asks the bucket whether it keeps versions (versioning enabled or
-    /// suspended) and lists it accordingly from now on: GetBucketVersioning,
-    /// or, where a store answers that in a shape the SDK cannot read (moto
-    /// names the answer's root element `GetBucketVersioningResponse`), a
-    /// one-key version listing under the prefix: a version id other than
-    /// `null` means versions are kept. `None` when neither tells (no answer,
-    /// or an empty prefix behind an unreadable answer); the bucket is then
-    /// listed as unversioned, which loads the same objects by ETag.
+    /// suspended) and lists it accordingly from now on. GetBucketVersioning;
+    /// where a store answers that in a shape the SDK cannot read (moto names
+    /// the answer's root element `GetBucketVersioningResponse`), a one-key
+    /// version listing under the prefix: a version id other than `null`
+    /// means versions are kept. `None` when neither tells (the request
+    /// failed, or the listing shows no id but `null`); the way the bucket
+    /// is listed then stays as it was (at first, by ETag), so one failed
+    /// request never makes every file look changed.
     pub async fn detect_versions(&self) -> Option<bool> {
         let bucket = self.config.bucket.clone()?;
         let asked = match self.s3.get_bucket_versioning().bucket(&bucket).send().await {
             Ok(out) => Some(out.status().is_some()),
-            Err(e) => match self
-                .s3
-                .list_object_versions()
-                .bucket(&bucket)
-                .prefix(&self.config.prefix)
-                .max_keys(1)
-                .send()
-                .await
-            {
-                Ok(page) => {
-                    let ids = page.versions().iter().filter_map(|v| v.version_id());
-                    let ids = ids.chain(page.delete_markers().iter().filter_map(|m| m.version_id()));
-                    let ids: Vec<&str> = ids.collect();
-                    (!ids.is_empty()).then(|| ids.iter().any(|id| *id != "null"))
+            Err(e) if unreadable(&e) => {
+                let listed =
+                    self.s3.list_object_versions().bucket(&bucket).prefix(&self.config.prefix).max_keys(1).send().await;
+                match listed {
+                    Ok(page) => {
+                        let ids = page.versions().iter().filter_map(|v| v.version_id());
+                        let mut ids = ids.chain(page.delete_markers().iter().filter_map(|m| m.version_id()));
+                        ids.any(|id| id != "null").then_some(true)
+                    }
+                    Err(e) => self.cannot_tell(&bucket, &e),
                 }
-                Err(_) if self.warned.swap(true, Ordering::Relaxed) => None,
-                Err(_) => {
-                    tracing::warn!(
-                        pipeline = %self.pipeline(), bucket = %bucket,
-                        error = %aws_sdk_s3::error::DisplayErrorContext(e),
-                        "cannot ask whether the bucket keeps versions; listing it by ETag"
-                    );
-                    None
-                }
-            },
+            }
+            Err(e) => self.cannot_tell(&bucket, &e),
         };
-        self.versioned.store(asked == Some(true), Ordering::Relaxed);
+        if let Some(v) = asked {
+            self.versioned.store(v, Ordering::Relaxed);
+        }
         asked
+    }
+
+    /// Warns (once) that the bucket cannot say whether it keeps versions.
+    fn cannot_tell<E: std::error::Error + 'static, R: std::fmt::Debug>(
+        &self,
+        bucket: &str,
+        e: &aws_sdk_s3::error::SdkError<E, R>,
+    ) -> Option<bool> {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                pipeline = %self.pipeline(), bucket = %bucket,
+                error = %aws_sdk_s3::error::DisplayErrorContext(e),
+                "cannot ask whether the bucket keeps versions; it is listed as before (at first, by ETag)"
+            );
+        }
+        None
     }
 
     /// Whether listings read versions (see [`Loader::detect_versions`]).
@@ -426,4 +433,15 @@ struct Filled {
     units: Vec<Unit>,
     end: Option<u64>,
     broken: Option<String>,
+}
+
+/// Whether a request was answered (2xx) in a shape the SDK could not read,
+/// rather than refused or lost.
+fn unreadable<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
+    use aws_sdk_s3::error::SdkError;
+    match e {
+        SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(s) => s.raw().status().is_success(),
+        _ => false,
+    }
 }
