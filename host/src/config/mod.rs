@@ -8,6 +8,7 @@
 //! Must not connect to anything.
 
 mod interpolate;
+mod lines;
 mod sftp;
 mod validate;
 
@@ -582,40 +583,8 @@ pub fn parse_str(
         ConfigError::Parse { path: path.into(), line, column, message }
     })?;
     config.step_lines = config.transforms.iter().map(|s| interpolate::position(&text, s.uses.span().start).0).collect();
-    if let Ok(doc) = toml::de::DeTable::parse(&text) {
-        let steps = doc.get_ref().get("transforms").map(|t| t.get_ref());
-        if let Some(toml::de::DeValue::Array(steps)) = steps {
-            for (step, written) in config.transforms.iter_mut().zip(steps) {
-                if let toml::de::DeValue::Table(t) = written.get_ref()
-                    && let Some(params) = t.get("params")
-                {
-                    key_lines(&text, "", params.get_ref(), &mut step.param_lines);
-                }
-            }
-        }
-    }
+    lines::param_lines(&text, &mut config.transforms);
     Ok(config)
-}
-
-/// The line of every key under `value`, by its path from `at`.
-fn key_lines(text: &str, at: &str, value: &toml::de::DeValue<'_>, out: &mut Vec<(String, usize)>) {
-    match value {
-        toml::de::DeValue::Table(t) => {
-            for (k, v) in t {
-                let path = if at.is_empty() { k.get_ref().to_string() } else { format!("{at}.{}", k.get_ref()) };
-                out.push((path.clone(), interpolate::position(text, k.span().start).0));
-                key_lines(text, &path, v.get_ref(), out);
-            }
-        }
-        toml::de::DeValue::Array(a) => {
-            for (i, v) in a.into_iter().enumerate() {
-                let path = format!("{at}[{i}]");
-                out.push((path.clone(), interpolate::position(text, v.span().start).0));
-                key_lines(text, &path, v.get_ref(), out);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Parses and validates a pipeline file (no I/O beyond reading it).
