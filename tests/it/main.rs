@@ -9,6 +9,7 @@ mod faults;
 mod files;
 mod golden;
 mod hardening;
+mod histories;
 mod library;
 mod objects;
 mod pipeline_files;

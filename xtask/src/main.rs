@@ -3,9 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <build|test|bench|demo>
+const USAGE: &str = "usage: cargo xtask <build|test|history|bench|demo>
   build   the host (release) and every plugin; components land in target/plugins/
   test    build, then run every test (the README's test command)
+  history [--seeds N] [--from S] [--ops M] [--seed S]
+          build, then the history checker's soak: N random object histories
+          (default 200) of M operations (default 40) from seed S
   bench   build, then run the benchmarks and print their tables
   demo    build, then load the 100 Fetch messages from SQS (moto) into PostgreSQL";
 
@@ -15,6 +18,7 @@ fn main() -> ExitCode {
         "build" => build(),
         "test" => ensure_postgres().and_then(|()| build()).and_then(|()| ensure_moto()).and_then(|()| test()),
         "bench" => build().and_then(|()| cargo(&["bench", "-p", "tests"])),
+        "history" => ensure_postgres().and_then(|()| build()).and_then(|()| ensure_moto()).and_then(|()| history()),
         "demo" => ensure_postgres().and_then(|()| build()).and_then(|()| ensure_moto()).and_then(|()| demo()),
         _ => {
             eprintln!("{USAGE}");
@@ -80,6 +84,18 @@ fn test() -> Result<(), String> {
     let status = child.wait().map_err(|e| e.to_string())?;
     println!("{passed} passed, {failed} failed");
     if status.success() { Ok(()) } else { Err(format!("cargo test failed ({status})")) }
+}
+
+/// The history checker's soak: its arguments passed on (200 seeds unless
+/// some are named).
+fn history() -> Result<(), String> {
+    let mut args: Vec<String> = std::env::args().skip(2).collect();
+    if !args.iter().any(|a| a == "--seeds" || a == "--seed") {
+        args.extend(["--seeds".to_string(), "200".to_string()]);
+    }
+    let mut all = vec!["test", "--release", "-p", "tests", "--test", "history", "--"];
+    all.extend(args.iter().map(String::as_str));
+    cargo(&all)
 }
 
 /// Says at once when PostgreSQL does not answer at `DATABASE_URL` (or the

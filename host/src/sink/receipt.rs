@@ -132,6 +132,9 @@ pub struct FileReceipt {
     pub key: String,
     /// The S3 version id, else the ETag.
     pub version: String,
+    /// The object's ETag, when known: recorded, so that a version named by
+    /// it (no version id) can be found again.
+    pub etag: Option<String>,
     /// `s3://bucket/key`, as the target's `source-file` column holds it.
     pub uri: String,
     /// The target's column naming each row's file: before the object's
@@ -177,7 +180,8 @@ impl Receipt for FileReceipt {
     async fn claim(&self, tx: &Transaction<'_>, sink: &PostgresSink, fresh: &[&Unit]) -> Result<u64, Attempt> {
         let key: [&(dyn ToSql + Sync); 4] = [&sink.pipeline, &self.bucket, &self.key, &self.version];
         let claim = tx.prepare_cached(sql::FILE_CLAIM).await?;
-        tx.execute(&claim, &[&sink.pipeline, &self.bucket, &self.key, &self.version, &self.sequencer]).await?;
+        tx.execute(&claim, &[&sink.pipeline, &self.bucket, &self.key, &self.version, &self.sequencer, &self.etag])
+            .await?;
         let state = tx.prepare_cached(sql::FILE_LOCK).await?;
         let done = tx.query_one(&state, &key).await?.get::<_, i64>(0) as u64;
         let before: Vec<String> = fresh.iter().filter(|u| u.position <= done).map(|u| u.message_id.clone()).collect();
@@ -260,6 +264,28 @@ impl PostgresSink {
             .await
             .map_err(SinkError::of)?;
         Ok(row.map_or(FileState::default(), |r| FileState { rows_done: r.get::<_, i64>(0) as u64, done: r.get(1) }))
+    }
+
+    /// Drops a part-loaded object version that is no longer its key's
+    /// latest: its rows (where rows know their file) and its record, in one
+    /// transaction. A version done meanwhile is left alone.
+    pub async fn abandon_file(&self, f: &FileReceipt) -> Result<(), SinkError> {
+        let mut client = self.pool.get().await.map_err(SinkError::pool)?;
+        let tx = client.transaction().await.map_err(SinkError::of)?;
+        let key: [&(dyn ToSql + Sync); 4] = [&self.pipeline, &f.bucket, &f.key, &f.version];
+        let dropped = tx.execute(sql::FILE_ABANDON, &key).await.map_err(SinkError::of)?;
+        if let (Some(column), 1) = (&f.replace, dropped) {
+            tx.execute(&sql::delete_file_rows(self.target(), column), &[&f.uri]).await.map_err(SinkError::of)?;
+        }
+        tx.commit().await.map_err(SinkError::of)
+    }
+
+    /// Object versions of this pipeline left part-loaded (bucket, key,
+    /// version, ETag), at most `limit`.
+    pub async fn part_loaded(&self, limit: i64) -> Result<Vec<[Option<String>; 4]>, SinkError> {
+        let client = self.pool.get().await.map_err(SinkError::pool)?;
+        let rows = client.query(sql::FILES_PART_LOADED, &[&self.pipeline, &limit]).await.map_err(SinkError::of)?;
+        Ok(rows.iter().map(|r| [r.get(0), r.get(1), r.get(2), r.get(3)]).collect())
     }
 
     /// Removes the ledger rows of messages sent before `sent_ms` (ms since

@@ -186,10 +186,18 @@ pub const LINEAGE: &str = "INSERT INTO etl.batches \
      VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) RETURNING id";
 
 /// Makes sure object version `$1..$4` has its ledger row.
-pub const FILE_CLAIM: &str = "INSERT INTO etl.files (pipeline, bucket, key, version, sequencer) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (pipeline, bucket, key, version) \
+pub const FILE_CLAIM: &str = "INSERT INTO etl.files (pipeline, bucket, key, version, sequencer, etag) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pipeline, bucket, key, version) \
      DO UPDATE SET sequencer = EXCLUDED.sequencer \
      WHERE etl.files.sequencer IS NULL AND EXCLUDED.sequencer IS NOT NULL";
+
+/// Forgets a part-loaded version (`$4`) of object `$2`/`$3` of pipeline `$1`.
+pub const FILE_ABANDON: &str = "DELETE FROM etl.files \
+     WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4 AND NOT done";
+
+/// The part-loaded object versions of pipeline `$1`, oldest first, at most `$2`.
+pub const FILES_PART_LOADED: &str = "SELECT bucket, key, version, etag FROM etl.files \
+     WHERE pipeline = $1 AND NOT done ORDER BY started_at LIMIT $2";
 
 /// The event sequencers of the object's other versions recorded.
 pub const FILE_SEQUENCERS: &str = "SELECT sequencer FROM etl.files \
@@ -213,12 +221,12 @@ pub const FILE_PROGRESS: &str = "UPDATE etl.files SET rows_done = $5, rows_writt
      dead_letters = dead_letters + $7, done = $8, finished_at = CASE WHEN $8 THEN now() END \
      WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4";
 
-/// The object versions pipeline `$1` has completely loaded from bucket
-/// `$2` under prefix `$3` (reconcile compares them with a listing): a page
-/// in byte order of keys (as S3 lists them), after key `$4` and version
-/// `$5`, at most `$6` rows.
-pub const FILES_LOADED_PAGE: &str = "SELECT key, version FROM etl.files \
-     WHERE pipeline = $1 AND bucket = $2 AND starts_with(key, $3) AND done \
+/// The object versions pipeline `$1` has loaded, completely (`done`) or in
+/// part, from bucket `$2` under prefix `$3` (reconcile compares them with a
+/// listing): a page in byte order of keys (as S3 lists them), after key
+/// `$4` and version `$5`, at most `$6` rows.
+pub const FILES_LOADED_PAGE: &str = "SELECT key, version, done FROM etl.files \
+     WHERE pipeline = $1 AND bucket = $2 AND starts_with(key, $3) \
      AND (key COLLATE \"C\", version) > ($4::text COLLATE \"C\", $5::text) \
      ORDER BY key COLLATE \"C\", version LIMIT $6";
 

@@ -7,7 +7,7 @@
 //! Must not load or remove anything.
 
 use super::object::Loader;
-use super::{LoadError, ObjectRef, unquote};
+use super::{LoadError, ObjectRef, unquote, version_id};
 use crate::sink::{SinkError, sql};
 
 /// An object in a listing: in a versioned bucket, its latest version.
@@ -16,7 +16,8 @@ pub struct Listed {
     pub key: String,
     pub etag: String,
     pub size: u64,
-    /// Listed from a versioned bucket (ListObjectVersions).
+    /// Listed from a versioned bucket (ListObjectVersions), unless `null`
+    /// (written while the bucket kept no versions, or had them suspended).
     pub version_id: Option<String>,
 }
 
@@ -111,9 +112,13 @@ impl Loader {
         Ok((objects, next.flatten().map(Token::Continue)))
     }
 
-    /// A page of the object versions completely loaded under `prefix`,
-    /// after (`key`, `version`), in byte order of keys.
-    pub async fn loaded_page(&self, prefix: &str, after: (&str, &str)) -> Result<Vec<(String, String)>, SinkError> {
+    /// A page of the object versions loaded under `prefix` (key, version,
+    /// whether completely), after (`key`, `version`), in byte order of keys.
+    pub async fn loaded_page(
+        &self,
+        prefix: &str,
+        after: (&str, &str),
+    ) -> Result<Vec<(String, String, bool)>, SinkError> {
         let bucket = self.config.bucket.clone().unwrap_or_default();
         let client = self.flow.sink.pool().get().await.map_err(SinkError::pool)?;
         let rows = client
@@ -123,7 +128,7 @@ impl Loader {
             )
             .await
             .map_err(SinkError::of)?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
     /// Every object under the bucket and prefix (a backfill's totals).
@@ -156,6 +161,6 @@ fn latest(v: &aws_sdk_s3::types::ObjectVersion) -> Option<Listed> {
         key: key.to_string(),
         etag: unquote(etag),
         size,
-        version_id: Some(version.to_string()),
+        version_id: version_id(Some(version)),
     })
 }

@@ -249,6 +249,13 @@ fn set_probe(
     });
 }
 
+/// A version id that names one version: S3 gives `null` to the version an
+/// unversioned or versioning-suspended bucket writes, and every overwrite
+/// there is `null` again, so such an object is known by its ETag instead.
+pub(crate) fn version_id(id: Option<&str>) -> Option<String> {
+    id.filter(|v| !v.is_empty() && *v != "null").map(str::to_string)
+}
+
 fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_string()
 }

@@ -1,12 +1,16 @@
 //! Notifications mode: receivers take one S3 event notification (or a plain
 //! `s3://bucket/key` body) per free worker; its worker loads each object it
 //! announces and deletes it once all of them committed. A body that is not
-//! a notification is a dead letter under the message ledger.
+//! a notification is a dead letter under the message ledger. A notification
+//! whose objects could not all be loaded comes back after a delay that
+//! doubles with each receive; object versions left part-loaded (a crash, a
+//! notification that ran out of receives) are found in `etl.files` at the
+//! start and every [`SWEEP_EVERY`] and loaded on by the host itself.
 //!
 //! Must not load an object itself: [`super::object`] does.
 
 use super::{ObjectRef, Objects, Outcome};
-use crate::flow::{Hold, Holder, Job, Received, Receiving, RunOptions, Workers, receive_loop, release};
+use crate::flow::{Dispatch, Hold, Holder, Job, Received, Receiving, RunOptions, Workers, receive_loop, release};
 use crate::queue::Message;
 use crate::sink::Unit;
 use crate::sink::dead_letter::DeadLetter;
@@ -15,10 +19,33 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+/// How often a run looks for object versions left part-loaded.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// A unit of a notifications run: a notification, or an object version
+/// found part-loaded.
+pub(super) enum Work {
+    Notification(Notification),
+    Resume { objects: Arc<Objects>, object: ObjectRef },
+}
+
+impl Job for Work {
+    async fn run(self, chain: TransformChain) -> TransformChain {
+        match self {
+            Work::Notification(n) => n.run(chain).await,
+            Work::Resume { objects, object } => {
+                let (chain, outcome) = objects.load(chain, &object).await;
+                objects.count(&outcome);
+                chain
+            }
+        }
+    }
+}
+
 /// Receives notifications until the run ends; the workers load them.
 pub(super) async fn run(
     objects: &Arc<Objects>,
-    workers: Workers<Notification>,
+    workers: Workers<Work>,
     opts: RunOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -44,7 +71,7 @@ pub(super) async fn run(
         tokio::spawn(async move {
             while let Some(r) = rx.recv().await {
                 match dispatch.room(objects.flow.stopped()).await {
-                    Some(room) => room.send(Notification::new(objects.clone(), r)),
+                    Some(room) => room.send(Work::Notification(Notification::new(objects.clone(), r))),
                     None => {
                         r.hold.settle();
                         release(&source, vec![r.message]).await;
@@ -54,10 +81,12 @@ pub(super) async fn run(
         })
     };
     let runs = tokio::spawn(flow.clone().serve_runs(opts.idle));
+    let sweep = tokio::spawn(sweep(objects.clone(), workers.dispatch().clone()));
     flow.until_done(opts, shutdown).await;
     // Loaders end after their current commit; what committed stays.
     flow.stop();
     let _ = runs.await;
+    let _ = sweep.await;
     for r in receivers {
         let _ = r.await;
     }
@@ -81,7 +110,46 @@ impl Notification {
     }
 }
 
-impl Job for Notification {
+/// Hands the object versions left part-loaded to the workers, now and
+/// every [`SWEEP_EVERY`], until the run stops.
+async fn sweep(objects: Arc<Objects>, dispatch: Dispatch<Work>) {
+    let flow = objects.flow.clone();
+    loop {
+        match flow.sink.part_loaded(1000).await {
+            Ok(rows) => {
+                for [bucket, key, version, etag] in rows {
+                    // A version recorded without its ETag (before this was
+                    // recorded) is left to its notification, as it was.
+                    let (Some(bucket), Some(key), Some(version), Some(_)) = (bucket, key, version, &etag) else {
+                        continue;
+                    };
+                    // Recorded by its ETag where it had no version id.
+                    let by_etag = etag.as_deref() == Some(version.as_str());
+                    let version_id = (!by_etag).then_some(version);
+                    let object = ObjectRef { bucket, key, version_id, etag, sequencer: None };
+                    let Some(room) = dispatch.room(flow.stopped()).await else { return };
+                    room.send(Work::Resume { objects: objects.clone(), object });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pipeline = %flow.pipeline.name, error = %e, "cannot look for part-loaded objects; looked for again later")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            () = flow.stopped() => return,
+        }
+    }
+}
+
+/// How long a notification not done stays invisible before it is tried
+/// again: 5 s after its first receive, doubling with each, at most 15 min.
+fn retry_after(receive_count: u32) -> Duration {
+    let doubled = 5u64.saturating_mul(1 << receive_count.saturating_sub(1).min(10));
+    Duration::from_secs(doubled.min(900))
+}
+
+impl Notification {
     async fn run(self, chain: TransformChain) -> TransformChain {
         let (chain, settled) = self.load(chain).await;
         // Settled or not, the notification is no longer kept from here.
@@ -93,7 +161,7 @@ impl Job for Notification {
             if let Err(e) = source.delete(&refs).await {
                 tracing::warn!(error = %e, "delete failed; the notification comes back and adds nothing");
             }
-        } else if let Err(e) = source.set_visibility(&refs, Duration::from_secs(5)).await {
+        } else if let Err(e) = source.set_visibility(&refs, retry_after(self.message.receive_count)).await {
             tracing::warn!(error = %e, "could not shorten the visibility of a notification not done");
         }
         chain
@@ -169,5 +237,18 @@ impl Notification {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after;
+    use std::time::Duration;
+
+    #[test]
+    fn a_notification_not_done_backs_off_doubling_up_to_15_minutes() {
+        let secs: Vec<u64> = [1, 2, 3, 4, 5, 9, 50].iter().map(|&n| retry_after(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 900, 900]);
+        assert_eq!(retry_after(0), Duration::from_secs(5));
     }
 }

@@ -136,7 +136,10 @@ impl Loader {
         self.config.bucket.as_deref().is_none_or(|b| b == bucket) && key.starts_with(&self.config.prefix)
     }
 
-    /// Loads one object (what is left of it). Gives the chain back.
+    /// Loads one object (what is left of it), if it is still the key's
+    /// current version: only the latest content of a key is loaded, so a
+    /// late or repeated event of an older version, or a listing overtaken
+    /// by a put, never replaces newer rows. Gives the chain back.
     pub async fn load(
         &self,
         chain: TransformChain,
@@ -144,18 +147,20 @@ impl Loader {
     ) -> (TransformChain, Result<Outcome, LoadError>) {
         let uri = object.uri();
         let mut object = object.clone();
+        object.version_id = super::version_id(object.version_id.as_deref());
+        object.etag = object.etag.as_deref().map(unquote).filter(|e| !e.is_empty());
         if object.version_id.is_none() && object.etag.is_none() {
             match self.head(&object).await {
-                Ok(Some((version_id, etag))) => (object.version_id, object.etag) = (version_id, etag),
+                Ok(Some(current)) => (object.version_id, object.etag) = (current.version_id, current.etag),
                 Ok(None) => return (chain, Ok(Outcome::Gone)),
                 Err(e) => return (chain, Err(e)),
             }
         }
-        let version = object.version_id.clone().or_else(|| object.etag.clone()).unwrap_or_default();
         let receipt = FileReceipt {
             bucket: object.bucket.clone(),
             key: object.key.clone(),
-            version,
+            version: object.version_id.clone().or_else(|| object.etag.clone()).unwrap_or_default(),
+            etag: object.etag.clone(),
             uri: uri.clone(),
             replace: self.replace.clone(),
             sequencer: object.sequencer.clone(),
@@ -169,24 +174,7 @@ impl Loader {
             Ok(None) => return (chain, Ok(Outcome::Busy)),
             Err(e) => return (chain, Err(sink_err(e))),
         };
-        let state = match self.flow.sink.file_state(&receipt).await {
-            Ok(s) => s,
-            Err(e) => {
-                lock.release().await;
-                return (chain, Err(sink_err(e)));
-            }
-        };
-        if state.done {
-            lock.release().await;
-            return (chain, Ok(Outcome::AlreadyLoaded));
-        }
-        let (chain, outcome) = match self.stream(chain, &object, receipt, state.rows_done).await {
-            (chain, Err(LoadError::Sink { source: crate::sink::SinkError::Superseded, .. })) => {
-                tracing::info!(pipeline = %self.pipeline(), object = %uri, "a newer version was loaded before; this older one is skipped");
-                (chain, Ok(Outcome::Superseded))
-            }
-            other => other,
-        };
+        let (chain, outcome) = self.locked(chain, &object, receipt).await;
         lock.release().await;
         if matches!(outcome, Ok(Outcome::Loaded(_))) {
             self.progress.objects.fetch_add(1, Ordering::Relaxed);
@@ -194,10 +182,55 @@ impl Loader {
         (chain, outcome)
     }
 
-    /// The object's current version id and ETag; `None` if it is gone.
-    async fn head(&self, o: &ObjectRef) -> Result<Option<(Option<String>, Option<String>)>, LoadError> {
+    /// [`Loader::load`] under the object's lock.
+    async fn locked(
+        &self,
+        chain: TransformChain,
+        object: &ObjectRef,
+        receipt: FileReceipt,
+    ) -> (TransformChain, Result<Outcome, LoadError>) {
+        let sink_err = |source| LoadError::Sink { uri: receipt.uri.clone(), source };
+        let state = match self.flow.sink.file_state(&receipt).await {
+            Ok(s) => s,
+            Err(e) => return (chain, Err(sink_err(e))),
+        };
+        if state.done {
+            return (chain, Ok(Outcome::AlreadyLoaded));
+        }
+        // Asked under the lock: a newer version's loader waits for this one.
+        let newer = match self.head(object).await {
+            Ok(None) => Some(Outcome::Gone),
+            Ok(Some(current)) if !current.is(object) => Some(Outcome::Superseded),
+            Ok(Some(_)) => None,
+            Err(e) => return (chain, Err(e)),
+        };
+        if let Some(outcome) = newer {
+            if state.rows_done > 0 {
+                // Part-loaded, and no longer what the key holds: its rows
+                // go (where rows know their file) and so does its record.
+                if let Err(e) = self.flow.sink.abandon_file(&receipt).await {
+                    return (chain, Err(sink_err(e)));
+                }
+                tracing::info!(pipeline = %self.pipeline(), object = %receipt.uri, version = %receipt.version,
+                    "a part-loaded version is no longer the key's latest; its rows and record are dropped");
+            }
+            return (chain, Ok(outcome));
+        }
+        match self.stream(chain, object, receipt.clone(), state.rows_done).await {
+            (chain, Err(LoadError::Sink { source: crate::sink::SinkError::Superseded, .. })) => {
+                tracing::info!(pipeline = %self.pipeline(), object = %receipt.uri, "a newer version was loaded before; this older one is skipped");
+                (chain, Ok(Outcome::Superseded))
+            }
+            other => other,
+        }
+    }
+
+    /// The object's current version; `None` if it is gone.
+    async fn head(&self, o: &ObjectRef) -> Result<Option<Current>, LoadError> {
         match self.s3.head_object().bucket(&o.bucket).key(&o.key).send().await {
-            Ok(out) => Ok(Some((out.version_id().map(str::to_string), out.e_tag().map(unquote)))),
+            Ok(out) => {
+                Ok(Some(Current { version_id: super::version_id(out.version_id()), etag: out.e_tag().map(unquote) }))
+            }
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
             Err(e) => Err(s3_error(o, "HeadObject", e)),
         }
@@ -424,6 +457,24 @@ impl Loader {
         match self.commit(vec![unit], plugins_json(&chain), receipt).await {
             Ok(report) => (chain, Ok(Outcome::Loaded(report))),
             Err(e) => (chain, Err(e)),
+        }
+    }
+}
+
+/// A key's current version, as HeadObject gives it.
+struct Current {
+    version_id: Option<String>,
+    etag: Option<String>,
+}
+
+impl Current {
+    /// Whether `o` is this version: by version id where it has one, else
+    /// (written unversioned or while versioning was suspended, or listed by
+    /// ETag) by its content's ETag.
+    fn is(&self, o: &ObjectRef) -> bool {
+        match &o.version_id {
+            Some(mine) => self.version_id.as_ref() == Some(mine),
+            None => o.etag.is_some() && o.etag == self.etag,
         }
     }
 }

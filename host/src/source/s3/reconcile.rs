@@ -144,9 +144,14 @@ async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
                     Err(()) => return,
                 };
                 match front {
-                    Some((key, _)) if key.as_bytes() < o.key.as_bytes() => removed.push(loaded.pop().0),
-                    Some((key, version)) if key == o.key => {
-                        have |= version == o.version();
+                    // Part-loaded ones too: their rows go with their object.
+                    Some((key, _, _)) if key.as_bytes() < o.key.as_bytes() => removed.push(loaded.pop().0),
+                    // Only a version loaded completely is had; one part-loaded
+                    // (a crash, a failed read) loads on from its last row.
+                    Some((key, version, done)) if key == o.key => {
+                        // By its ETag too: a pass that could not ask whether
+                        // the bucket keeps versions recorded it by that.
+                        have |= done && (version == o.version() || version == o.etag);
                         loaded.pop();
                     }
                     _ => break,
@@ -180,25 +185,25 @@ async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
     tracing::info!(pipeline = %objects.flow.pipeline.name, listed, to_load, gone, "reconcile pass");
 }
 
-/// The files loaded under the prefix, read a page at a time.
+/// The files loaded (or part-loaded) under the prefix, read a page at a time.
 struct Loaded {
-    page: VecDeque<(String, String)>,
+    page: VecDeque<(String, String, bool)>,
     /// The last (key, version) read.
     after: (String, String),
     end: bool,
 }
 
 impl Loaded {
-    /// The next file (key, version), reading a page when needed; `Err`
-    /// when the database failed (counted).
-    async fn front(&mut self, objects: &Objects, prefix: &str, bucket: &str) -> Result<Option<(&str, &str)>, ()> {
+    /// The next file (key, version, done), reading a page when needed;
+    /// `Err` when the database failed (counted).
+    async fn front(&mut self, objects: &Objects, prefix: &str, bucket: &str) -> Result<Option<(&str, &str, bool)>, ()> {
         if self.page.is_empty() && !self.end {
             let after = (self.after.0.as_str(), self.after.1.as_str());
             match objects.loader.loaded_page(prefix, after).await {
                 Ok(rows) => {
                     self.end = rows.len() < PAGE;
-                    if let Some(last) = rows.last() {
-                        self.after = last.clone();
+                    if let Some((key, version, _)) = rows.last() {
+                        self.after = (key.clone(), version.clone());
                     }
                     self.page.extend(rows);
                 }
@@ -208,10 +213,10 @@ impl Loaded {
                 }
             }
         }
-        Ok(self.page.front().map(|(k, v)| (k.as_str(), v.as_str())))
+        Ok(self.page.front().map(|(k, v, d)| (k.as_str(), v.as_str(), *d)))
     }
 
-    fn pop(&mut self) -> (String, String) {
+    fn pop(&mut self) -> (String, String, bool) {
         self.page.pop_front().expect("front was read")
     }
 }

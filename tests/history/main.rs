@@ -1,0 +1,116 @@
+//! The history checker: seeded, randomized histories of S3 operations
+//! (puts, overwrites, deletes, versioning enabled and suspended, events
+//! late, twice and out of order, backfills) and of host runs (reconcile
+//! and notification runs, SIGKILLed mid-load, S3 answers cut mid-body,
+//! PostgreSQL refused for a while), run against moto, PostgreSQL and the
+//! real `host` binary. After quiescence the tables must equal what the
+//! model says, and `etl.files` must agree with the bucket.
+//!
+//!   history                    the fixed seeds (part of `cargo xtask test`)
+//!   history --seeds N [--from S] [--ops M]   a soak: seeds S..S+N
+//!   history --seed S [--ops M] a seed again (a failure prints its command)
+//!
+//! Needs `target/release/host` (`cargo xtask build`), PostgreSQL at
+//! `DATABASE_URL` (or the local server) and moto (`.venv`, or
+//! `AWS_ENDPOINT_URL`).
+
+mod check;
+#[path = "../it/common.rs"]
+#[allow(dead_code)]
+mod common;
+mod model;
+#[path = "../it/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
+#[path = "../it/services.rs"]
+#[allow(dead_code)]
+mod services;
+mod world;
+
+use std::time::Instant;
+
+/// The seeds `cargo xtask test` runs: a handful, each of the default length.
+const FIXED: [u64; 3] = [1, 2, 3];
+const DEFAULT_OPS: usize = 40;
+
+struct Args {
+    seeds: Vec<u64>,
+    ops: usize,
+}
+
+fn args() -> Result<Args, String> {
+    let mut argv = std::env::args().skip(1);
+    let (mut seeds, mut from, mut count, mut ops) = (None, 0u64, None, DEFAULT_OPS);
+    let number = |v: Option<String>, flag: &str| -> Result<u64, String> {
+        v.and_then(|v| v.parse().ok()).ok_or(format!("{flag} needs a number"))
+    };
+    while let Some(a) = argv.next() {
+        match a.as_str() {
+            "--seed" => seeds = Some(vec![number(argv.next(), "--seed")?]),
+            "--seeds" => count = Some(number(argv.next(), "--seeds")?),
+            "--from" => from = number(argv.next(), "--from")?,
+            "--ops" => ops = number(argv.next(), "--ops")? as usize,
+            // What cargo test passes to every test binary.
+            "--nocapture" | "--quiet" | "-q" | "--test-threads" => {}
+            other if other.starts_with("--test-threads=") => {}
+            other => return Err(format!("unknown argument `{other}`; see the top of tests/history/main.rs")),
+        }
+    }
+    let seeds = seeds.unwrap_or_else(|| match count {
+        Some(n) => (from..from + n).collect(),
+        None => FIXED.to_vec(),
+    });
+    Ok(Args { seeds, ops })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> std::process::ExitCode {
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("history: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    services::migrated().await;
+    let (mut passed, mut failed) = (0, 0);
+    let started = Instant::now();
+    for &seed in &args.seeds {
+        let start = Instant::now();
+        let (versioning, ops, problems, log) = one(seed, args.ops).await;
+        if problems.is_empty() {
+            passed += 1;
+            println!("history seed {seed}: ok ({} ops, {:.0} s)", ops.len(), start.elapsed().as_secs_f64());
+            continue;
+        }
+        failed += 1;
+        println!("history seed {seed}: FAILED ({} ops, bucket starts {versioning:?})", ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            println!("  {i:>3}. {op}");
+        }
+        for p in &problems {
+            println!("  ! {p}");
+        }
+        println!("  the host's output: {}", log.display());
+        println!("  again: cargo test --release -p tests --test history -- --seed {seed} --ops {}", args.ops);
+    }
+    println!("history: {} seeds in {:.0} s", args.seeds.len(), started.elapsed().as_secs_f64());
+    // libtest's closing line, so that `cargo xtask test` adds these up.
+    let verdict = if failed == 0 { "ok" } else { "FAILED" };
+    println!("test result: {verdict}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out");
+    if failed == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+}
+
+/// One seed's history, run and checked: what went wrong, if anything.
+async fn one(seed: u64, len: usize) -> (model::Versioning, Vec<model::Op>, Vec<String>, std::path::PathBuf) {
+    let (versioning, ops) = model::history(seed, len);
+    let mut m = model::Model::new(versioning);
+    let mut w = world::World::new(seed, versioning).await;
+    for op in &ops {
+        let generation = m.apply(op);
+        w.run(op, generation, m.versioning).await;
+    }
+    w.settle(&m).await;
+    let problems = check::all(&w, &m).await;
+    (versioning, ops, problems, w.log.clone())
+}
