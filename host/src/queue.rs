@@ -6,6 +6,7 @@
 //!
 //! Must not decide what a message means, nor when to acknowledge it.
 
+use crate::sink::sql::SENT_UNKNOWN;
 use crate::status::Panel;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
@@ -22,7 +23,25 @@ pub enum SqsError {
     QueueUrl { queue: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("SQS queue `{queue}`: {action} failed: {source}")]
     Call { queue: String, action: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+    /// The call went through, and the queue refused some of its entries.
+    #[error("SQS queue `{queue}`: {action} refused {} of its messages: {}", .refused.len(), refusals(.refused))]
+    Refused { queue: String, action: &'static str, refused: Vec<Refusal> },
 }
+
+/// One entry of a batch call that the queue refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub message_id: String,
+    /// The queue's code (`ReceiptHandleIsInvalid`, ...).
+    pub code: String,
+}
+
+fn refusals(refused: &[Refusal]) -> String {
+    refused.iter().map(|r| format!("{} ({})", r.message_id, r.code)).collect::<Vec<_>>().join(", ")
+}
+
+/// How the stand-in id of a message the queue gave no MessageId begins.
+const NO_ID: &str = "no-message-id:";
 
 /// One queue.
 #[derive(Clone)]
@@ -98,29 +117,7 @@ impl SqsSource {
             .send()
             .await
             .map_err(|e| self.err("ReceiveMessage")(boxed(e)))?;
-        let messages = out
-            .messages()
-            .iter()
-            .map(|m| Message {
-                id: m.message_id().unwrap_or_default().to_string(),
-                receipt: m.receipt_handle().unwrap_or_default().to_string(),
-                body: m.body().unwrap_or_default().as_bytes().to_vec(),
-                receive_count: m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1),
-                sent_ms: m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0),
-                attributes: m
-                    .message_attributes()
-                    .map(|a| a.iter().filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_string()))).collect())
-                    .unwrap_or_default(),
-            })
-            .collect::<Vec<Message>>();
+        let messages: Vec<Message> = out.messages().iter().map(message).collect();
         if let Some(p) = &self.panel {
             p.received(messages.len(), messages.iter().map(|m| m.sent_ms).filter(|t| *t > 0).min());
         }
@@ -187,8 +184,11 @@ impl SqsSource {
     }
 
     /// Sets the messages' visibility timeout (to keep them while a batch is
-    /// still in work, or to 0 to release them at once).
+    /// still in work, or to 0 to release them at once). The messages the
+    /// queue refuses (a receipt handle no longer valid, say) are the error,
+    /// after every chunk was tried.
     pub async fn set_visibility(&self, messages: &[&Message], timeout: Duration) -> Result<(), SqsError> {
+        let mut refused = Vec::new();
         for chunk in messages.chunks(10) {
             let entries = self.entries("ChangeMessageVisibilityBatch", chunk, |id, m| {
                 ChangeMessageVisibilityBatchRequestEntry::builder()
@@ -197,18 +197,61 @@ impl SqsSource {
                     .visibility_timeout(timeout.as_secs() as i32)
                     .build()
             })?;
-            self.client
+            let out = self
+                .client
                 .change_message_visibility_batch()
                 .queue_url(&self.url)
                 .set_entries(Some(entries))
                 .send()
                 .await
                 .map_err(|e| self.err("ChangeMessageVisibilityBatch")(boxed(e)))?;
+            let failed = out.failed();
+            refused.extend(failed.iter().map(|f| {
+                Refusal {
+                    // Entries are numbered within their chunk.
+                    message_id: f
+                        .id()
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| chunk.get(i))
+                        .map_or_else(|| f.id().to_string(), |m| m.id.clone()),
+                    code: f.code().to_string(),
+                }
+            }));
             if let Some(p) = &self.panel {
-                if timeout.is_zero() { p.released(chunk.len()) } else { p.extended(chunk.len()) }
+                let done = chunk.len() - failed.len();
+                if timeout.is_zero() { p.released(done) } else { p.extended(done) }
             }
         }
-        Ok(())
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(SqsError::Refused { queue: self.queue.clone(), action: "ChangeMessageVisibilityBatch", refused })
+    }
+}
+
+/// A received message as the host keeps it. A message without a
+/// MessageId gets a stand-in id of its own ([`Message::id_missing`]); one
+/// without a SentTimestamp is sent at [`SENT_UNKNOWN`].
+fn message(m: &aws_sdk_sqs::types::Message) -> Message {
+    let attribute = |name| m.attributes().and_then(|a| a.get(&name));
+    Message {
+        id: match m.message_id() {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => format!("{NO_ID}{:032x}", rand::random::<u128>()),
+        },
+        receipt: m.receipt_handle().unwrap_or_default().to_string(),
+        body: m.body().unwrap_or_default().as_bytes().to_vec(),
+        receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1),
+        sent_ms: attribute(MessageSystemAttributeName::SentTimestamp)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(SENT_UNKNOWN),
+        attributes: m
+            .message_attributes()
+            .map(|a| a.iter().filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_string()))).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -223,9 +266,41 @@ pub struct Message {
     /// How many times it has been received (1 the first time).
     pub receive_count: u32,
     /// When it was sent (SQS SentTimestamp, ms since the epoch): the same on
-    /// every delivery, so the ledger is partitioned by it. 0 if the source
-    /// did not say (correct, only slower to look up).
+    /// every delivery, so the ledger is partitioned by it. [`SENT_UNKNOWN`]
+    /// if the source did not say (correct, only slower to look up).
     pub sent_ms: i64,
     /// Message attributes (string values), available to the pipeline.
     pub attributes: Vec<(String, String)>,
+}
+
+impl Message {
+    /// Whether the queue gave it no MessageId: its id is a stand-in made
+    /// at this receive, which a redelivery would not carry, so it cannot
+    /// be loaded exactly once (it is kept as a dead letter instead).
+    pub fn id_missing(&self) -> bool {
+        self.id.starts_with(NO_ID)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::sql::{LEGACY_PART, ledger_part};
+
+    #[test]
+    fn a_message_without_id_or_sent_time_is_neither_a_duplicate_nor_pruned_first() {
+        let bare = aws_sdk_sqs::types::Message::builder().receipt_handle("r").body("{}").build();
+        let (a, b) = (message(&bare), message(&bare));
+        assert!(a.id_missing() && !a.id.is_empty(), "{}", a.id);
+        assert_ne!(a.id, b.id, "two messages without an id are not one message");
+        assert_eq!(ledger_part(a.sent_ms), LEGACY_PART, "the partition every look-up reads");
+        let full = aws_sdk_sqs::types::Message::builder()
+            .message_id("6f0c2a5e-0000-4000-8000-000000000001")
+            .attributes(MessageSystemAttributeName::SentTimestamp, "1700000000123")
+            .build();
+        let m = message(&full);
+        assert!(!m.id_missing());
+        assert_eq!((m.id.as_str(), m.sent_ms), ("6f0c2a5e-0000-4000-8000-000000000001", 1_700_000_000_123));
+        assert_eq!(ledger_part(m.sent_ms), 170_000_000_012);
+    }
 }

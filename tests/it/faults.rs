@@ -79,7 +79,12 @@ impl Host {
     }
 
     pub(crate) fn term(&self) {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        self.signal("TERM");
+    }
+
+    /// Sends signal `name` (`TERM`, `INT`).
+    pub(crate) fn signal(&self, name: &str) {
+        Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
     }
 
     /// Waits for the process to end, up to `limit`; its status and output.

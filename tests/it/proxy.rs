@@ -4,6 +4,7 @@
 //! connection that forwards a number of bytes towards the client.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,6 +25,9 @@ pub enum Mode {
 pub struct Proxy {
     pub port: u16,
     mode: Arc<watch::Sender<Mode>>,
+    /// Chunks read from clients so far (about one per request of a
+    /// request-response protocol).
+    chunks_up: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -41,6 +45,8 @@ impl Proxy {
         let mode = Arc::new(watch::channel(Mode::Pass).0);
         let target: Arc<str> = target.into();
         let shared = mode.clone();
+        let chunks_up = Arc::new(AtomicU64::new(0));
+        let counted = chunks_up.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else { return };
@@ -48,10 +54,10 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                tokio::spawn(connection(client, target.clone(), shared.clone()));
+                tokio::spawn(connection(client, target.clone(), shared.clone(), counted.clone()));
             }
         });
-        Proxy { port, mode, task }
+        Proxy { port, mode, chunks_up, task }
     }
 
     pub fn set(&self, mode: Mode) {
@@ -62,18 +68,23 @@ impl Proxy {
         *self.mode.borrow()
     }
 
+    /// Chunks read from clients so far.
+    pub fn chunks_up(&self) -> u64 {
+        self.chunks_up.load(Ordering::Relaxed)
+    }
+
     /// `url` with its `host:port` replaced by the proxy's.
     pub fn url(&self, url: &str, target: &str) -> String {
         url.replacen(target, &format!("127.0.0.1:{}", self.port), 1)
     }
 }
 
-async fn connection(client: TcpStream, target: Arc<str>, mode: Arc<watch::Sender<Mode>>) {
+async fn connection(client: TcpStream, target: Arc<str>, mode: Arc<watch::Sender<Mode>>, up: Arc<AtomicU64>) {
     let Ok(server) = TcpStream::connect(&*target).await else { return };
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
-    let up = pump(cr, sw, mode.clone(), false);
-    let down = pump(sr, cw, mode, true);
+    let up = pump(cr, sw, mode.clone(), Some(up));
+    let down = pump(sr, cw, mode, None);
     // Either direction ending (or a cut) ends both.
     tokio::select! {
         _ = up => {}
@@ -85,8 +96,10 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     shared: Arc<watch::Sender<Mode>>,
-    towards_client: bool,
+    // Counts the chunks going up; `None` towards the client.
+    up: Option<Arc<AtomicU64>>,
 ) {
+    let towards_client = up.is_none();
     let mut mode = shared.subscribe();
     let mut sent = 0u64;
     let mut buf = vec![0u8; 16 * 1024];
@@ -95,6 +108,9 @@ async fn pump(
             n = from.read(&mut buf) => match n { Ok(0) | Err(_) => return, Ok(n) => n },
             _ = mode.wait_for(|m| *m == Mode::Refuse) => return,
         };
+        if let Some(up) = &up {
+            up.fetch_add(1, Ordering::Relaxed);
+        }
         let current = *mode.borrow();
         match current {
             Mode::Refuse => return,

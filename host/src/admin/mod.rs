@@ -27,6 +27,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// How long open connections may take to finish once the endpoint stops.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// How the endpoint is reached.
 #[derive(Debug, Clone)]
 pub struct AdminOptions {
@@ -107,8 +110,24 @@ impl Endpoint {
         };
         let sampling = tokio::spawn(self.admin.board.clone().sample());
         let app = router(self.admin);
-        if let Err(e) = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "the admin endpoint stopped");
+        // Connections get `SHUTDOWN_GRACE` to finish once `shutdown`
+        // resolves; one still open then (a client that sent half a
+        // request, say) is dropped with the server.
+        let (begun, grace_begins) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = begun.send(());
+        };
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(signal).into_future();
+        let grace = async {
+            let _ = grace_begins.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            result = server => if let Err(e) = result {
+                tracing::error!(error = %e, "the admin endpoint stopped");
+            },
+            () = grace => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "admin connections still open at the stop were closed"),
         }
         upkeep.abort();
         sampling.abort();

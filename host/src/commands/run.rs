@@ -64,6 +64,8 @@ pub async fn run(
     tokio::spawn(async move {
         shutdown_signal().await;
         stop_tx.send_replace(true);
+        shutdown_signal().await;
+        abandon();
     });
     let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
     let serving = endpoint.map(|e| {
@@ -232,6 +234,24 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("stopping: finishing batches in work, releasing the rest");
+}
+
+/// Exit code of a run ended by a second signal: 128 + SIGINT, as a shell
+/// reports a process ended by Ctrl-C.
+pub const ABANDONED: i32 = 130;
+
+/// A second SIGINT/SIGTERM during a stop: the process ends now.
+#[allow(clippy::exit, reason = "a second signal asks to end at once, without waiting for any task")]
+fn abandon() {
+    use std::io::Write;
+    // Straight to stderr: the log's writer is not flushed by an exit.
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "error: a second signal: exiting at once; batches in work are abandoned uncommitted, and their messages come back after their visibility timeout"
+    );
+    let _ = err.flush();
+    std::process::exit(ABANDONED);
 }
 
 /// Applies the migrations (`migrations/`) to `DATABASE_URL`.

@@ -169,6 +169,14 @@ async fn prepare_with(
             units[i].message_id.clear();
             continue;
         }
+        if m.id_missing() {
+            // Its id is a stand-in a redelivery would not carry: loaded, it
+            // could load twice. Kept whole as a dead letter (replay loads it
+            // once), not deleted unloaded nor left to expire on the queue.
+            let reason = "the queue gave this message no MessageId, so it cannot be loaded exactly once; replay it";
+            units[i].dead.push(DeadLetter::source(reason.to_string(), m.receive_count));
+            continue;
+        }
         if let Some(max) = max_receives.filter(|max| m.receive_count > *max) {
             let reason = format!("received {} times (max_receives = {max})", m.receive_count);
             units[i].dead.push(DeadLetter::source(reason, m.receive_count));

@@ -73,6 +73,10 @@ pub enum RunError {
     Chain(#[from] crate::transform::ChainError),
     #[error("{0}")]
     Stopped(String),
+    /// A finite run (`--once`) whose last receive failed: it ended without
+    /// knowing the queue was empty.
+    #[error("the queue could not be read to its end (its last receive failed: {0}); messages may still be on it")]
+    Unread(String),
 }
 
 /// Whether work is going on, for `--once`: batches in work, and what the
@@ -87,15 +91,30 @@ pub struct Activity {
     empty_receives: AtomicUsize,
     /// Messages received, so far.
     received: AtomicUsize,
+    /// Why the last receive failed, until one succeeds.
+    failing: std::sync::Mutex<Option<String>>,
 }
 
 impl Activity {
     pub fn received(&self, n: usize) {
+        *self.failing.lock().expect("not poisoned") = None;
         if n == 0 {
             self.empty_receives.fetch_add(1, Ordering::SeqCst);
         } else {
             self.received.fetch_add(n, Ordering::SeqCst);
         }
+    }
+
+    /// A receive failed: as far as `--once` waits, it came back empty, and
+    /// the run's end says the queue was not read to its end.
+    pub fn receive_failed(&self, why: String) {
+        *self.failing.lock().expect("not poisoned") = Some(why);
+        self.empty_receives.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Why the last receive failed, if it did.
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().expect("not poisoned").clone()
     }
 
     fn begin(&self) {
@@ -406,14 +425,21 @@ impl Flow {
         }
     }
 
-    /// The run's summary once its watcher stopped, or why it had to stop.
+    /// The run's summary once its watcher stopped, or why it had to stop
+    /// (a finite run whose last receive failed did not finish its queue).
     pub async fn finish(&self, watching: Watching) -> Result<Summary, RunError> {
         self.stop();
         watching.finish().await;
         let mut summary = self.panel.counts();
         summary.elapsed = self.started.elapsed();
-        match self.fatal.lock().expect("not poisoned").take() {
-            Some(why) => Err(RunError::Stopped(why)),
+        if let Some(why) = self.fatal.lock().expect("not poisoned").take() {
+            return Err(RunError::Stopped(why));
+        }
+        match self.activity.failing().filter(|_| self.once) {
+            Some(why) => {
+                tracing::error!(pipeline = %self.pipeline.name, messages = summary.messages, rows = summary.rows, "--once ends without reading its queue to the end");
+                Err(RunError::Unread(why))
+            }
             None => Ok(summary),
         }
     }

@@ -107,8 +107,9 @@ pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Receiv
             }
             Err(e) => {
                 tracing::warn!(error = %e, "receive failed; retrying in 1 s");
-                // Nothing to wait for either: `--once` may stop.
-                flow.activity.received(0);
+                // Nothing to wait for either: `--once` may stop, and says
+                // it could not read the queue.
+                flow.activity.receive_failed(e.to_string());
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = stop.changed() => return,

@@ -25,14 +25,34 @@ pub const SESSION_TIMEOUTS: [(&str, &str); 3] =
 /// that sends no reset) must not hold a worker for ever.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(330);
 
-/// The URL's settings, with the connect timeout, and its TLS settings
-/// (see [`super::tls`]).
+/// TCP keepalives of every connection, each unless the URL sets its own:
+/// the first probe after 30 s of silence, then every 10 s, and after 3
+/// unanswered the connection is closed. A connection whose server is gone
+/// without a word (a partition, a host that died) is then found closed in
+/// about a minute, instead of the system's two hours.
+pub const KEEPALIVES: (Duration, Duration, u32) = (Duration::from_secs(30), Duration::from_secs(10), 3);
+
+/// tokio-postgres's keepalive idle time when none is set.
+const KEEPALIVES_IDLE_DEFAULT: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// The URL's settings, with the connect timeout and keepalives, and its
+/// TLS settings (see [`super::tls`]).
 pub fn config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError> {
     let (rest, tls) = super::tls::split(url).map_err(SinkError::Url)?;
     let mut config: tokio_postgres::Config =
         rest.parse().map_err(|e: tokio_postgres::Error| SinkError::Url(e.to_string()))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let (idle, interval, retries) = KEEPALIVES;
+    if config.get_keepalives_idle() == KEEPALIVES_IDLE_DEFAULT {
+        config.keepalives_idle(idle);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(interval);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(retries);
     }
     config.ssl_mode(tls.ssl_mode());
     Ok((config, tls))
@@ -188,6 +208,22 @@ fn explain(e: &tokio_postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keepalives_are_on_unless_the_url_sets_its_own() {
+        let (c, _) = config("postgres://u@h/db").unwrap();
+        let (idle, interval, retries) = KEEPALIVES;
+        assert!(c.get_keepalives());
+        assert_eq!(
+            (c.get_keepalives_idle(), c.get_keepalives_interval(), c.get_keepalives_retries()),
+            (idle, Some(interval), Some(retries))
+        );
+        let (c, _) = sink_config("postgres://u@h/db?keepalives_idle=5&keepalives_retries=9").unwrap();
+        assert_eq!(
+            (c.get_keepalives_idle(), c.get_keepalives_interval(), c.get_keepalives_retries()),
+            (Duration::from_secs(5), Some(interval), Some(9))
+        );
+    }
 
     #[test]
     fn timeouts_are_added_unless_the_url_sets_them() {

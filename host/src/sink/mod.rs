@@ -76,15 +76,26 @@ impl std::ops::AddAssign for Report {
     }
 }
 
-/// A connection pool from `DATABASE_URL`.
+/// How long the check of a pooled connection may take before it is
+/// dropped for a new one.
+pub const RECYCLE_WITHIN: Duration = Duration::from_secs(2);
+
+/// A connection pool from `DATABASE_URL`. A connection taken from the pool
+/// is checked first (an empty query, within [`RECYCLE_WITHIN`]): one that
+/// is closed or does not answer is dropped and another one made.
 pub fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, SinkError> {
     let (config, tls) = connect::sink_config(url)?;
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tls.connector().map_err(SinkError::Url)?,
-        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Verified },
     );
-    deadpool_postgres::Pool::builder(manager).max_size(size).build().map_err(|e| SinkError::Pool(e.to_string()))
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .recycle_timeout(Some(RECYCLE_WITHIN))
+        .build()
+        .map_err(|e| SinkError::Pool(e.to_string()))
 }
 
 /// Loads batches of one pipeline into its table.
@@ -140,13 +151,21 @@ impl PostgresSink {
         &self.pool
     }
 
-    /// Whether the database answers a query now (within 5 s).
+    /// Whether the database answers a query now (within 5 s). A connection
+    /// whose query did not answer in time is dropped, not put back in the
+    /// pool: it may still be waiting for that answer.
     pub async fn answers(&self) -> bool {
-        let probe = async {
-            let client = self.pool.get().await.ok()?;
-            client.simple_query("SELECT 1").await.ok()
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let Ok(Ok(client)) = tokio::time::timeout_at(deadline, self.pool.get()).await else {
+            return false;
         };
-        matches!(tokio::time::timeout(Duration::from_secs(5), probe).await, Ok(Some(_)))
+        match tokio::time::timeout_at(deadline, client.simple_query("SELECT 1")).await {
+            Ok(answer) => answer.is_ok(),
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                false
+            }
+        }
     }
 
     /// Commits message `units` under the message ledger (see the module

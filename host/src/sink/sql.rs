@@ -43,13 +43,16 @@ pub fn copy_in(table: &str, columns: &[String], with_seq: bool) -> String {
 }
 
 /// Statements that move the staging rows into the target. In-batch
-/// duplicates of a key: the last one wins.
+/// duplicates of a key: the last one wins. Rows with a NULL in their key
+/// have no key (PostgreSQL's unique index keeps them all, as a direct
+/// COPY does): each is kept.
 pub fn merge(mode: &MergeMode, target: &str, stage: &str, columns: &[String]) -> Vec<String> {
     let cols = list(columns);
     match mode {
         MergeMode::Append => Vec::new(),
         MergeMode::Upsert { key } => {
             let keys = list(key);
+            let last = last_of_each_key(key);
             let updates: Vec<String> =
                 columns.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
             let action = if updates.is_empty() {
@@ -58,12 +61,13 @@ pub fn merge(mode: &MergeMode, target: &str, stage: &str, columns: &[String]) ->
                 format!("DO UPDATE SET {}", updates.join(", "))
             };
             vec![format!(
-                "INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} \
-                 ORDER BY {keys}, \"_etl_seq\" DESC ON CONFLICT ({keys}) {action}"
+                "INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({last}) {cols} FROM {stage} \
+                 ORDER BY {last}, \"_etl_seq\" DESC ON CONFLICT ({keys}) {action}"
             )]
         }
         MergeMode::DeleteInsert { key } => {
             let keys = list(key);
+            let last = last_of_each_key(key);
             let on: Vec<String> = key.iter().map(|k| format!("t.{0} = s.{0}", ident(k))).collect();
             vec![
                 format!(
@@ -71,19 +75,29 @@ pub fn merge(mode: &MergeMode, target: &str, stage: &str, columns: &[String]) ->
                     on.join(" AND ")
                 ),
                 format!(
-                    "INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} \
-                     ORDER BY {keys}, \"_etl_seq\" DESC"
+                    "INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({last}) {cols} FROM {stage} \
+                     ORDER BY {last}, \"_etl_seq\" DESC"
                 ),
             ]
         }
     }
 }
 
+/// What tells the staging rows of one key apart: the key, and for a row
+/// with a NULL in its key its own number (such a row has no key, and is
+/// kept). `DISTINCT ON` these, ordered by them and then the number
+/// descending, keeps the last row of each key.
+fn last_of_each_key(key: &[String]) -> String {
+    let nulls: Vec<String> = key.iter().map(|k| format!("{} IS NULL", ident(k))).collect();
+    format!("{}, CASE WHEN {} THEN \"_etl_seq\" END", list(key), nulls.join(" OR "))
+}
+
 /// Whether table `$1` (quoted, qualified) has a valid unique index on
-/// exactly the columns `$2` (in any order, no expression, no predicate):
-/// the index `ON CONFLICT ($2)` infers.
+/// exactly the columns `$2` (in any order, no expression, no predicate),
+/// checked at once (not deferrable): the index `ON CONFLICT ($2)` infers.
+/// A deferrable key would refuse a direct COPY only at the commit.
 pub const KEY_IS_UNIQUE: &str = "SELECT EXISTS (SELECT 1 FROM pg_index i \
-     WHERE i.indrelid = $1::text::regclass AND i.indisunique AND i.indisvalid \
+     WHERE i.indrelid = $1::text::regclass AND i.indisunique AND i.indisvalid AND i.indimmediate \
      AND i.indpred IS NULL AND i.indexprs IS NULL \
      AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a \
           WHERE a.attrelid = i.indrelid AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1])) \
@@ -94,8 +108,16 @@ pub const KEY_IS_UNIQUE: &str = "SELECT EXISTS (SELECT 1 FROM pg_index i \
 /// narrow enough that a look-up reads few ids besides the batch's own.
 pub const LEDGER_PART_MS: i64 = 10;
 
-/// The partition where a message sent at `sent_ms` is recorded.
+/// The `sent_ms` of a message whose source gave no sent time.
+pub const SENT_UNKNOWN: i64 = i64::MIN;
+
+/// The partition where a message sent at `sent_ms` is recorded. A message
+/// whose sent time is unknown ([`SENT_UNKNOWN`]) goes to the legacy
+/// partition, which every look-up reads and pruning keeps.
 pub fn ledger_part(sent_ms: i64) -> i64 {
+    if sent_ms == SENT_UNKNOWN {
+        return LEGACY_PART;
+    }
     sent_ms.div_euclid(LEDGER_PART_MS)
 }
 
@@ -332,8 +354,8 @@ mod tests {
         assert_eq!(
             upsert,
             vec![
-                "INSERT INTO t (\"id\", \"name\") SELECT DISTINCT ON (\"id\") \"id\", \"name\" FROM s \
-                 ORDER BY \"id\", \"_etl_seq\" DESC ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""
+                "INSERT INTO t (\"id\", \"name\") SELECT DISTINCT ON (\"id\", CASE WHEN \"id\" IS NULL THEN \"_etl_seq\" END) \"id\", \"name\" FROM s \
+                 ORDER BY \"id\", CASE WHEN \"id\" IS NULL THEN \"_etl_seq\" END, \"_etl_seq\" DESC ON CONFLICT (\"id\") DO UPDATE SET \"name\" = EXCLUDED.\"name\""
             ]
         );
         let only_key = merge(&MergeMode::Upsert { key: vec!["id".into()] }, "t", "s", &["id".to_string()]);
@@ -343,8 +365,8 @@ mod tests {
             di,
             vec![
                 "DELETE FROM t t USING (SELECT DISTINCT \"id\" FROM s) s WHERE t.\"id\" = s.\"id\"".to_string(),
-                "INSERT INTO t (\"id\", \"name\") SELECT DISTINCT ON (\"id\") \"id\", \"name\" FROM s \
-                 ORDER BY \"id\", \"_etl_seq\" DESC"
+                "INSERT INTO t (\"id\", \"name\") SELECT DISTINCT ON (\"id\", CASE WHEN \"id\" IS NULL THEN \"_etl_seq\" END) \"id\", \"name\" FROM s \
+                 ORDER BY \"id\", CASE WHEN \"id\" IS NULL THEN \"_etl_seq\" END, \"_etl_seq\" DESC"
                     .to_string(),
             ]
         );

@@ -31,6 +31,8 @@ pub(super) async fn run(
 ) {
     let flow = &objects.flow;
     let mut stop = flow.stop_signal();
+    // The wake-up queue's failures, across waits: logged once per outage.
+    let mut failing = Backoff::default();
     {
         let work = async {
             loop {
@@ -48,7 +50,7 @@ pub(super) async fn run(
                 if opts.once || flow.stopping() || flow.fatal() {
                     return;
                 }
-                if !until_next(objects, interval, &mut stop).await {
+                if !until_next(objects, interval, &mut stop, &mut failing).await {
                     return;
                 }
             }
@@ -68,34 +70,80 @@ pub(super) async fn run(
 
 /// Waits for the next pass: `interval`, a notification on the queue (the
 /// pass covers what it announces), or a run asked for by hand. `false` if
-/// the run stops first.
-async fn until_next(objects: &Objects, interval: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+/// the run stops first. While the queue cannot be read, the wait goes on
+/// without it between tries (1 s, doubling to 30 s), logged once.
+async fn until_next(
+    objects: &Objects,
+    interval: Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    failing: &mut Backoff,
+) -> bool {
     let until = tokio::time::Instant::now() + interval;
-    loop {
-        let woken = match &objects.queue {
-            Some((source, q)) => {
-                let wait = q.wait.min(until.saturating_duration_since(tokio::time::Instant::now()));
-                tokio::select! {
-                    () = objects.flow.panel.runs.requested() => return true,
-                    r = source.receive_up_to(10, wait, q.visibility) => match r {
-                        Ok(m) if !m.is_empty() => {
-                            let refs: Vec<&Message> = m.iter().collect();
-                            let _ = source.delete(&refs).await;
-                            true
-                        }
-                        _ => false,
-                    },
-                    _ = stop.changed() => return false,
-                }
-            }
-            None => tokio::select! {
-                () = objects.flow.panel.runs.requested() => return true,
-                _ = tokio::time::sleep_until(until) => true,
-                _ = stop.changed() => return false,
-            },
+    let Some((source, q)) = &objects.queue else {
+        return tokio::select! {
+            () = objects.flow.panel.runs.requested() => true,
+            _ = tokio::time::sleep_until(until) => true,
+            _ = stop.changed() => false,
         };
-        if woken || tokio::time::Instant::now() >= until {
+    };
+    loop {
+        let now = tokio::time::Instant::now();
+        let wait = q.wait.min(until.saturating_duration_since(now));
+        // While the queue fails, its next try waits; the interval and a
+        // run asked for by hand still count.
+        let next_try = failing.next_try(now).min(until);
+        tokio::select! {
+            () = objects.flow.panel.runs.requested() => return true,
+            _ = stop.changed() => return false,
+            _ = tokio::time::sleep_until(next_try), if next_try > now => {}
+            r = source.receive_up_to(10, wait, q.visibility), if next_try <= now => match r {
+                Ok(m) => {
+                    failing.ended(&objects.flow.pipeline.name);
+                    if !m.is_empty() {
+                        let refs: Vec<&Message> = m.iter().collect();
+                        let _ = source.delete(&refs).await;
+                        return true;
+                    }
+                }
+                Err(e) => failing.failed(tokio::time::Instant::now(), &objects.flow.pipeline.name, &e),
+            },
+        }
+        if tokio::time::Instant::now() >= until {
             return true;
+        }
+    }
+}
+
+/// The tries of a wake-up queue that fails: the first failure is logged,
+/// then each try waits twice as long as the one before (1 s to 30 s).
+#[derive(Default)]
+struct Backoff {
+    /// When the queue may be tried again, and the wait after that.
+    retry: Option<(tokio::time::Instant, Duration)>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const LAST: Duration = Duration::from_secs(30);
+
+    fn next_try(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        self.retry.map_or(now, |(at, _)| at)
+    }
+
+    fn failed(&mut self, now: tokio::time::Instant, pipeline: &str, error: &crate::queue::SqsError) {
+        let wait = match self.retry {
+            None => {
+                tracing::warn!(pipeline, error = %error, "the wake-up queue cannot be read; passes keep their interval, and the queue is tried again (1 s, doubling to 30 s)");
+                Self::FIRST
+            }
+            Some((_, wait)) => wait,
+        };
+        self.retry = Some((now + wait, (wait * 2).min(Self::LAST)));
+    }
+
+    fn ended(&mut self, pipeline: &str) {
+        if self.retry.take().is_some() {
+            tracing::info!(pipeline, "the wake-up queue can be read again");
         }
     }
 }
@@ -313,4 +361,26 @@ async fn remove(objects: &Objects, bucket: &str, key: &str) -> Result<bool, Sink
     tx.execute(sql::FILE_FORGET, &[pipeline, &bucket, &key]).await.map_err(SinkError::of)?;
     tx.commit().await.map_err(SinkError::of)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_wake_up_queue_is_tried_after_1_s_doubling_to_30_s() {
+        let error = crate::queue::SqsError::Call { queue: "q".into(), action: "ReceiveMessage", source: "gone".into() };
+        let mut b = Backoff::default();
+        let start = tokio::time::Instant::now();
+        assert_eq!(b.next_try(start), start, "a queue that works is read at once");
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let now = tokio::time::Instant::now();
+            b.failed(now, "p", &error);
+            waits.push(b.next_try(now).duration_since(now).as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        b.ended("p");
+        assert_eq!(b.next_try(start), start);
+    }
 }
