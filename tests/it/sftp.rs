@@ -1,7 +1,9 @@
-//! The SFTP source against a real OpenSSH `sshd` (started here, as this
-//! user, on a free loopback port, with the `internal-sftp` subsystem, a
-//! host key and a user key made for the test), moto's versioned buckets
-//! and the local PostgreSQL: the shipped `customers-sftp` pipeline.
+//! The SFTP source against a real OpenSSH `sshd` (started here on a free
+//! loopback port, with the `internal-sftp` subsystem, a host key and a
+//! user key made for the test), moto's versioned buckets and the local
+//! PostgreSQL: the shipped `customers-sftp` pipeline. The SFTP user is
+//! this user, or `nobody` when the tests run as root (root reads any
+//! file, whatever its mode: an unreadable file would not be one).
 
 use crate::common;
 use crate::services::{self, pg, s3_at, unique};
@@ -53,6 +55,10 @@ impl Sshd {
         let dir = std::env::temp_dir().join(unique("sshd"));
         let files = dir.join("outgoing");
         std::fs::create_dir_all(&files).unwrap();
+        // Readable by the SFTP user, whoever it is.
+        for d in [&dir, &files] {
+            std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
         for k in ["host_key", "user_key", "other_key", "other_host_key"] {
             keygen(&dir.join(k));
         }
@@ -84,8 +90,12 @@ impl Sshd {
             .stderr(log)
             .spawn()
             .unwrap();
-        let out = Command::new("id").arg("-un").output().unwrap();
-        let user = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let user = if unsafe_is_root() {
+            "nobody".to_string()
+        } else {
+            let out = Command::new("id").arg("-un").output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
         let sshd = Sshd {
             child,
             port,
