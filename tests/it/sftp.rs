@@ -1,7 +1,9 @@
-//! The SFTP source against a real OpenSSH `sshd` (started here, as this
-//! user, on a free loopback port, with the `internal-sftp` subsystem, a
-//! host key and a user key made for the test), moto's versioned buckets
-//! and the local PostgreSQL: the shipped `customers-sftp` pipeline.
+//! The SFTP source against a real OpenSSH `sshd` (started here on a free
+//! loopback port, with the `internal-sftp` subsystem, a host key and a
+//! user key made for the test), moto's versioned buckets and the local
+//! PostgreSQL: the shipped `customers-sftp` pipeline. The SFTP user is
+//! this user, or `nobody` when the tests run as root (root reads any
+//! file, whatever its mode: an unreadable file would not be one).
 
 use crate::common;
 use crate::services::{self, pg, s3_at, unique};
@@ -9,6 +11,8 @@ use host::run::{RunError, RunOptions, Summary};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
+
+mod faults;
 
 /// An `sshd` of the test's own, and what logging in to it takes.
 pub(crate) struct Sshd {
@@ -53,6 +57,10 @@ impl Sshd {
         let dir = std::env::temp_dir().join(unique("sshd"));
         let files = dir.join("outgoing");
         std::fs::create_dir_all(&files).unwrap();
+        // Readable by the SFTP user, whoever it is.
+        for d in [&dir, &files] {
+            std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
         for k in ["host_key", "user_key", "other_key", "other_host_key"] {
             keygen(&dir.join(k));
         }
@@ -84,8 +92,12 @@ impl Sshd {
             .stderr(log)
             .spawn()
             .unwrap();
-        let out = Command::new("id").arg("-un").output().unwrap();
-        let user = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let user = if unsafe_is_root() {
+            "nobody".to_string()
+        } else {
+            let out = Command::new("id").arg("-un").output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
         let sshd = Sshd {
             child,
             port,
@@ -107,7 +119,7 @@ impl Sshd {
     }
 
     /// The variables of the shipped pipeline, pointed at this server.
-    fn vars(&self, bucket: &str) -> Vec<(String, String)> {
+    pub(crate) fn vars(&self, bucket: &str) -> Vec<(String, String)> {
         [
             ("SFTP_HOST", "127.0.0.1".to_string()),
             ("SFTP_PORT", self.port.to_string()),
@@ -122,8 +134,14 @@ impl Sshd {
         .collect()
     }
 
-    fn write(&self, name: &str, text: &str) {
+    pub(crate) fn write(&self, name: &str, text: &str) {
         std::fs::write(self.files.join(name), text).unwrap();
+    }
+
+    /// Sets the mode of `path` (below the served folder, or absolute).
+    pub(crate) fn chmod(&self, path: &str, mode: u32) {
+        let perms = std::os::unix::fs::PermissionsExt::from_mode(mode);
+        std::fs::set_permissions(self.files.join(path), perms).unwrap();
     }
 }
 
@@ -132,29 +150,31 @@ fn unsafe_is_root() -> bool {
 }
 
 /// One test's world: a server, a versioned bucket, a schema.
-struct World {
-    sshd: Sshd,
-    bucket: String,
-    schema: String,
-    name: String,
+pub(crate) struct World {
+    pub sshd: Sshd,
+    pub bucket: String,
+    pub schema: String,
+    pub name: String,
 }
 
 impl World {
-    async fn new() -> World {
+    pub(crate) async fn new() -> World {
+        World::with_versioning(aws_sdk_s3::types::BucketVersioningStatus::Enabled).await
+    }
+
+    pub(crate) async fn with_versioning(status: aws_sdk_s3::types::BucketVersioningStatus) -> World {
         let (name, schema, bucket) = (unique("sftp"), unique("s"), crate::files::bucket_name("raw"));
         crate::files::schema_with_customers(&schema).await;
         let s3 = s3_at(services::endpoint()).await;
         s3.create_bucket().bucket(&bucket).send().await.unwrap();
-        let versioning = aws_sdk_s3::types::VersioningConfiguration::builder()
-            .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-            .build();
+        let versioning = aws_sdk_s3::types::VersioningConfiguration::builder().status(status).build();
         s3.put_bucket_versioning().bucket(&bucket).versioning_configuration(versioning).send().await.unwrap();
         World { sshd: Sshd::start(), bucket, schema, name }
     }
 
     /// The shipped pipeline's text for this world, `edits` (from, to)
     /// applied to it.
-    fn text(&self, edits: &[(&str, &str)]) -> String {
+    pub(crate) fn text(&self, edits: &[(&str, &str)]) -> String {
         let text = std::fs::read_to_string(common::workspace().join("pipelines/customers-sftp.toml")).unwrap();
         let mut text = text
             .replace("name = \"customers-sftp\"", &format!("name = \"{}\"", self.name))
@@ -167,7 +187,7 @@ impl World {
         text
     }
 
-    fn pipeline(&self, edits: &[(&str, &str)]) -> host::config::Pipeline {
+    pub(crate) fn pipeline(&self, edits: &[(&str, &str)]) -> host::config::Pipeline {
         let path = Path::new("pipelines/customers-sftp.toml");
         let vars = self.sshd.vars(&self.bucket);
         let lookup = |v: &str| vars.iter().find(|(k, _)| k == v).map(|(_, x)| x.clone());
@@ -175,19 +195,19 @@ impl World {
         host::config::validate(path, parsed).unwrap()
     }
 
-    async fn run(&self, edits: &[(&str, &str)]) -> Result<Summary, RunError> {
+    pub(crate) async fn run(&self, edits: &[(&str, &str)]) -> Result<Summary, RunError> {
         let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
         let aws = services::aws_at(services::endpoint()).await;
         let p = self.pipeline(edits);
         host::run::run(p, common::engine(), &services::database_url(), &aws, opts, std::future::pending()).await
     }
 
-    async fn once(&self) -> Summary {
+    pub(crate) async fn once(&self) -> Summary {
         self.run(&[]).await.expect("the run completes")
     }
 
     /// (customer id, city, file name) of every row, in id order.
-    async fn rows(&self) -> Vec<(String, String, String)> {
+    pub(crate) async fn rows(&self) -> Vec<(String, String, String)> {
         let sql = format!(
             "SELECT customer_id::text, city, source_file FROM {}.customers ORDER BY customer_id, source_file",
             self.schema
@@ -200,7 +220,7 @@ impl World {
     }
 
     /// How many versions (delete markers apart) each key has.
-    async fn versions(&self) -> Vec<(String, usize, bool)> {
+    pub(crate) async fn versions(&self) -> Vec<(String, usize, bool)> {
         let s3 = s3_at(services::endpoint()).await;
         let out = s3.list_object_versions().bucket(&self.bucket).send().await.unwrap();
         let mut keys: Vec<(String, usize, bool)> = Vec::new();
@@ -224,11 +244,11 @@ impl World {
     }
 }
 
-fn line(id: u32, city: &str) -> String {
+pub(crate) fn line(id: u32, city: &str) -> String {
     format!("{id},60601,{city},IL,2023-02-01 08:00:00,2023-02-01 08:00:00\n")
 }
 
-fn owned(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+pub(crate) fn owned(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
     rows.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect()
 }
 

@@ -266,6 +266,7 @@ fn counts_json(s: &crate::status::Summary) -> serde_json::Value {
         "objects_removed": s.objects_removed,
         "files_copied": s.files_copied,
         "files_deleted": s.files_deleted,
+        "files_failed": s.files_failed,
     })
 }
 

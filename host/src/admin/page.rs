@@ -77,6 +77,7 @@ fn pipeline(html: &mut String, p: &Panel, dead: Result<&[(String, String, i64)],
         ("objects loaded", "objects", counts.objects),
         ("objects removed", "removed", counts.objects_removed),
         ("files copied (SFTP)", "copied", counts.files_copied),
+        ("files failed (SFTP)", "failed", counts.files_failed),
     ] {
         let _ = write!(html, r#"<tr><th>{label}</th><td class="{class}">{n}</td></tr>"#);
     }

@@ -34,6 +34,7 @@ pub const OBJECTS_LOADED: &str = "etl_objects_loaded_total";
 pub const OBJECTS_REMOVED: &str = "etl_objects_removed_total";
 pub const FILES_COPIED: &str = "etl_sftp_files_copied_total";
 pub const FILES_DELETED: &str = "etl_sftp_files_deleted_total";
+pub const FILES_FAILED: &str = "etl_sftp_files_failed_total";
 pub const SFTP_BYTES_COPIED: &str = "etl_sftp_bytes_copied_total";
 pub const SFTP_PASSES_FAILED: &str = "etl_sftp_passes_failed_total";
 pub const S3_BYTES_READ: &str = "etl_s3_bytes_read_total";
@@ -65,6 +66,7 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (S3_BYTES_READ, "Bytes read from S3 objects."),
     (FILES_COPIED, "Files an SFTP pass copied into the bucket (new or changed)."),
     (FILES_DELETED, "Files deleted in the bucket because they were deleted on the SFTP server."),
+    (FILES_FAILED, "Attempts at one SFTP file that failed (unreadable, its copy refused); each is tried again later."),
     (SFTP_BYTES_COPIED, "Bytes copied from the SFTP server into the bucket."),
     (SFTP_PASSES_FAILED, "SFTP passes that failed (the server unreachable, refused, or a copy failed)."),
     (PIPELINE_UP, "1 while the pipeline runs, 0 when it is starting, stopped or failed."),
@@ -116,6 +118,7 @@ pub struct Counters {
     removed: Counter,
     copied: Counter,
     deleted_files: Counter,
+    failed_files: Counter,
 }
 
 impl Counters {
@@ -141,6 +144,7 @@ impl Counters {
             removed: c(OBJECTS_REMOVED),
             copied: c(FILES_COPIED),
             deleted_files: c(FILES_DELETED),
+            failed_files: c(FILES_FAILED),
         }
     }
 
@@ -159,6 +163,7 @@ impl Counters {
             (&self.removed, before.objects_removed, after.objects_removed),
             (&self.copied, before.files_copied, after.files_copied),
             (&self.deleted_files, before.files_deleted, after.files_deleted),
+            (&self.failed_files, before.files_failed, after.files_failed),
         ];
         for (counter, b, a) in pairs {
             if a > b {

@@ -45,6 +45,9 @@ pub struct Summary {
     /// they were deleted on the server (`mirror_deletes`).
     pub files_copied: usize,
     pub files_deleted: usize,
+    /// Attempts of an SFTP pass at one file that failed (a file the SFTP
+    /// user cannot read, a copy S3 refused): each tried again later.
+    pub files_failed: usize,
     pub elapsed: Duration,
 }
 
@@ -65,9 +68,10 @@ impl std::fmt::Display for Summary {
             self.objects,
             self.objects_removed,
             // Only where files are copied: other sources never copy any.
-            match (self.files_copied, self.files_deleted) {
-                (0, 0) => String::new(),
-                (c, d) => format!("files copied {c}, deleted {d}, "),
+            match (self.files_copied, self.files_deleted, self.files_failed) {
+                (0, 0, 0) => String::new(),
+                (c, d, 0) => format!("files copied {c}, deleted {d}, "),
+                (c, d, f) => format!("files copied {c}, deleted {d}, failed {f}, "),
             },
             self.elapsed.as_secs_f64()
         )
@@ -90,6 +94,7 @@ impl Summary {
             objects_removed: self.objects_removed - earlier.objects_removed,
             files_copied: self.files_copied - earlier.files_copied,
             files_deleted: self.files_deleted - earlier.files_deleted,
+            files_failed: self.files_failed - earlier.files_failed,
             elapsed: self.elapsed.saturating_sub(earlier.elapsed),
         }
     }

@@ -44,6 +44,22 @@ pub struct RemoteFile {
     pub mtime: i64,
 }
 
+/// What a listing found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub files: Vec<RemoteFile>,
+    /// Entries that are there but could not be looked at this time: not
+    /// files to copy, and not gone either.
+    pub unknown: Vec<Unknown>,
+}
+
+/// A listed entry whose kind, size and time are unknown this pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unknown {
+    pub path: String,
+    pub why: String,
+}
+
 /// A connected, logged-in SFTP session.
 pub struct Remote {
     pub at: String,
@@ -197,9 +213,10 @@ impl Remote {
 
     /// The files under `s.dir` whose names match `glob` (in its subfolders
     /// too with `recursive`), in byte order of their names. Symbolic links
-    /// to files count as the files; links to folders are not followed.
-    pub async fn list(&self, s: &SftpSettings, glob: &globset::GlobMatcher) -> Result<Vec<RemoteFile>, SftpError> {
-        let mut files = Vec::new();
+    /// to files count as the files; links to folders are not followed; a
+    /// link whose target cannot be looked at this time is [`Unknown`].
+    pub async fn list(&self, s: &SftpSettings, glob: &globset::GlobMatcher) -> Result<Listing, SftpError> {
+        let mut listing = Listing::default();
         let mut folders = vec![(s.dir.clone(), String::new())];
         while let Some((dir, below)) = folders.pop() {
             let entries = self.sftp.read_dir(dir.as_str()).await.map_err(|e| self.failed("cannot list", &dir, e))?;
@@ -213,26 +230,27 @@ impl Remote {
                 let mut meta = entry.metadata();
                 if meta.is_symlink() {
                     match self.sftp.metadata(path.as_str()).await {
-                        Ok(m) if m.is_regular() => meta = m,
-                        _ => continue,
+                        Ok(m) => meta = m,
+                        Err(e) if glob.is_match(&name) => {
+                            let why = self.failed("cannot look at the target of the link", &path, e).to_string();
+                            listing.unknown.push(Unknown { path, why });
+                            continue;
+                        }
+                        Err(_) => continue,
                     }
                 }
                 if meta.is_dir() {
-                    if s.recursive {
+                    if s.recursive && !entry.metadata().is_symlink() {
                         folders.push((path, rel));
                     }
                 } else if meta.is_regular() && glob.is_match(&name) {
-                    files.push(RemoteFile {
-                        path,
-                        name: rel,
-                        size: meta.size.unwrap_or(0),
-                        mtime: meta.mtime.map_or(0, i64::from),
-                    });
+                    let (size, mtime) = (meta.size.unwrap_or(0), meta.mtime.map_or(0, i64::from));
+                    listing.files.push(RemoteFile { path, name: rel, size, mtime });
                 }
             }
         }
-        files.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-        Ok(files)
+        listing.files.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        Ok(listing)
     }
 
     /// The file's size and modification time now; `None` if it is gone.
@@ -275,6 +293,11 @@ impl Remote {
     pub async fn close(self) {
         let _ = self.sftp.close().await;
         let _ = self.ssh.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+    }
+
+    /// Whether the connection is gone (every request would fail).
+    pub fn closed(&self) -> bool {
+        self.ssh.is_closed()
     }
 
     pub fn read_error(&self, path: &str, e: impl std::fmt::Display) -> SftpError {

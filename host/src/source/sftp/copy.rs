@@ -1,9 +1,10 @@
 //! One remote file into one S3 object, streamed: up to [`PART`] bytes in
 //! memory at a time (a file that fits is one PutObject, a larger one a
 //! multipart upload, aborted if the copy fails), its SHA-256 taken on the
-//! way. The object carries the file's path, size and modification time as
-//! metadata, so a copy that completed but was never recorded (the host
-//! killed in between) is recognised in the bucket and adopted.
+//! way. The object carries the file's path (percent-encoded: S3 metadata
+//! is US-ASCII), size and modification time as metadata, so a copy that
+//! completed but was never recorded (the host killed in between) is
+//! recognised in the bucket and adopted.
 //!
 //! Must not decide what to copy nor record anything: [`super::pass`] does.
 
@@ -12,6 +13,7 @@ use super::client::{Remote, RemoteFile};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use sha2::Digest;
+use std::collections::HashSet;
 use tokio::io::AsyncReadExt;
 
 /// Bytes of a file in memory at a time, and the size of each part of a
@@ -23,6 +25,21 @@ pub const PART: usize = 8 << 20;
 const META_PATH: &str = "sftp-path";
 const META_SIZE: &str = "sftp-size";
 const META_MTIME: &str = "sftp-mtime";
+
+/// What a path keeps of itself in `sftp-path`: letters, digits and
+/// `/-_.~`; every other byte (`%` too) is `%XX`.
+const PATH_KEPT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// A remote path as `sftp-path` holds it.
+fn path_meta(path: &str) -> String {
+    percent_encoding::utf8_percent_encode(path, PATH_KEPT).to_string()
+}
+
+/// The remote path an `sftp-path` value names (`None`: not one).
+fn path_of_meta(value: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(value).decode_utf8().ok().map(|p| p.into_owned())
+}
 
 /// What a copy wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +76,7 @@ impl Bucket {
         };
         let meta = out.metadata();
         let get = |k: &str| meta.and_then(|m| m.get(k)).map(String::as_str);
-        let same = get(META_PATH) == Some(file.path.as_str())
+        let same = get(META_PATH).and_then(path_of_meta).as_deref() == Some(file.path.as_str())
             && get(META_SIZE) == Some(file.size.to_string().as_str())
             && get(META_MTIME) == Some(file.mtime.to_string().as_str());
         Ok(same.then(|| out.version_id().map(str::to_string)))
@@ -81,7 +98,7 @@ impl Bucket {
         hash.update(&first);
         bytes += first.len() as u64;
         let meta = |b: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder| {
-            b.metadata(META_PATH, &file.path)
+            b.metadata(META_PATH, path_meta(&file.path))
                 .metadata(META_SIZE, file.size.to_string())
                 .metadata(META_MTIME, file.mtime.to_string())
         };
@@ -96,7 +113,7 @@ impl Bucket {
             .create_multipart_upload()
             .bucket(&self.name)
             .key(key)
-            .metadata(META_PATH, &file.path)
+            .metadata(META_PATH, path_meta(&file.path))
             .metadata(META_SIZE, file.size.to_string())
             .metadata(META_MTIME, file.mtime.to_string())
             .send()
@@ -172,30 +189,55 @@ impl Bucket {
         delete.send().await.map(drop).map_err(|e| self.error(key, "DeleteObject", e))
     }
 
-    /// Aborts the multipart uploads under `prefix` begun before `before`:
-    /// copies of an earlier run that was killed (the pass holds the
-    /// pipeline's lock, so no copy of its own is in flight).
-    pub async fn abort_stale_uploads(&self, prefix: &str, before: std::time::SystemTime) -> Result<usize, PassError> {
-        let out = self
-            .s3
-            .list_multipart_uploads()
-            .bucket(&self.name)
-            .prefix(prefix)
-            .send()
-            .await
-            .map_err(|e| self.error(prefix, "ListMultipartUploads", e))?;
-        let mut aborted = 0;
-        for u in out.uploads() {
-            let started = u.initiated().and_then(|t| std::time::SystemTime::try_from(*t).ok());
-            let (Some(key), Some(id)) = (u.key(), u.upload_id()) else { continue };
-            if started.is_some_and(|t| t < before) {
-                let abort = self.s3.abort_multipart_upload().bucket(&self.name).key(key).upload_id(id);
-                abort.send().await.map_err(|e| self.error(key, "AbortMultipartUpload", e))?;
-                aborted += 1;
+    /// Aborts the multipart uploads under `prefix` to one of `keys` (the
+    /// keys this pipeline copies to) begun before `before`: copies of an
+    /// earlier run that was killed (the pass holds the pipeline's lock, so
+    /// no copy of its own is in flight). Other writers' uploads are left
+    /// alone. Pages through all of them.
+    pub async fn abort_stale_uploads(
+        &self,
+        prefix: &str,
+        keys: &HashSet<String>,
+        before: std::time::SystemTime,
+    ) -> Result<usize, PassError> {
+        let (mut aborted, mut after) = (0, None);
+        loop {
+            let (key_marker, upload_marker) = after.clone().unzip();
+            let list = self.s3.list_multipart_uploads().bucket(&self.name).prefix(prefix);
+            let out = list
+                .set_key_marker(key_marker)
+                .set_upload_id_marker(upload_marker)
+                .send()
+                .await
+                .map_err(|e| self.error(prefix, "ListMultipartUploads", e))?;
+            for u in out.uploads() {
+                let started = u.initiated().and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else { continue };
+                if keys.contains(key) && started.is_some_and(|t| t < before) {
+                    let abort = self.s3.abort_multipart_upload().bucket(&self.name).key(key).upload_id(id);
+                    abort.send().await.map_err(|e| self.error(key, "AbortMultipartUpload", e))?;
+                    aborted += 1;
+                }
+            }
+            let next = (out.is_truncated(), out.next_key_marker(), out.next_upload_id_marker());
+            match next_page(next, after.as_ref()) {
+                Some(markers) => after = Some(markers),
+                None => return Ok(aborted),
             }
         }
-        Ok(aborted)
     }
+}
+
+/// The markers of the page of uploads after this one (`truncated`, its
+/// next key and upload id markers); `None` at the end, or when S3 gives
+/// no markers or the ones it gave before (no progress: stop).
+fn next_page(
+    (truncated, key, upload): (Option<bool>, Option<&str>, Option<&str>),
+    before: Option<&(String, String)>,
+) -> Option<(String, String)> {
+    let key = key.filter(|k| truncated == Some(true) && !k.is_empty())?;
+    let markers = (key.to_string(), upload.unwrap_or_default().to_string());
+    (before != Some(&markers)).then_some(markers)
 }
 
 /// Up to [`PART`] bytes of `reader` (fewer only at its end).
@@ -211,4 +253,32 @@ async fn fill(reader: &mut russh_sftp::client::fs::File, remote: &Remote, path: 
     }
     buf.truncate(n);
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_in_metadata_is_ascii_and_reads_back() {
+        for path in ["/out/données-é.csv", "/out/a b%20c.csv", "/out/plain_name-1.csv", "/日本/x.csv"] {
+            let meta = path_meta(path);
+            assert!(meta.is_ascii() && !meta.contains(' '), "{meta}");
+            assert_eq!(path_of_meta(&meta).as_deref(), Some(path));
+        }
+        assert_eq!(path_meta("/out/données-é.csv"), "/out/donn%C3%A9es-%C3%A9.csv");
+        assert_eq!(path_meta("/out/plain_name-1.csv"), "/out/plain_name-1.csv", "as before for plain names");
+        assert_eq!(path_of_meta("/out/%FF.csv"), None, "not UTF-8: no path");
+    }
+
+    #[test]
+    fn upload_pages_follow_the_markers_until_the_end() {
+        let marks = |k: &str, u: &str| (k.to_string(), u.to_string());
+        assert_eq!(next_page((Some(true), Some("k"), Some("u")), None), Some(marks("k", "u")));
+        assert_eq!(next_page((Some(true), Some("k2"), None), Some(&marks("k", "u"))), Some(marks("k2", "")));
+        assert_eq!(next_page((Some(false), Some("k"), Some("u")), None), None, "the last page");
+        assert_eq!(next_page((None, None, None), None), None);
+        assert_eq!(next_page((Some(true), None, None), None), None, "truncated without markers: stop");
+        assert_eq!(next_page((Some(true), Some("k"), Some("u")), Some(&marks("k", "u"))), None, "no progress: stop");
+    }
 }

@@ -14,9 +14,12 @@
 
 mod client;
 mod copy;
+mod failures;
+mod lock;
 mod pass;
 
 pub use client::{Remote, RemoteFile, SftpError};
+pub use lock::PassLock;
 
 use crate::config::Source;
 use crate::flow::{Flow, RunError, RunSetup, Summary};
@@ -40,6 +43,12 @@ impl PassError {
     /// The server refuses this host as configured: retrying will not help.
     fn refused(&self) -> bool {
         matches!(self, PassError::Sftp(e) if e.refused())
+    }
+
+    /// A failure of one file or object (the server or the bucket refusing
+    /// it), not of the pass: the pass goes on with the other files.
+    fn of_one_file(&self) -> bool {
+        matches!(self, PassError::S3 { .. } | PassError::Sftp(SftpError::Failed { .. }))
     }
 }
 

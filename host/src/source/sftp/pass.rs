@@ -1,21 +1,30 @@
 //! One SFTP pass: under the pipeline's SFTP lock (one host copies at a
-//! time), list the remote folder, take the files that are new or changed
-//! since `etl.sftp_files` says they were copied, look again after
-//! `stable` and leave those still changing for the next pass, copy the
-//! rest into the bucket one at a time (recording each copy right after
-//! it), and, with `mirror_deletes`, delete in the bucket the files gone
-//! from the server.
+//! time), list the remote folder, abort the unfinished uploads of this
+//! pipeline's keys an earlier run left, take the files that are new or
+//! changed since `etl.sftp_files` says they were copied (or that map to
+//! another key now), look again after `stable` and leave those still
+//! changing for the next pass, copy the rest into the bucket one at a time
+//! (recording each copy right after it), and, with `mirror_deletes`,
+//! delete in the bucket the files gone from the listing.
+//!
+//! One file's failure is its own: it is counted, logged once per reason,
+//! and tried again after a backoff ([`super::failures`]); the other files
+//! and the deletes go on. A listed entry that cannot be looked at is
+//! unknown this pass, never gone.
 //!
 //! Must not load rows: the reconcile pass after it does.
 
 use super::PassError;
-use super::client::{Remote, RemoteFile};
+use super::client::{Listing, Remote, RemoteFile};
 use super::copy::Bucket;
+use super::failures::Failures;
+use super::lock::PassLock;
 use crate::config::{Compare, SftpSettings};
 use crate::flow::Flow;
 use crate::sink::{SinkError, sql};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 /// A pipeline's SFTP side: where files come from and where they go.
 pub struct Sftp {
@@ -24,6 +33,8 @@ pub struct Sftp {
     pub bucket: Bucket,
     /// Keys are this and the file's path below the remote folder.
     prefix: String,
+    /// The files that failed, from pass to pass (one pass at a time).
+    failures: Mutex<Failures>,
 }
 
 /// A file as `etl.sftp_files` says it was copied.
@@ -43,12 +54,16 @@ struct Report {
     same_content: usize,
     waiting: usize,
     deleted: usize,
+    /// Tries at one file that failed, and files left to their backoff.
+    failed: usize,
+    backing_off: usize,
 }
 
 impl Sftp {
     pub fn new(settings: SftpSettings, bucket: Bucket, prefix: &str) -> Result<Sftp, String> {
         let glob = globset::Glob::new(&settings.glob).map_err(|e| format!("glob `{}`: {e}", settings.glob))?;
-        Ok(Sftp { glob: glob.compile_matcher(), settings, bucket, prefix: prefix.to_string() })
+        let failures = Mutex::default();
+        Ok(Sftp { glob: glob.compile_matcher(), settings, bucket, prefix: prefix.to_string(), failures })
     }
 
     /// The object key of a file `name` below the remote folder.
@@ -60,33 +75,19 @@ impl Sftp {
     /// another host holds it.
     pub async fn pass(&self, flow: &Arc<Flow>) -> Result<(), PassError> {
         let pipeline = flow.pipeline.name.as_str();
-        let client = flow.sink.pool().get().await.map_err(|e| PassError::Db(SinkError::pool(e)))?;
-        let got: bool = client
-            .query_one(sql::SFTP_TRY_LOCK, &[&pipeline])
-            .await
-            .map_err(|e| PassError::Db(SinkError::of(e)))?
-            .get(0);
-        if !got {
+        let Some(lock) = PassLock::try_take(flow.sink.pool(), pipeline).await.map_err(PassError::Db)? else {
             tracing::info!(pipeline, "another host runs this pipeline's SFTP pass; this one leaves it");
             return Ok(());
-        }
+        };
         let result = self.locked(flow).await;
-        if client.query_one(sql::SFTP_UNLOCK, &[&pipeline]).await.is_err() {
-            // Closing the connection is what unlocks it then.
-            drop(deadpool_postgres::Object::take(client));
-        }
+        lock.release().await;
         result
     }
 
     async fn locked(&self, flow: &Arc<Flow>) -> Result<(), PassError> {
-        let started = std::time::SystemTime::now();
+        let started = SystemTime::now();
         let remote = Remote::connect(&self.settings).await?;
-        match self.bucket.abort_stale_uploads(&self.prefix, started).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(pipeline = %flow.pipeline.name, n, "aborted copies an earlier run left unfinished"),
-            Err(e) => tracing::warn!(pipeline = %flow.pipeline.name, error = %e, "cannot look for unfinished copies"),
-        }
-        let result = self.walk(flow, &remote).await;
+        let result = self.walk(flow, &remote, started).await;
         remote.close().await;
         let report = result?;
         tracing::info!(
@@ -97,57 +98,162 @@ impl Sftp {
             same_content = report.same_content,
             waiting = report.waiting,
             deleted = report.deleted,
+            failed = report.failed,
+            backing_off = report.backing_off,
             "SFTP pass"
         );
         Ok(())
     }
 
-    async fn walk(&self, flow: &Arc<Flow>, remote: &Remote) -> Result<Report, PassError> {
-        let files = remote.list(&self.settings, &self.glob).await?;
+    async fn walk(&self, flow: &Arc<Flow>, remote: &Remote, started: SystemTime) -> Result<Report, PassError> {
+        let listing = remote.list(&self.settings, &self.glob).await?;
         let mut records = self.records(flow).await?;
-        let mut report = Report { listed: files.len(), ..Report::default() };
-        let changed: Vec<&RemoteFile> = files
-            .iter()
-            .filter(|f| records.get(&f.path).is_none_or(|r| (r.size, r.mtime) != (f.size as i64, f.mtime)))
-            .collect();
-        // A second look: a file still being written waits for a later pass.
-        let mut stable = Vec::new();
-        if !changed.is_empty() && !self.settings.stable.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(self.settings.stable) => {}
-                () = flow.stopped() => return Err(PassError::Stopped),
-            }
+        let mut report = Report { listed: listing.files.len(), ..Report::default() };
+        self.abort_stale_uploads(flow, &listing, &records, started).await;
+        let present: HashSet<&str> = listed(&listing).chain(records.keys().map(String::as_str)).collect();
+        self.failures.lock().expect("not poisoned").keep_only(&present);
+        for u in &listing.unknown {
+            self.file_failed(flow, &u.path, None, &u.why, &mut report);
         }
-        for f in changed {
-            let now =
-                if self.settings.stable.is_zero() { Some((f.size, f.mtime)) } else { remote.stat(&f.path).await? };
-            if now == Some((f.size, f.mtime)) {
-                stable.push(f);
-            } else {
-                tracing::info!(pipeline = %flow.pipeline.name, file = %f.path, "still changing; left for the next pass");
-                report.waiting += 1;
-            }
-        }
-        for f in stable {
+        let changed = self.changed(&listing.files, &records, &mut report);
+        for f in self.stable(flow, remote, changed, &mut report).await? {
             if flow.stopping() {
                 return Err(PassError::Stopped);
             }
-            self.take(flow, remote, f, records.remove(&f.path), &mut report).await?;
-        }
-        if self.settings.mirror_deletes {
-            let listed: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
-            for (path, record) in records.iter().filter(|(p, _)| !listed.contains(p.as_str()) && self.covers(p)) {
-                if flow.stopping() {
-                    return Err(PassError::Stopped);
+            match self.take(flow, remote, f, records.remove(&f.path), &mut report).await {
+                Ok(()) => self.file_taken(flow, &f.path),
+                Err(e) if e.of_one_file() && !remote.closed() => {
+                    self.file_failed(flow, &f.path, Some((f.size, f.mtime)), &e.to_string(), &mut report);
                 }
-                self.bucket.delete(&record.key, None).await?;
-                execute(flow, sql::SFTP_FORGET, &[&flow.pipeline.name, path]).await?;
-                tracing::info!(pipeline = %flow.pipeline.name, file = %path, key = %record.key, "deleted on the server: deleted in the bucket");
-                flow.tally(|s| s.files_deleted += 1);
-                report.deleted += 1;
+                Err(e) => return Err(e),
             }
         }
+        if self.settings.mirror_deletes {
+            self.mirror_deletes(flow, &listing, &records, &mut report).await?;
+        }
         Ok(report)
+    }
+
+    /// The listed files that differ from their record (or have none, or
+    /// map to another key now) and are not waiting out a failure.
+    fn changed<'f>(
+        &self,
+        files: &'f [RemoteFile],
+        records: &HashMap<String, Record>,
+        report: &mut Report,
+    ) -> Vec<&'f RemoteFile> {
+        let (failures, now) = (self.failures.lock().expect("not poisoned"), Instant::now());
+        let differs = |f: &RemoteFile| {
+            records
+                .get(&f.path)
+                .is_none_or(|r| (r.size, r.mtime) != (f.size as i64, f.mtime) || r.key != self.key(&f.name))
+        };
+        let mut changed = Vec::new();
+        for f in files.iter().filter(|f| differs(f)) {
+            if failures.due(&f.path, Some((f.size, f.mtime)), now) {
+                changed.push(f);
+            } else {
+                report.backing_off += 1;
+            }
+        }
+        changed
+    }
+
+    /// A second look after `stable`: a file still being written waits for
+    /// a later pass; one that cannot be looked at fails alone.
+    async fn stable<'f>(
+        &self,
+        flow: &Arc<Flow>,
+        remote: &Remote,
+        changed: Vec<&'f RemoteFile>,
+        report: &mut Report,
+    ) -> Result<Vec<&'f RemoteFile>, PassError> {
+        if changed.is_empty() || self.settings.stable.is_zero() {
+            return Ok(changed);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(self.settings.stable) => {}
+            () = flow.stopped() => return Err(PassError::Stopped),
+        }
+        let mut stable = Vec::new();
+        for f in changed {
+            match remote.stat(&f.path).await {
+                Ok(now) if now == Some((f.size, f.mtime)) => stable.push(f),
+                Ok(_) => {
+                    tracing::info!(pipeline = %flow.pipeline.name, file = %f.path, "still changing; left for the next pass");
+                    report.waiting += 1;
+                }
+                Err(e) if !remote.closed() => {
+                    self.file_failed(flow, &f.path, Some((f.size, f.mtime)), &e.to_string(), report);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(stable)
+    }
+
+    /// With `mirror_deletes`: deletes in the bucket the recorded files
+    /// absent from the listing (a listed file, readable or not, stays).
+    async fn mirror_deletes(
+        &self,
+        flow: &Arc<Flow>,
+        listing: &Listing,
+        records: &HashMap<String, Record>,
+        report: &mut Report,
+    ) -> Result<(), PassError> {
+        let listed: HashSet<&str> = listed(listing).collect();
+        for (path, record) in records.iter().filter(|(p, _)| !listed.contains(p.as_str()) && self.covers(p)) {
+            if flow.stopping() {
+                return Err(PassError::Stopped);
+            }
+            if let Err(e) = self.bucket.delete(&record.key, None).await {
+                self.file_failed(flow, path, None, &e.to_string(), report);
+                continue;
+            }
+            execute(flow, sql::SFTP_FORGET, &[&flow.pipeline.name, path]).await?;
+            tracing::info!(pipeline = %flow.pipeline.name, file = %path, key = %record.key, "deleted on the server: deleted in the bucket");
+            flow.tally(|s| s.files_deleted += 1);
+            report.deleted += 1;
+        }
+        Ok(())
+    }
+
+    /// Aborts the multipart uploads an earlier run of this pipeline left
+    /// unfinished: only to keys of files it lists or recorded.
+    async fn abort_stale_uploads(
+        &self,
+        flow: &Flow,
+        listing: &Listing,
+        records: &HashMap<String, Record>,
+        started: SystemTime,
+    ) {
+        let listed = listing.files.iter().map(|f| self.key(&f.name));
+        let keys: HashSet<String> = listed.chain(records.values().map(|r| r.key.clone())).collect();
+        match self.bucket.abort_stale_uploads(&self.prefix, &keys, started).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pipeline = %flow.pipeline.name, n, "aborted copies an earlier run left unfinished"),
+            Err(e) => tracing::warn!(pipeline = %flow.pipeline.name, error = %e, "cannot look for unfinished copies"),
+        }
+    }
+
+    /// One file failed (`seen`: its size and time, if known): counted,
+    /// logged as a warning when its reason is new, tried again later.
+    fn file_failed(&self, flow: &Flow, path: &str, seen: Option<(u64, i64)>, why: &str, report: &mut Report) {
+        report.failed += 1;
+        flow.tally(|s| s.files_failed += 1);
+        let new = self.failures.lock().expect("not poisoned").failed(path, seen, why, Instant::now());
+        if new {
+            tracing::warn!(pipeline = %flow.pipeline.name, file = %path, error = %why,
+                "this file cannot be taken; the others go on, and it is tried again later");
+        } else {
+            tracing::debug!(pipeline = %flow.pipeline.name, file = %path, error = %why, "this file failed again");
+        }
+    }
+
+    fn file_taken(&self, flow: &Flow, path: &str) {
+        if let Some(tries) = self.failures.lock().expect("not poisoned").succeeded(path) {
+            tracing::info!(pipeline = %flow.pipeline.name, file = %path, failed_tries = tries, "taken after failing");
+        }
     }
 
     /// Copies one stable file that differs from its record (or adopts the
@@ -180,8 +286,9 @@ impl Sftp {
         let now = remote.stat(&f.path).await?;
         if copied.bytes != f.size || now != Some((f.size, f.mtime)) {
             // It changed while it was copied: that copy is no state the
-            // file was in. Without versions it cannot be taken back.
-            if let Some(v) = &copied.version_id {
+            // file was in. Without versions (or with `null`, versioning
+            // suspended: the current object) it cannot be taken back.
+            if let Some(v) = own_version(copied.version_id.as_deref()) {
                 self.bucket.delete(&key, Some(v)).await?;
             }
             tracing::info!(pipeline = %flow.pipeline.name, file = %f.path, "changed while it was copied; copied again next pass");
@@ -245,6 +352,19 @@ async fn execute(
     client.execute(statement, params).await.map(drop).map_err(|e| PassError::Db(SinkError::of(e)))
 }
 
+/// The paths a listing shows: its files and the entries it could not
+/// look at.
+fn listed(listing: &Listing) -> impl Iterator<Item = &str> {
+    listing.files.iter().map(|f| f.path.as_str()).chain(listing.unknown.iter().map(|u| u.path.as_str()))
+}
+
+/// The version a copy wrote that is its own to delete: none for a bucket
+/// without versions, nor for `null` (versioning suspended: deleting
+/// version `null` deletes the current object, an earlier copy's too).
+fn own_version(version: Option<&str>) -> Option<&str> {
+    version.filter(|v| *v != "null")
+}
+
 /// `prefix` and `name`, one `/` between them when the prefix has no
 /// trailing one.
 fn key(prefix: &str, name: &str) -> String {
@@ -283,6 +403,13 @@ mod tests {
         assert_eq!(key("", "a.csv"), "a.csv");
         assert_eq!(key("raw/", "a.csv"), "raw/a.csv");
         assert_eq!(key("raw", "sub/a.csv"), "raw/sub/a.csv");
+    }
+
+    #[test]
+    fn a_copy_is_taken_back_by_its_own_version_only() {
+        assert_eq!(own_version(Some("3HL4kqtJvjVBH40Nrjfkd")), Some("3HL4kqtJvjVBH40Nrjfkd"));
+        assert_eq!(own_version(None), None, "no versions");
+        assert_eq!(own_version(Some("null")), None, "versioning suspended: the current object");
     }
 
     #[test]
