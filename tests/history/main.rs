@@ -3,12 +3,16 @@
 //! late, twice and out of order, backfills) and of host runs (reconcile
 //! and notification runs, SIGKILLed mid-load, S3 answers cut mid-body,
 //! PostgreSQL refused for a while), run against moto, PostgreSQL and the
-//! real `host` binary. After quiescence the tables must equal what the
-//! model says, and `etl.files` must agree with the bucket.
+//! real `host` binary; then a history of SFTP files (appearing, growing,
+//! changing, unreadable and back, deleted, renamed) under SFTP passes,
+//! some SIGKILLed, against a real `sshd`. After quiescence the tables must
+//! equal what the models say, and `etl.files` and `etl.sftp_files` must
+//! agree with the bucket and the server.
 //!
 //!   history                    the fixed seeds (part of `cargo xtask test`)
 //!   history --seeds N [--from S] [--ops M]   a soak: seeds S..S+N
 //!   history --seed S [--ops M] a seed again (a failure prints its command)
+//!   ... --only s3|sftp         one side's histories only
 //!
 //! Needs `target/release/host` (`cargo xtask build`), PostgreSQL at
 //! `DATABASE_URL` (or the local server) and moto (`.venv`, or
@@ -25,6 +29,10 @@ mod proxy;
 #[path = "../it/services.rs"]
 #[allow(dead_code)]
 mod services;
+mod sftp;
+#[path = "../it/sshd.rs"]
+#[allow(dead_code)]
+mod sshd;
 mod world;
 
 use std::time::Instant;
@@ -36,11 +44,13 @@ const DEFAULT_OPS: usize = 40;
 struct Args {
     seeds: Vec<u64>,
     ops: usize,
+    /// `s3` or `sftp`: only that side's histories.
+    only: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
     let mut argv = std::env::args().skip(1);
-    let (mut seeds, mut from, mut count, mut ops) = (None, 0u64, None, DEFAULT_OPS);
+    let (mut seeds, mut from, mut count, mut ops, mut only) = (None, 0u64, None, DEFAULT_OPS, None);
     let number = |v: Option<String>, flag: &str| -> Result<u64, String> {
         v.and_then(|v| v.parse().ok()).ok_or(format!("{flag} needs a number"))
     };
@@ -50,6 +60,10 @@ fn args() -> Result<Args, String> {
             "--seeds" => count = Some(number(argv.next(), "--seeds")?),
             "--from" => from = number(argv.next(), "--from")?,
             "--ops" => ops = number(argv.next(), "--ops")? as usize,
+            "--only" => match argv.next().as_deref() {
+                Some(side @ ("s3" | "sftp")) => only = Some(side.to_string()),
+                _ => return Err("--only needs `s3` or `sftp`".into()),
+            },
             // What cargo test passes to every test binary.
             "--nocapture" | "--quiet" | "-q" | "--test-threads" => {}
             other if other.starts_with("--test-threads=") => {}
@@ -60,7 +74,7 @@ fn args() -> Result<Args, String> {
         Some(n) => (from..from + n).collect(),
         None => FIXED.to_vec(),
     });
-    Ok(Args { seeds, ops })
+    Ok(Args { seeds, ops, only })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -77,21 +91,30 @@ async fn main() -> std::process::ExitCode {
     let started = Instant::now();
     for &seed in &args.seeds {
         let start = Instant::now();
-        let (versioning, ops, problems, log) = one(seed, args.ops).await;
+        let side = |s: &str| args.only.as_deref().is_none_or(|o| o == s);
+        let s3_len = if side("s3") { args.ops } else { 0 };
+        let sftp_len = if side("sftp") { args.ops } else { 0 };
+        let (versioning, ops, mut problems, log) = one(seed, s3_len).await;
+        let (sftp_ops, sftp_problems, sftp_log) = one_sftp(seed, sftp_len).await;
+        problems.extend(sftp_problems);
         if problems.is_empty() {
             passed += 1;
-            println!("history seed {seed}: ok ({} ops, {:.0} s)", ops.len(), start.elapsed().as_secs_f64());
+            let n = ops.len() + sftp_ops.len();
+            println!("history seed {seed}: ok ({n} ops, {:.0} s)", start.elapsed().as_secs_f64());
             continue;
         }
         failed += 1;
-        println!("history seed {seed}: FAILED ({} ops, bucket starts {versioning:?})", ops.len());
+        println!("history seed {seed}: FAILED (bucket starts {versioning:?})");
         for (i, op) in ops.iter().enumerate() {
+            println!("  {i:>3}. {op}");
+        }
+        for (i, op) in sftp_ops.iter().enumerate() {
             println!("  {i:>3}. {op}");
         }
         for p in &problems {
             println!("  ! {p}");
         }
-        println!("  the host's output: {}", log.display());
+        println!("  the host's output: {} and {}", log.display(), sftp_log.display());
         println!("  again: cargo test --release -p tests --test history -- --seed {seed} --ops {}", args.ops);
     }
     println!("history: {} seeds in {:.0} s", args.seeds.len(), started.elapsed().as_secs_f64());
@@ -101,9 +124,29 @@ async fn main() -> std::process::ExitCode {
     if failed == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
 }
 
-/// One seed's history, run and checked: what went wrong, if anything.
+/// One seed's SFTP history, run and checked.
+async fn one_sftp(seed: u64, len: usize) -> (Vec<sftp::Op>, Vec<String>, std::path::PathBuf) {
+    let ops = sftp::history(seed, len);
+    if ops.is_empty() {
+        return (ops, Vec::new(), std::path::PathBuf::new());
+    }
+    let mut m = sftp::Model::default();
+    let w = sftp::World::new(seed).await;
+    for op in &ops {
+        m.apply(op);
+        w.run(op, &m).await;
+    }
+    w.settle(&m).await;
+    let problems = w.check(&m).await;
+    (ops, problems, w.log.clone())
+}
+
+/// One seed's S3 history, run and checked: what went wrong, if anything.
 async fn one(seed: u64, len: usize) -> (model::Versioning, Vec<model::Op>, Vec<String>, std::path::PathBuf) {
     let (versioning, ops) = model::history(seed, len);
+    if ops.is_empty() {
+        return (versioning, ops, Vec::new(), std::path::PathBuf::new());
+    }
     let mut m = model::Model::new(versioning);
     let mut w = world::World::new(seed, versioning).await;
     for op in &ops {

@@ -22,5 +22,6 @@ mod sandbox;
 mod scaffold;
 mod services;
 mod sftp;
+mod sshd;
 mod swap;
 mod tls;
