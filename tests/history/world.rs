@@ -84,13 +84,14 @@ impl World {
         format!("{}_{table}", self.schema)
     }
 
-    /// Carries out one operation (`generation`: a put's, from the model).
-    pub async fn run(&mut self, op: &Op, generation: Option<u32>, versioning: Versioning) {
+    /// Carries out one operation (`generation`: a put's, from the model);
+    /// `Err` when the endpoint refused one of the bucket's own operations.
+    pub async fn run(&mut self, op: &Op, generation: Option<u32>, versioning: Versioning) -> Result<(), String> {
         match op {
             Op::Put { key, rows } => {
-                self.put(*key, generation.expect("a put has a generation"), *rows, versioning).await
+                return self.put(*key, generation.expect("a put has a generation"), *rows, versioning).await;
             }
-            Op::Delete { key } => self.delete(*key).await,
+            Op::Delete { key } => return self.delete(*key).await,
             Op::SetVersioning(v) => self.versioning(*v).await,
             Op::Reconcile => self.host_once(RECONCILE, None, None).await,
             Op::ReconcileKilled { after_ms } => self.killed(RECONCILE, *after_ms).await,
@@ -111,6 +112,7 @@ impl World {
                 wait(&mut child, Duration::from_secs(120));
             }
         }
+        Ok(())
     }
 
     fn key(key: usize) -> String {
@@ -121,22 +123,26 @@ impl World {
         format!("s3://{}/{}", self.bucket, World::key(key))
     }
 
-    async fn put(&mut self, key: usize, generation: u32, rows: usize, versioning: Versioning) {
+    async fn put(&mut self, key: usize, generation: u32, rows: usize, versioning: Versioning) -> Result<(), String> {
         let body = model::csv(key, generation, rows);
         let put = self.s3.put_object().bucket(&self.bucket).key(World::key(key)).body(body.into_bytes().into());
-        let out = put.send().await.unwrap();
+        let out = put.send().await.map_err(|e| format!("PutObject: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
         let version = out.version_id().map(str::to_string).or_else(|| {
             // S3 names a version written while versioning is suspended `null`.
             (versioning == Versioning::Suspended).then(|| "null".to_string())
         });
         let etag = out.e_tag().unwrap_or_default().trim_matches('"').to_string();
         self.event("ObjectCreated:Put", key, version.as_deref(), Some(&etag));
+        Ok(())
     }
 
-    async fn delete(&mut self, key: usize) {
-        let out = self.s3.delete_object().bucket(&self.bucket).key(World::key(key)).send().await.unwrap();
-        let version = out.version_id().map(str::to_string);
+    async fn delete(&mut self, key: usize) -> Result<(), String> {
+        let delete = self.s3.delete_object().bucket(&self.bucket).key(World::key(key)).send().await;
+        // The event is recorded either way (the host loads no removals), so
+        // that the history's event numbers stay as drawn.
+        let version = delete.as_ref().ok().and_then(|out| out.version_id().map(str::to_string));
         self.event("ObjectRemoved:Delete", key, version.as_deref(), None);
+        delete.map(|_| ()).map_err(|e| format!("DeleteObject: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
     }
 
     /// Records the event S3 would send, with a sequencer later than all before.
