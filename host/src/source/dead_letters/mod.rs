@@ -36,13 +36,20 @@ pub enum ReplayError {
     Key(String),
     #[error("dead letter {id}: the transform chain failed: {reason}")]
     Chain { id: i64, reason: String },
+    /// Boxed: the rest of the variants are small.
     #[error(transparent)]
-    Run(#[from] RunError),
+    Run(Box<RunError>),
     #[error(transparent)]
     Sink(#[from] SinkError),
     /// Retryable: the dead letter is left as it was, to be replayed again.
     #[error("dead letter {id}: {reason}; it is left to replay again")]
     NotNow { id: i64, reason: String },
+}
+
+impl From<RunError> for ReplayError {
+    fn from(e: RunError) -> Self {
+        ReplayError::Run(Box::new(e))
+    }
 }
 
 /// What a replay did.
@@ -102,8 +109,9 @@ pub async fn replay(
     let mut replayer = Replayer::new(pipeline, engine, database_url, aws).await?;
     let (mut done, mut after) = (Replayed::default(), 0i64);
     loop {
-        let page = replayer.client.query(kept::PAGE_SQL, &[&replayer.flow.pipeline.name, &ids, &after, &kept::PAGE]);
-        let page = page.await.map_err(ReplayError::Db)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&replayer.flow.pipeline.name, &ids, &after, &kept::PAGE];
+        let page = replayer.client.query(kept::PAGE_SQL, &params).await.map_err(ReplayError::Db)?;
         for row in &page {
             let kept = Kept::open(row, replayer.sealer.as_ref())?;
             after = kept.id;
