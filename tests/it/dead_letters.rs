@@ -93,19 +93,34 @@ async fn a_malformed_csv_line_keeps_its_text_and_replays_through_a_fixed_pipelin
     let s3 = s3_at(services::endpoint()).await;
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let bad = "3,33101,Miami,FL,2023-01-05 10:00:00,2023-01-05 10:00:00,vip";
+    let long = format!("4,33101,{},FL,2023-01-05 10:00:00,2023-01-05 10:00:00", "x".repeat(100));
     let file = format!(
         "1,33301,Fort Lauderdale,FL,2023-01-01 10:00:00,2023-01-02 10:00:00\n{bad}\r\n\
-         2,10001,New York,NY,2023-01-03 09:30:00,2023-01-03 09:30:00\n"
+         2,10001,New York,NY,2023-01-03 09:30:00,2023-01-03 09:30:00\n{long}\n"
     );
     put(&s3, &bucket, "customers/a.csv", file).await;
-    let s = run_once(customers(&schema, &name, &bucket, |t| t)).await;
-    assert_eq!((s.rows, s.dead_letters), (2, 1), "{s}");
+    // At most 100 bytes a row: the fourth line is too long.
+    let small = |t: String| t.replace("[input]\n", "[input]\nmax_record_bytes = 100\n");
+    let s = run_once(customers(&schema, &name, &bucket, small)).await;
+    assert_eq!((s.rows, s.dead_letters), (2, 2), "{s}");
+    let cut: Vec<u8> = pg()
+        .await
+        .query_one(
+            "SELECT p.payload FROM etl.dead_letters d JOIN etl.dead_letter_payloads p ON p.dead_letter_id = d.id \
+             WHERE d.pipeline = $1 AND p.form = 'cut-row'",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cut, long.as_bytes()[..100], "its first max_record_bytes");
+    let cut_result = "skipped: line 4: longer than max_record_bytes and only its start was kept; not replayed";
     let (id, reason, payload): (i64, String, Vec<u8>) = {
         let r = pg()
             .await
             .query_one(
                 "SELECT d.id, d.reason, p.payload FROM etl.dead_letters d \
-                 JOIN etl.dead_letter_payloads p ON p.dead_letter_id = d.id WHERE d.pipeline = $1",
+                 JOIN etl.dead_letter_payloads p ON p.dead_letter_id = d.id WHERE d.pipeline = $1 AND p.form = 'row'",
                 &[&name],
             )
             .await
@@ -117,14 +132,15 @@ async fn a_malformed_csv_line_keeps_its_text_and_replays_through_a_fixed_pipelin
 
     // As it is: the same clear reason again, on the same dead letter.
     let (done, results) = replay(customers(&schema, &name, &bucket, |t| t)).await;
-    assert_eq!(done, (0, 1, 0), "{results:?}");
-    assert_eq!(results, [(id, format!("failed again: {reason}"))]);
+    assert_eq!(done, (0, 1, 1), "{results:?}");
+    assert_eq!(results[0], (id, format!("failed again: {reason}")));
+    assert_eq!(results[1].1, cut_result);
     assert_eq!(state(id).await.4.as_deref(), Some(reason.as_str()));
 
     // Fixed by hand: the new seventh column is named.
     let fixed = |t: String| t.replace("\"datetime_updated\"] }", "\"datetime_updated\", \"tier\"] }");
     let (done, results) = replay(customers(&schema, &name, &bucket, fixed)).await;
-    assert_eq!(done, (1, 0, 0), "{results:?}");
+    assert_eq!(done, (1, 0, 1), "{results:?}");
     let sql = format!("SELECT count(*) FROM {schema}.customers WHERE city = 'Miami' AND source_file = $1");
     assert_eq!(count(&sql, &format!("s3://{bucket}/customers/a.csv")).await, 1);
     assert!(state(id).await.2, "replayed");

@@ -58,8 +58,10 @@ pub struct Replayed {
     pub loaded: usize,
     /// Failed again: they stay dead letters, with why.
     pub failed: usize,
-    /// Rows of object versions replaced since (or of keys gone): not
-    /// replayed, and nothing left that could be; they stay dead letters.
+    /// Not replayed, and nothing is left that could be: rows of object
+    /// versions replaced since (or of keys gone), rows cut at
+    /// `max_record_bytes`, objects unreadable from a row on. They stay
+    /// dead letters, saying why.
     pub skipped: usize,
 }
 
@@ -195,25 +197,34 @@ impl Replayer {
         }
         let body = match self.body(kept).await {
             Ok(body) => body,
-            Err(why) => return (chain, Ok(Replay::Failed(why))),
+            Err(not) => return (chain, Ok(not)),
         };
         replay_record(&self.flow, chain, kept.id, body, file).await
     }
 
     /// The record a dead letter's payload makes: the payload, or the row it
-    /// holds read with the pipeline's format as it is now.
-    async fn body(&self, kept: &Kept) -> Result<Vec<u8>, String> {
+    /// holds read with the pipeline's format as it is now. `Err`: why it
+    /// is not replayed (it failed again, or nothing was kept that could).
+    async fn body(&self, kept: &Kept) -> Result<Vec<u8>, Replay> {
         let pipeline = &self.flow.pipeline;
+        let id = &kept.message_id;
         match (kept.form, &pipeline.source) {
-            (PayloadForm::Record, _) => Ok(kept.payload.clone()),
-            (PayloadForm::CutRow, _) => Err(format!(
-                "{}: longer than max_record_bytes; only its start was kept, so it is not replayed",
-                kept.message_id
+            // An object unreadable from some row on: nothing of it was kept.
+            (PayloadForm::Record, _) if kept.payload.is_empty() && kept.file().is_some() => Err(Replay::Skipped(
+                format!("{id}: the object could not be read from here on and nothing of it was kept; not replayed"),
             )),
+            (PayloadForm::Record, _) => Ok(kept.payload.clone()),
+            (PayloadForm::CutRow, _) => Err(Replay::Skipped(format!(
+                "{id}: longer than max_record_bytes and only its start was kept; not replayed"
+            ))),
             (PayloadForm::Row, Some(Source::S3(s3))) => {
-                kept::row_record(&s3.format, pipeline.max_record_bytes, &kept.message_id, kept.payload.clone()).await
+                kept::row_record(&s3.format, pipeline.max_record_bytes, id, kept.payload.clone())
+                    .await
+                    .map_err(Replay::Failed)
             }
-            (PayloadForm::Row, _) => Err("kept as a row of a file, and the pipeline reads no files".into()),
+            (PayloadForm::Row, _) => {
+                Err(Replay::Failed("kept as a row of a file, and the pipeline reads no files".into()))
+            }
         }
     }
 }
