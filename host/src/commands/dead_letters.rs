@@ -77,3 +77,25 @@ pub async fn replay_with(path: &Path, ids: &[i64], opts: &EngineOptions, url: &s
     let aws = crate::aws::Aws::from_env().await;
     Ok(crate::source::dead_letters::replay(pipeline, engine, url, &aws, ids, report).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_dead_letter_says_what_replays_did() {
+        assert_eq!(replay_note(String::new(), 0, String::new()), "");
+        assert_eq!(replay_note("loaded 1 rows".into(), 2, "x".into()), " [replayed: loaded 1 rows]");
+        assert_eq!(replay_note(String::new(), 1, "invalid JSON".into()), " [replay failed: invalid JSON]");
+        assert_eq!(
+            replay_note(String::new(), 3, "invalid JSON".into()),
+            " [replay failed 3 times, last: invalid JSON]"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_each_outcome() {
+        let r = Replayed { loaded: 2, failed: 1, skipped: 3 };
+        assert_eq!(summary(&r), "replayed: 2 loaded, 1 failed again, 3 skipped");
+    }
+}
