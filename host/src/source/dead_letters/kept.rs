@@ -81,10 +81,14 @@ pub async fn row_record(format: &Format, max: usize, message_id: &str, raw: Vec<
     let why = |reason: String| format!("{message_id}: {reason}");
     let mut reader =
         FileReader::open(std::io::Cursor::new(raw), options, "", None).await.map_err(|e| why(e.to_string()))?;
-    let chunk = reader.next_chunk(1, usize::MAX).await.map_err(|e| why(e.to_string()))?;
-    let Some(row) = chunk.and_then(|c| c.rows.into_iter().next()) else {
-        return Err(why("the kept row reads as no row".into()));
-    };
+    let chunk = reader.next_chunk(2, usize::MAX).await.map_err(|e| why(e.to_string()))?;
+    let mut rows = chunk.map(|c| c.rows).unwrap_or_default();
+    // More than one: a CSV header kept before the row, read as a row now.
+    if rows.len() != 1 {
+        let n = rows.len();
+        return Err(why(format!("the kept row reads as {n} rows with the format as it is now (is `header` changed?)")));
+    }
+    let row = rows.remove(0);
     match row.item {
         Ok(Item::Json(bytes)) => Ok(bytes),
         Ok(Item::Fields(fields)) => Ok(fields_json(reader.columns(), &fields)),
@@ -118,7 +122,9 @@ mod tests {
         assert_eq!(String::from_utf8(record).unwrap(), r#"{"n":"2","t":"b"}"#);
         let json = row_record(&Format::JsonLines, 100, "line 2", b"{\"a\": 1".to_vec()).await.unwrap_err();
         assert!(json.starts_with("line 2: invalid JSON"), "{json}");
-        assert!(row_record(&Format::JsonLines, 100, "line 2", Vec::new()).await.unwrap_err().contains("no row"));
+        assert!(row_record(&Format::JsonLines, 100, "line 2", Vec::new()).await.unwrap_err().contains("as 0 rows"));
+        let header_now_a_row = row_record(&csv(false, &["n", "t"]), 100, "line 9", b"n,t\n2,b".to_vec()).await;
+        assert!(header_now_a_row.unwrap_err().contains("as 2 rows"), "never the header as a record");
     }
 
     #[test]
