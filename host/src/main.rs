@@ -148,6 +148,9 @@ enum DeadLetters {
         all: bool,
     },
     /// Run dead letters through the pipeline as it is now and load them.
+    /// One that fails again stays a dead letter (its attempts counted) and
+    /// the exit status is 1; a row of an object version replaced since is
+    /// skipped.
     Replay {
         pipeline: PathBuf,
         /// Dead-letter ids; all not yet replayed when none is given.
@@ -250,9 +253,13 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters(DeadLetters::Replay { pipeline, ids }) => {
-            let (loaded, failed) = runtime()?.block_on(commands::dead_letters::replay(&pipeline, &ids, opts))?;
-            println!("replayed: {loaded} loaded, {failed} failed again");
-            Ok(ExitCode::SUCCESS)
+            let replayed = runtime()?.block_on(commands::dead_letters::replay(&pipeline, &ids, opts))?;
+            println!("{}", commands::dead_letters::summary(&replayed));
+            if replayed.failed > 0 {
+                eprintln!("{} dead letters failed again and stay (host dead-letters list)", replayed.failed);
+            }
+            // Skipped ones can never load: they do not fail a replay.
+            Ok(if replayed.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Test { pipeline, input: Some(input), rejects } => {
             let rows = std::io::BufWriter::new(std::io::stdout().lock());

@@ -27,6 +27,35 @@ pub struct DeadLetter {
     pub received_count: i32,
 }
 
+/// What a dead letter's payload holds (`etl.dead_letter_payloads.form`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PayloadForm {
+    /// A message's body, or a row of a file as a record (JSON).
+    #[default]
+    Record,
+    /// A row of a file as the file held it (a CSV record after the file's
+    /// header line): replay reads it with the pipeline's format.
+    Row,
+    /// The start of a row longer than `max_record_bytes`: kept to look at,
+    /// never replayed.
+    CutRow,
+}
+
+impl PayloadForm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadForm::Record => "record",
+            PayloadForm::Row => "row",
+            PayloadForm::CutRow => "cut-row",
+        }
+    }
+
+    /// From its stored name; `None` for a name this host does not know.
+    pub fn parse(name: &str) -> Option<PayloadForm> {
+        [PayloadForm::Record, PayloadForm::Row, PayloadForm::CutRow].into_iter().find(|f| f.as_str() == name)
+    }
+}
+
 /// The most characters of a reason kept (the rest is cut, marked `…`).
 pub const MAX_REASON_CHARS: usize = 2_000;
 
@@ -186,16 +215,17 @@ impl Sealer {
     }
 }
 
-/// Inserts one dead letter and its payload in the open transaction.
+/// Inserts one dead letter `d` of `unit` and the unit's payload in the
+/// open transaction.
 pub async fn insert(
     tx: &tokio_postgres::Transaction<'_>,
     pipeline: &str,
     source: &str,
-    message_id: &str,
+    unit: &super::Unit,
     d: &DeadLetter,
-    payload: &[u8],
     sealer: Option<&Sealer>,
 ) -> Result<i64, tokio_postgres::Error> {
+    let (message_id, payload) = (&unit.message_id, &unit.payload);
     let id: i64 = tx
         .query_one(
             "INSERT INTO etl.dead_letters \
@@ -224,9 +254,9 @@ pub async fn insert(
         None => (None, None, payload.to_vec()),
     };
     tx.execute(
-        "INSERT INTO etl.dead_letter_payloads (dead_letter_id, key_id, nonce, payload, bound) \
-         VALUES ($1, $2, $3, $4, true)",
-        &[&id, &key_id, &nonce, &body],
+        "INSERT INTO etl.dead_letter_payloads (dead_letter_id, key_id, nonce, payload, bound, form) \
+         VALUES ($1, $2, $3, $4, true, $5)",
+        &[&id, &key_id, &nonce, &body, &unit.form.as_str()],
     )
     .await?;
     Ok(id)
@@ -247,6 +277,15 @@ mod tests {
         assert!(cut.ends_with("é…"));
         assert_eq!(storable(&"x".repeat(MAX_REASON_CHARS)).len(), MAX_REASON_CHARS);
         assert_eq!(DeadLetter::input("a\0".into()).reason, "a\u{fffd}");
+    }
+
+    #[test]
+    fn payload_forms_round_trip_their_stored_names() {
+        for form in [PayloadForm::Record, PayloadForm::Row, PayloadForm::CutRow] {
+            assert_eq!(PayloadForm::parse(form.as_str()), Some(form));
+        }
+        assert_eq!(PayloadForm::parse("other"), None);
+        assert_eq!(PayloadForm::default(), PayloadForm::Record);
     }
 
     #[test]

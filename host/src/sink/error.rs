@@ -29,6 +29,10 @@ pub enum SinkError {
         "message {message_id}: the database refuses it even as a dead letter without its rows: {reason}; it stays unacknowledged"
     )]
     Unstorable { message_id: String, reason: String },
+    /// A commit that must be whole (a replay) has a row the database
+    /// refuses: nothing of it committed.
+    #[error("database refused the row: {reason}")]
+    Refused { reason: String },
 }
 
 impl SinkError {

@@ -63,8 +63,7 @@ impl PostgresSink {
         let mut n = 0;
         for u in fresh {
             for d in &u.dead {
-                dead_letter::insert(tx, &self.pipeline, source, &u.message_id, d, &u.payload, self.sealer.as_ref())
-                    .await?;
+                dead_letter::insert(tx, &self.pipeline, source, u, d, self.sealer.as_ref()).await?;
                 n += 1;
             }
         }

@@ -43,6 +43,8 @@ pub struct Unit {
     pub dead: Vec<DeadLetter>,
     /// The raw message, kept with dead letters.
     pub payload: Vec<u8>,
+    /// What `payload` holds: a record, or a row of a file as it was.
+    pub form: dead_letter::PayloadForm,
     /// When the source says it was sent (ms; see `queue::Message`): the
     /// same on every delivery. Replays use a stand-in of their own.
     pub sent_ms: i64,
@@ -173,6 +175,17 @@ impl PostgresSink {
     /// digests as JSON.
     pub async fn commit(&self, units: Vec<Unit>, plugins: &str) -> Result<Report, SinkError> {
         self.commit_with(units, plugins, &Ledger).await
+    }
+
+    /// Commits message `units` whole or not at all (a replay): a row the
+    /// database refuses is [`SinkError::Refused`], and nothing commits,
+    /// neither a dead letter nor the ledger entry.
+    pub async fn commit_whole(&self, units: Vec<Unit>, plugins: &str) -> Result<Report, SinkError> {
+        match self.commit_retrying(&units, plugins, &Ledger).await {
+            Ok(report) => Ok(report),
+            Err(Failure::Data(e)) => Err(SinkError::Refused { reason: refusal(&e) }),
+            Err(Failure::Other(e)) => Err(e),
+        }
     }
 
     /// Commits consecutive rows of one object, moving its progress.

@@ -9,7 +9,7 @@ use std::io::{self, BufRead};
 use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CsvOptions, EmptyAs, FileError, Item, Row, RowError, send};
+use super::{BadRow, CsvOptions, EmptyAs, FileError, Item, Row, RowError, send};
 
 /// What [`read`] can tell without reading.
 pub(super) fn check(o: &CsvOptions) -> Result<(), FileError> {
@@ -40,6 +40,7 @@ pub(super) fn read(
             return Err(FileError::Header("longer than max_row_bytes"));
         }
         let names: Option<Vec<_>> = records.fields().map(|f| std::str::from_utf8(f).ok().map(str::to_owned)).collect();
+        records.keep_header();
         names.ok_or(FileError::Header("not valid UTF-8"))?
     } else {
         o.columns.clone()
@@ -50,7 +51,11 @@ pub(super) fn read(
     let mut seen = 0;
     while let Some(line) = records.next().map_err(FileError::Read)? {
         seen += 1;
-        if seen > skip && !send(rows, Row { line, item: fields(&records, &empty).map(Item::Fields) }) {
+        if seen <= skip {
+            continue;
+        }
+        let item = fields(&records, &empty).map(Item::Fields).map_err(|e| records.bad(e));
+        if !send(rows, Row { line, item }) {
             break;
         }
     }
@@ -96,12 +101,29 @@ struct Records<R> {
     fields: usize,
     /// Whether the last record outgrew `max_bytes` (its fields are gone).
     too_long: bool,
+    /// The last record's bytes as read (at most `max_bytes` of them), and
+    /// whether there were more.
+    raw: Vec<u8>,
+    raw_cut: bool,
+    /// The header's `raw` and `raw_cut`, kept by [`Records::keep_header`].
+    header: Option<(Vec<u8>, bool)>,
 }
 
 impl<R: BufRead> Records<R> {
     fn new(input: R, delimiter: u8, max_bytes: usize) -> Self {
         let core = ReaderBuilder::new().delimiter(delimiter).build();
-        Records { input, core, max_bytes, bytes: vec![0; 1024], ends: vec![0; 16], fields: 0, too_long: false }
+        Records {
+            input,
+            core,
+            max_bytes,
+            bytes: vec![0; 1024],
+            ends: vec![0; 16],
+            fields: 0,
+            too_long: false,
+            raw: Vec::new(),
+            raw_cut: false,
+            header: None,
+        }
     }
 
     /// Reads the next record; returns the line it starts on, or `None` at
@@ -109,11 +131,15 @@ impl<R: BufRead> Records<R> {
     fn next(&mut self) -> io::Result<Option<u64>> {
         let line = self.skip_line_ends()?;
         let (mut used, mut ended) = (0, 0);
-        self.too_long = false;
+        (self.too_long, self.raw_cut) = (false, false);
+        self.raw.clear();
         loop {
             let input = self.input.fill_buf()?;
             let (result, read, written, new_ends) =
                 self.core.read_record(input, &mut self.bytes[used..], &mut self.ends[ended..]);
+            let room = self.max_bytes.saturating_add(2).saturating_sub(self.raw.len());
+            self.raw.extend_from_slice(&input[..read.min(room)]);
+            self.raw_cut |= read > room;
             self.input.consume(read);
             (used, ended) = (used + written, ended + new_ends);
             match result {
@@ -129,6 +155,7 @@ impl<R: BufRead> Records<R> {
                     (used, ended, self.too_long) = (0, 0, true);
                 }
                 ReadRecordResult::Record => {
+                    self.end_raw();
                     self.too_long |= used > self.max_bytes;
                     self.fields = if self.too_long { 0 } else { ended };
                     return Ok(Some(line));
@@ -157,6 +184,33 @@ impl<R: BufRead> Records<R> {
 }
 
 impl<R> Records<R> {
+    /// Drops the line end from `raw` and cuts it to `max_bytes`.
+    fn end_raw(&mut self) {
+        while self.raw.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            self.raw.pop();
+        }
+        self.raw_cut |= self.raw.len() > self.max_bytes;
+        self.raw.truncate(self.max_bytes);
+    }
+
+    /// Keeps the last record's bytes as the header that comes before the
+    /// bytes of every bad row.
+    fn keep_header(&mut self) {
+        self.header = Some((std::mem::take(&mut self.raw), self.raw_cut));
+    }
+
+    /// The last record as a bad row: `error`, after the header if any.
+    fn bad(&self, error: RowError) -> BadRow {
+        let (mut raw, mut cut) = (Vec::new(), self.raw_cut);
+        if let Some((header, header_cut)) = &self.header {
+            raw.extend_from_slice(header);
+            raw.push(b'\n');
+            cut |= header_cut;
+        }
+        raw.extend_from_slice(&self.raw);
+        BadRow { error, raw, cut }
+    }
+
     /// The fields of the last record (none if it was too long).
     fn fields(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.ends[..self.fields].iter().copied());

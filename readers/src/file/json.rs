@@ -10,7 +10,7 @@ use serde::{Deserializer as _, de};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use super::{FileError, Item, Row, RowError, send};
+use super::{BadRow, FileError, Item, Row, RowError, send};
 
 /// Sends one row per non-blank line after the first `skip` such rows.
 pub(super) fn lines(mut input: impl BufRead, max: usize, skip: u64, rows: &mpsc::Sender<Row>) -> Result<(), FileError> {
@@ -25,7 +25,11 @@ pub(super) fn lines(mut input: impl BufRead, max: usize, skip: u64, rows: &mpsc:
         if seen <= skip {
             continue;
         }
-        let item = if complete { json_value(text, max) } else { Err(RowError::TooLong { max }) };
+        let item = match complete {
+            true => json_value(text, max),
+            // `buf` holds the line's first `max` + 2 bytes.
+            false => Err(BadRow { cut: true, ..BadRow::new(RowError::TooLong { max }, buf.trim_ascii_start(), max) }),
+        };
         if !send(rows, Row { line, item }) {
             break;
         }
@@ -59,13 +63,14 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Res
     }
 }
 
-fn json_value(text: &[u8], max: usize) -> Result<Item, RowError> {
+fn json_value(text: &[u8], max: usize) -> Result<Item, BadRow> {
+    let bad = |error| BadRow::new(error, text, max);
     if text.len() > max {
-        return Err(RowError::TooLong { max });
+        return Err(bad(RowError::TooLong { max }));
     }
-    std::str::from_utf8(text).map_err(|_| RowError::NotUtf8)?;
+    std::str::from_utf8(text).map_err(|_| bad(RowError::NotUtf8))?;
     serde_json::from_slice::<IgnoredAny>(text)
-        .map_err(|e| RowError::InvalidJson { column: e.column(), reason: reason(&e) })?;
+        .map_err(|e| bad(RowError::InvalidJson { column: e.column(), reason: reason(&e) }))?;
     Ok(Item::Json(text.to_vec()))
 }
 
@@ -148,7 +153,7 @@ impl<'de> Visitor<'de> for Elements<'_> {
             self.read.set(0);
             *self.index += 1;
             let item = match Box::<str>::from(raw).into_boxed_bytes().into_vec() {
-                text if text.len() > self.max => Err(RowError::TooLong { max: self.max }),
+                text if text.len() > self.max => Err(BadRow::new(RowError::TooLong { max: self.max }, &text, self.max)),
                 text => Ok(Item::Json(text)),
             };
             if !send(self.rows, Row { line: *self.index, item }) {

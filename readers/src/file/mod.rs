@@ -5,8 +5,9 @@
 //! The async input is counted, decompressed, and bridged to a blocking
 //! thread where the `csv` crate or serde_json parse it; rows come back over
 //! a bounded channel, so a slow consumer pauses the parser. A malformed row
-//! is a [`RowError`] and reading goes on; only a stream that cannot be read
-//! further is a [`FileError`]. Neither carries the content. This module
+//! is a [`BadRow`] (its [`RowError`] and its raw bytes, to replay by hand)
+//! and reading goes on; only a stream that cannot be read further is a
+//! [`FileError`]. No error shows the content. This module
 //! knows nothing of S3: the caller adds bucket, key and version to a row's
 //! line number for lineage.
 
@@ -131,7 +132,44 @@ pub struct Row {
     /// The 1-based line the row starts on; for a JSON array, the element's
     /// 1-based index.
     pub line: u64,
-    pub item: Result<Item, RowError>,
+    pub item: Result<Item, BadRow>,
+}
+
+/// A row that cannot be used: why, and what the file held of it. Shown
+/// (`Display`, `Debug`) without its bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BadRow {
+    pub error: RowError,
+    /// The row as the file held it, without its line end: a JSON line or
+    /// array element, or a CSV record after the file's header line (when
+    /// it has one), so that it reads as a file of one row with the same
+    /// options. At most `max_row_bytes` of the row (and of the header).
+    pub raw: Vec<u8>,
+    /// Whether `raw` holds only the start of the row (or of the header).
+    pub cut: bool,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BadRow")
+            .field("error", &self.error)
+            .field("raw_bytes", &self.raw.len())
+            .field("cut", &self.cut)
+            .finish()
+    }
+}
+
+impl BadRow {
+    /// `error` of a row whose bytes were `raw`, cut to `max` bytes.
+    pub(crate) fn new(error: RowError, raw: &[u8], max: usize) -> BadRow {
+        BadRow { error, raw: raw[..raw.len().min(max)].to_vec(), cut: raw.len() > max }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,7 +359,7 @@ impl Row {
         match &self.item {
             Ok(Item::Json(text)) => text.len(),
             Ok(Item::Fields(fields)) => fields.iter().flatten().map(String::len).sum(),
-            Err(_) => 0,
+            Err(bad) => bad.raw.len(),
         }
     }
 }

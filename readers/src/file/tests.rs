@@ -48,8 +48,8 @@ fn json(line: u64, text: &str) -> Row {
     Row { line, item: Ok(Item::Json(text.as_bytes().to_vec())) }
 }
 
-fn failed(line: u64, e: RowError) -> Row {
-    Row { line, item: Err(e) }
+fn failed(line: u64, error: RowError, raw: &[u8]) -> Row {
+    Row { line, item: Err(BadRow { error, raw: raw.to_vec(), cut: false }) }
 }
 
 async fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -114,10 +114,14 @@ async fn rows_longer_than_the_limit_are_row_errors() {
         (Format::JsonArray, format!("[1, \"{long}\", 3]"), json(3, "3")),
     ];
     for (format, text, last) in cases {
-        let (rows, error) = read(text, FileOptions { max_row_bytes: 4000, ..options(format) }).await;
+        let (rows, error) = read(text.clone(), FileOptions { max_row_bytes: 4000, ..options(format) }).await;
         assert!(error.is_none());
         assert_eq!(rows.len(), 3);
-        assert_eq!((rows[1].line, &rows[1].item), (last.line - 1, &Err(RowError::TooLong { max: 4000 })));
+        let bad = rows[1].item.as_ref().unwrap_err();
+        assert_eq!((rows[1].line, &bad.error), (last.line - 1, &RowError::TooLong { max: 4000 }));
+        let header: &[u8] = if text.starts_with("a,b") { b"a,b\n" } else { b"" };
+        assert!(bad.cut && bad.raw.starts_with(header));
+        assert_eq!(bad.raw.len(), header.len() + 4000, "the header and the row's first 4000 bytes");
         assert_eq!(rows[2], last);
     }
     let e = open(format!("{long}\n1\n"), FileOptions { max_row_bytes: 4000, ..options(csv_format(true, &[])) }, "o");
@@ -145,13 +149,26 @@ async fn csv_malformed_rows_do_not_stop_the_file() {
     assert!(error.is_none());
     let expected = [
         fields(2, &[Some("1"), Some("2")]),
-        failed(3, RowError::FieldCount { expected: 2, found: 1 }),
-        failed(4, RowError::FieldCount { expected: 2, found: 3 }),
-        failed(5, RowError::FieldNotUtf8 { field: 2 }),
+        failed(3, RowError::FieldCount { expected: 2, found: 1 }, b"a,b\n3"),
+        failed(4, RowError::FieldCount { expected: 2, found: 3 }, b"a,b\n4,5,6"),
+        failed(5, RowError::FieldNotUtf8 { field: 2 }, b"a,b\n\"\0\",\xff"),
         fields(6, &[Some("7"), Some("8")]),
     ];
     assert_eq!(rows, expected);
     assert_eq!(rows[1].item.as_ref().unwrap_err().to_string(), "expected 2 fields, found 1");
+}
+
+#[tokio::test]
+async fn a_bad_row_keeps_its_bytes_as_the_file_held_them() {
+    let text = "1,\"a, \"\"b\"\"\"\r\n2,\"x\ny\",extra\r\n3,c";
+    let (rows, error) = read(text, csv_format(false, &["n", "t"])).await;
+    assert!(error.is_none());
+    let bad = failed(2, RowError::FieldCount { expected: 2, found: 3 }, b"2,\"x\ny\",extra");
+    assert_eq!(rows, [fields(1, &[Some("1"), Some("a, \"b\"")]), bad, fields(4, &[Some("3"), Some("c")])]);
+    assert_eq!(
+        format!("{:?}", rows[1].item),
+        "Err(BadRow { error: FieldCount { expected: 2, found: 3 }, raw_bytes: 13, cut: false })"
+    );
 }
 
 #[tokio::test]
@@ -278,8 +295,8 @@ async fn json_lines_with_a_bad_line() {
     let (rows, error) = read(b"{\"a\":1}\n\n{bad\n  [1, 2] \r\n\"\xff\"\n3", Format::JsonLines).await;
     assert!(error.is_none());
     let bad = RowError::InvalidJson { column: 2, reason: "key must be a string".into() };
-    let expected =
-        [json(1, "{\"a\":1}"), failed(3, bad), json(4, "[1, 2]"), failed(5, RowError::NotUtf8), json(6, "3")];
+    let not_utf8 = failed(5, RowError::NotUtf8, b"\"\xff\"");
+    let expected = [json(1, "{\"a\":1}"), failed(3, bad, b"{bad"), json(4, "[1, 2]"), not_utf8, json(6, "3")];
     assert_eq!(rows, expected);
     assert_eq!(rows[1].item.as_ref().unwrap_err().to_string(), "invalid JSON at column 2: key must be a string");
 }
@@ -321,7 +338,7 @@ async fn start_after_row_skips_rows() {
         (
             csv_format(true, &[]),
             "a\n1\n\"2\n\"\nbad,row\n4\n",
-            vec![failed(5, RowError::FieldCount { expected: 1, found: 2 }), fields(6, &[Some("4")])],
+            vec![failed(5, RowError::FieldCount { expected: 1, found: 2 }, b"a\nbad,row"), fields(6, &[Some("4")])],
         ),
         (Format::JsonLines, "1\n\n2\n{\n4\n", vec![json(5, "4")]),
         (Format::JsonArray, "[1, [2], {\"3\": 3}, 4]", vec![json(4, "4")]),

@@ -15,7 +15,7 @@ use crate::config::{Generated, S3SourceConfig};
 use crate::flow::{Flow, fill_units, plugins_json, run_chain};
 use crate::input::fields_json;
 use crate::mapping::LoadTime;
-use crate::sink::dead_letter::DeadLetter;
+use crate::sink::dead_letter::{DeadLetter, PayloadForm};
 use crate::sink::{FileReceipt, Report, Unit};
 use crate::transform::TransformChain;
 use aws_sdk_s3::error::ProvideErrorMetadata;
@@ -408,7 +408,12 @@ impl Loader {
                     unit.payload = fields_json(columns, &fields);
                     r
                 }
-                Err(e) => Err(e.to_string()),
+                // The row as the file held it, to replay once fixed.
+                Err(bad) => {
+                    unit.form = if bad.cut { PayloadForm::CutRow } else { PayloadForm::Row };
+                    unit.payload = bad.raw;
+                    Err(bad.error.to_string())
+                }
             };
             match decoded {
                 Ok(()) => record_unit.push(units.len() - start),
