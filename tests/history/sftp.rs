@@ -11,7 +11,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// File names the histories use (`s0.csv` ...).
@@ -226,27 +225,8 @@ impl World {
 
     /// One `host run --once`, or a `host run` killed after `kill_ms`.
     async fn pass(&self, kill_ms: Option<u64>) {
-        let host = std::env::var_os("HISTORY_HOST")
-            .map_or_else(|| common::workspace().join("target/release/host"), std::path::PathBuf::from);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut cmd = Command::new(host);
-        cmd.arg("run");
-        if kill_ms.is_none() {
-            cmd.arg("--once");
-        }
-        let mut child = cmd
-            .arg(self.dir.join("sftp.toml"))
-            .env("DATABASE_URL", services::database_url())
-            .env("AWS_ENDPOINT_URL", services::endpoint())
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("host starts");
+        let args: &[&str] = if kill_ms.is_none() { &["run", "--once"] } else { &["run"] };
+        let mut child = crate::world::host(args, &self.dir.join("sftp.toml"), None, None, &self.log);
         let limit = Duration::from_millis(kill_ms.unwrap_or(120_000));
         let start = std::time::Instant::now();
         while child.try_wait().unwrap().is_none() && start.elapsed() < limit {

@@ -7,7 +7,7 @@ use crate::model::{self, Op, Versioning};
 use crate::proxy::{Mode, Proxy};
 use crate::{common, services};
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -175,28 +175,7 @@ impl World {
     /// The host on pipeline `file` (`args` before it), its database and
     /// endpoint replaced when given; output into the world's log.
     fn host(&self, args: &[&str], file: &str, database: Option<&str>, endpoint: Option<&str>) -> Child {
-        // HISTORY_HOST runs another build (an older one, to see what it did).
-        let host = std::env::var_os("HISTORY_HOST")
-            .map_or_else(|| common::workspace().join("target/release/host"), PathBuf::from);
-        assert!(host.is_file(), "{} is missing: `cargo xtask build` builds it", host.display());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        Command::new(host)
-            .args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"])
-            .arg(common::cache_dir())
-            .args(args)
-            .arg(self.dir.join(file))
-            .env("DATABASE_URL", database.map_or_else(services::database_url, str::to_string))
-            .env("AWS_ENDPOINT_URL", endpoint.unwrap_or(services::endpoint()))
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("RUST_LOG", "warn")
-            .env("HOST_LOG_FORMAT", "text")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("host starts")
+        host(args, &self.dir.join(file), database, endpoint, &self.log)
     }
 
     /// `host run --once`; whether it exited 0.
@@ -290,6 +269,33 @@ impl World {
         }
         out
     }
+}
+
+/// The real `host` (or `HISTORY_HOST`, another build, to see what an older
+/// one did) on pipeline file `pipeline`, `args` before it, its database
+/// and endpoint replaced when given; its output appended to `log`.
+pub fn host(args: &[&str], pipeline: &Path, database: Option<&str>, endpoint: Option<&str>, log: &Path) -> Child {
+    let host =
+        std::env::var_os("HISTORY_HOST").map_or_else(|| common::workspace().join("target/release/host"), PathBuf::from);
+    assert!(host.is_file(), "{} is missing: `cargo xtask build` builds it", host.display());
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(host)
+        .args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"])
+        .arg(common::cache_dir())
+        .args(args)
+        .arg(pipeline)
+        .env("DATABASE_URL", database.map_or_else(services::database_url, str::to_string))
+        .env("AWS_ENDPOINT_URL", endpoint.unwrap_or(services::endpoint()))
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("RUST_LOG", "warn")
+        .env("HOST_LOG_FORMAT", "text")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("host starts")
 }
 
 /// A pipeline over the world's bucket: headerless CSV (id, body) into

@@ -5,12 +5,10 @@
 
 use crate::common;
 use crate::files::{bucket_name, schema_with_customers};
-use crate::run::{items, items_table};
+use crate::run::{items, items_table, run_once};
 use crate::services::{self, pg, put, s3_at, unique};
 use host::config::Pipeline;
-use host::run::{RunOptions, Summary};
 use std::path::Path;
-use std::time::Duration;
 
 /// The shipped customers pipeline (headerless CSV, reconcile) named `name`,
 /// into `schema`, reading `bucket`, its text changed by `edit`.
@@ -23,14 +21,6 @@ fn customers(schema: &str, name: &str, bucket: &str, edit: impl Fn(String) -> St
     let path = Path::new("pipelines/customers.toml");
     let parsed = host::config::parse_str(path, &text, |v| (v == "CUSTOMER_BUCKET").then(|| bucket.to_string()));
     host::config::validate(path, parsed.unwrap()).unwrap()
-}
-
-async fn run_once(p: Pipeline) -> Summary {
-    let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
-    let aws = services::aws_at(services::endpoint()).await;
-    host::run::run(p, common::engine(), &services::database_url(), &aws, opts, std::future::pending())
-        .await
-        .expect("run completes")
 }
 
 /// What a replay of all of `p`'s dead letters did: (loaded, failed,

@@ -4,9 +4,8 @@
 //! after its object is deleted (reconcile).
 
 use crate::common;
+use crate::run::run_once;
 use crate::services::{self, migrated, pg, queue, s3_at, unique};
-use host::run::{RunOptions, Summary};
-use std::time::Duration;
 
 /// A bucket, a table `schema.t (id, body, source_file)` and a pipeline over
 /// them: `mode` is `reconcile`, or a queue name for notifications.
@@ -78,12 +77,10 @@ impl Setup {
     }
 }
 
-async fn run_once(p: host::config::Pipeline) -> Summary {
-    let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
-    let aws = services::aws_at(services::endpoint()).await;
-    host::run::run(p, common::engine(), &services::database_url(), &aws, opts, std::future::pending())
-        .await
-        .expect("run completes")
+/// How many object versions `etl.files` records for pipeline `name`.
+async fn recorded(name: &str) -> i64 {
+    let sql = "SELECT count(*) FROM etl.files WHERE pipeline = $1";
+    pg().await.query_one(sql, &[&name]).await.unwrap().get(0)
 }
 
 /// With versioning suspended every overwrite is version `null`: a changed
@@ -156,9 +153,7 @@ async fn a_part_loaded_file_that_is_deleted_loses_its_rows() {
     s.s3.delete_object().bucket(&s.bucket).key("h/f.csv").send().await.unwrap();
     let summary = run_once(s.reconcile()).await;
     assert_eq!(s.bodies().await, Vec::<String>::new(), "{summary}");
-    let left: i64 =
-        pg().await.query_one("SELECT count(*) FROM etl.files WHERE pipeline = $1", &[&s.name]).await.unwrap().get(0);
-    assert_eq!(left, 0);
+    assert_eq!(recorded(&s.name).await, 0);
 }
 
 /// A part-loaded object whose notification is gone (it ran out of
@@ -191,7 +186,5 @@ async fn a_part_loaded_older_version_is_dropped_not_finished() {
     s.put("f.csv", "1,new\n").await;
     run_once(s.pipeline(&format!("queue = \"{q}\"\nwait_time_s = 1"))).await;
     assert_eq!(s.bodies().await, Vec::<String>::new(), "the newer version loads on its own event, not this one's");
-    let left: i64 =
-        pg().await.query_one("SELECT count(*) FROM etl.files WHERE pipeline = $1", &[&s.name]).await.unwrap().get(0);
-    assert_eq!(left, 0);
+    assert_eq!(recorded(&s.name).await, 0);
 }
