@@ -43,14 +43,19 @@ impl Setup {
     }
 
     fn pipeline(&self, source: &str) -> host::config::Pipeline {
-        common::pipeline(&format!(
+        common::pipeline(&self.text(source))
+    }
+
+    /// The pipeline's text (see [`Setup::pipeline`]).
+    fn text(&self, source: &str) -> String {
+        format!(
             "name = \"{}\"\n[source.s3]\n{source}\nbucket = \"{}\"\nprefix = \"h/\"\nformat = \"csv\"\n\
              csv = {{ header = false, columns = [\"id\", \"body\"] }}\nrows_per_commit = 2\n\
              [batch]\nmax_records = 2\n\
              [sink]\nschema = \"{}\"\ntable = \"t\"\nmode = \"append\"\n\
              [sink.columns]\nid = \"id\"\nbody = \"body\"\nsource_file = {{ generated = \"source-file\" }}\n",
             self.name, self.bucket, self.schema
-        ))
+        )
     }
 
     fn reconcile(&self) -> host::config::Pipeline {
@@ -187,4 +192,43 @@ async fn a_part_loaded_older_version_is_dropped_not_finished() {
     run_once(s.pipeline(&format!("queue = \"{q}\"\nwait_time_s = 1"))).await;
     assert_eq!(s.bodies().await, Vec::<String>::new(), "the newer version loads on its own event, not this one's");
     assert_eq!(recorded(&s.name).await, 0);
+}
+
+/// One object S3 will not serve (every request naming it is cut) holds up
+/// no other: the others load, its failure is logged once however many
+/// passes meet it, and once S3 serves it again it loads after its backoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_s3_will_not_serve_holds_up_no_other_and_is_logged_once() {
+    use crate::proxy::{Mode, Proxy};
+    let s = Setup::new("isolate", false).await;
+    s.put("a.csv", "1,a\n").await;
+    s.put("bad.csv", "1,bad\n").await;
+    s.put("c.csv", "1,c\n").await;
+    let file = std::env::temp_dir().join(format!("{}.toml", s.name));
+    std::fs::write(&file, s.text("mode = \"reconcile\"\ninterval_s = 1")).unwrap();
+    let proxy = Proxy::start(&crate::faults::authority(services::endpoint())).await;
+    let pattern: &'static str = Box::leak(format!("{}/h/bad.csv", s.bucket).into_boxed_str());
+    proxy.set(Mode::CutRequestsWith(pattern));
+    let endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    let mut host = crate::faults::Host::run(&file, false, &services::database_url(), &endpoint);
+    let until = |want: usize| {
+        let s = &s;
+        async move {
+            let start = std::time::Instant::now();
+            while s.bodies().await.len() < want && start.elapsed() < std::time::Duration::from_secs(60) {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            s.bodies().await
+        }
+    };
+    assert_eq!(until(2).await, ["a", "c"], "{}", host.log());
+    // Several passes (one a second) meet the object within its backoff.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let log = host.log();
+    let said = |l: &&str| l.contains("h/bad.csv") && (l.contains("WARN") || l.contains("ERROR"));
+    assert_eq!(log.lines().filter(said).count(), 1, "{log}");
+    proxy.set(Mode::Pass);
+    assert_eq!(until(3).await, ["a", "bad", "c"], "{}", host.log());
+    host.term();
+    host.wait(std::time::Duration::from_secs(30)).await.expect("stops");
 }

@@ -20,6 +20,8 @@ pub enum Mode {
     /// The first connection to forward more than this many bytes towards
     /// the client is cut (then the proxy passes again).
     CutAfter(u64),
+    /// Connections whose requests hold these bytes are cut (every time).
+    CutRequestsWith(&'static str),
 }
 
 pub struct Proxy {
@@ -117,6 +119,9 @@ async fn pump(
             Mode::Delay(d) if towards_client => tokio::time::sleep(d).await,
             Mode::CutAfter(limit) if towards_client && sent + n as u64 > limit => {
                 shared.send_replace(Mode::Pass);
+                return;
+            }
+            Mode::CutRequestsWith(p) if !towards_client && buf[..n].windows(p.len()).any(|w| w == p.as_bytes()) => {
                 return;
             }
             _ => {}

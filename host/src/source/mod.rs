@@ -7,6 +7,7 @@
 //! acknowledged, and acknowledges only after its unit committed.
 
 pub mod dead_letters;
+pub mod failures;
 pub mod s3;
 pub mod sftp;
 pub mod sqs;

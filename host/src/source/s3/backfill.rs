@@ -39,7 +39,7 @@ pub async fn backfill(
     loader.detect_versions().await;
     let listed = loader.list(prefix).await.map_err(|e| RunError::Stopped(e.to_string()))?;
     let chains = flow.chains().await?;
-    let objects = Arc::new(Objects { flow: flow.clone(), loader, queue: None, feed: None });
+    let objects = Arc::new(Objects::new(flow.clone(), loader, None, None));
     let workers = Workers::start(&flow, chains.chains, &chains.generations);
     let total_bytes: u64 = listed.iter().map(|o| o.size).sum();
     let count = listed.len() as u64;

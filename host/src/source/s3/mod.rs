@@ -27,6 +27,7 @@ use crate::config::{Pipeline, S3Mode, S3SourceConfig, Source, SqsSourceConfig};
 use crate::flow::{Flow, RunError, RunSetup, Summary, Workers};
 use crate::queue::SqsSource;
 use crate::sink::{Report, SinkError};
+use crate::source::failures::Failures;
 use crate::status::Panel;
 use crate::transform::{Engine, TransformChain};
 use std::sync::Arc;
@@ -79,6 +80,16 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// What failed, without the details that differ from try to try
+    /// (request ids): two failures of one kind are one reason.
+    pub fn kind(&self) -> String {
+        match self {
+            LoadError::S3 { action, .. } => format!("S3 {action}"),
+            LoadError::Sink { source, .. } => source.to_string(),
+            LoadError::Chain { reason, .. } => reason.clone(),
+        }
+    }
+
     pub fn retryable(&self) -> bool {
         match self {
             LoadError::Sink { source, .. } => source.retryable(),
@@ -95,7 +106,14 @@ pub struct Objects {
     pub loader: Loader,
     pub queue: Option<(SqsSource, SqsSourceConfig)>,
     pub feed: Option<Arc<dyn Feed>>,
+    /// The objects whose load failed, by key and seen as their version:
+    /// a reconcile pass leaves each to its backoff, and its reason is
+    /// logged once.
+    failures: std::sync::Mutex<Failures<String>>,
 }
+
+/// The first wait of an object whose load failed (then doubling).
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What fills a reconciled bucket before each pass (the SFTP source's
 /// copies). It counts what it does and deals with its own failures:
@@ -105,6 +123,50 @@ pub trait Feed: Send + Sync {
 }
 
 impl Objects {
+    pub fn new(
+        flow: Arc<Flow>,
+        loader: Loader,
+        queue: Option<(SqsSource, SqsSourceConfig)>,
+        feed: Option<Arc<dyn Feed>>,
+    ) -> Objects {
+        let failures = std::sync::Mutex::new(Failures::new(FIRST_RETRY));
+        Objects { flow, loader, queue, feed, failures }
+    }
+
+    /// Whether a pass tries `object` now (not within the backoff of a
+    /// failure of the same version).
+    fn due(&self, object: &ObjectRef) -> bool {
+        let version = object.version_id.clone().or_else(|| object.etag.clone());
+        self.failures.lock().expect("not poisoned").due(&object.key, version.as_ref(), std::time::Instant::now())
+    }
+
+    /// Counts what became of an object of a pass; a retryable failure is
+    /// left to its backoff and its reason logged once.
+    fn settle(&self, object: &ObjectRef, outcome: &Result<Outcome, LoadError>) {
+        let mut failures = self.failures.lock().expect("not poisoned");
+        match outcome {
+            Err(e) if e.retryable() => {
+                let version = object.version_id.clone().or_else(|| object.etag.clone());
+                let new = failures.failed(&object.key, version, &e.kind(), std::time::Instant::now());
+                drop(failures);
+                self.flow.tally(|s| s.failed_batches += 1);
+                let (pipeline, uri) = (&self.flow.pipeline.name, object.uri());
+                if new {
+                    tracing::warn!(pipeline = %pipeline, object = %uri, error = %e, "object not loaded; tried again after a backoff");
+                } else {
+                    tracing::debug!(pipeline = %pipeline, object = %uri, error = %e, "object not loaded again");
+                }
+            }
+            _ => {
+                if let Some(tries) = failures.succeeded(&object.key) {
+                    tracing::info!(pipeline = %self.flow.pipeline.name, object = %object.uri(), tries, "object loaded after failed tries");
+                }
+                drop(failures);
+                self.count(outcome);
+            }
+        }
+    }
+
     /// Loads `object` (what is left of it). While the database does not
     /// answer, waits for it and loads on from the last committed row; the
     /// run stopping first leaves it [`Outcome::Interrupted`].
@@ -207,7 +269,7 @@ pub async fn run_fed(
                 "the bucket keeps no versions: each copy of a file replaces the one before; turn versioning on");
         }
     }
-    let objects = Arc::new(Objects { flow: flow.clone(), loader, queue, feed });
+    let objects = Arc::new(Objects::new(flow.clone(), loader, queue, feed));
     match config.mode {
         S3Mode::Notifications => {
             let workers = Workers::start(&flow, chains.chains, &chains.generations);

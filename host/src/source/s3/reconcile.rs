@@ -160,7 +160,7 @@ async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
     let prefix = loader.config.prefix.clone();
     let bucket = loader.config.bucket.clone().unwrap_or_default();
     let mut loaded = Loaded { page: VecDeque::new(), after: (String::new(), String::new()), end: false };
-    let (mut listed, mut to_load, mut gone) = (0usize, 0usize, 0usize);
+    let (mut listed, mut to_load, mut gone, mut backing_off) = (0usize, 0usize, 0usize, 0usize);
     let mut token = None;
     let mut last_listed: Option<String> = None;
     loop {
@@ -206,7 +206,13 @@ async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
                 }
             }
             if !have {
-                todo.push(o.object(&bucket));
+                let object = o.object(&bucket);
+                // A version that failed waits for its backoff.
+                if objects.due(&object) {
+                    todo.push(object);
+                } else {
+                    backing_off += 1;
+                }
             }
         }
         if next.is_none() {
@@ -230,7 +236,7 @@ async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
             break;
         }
     }
-    tracing::info!(pipeline = %objects.flow.pipeline.name, listed, to_load, gone, "reconcile pass");
+    tracing::info!(pipeline = %objects.flow.pipeline.name, listed, to_load, gone, backing_off, "reconcile pass");
 }
 
 /// The files loaded (or part-loaded) under the prefix, read a page at a time.
@@ -338,7 +344,7 @@ impl Job for ObjectJob {
             }
             _ => {}
         }
-        objects.count(&outcome);
+        objects.settle(&self.object, &outcome);
         chain
     }
 }

@@ -14,7 +14,6 @@
 
 mod client;
 mod copy;
-mod failures;
 mod lock;
 mod pass;
 

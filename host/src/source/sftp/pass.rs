@@ -8,7 +8,7 @@
 //! delete in the bucket the files gone from the listing.
 //!
 //! One file's failure is its own: it is counted, logged once per reason,
-//! and tried again after a backoff ([`super::failures`]); the other files
+//! and tried again after a backoff ([`crate::source::failures`]); the other files
 //! and the deletes go on. A listed entry that cannot be looked at is
 //! unknown this pass, never gone.
 //!
@@ -17,11 +17,11 @@
 use super::PassError;
 use super::client::{Listing, Remote, RemoteFile};
 use super::copy::Bucket;
-use super::failures::Failures;
 use super::lock::PassLock;
 use crate::config::{Compare, SftpSettings};
 use crate::flow::Flow;
 use crate::sink::{SinkError, sql};
+use crate::source::failures::Failures;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -150,7 +150,7 @@ impl Sftp {
         };
         let mut changed = Vec::new();
         for f in files.iter().filter(|f| differs(f)) {
-            if failures.due(&f.path, Some((f.size, f.mtime)), now) {
+            if failures.due(&f.path, Some(&(f.size, f.mtime)), now) {
                 changed.push(f);
             } else {
                 report.backing_off += 1;
