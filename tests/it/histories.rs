@@ -232,3 +232,26 @@ async fn an_object_s3_will_not_serve_holds_up_no_other_and_is_logged_once() {
     host.term();
     host.wait(std::time::Duration::from_secs(30)).await.expect("stops");
 }
+
+/// A first pass that cannot ask whether the bucket keeps versions lists it
+/// by ETag and records that; once the bucket answers, the next pass lists
+/// versions and must not load every file again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_pass_that_cannot_ask_about_versions_makes_the_next_reload_nothing() {
+    use crate::proxy::{Mode, Proxy};
+    let s = Setup::new("cannotask", true).await;
+    s.put("a.csv", "1,a\n").await;
+    s.put("b.csv", "1,b\n").await;
+    let proxy = Proxy::start(&crate::faults::authority(services::endpoint())).await;
+    // GetBucketVersioning (`?versioning`) never answers this first pass.
+    proxy.set(Mode::CutRequestsWith("versioning"));
+    let opts = host::run::RunOptions { once: true, idle: std::time::Duration::from_millis(1500) };
+    let aws = services::aws_at(&format!("http://127.0.0.1:{}", proxy.port)).await;
+    let db = services::database_url();
+    let run = host::run::run(s.reconcile(), common::engine(), &db, &aws, opts, std::future::pending());
+    let first = run.await.expect("run completes");
+    assert_eq!(first.objects, 2, "{first}");
+    let second = run_once(s.reconcile()).await;
+    assert_eq!(second.objects, 0, "nothing changed, nothing loads again: {second}");
+    assert_eq!(s.bodies().await, ["a", "b"]);
+}
