@@ -266,10 +266,10 @@ impl World {
         let mut problems = Vec::new();
         let (want, got) = (model.expected(), self.table().await);
         if got != want {
-            let missing = want.iter().filter(|r| !got.contains(r)).count();
-            let extra = got.iter().filter(|r| !want.contains(r)).count();
+            let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).map(|r| &r.2).take(4).collect();
+            let extra: Vec<_> = got.iter().filter(|r| !want.contains(r)).map(|r| &r.2).take(4).collect();
             problems.push(format!(
-                "sftp table: {} rows, {} expected; missing {missing}, extra {extra}",
+                "sftp table: {} rows, {} expected; missing {missing:?}, extra {extra:?}",
                 got.len(),
                 want.len()
             ));

@@ -138,7 +138,10 @@ pub(super) fn sftp_source(s: SftpConfig, base: &Path) -> Result<S3SourceConfig, 
         dir,
         glob: s.glob,
         recursive: s.recursive,
-        stable: Duration::from_secs(s.stable_s),
+        // At least a second: modification times have whole seconds, and a
+        // file rewritten within the second of its copy, at the same size,
+        // would look unchanged forever (found by the history checker).
+        stable: Duration::from_secs(s.stable_s.max(1)),
         compare: match s.compare {
             CompareConfig::Mtime => Compare::Mtime,
             CompareConfig::Digest => Compare::Digest,
