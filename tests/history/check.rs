@@ -39,10 +39,9 @@ pub async fn all(world: &World, m: &Model) -> Vec<String> {
         }
     }
     for (file, got) in by_file {
-        let key = model::KEYS;
-        let whole = (0..key)
-            .filter(|k| world.uri(*k) == file)
-            .any(|k| m.ever.get(&k).into_iter().flatten().any(|&(g, c)| content(world, k, g, c) == got));
+        let key = (0..model::KEYS).find(|k| world.uri(*k) == file);
+        let whole =
+            key.is_some_and(|k| m.ever.get(&k).into_iter().flatten().any(|&(g, c)| content(world, k, g, c) == got));
         if !whole {
             problems
                 .push(format!("notifications table: {file} holds {} rows that are no whole version of it", got.len()));

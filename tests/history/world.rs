@@ -178,7 +178,7 @@ impl World {
         host(args, &self.dir.join(file), database, endpoint, &self.log)
     }
 
-    /// `host run --once`; whether it exited 0.
+    /// `host run --once`, to its end (killed past two minutes).
     pub async fn host_once(&self, file: &str, database: Option<&str>, endpoint: Option<&str>) {
         let mut child = self.host(&["run", "--once"], file, database, endpoint);
         tokio::task::block_in_place(|| wait(&mut child, Duration::from_secs(120)));

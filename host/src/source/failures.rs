@@ -62,7 +62,7 @@ impl<S: PartialEq> Failures<S> {
         });
         f.tries += 1;
         f.seen = seen;
-        f.next = now + backoff(first, f.tries);
+        f.next = now + doubling(first, f.tries, LONGEST);
         let new = f.reason != reason;
         if new {
             reason.clone_into(&mut f.reason);
@@ -81,9 +81,10 @@ impl<S: PartialEq> Failures<S> {
     }
 }
 
-/// The wait after `tries` failed tries in a row.
-fn backoff(first: Duration, tries: u32) -> Duration {
-    first.saturating_mul(1 << tries.saturating_sub(1).min(16)).min(LONGEST)
+/// The wait after `tries` failed tries in a row: `first`, doubling, at
+/// most `longest`.
+pub fn doubling(first: Duration, tries: u32, longest: Duration) -> Duration {
+    first.saturating_mul(1 << tries.saturating_sub(1).min(16)).min(longest)
 }
 
 #[cfg(test)]
@@ -92,11 +93,11 @@ mod tests {
 
     #[test]
     fn the_wait_doubles_up_to_an_hour() {
-        assert_eq!(backoff(FIRST, 1), FIRST);
-        assert_eq!(backoff(FIRST, 2), FIRST * 2);
-        assert_eq!(backoff(FIRST, 4), FIRST * 8);
-        assert_eq!(backoff(FIRST, 8), LONGEST);
-        assert_eq!(backoff(FIRST, u32::MAX), LONGEST);
+        assert_eq!(doubling(FIRST, 1, LONGEST), FIRST);
+        assert_eq!(doubling(FIRST, 2, LONGEST), FIRST * 2);
+        assert_eq!(doubling(FIRST, 4, LONGEST), FIRST * 8);
+        assert_eq!(doubling(FIRST, 8, LONGEST), LONGEST);
+        assert_eq!(doubling(FIRST, u32::MAX, LONGEST), LONGEST);
     }
 
     #[test]

@@ -145,8 +145,7 @@ async fn sweep(objects: Arc<Objects>, dispatch: Dispatch<Work>) {
 /// How long a notification not done stays invisible before it is tried
 /// again: 5 s after its first receive, doubling with each, at most 15 min.
 fn retry_after(receive_count: u32) -> Duration {
-    let doubled = 5u64.saturating_mul(1 << receive_count.saturating_sub(1).min(10));
-    Duration::from_secs(doubled.min(900))
+    crate::source::failures::doubling(Duration::from_secs(5), receive_count, Duration::from_secs(900))
 }
 
 impl Notification {
