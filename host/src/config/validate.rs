@@ -458,22 +458,32 @@ fn json(v: toml::Value) -> serde_json::Value {
     }
 }
 
-/// Whether `s` may be used as a PostgreSQL identifier (it is still quoted).
-pub fn is_identifier(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+/// Why PostgreSQL would not take `name` as an identifier, if it would not.
+/// Any other text is a name it takes: the SQL the host builds quotes every
+/// name (`"Contact Phone Number"`, `"Kunden"`).
+pub fn identifier_flaw(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("is empty".into())
+    } else if name.contains('\0') {
+        Some("holds a NUL character".into())
+    } else if name.len() > MAX_IDENTIFIER_BYTES {
+        Some(format!(
+            "is {} bytes long in UTF-8; PostgreSQL keeps {MAX_IDENTIFIER_BYTES} at most (and would cut it short)",
+            name.len()
+        ))
+    } else {
+        None
+    }
 }
+
+/// PostgreSQL's `NAMEDATALEN - 1`.
+const MAX_IDENTIFIER_BYTES: usize = 63;
 
 fn sink(s: SinkConfig) -> Result<Sink, String> {
     let table = s.table.into_inner();
     for (what, name) in [("schema", &s.schema), ("table", &table)] {
-        if !is_identifier(name) {
-            return Err(format!(
-                "[sink] {what}: `{name}` is not a valid SQL identifier (letters, digits, `_`; at most 63)"
-            ));
+        if let Some(flaw) = identifier_flaw(name) {
+            return Err(format!("[sink] {what}: `{}` {flaw}", name.escape_debug()));
         }
     }
     if s.columns.is_empty() {
@@ -481,10 +491,8 @@ fn sink(s: SinkConfig) -> Result<Sink, String> {
     }
     let mut columns = Vec::new();
     for (name, c) in s.columns {
-        if !is_identifier(&name) {
-            return Err(format!(
-                "[sink.columns] `{name}` is not a valid SQL identifier (letters, digits, `_`; at most 63)"
-            ));
+        if let Some(flaw) = identifier_flaw(&name) {
+            return Err(format!("[sink.columns] `{}` {flaw}", name.escape_debug()));
         }
         let source = match c {
             ColumnConfig::Field(f) => ColumnSource::Field(f),
