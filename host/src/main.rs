@@ -65,12 +65,19 @@ enum Command {
         #[arg(long)]
         migrate: bool,
     },
-    /// Apply the schema migrations (the host's tables and the pipelines'
-    /// tables) to DATABASE_URL.
+    /// Create or update the host's own tables (schema `etl`: the message
+    /// ledger, lineage, dead letters, file progress) in DATABASE_URL.
+    ///
+    /// It creates no pipeline's table: `host sink ddl PIPELINE` prints a
+    /// CREATE TABLE to start from, and `host check --db PIPELINE` compares
+    /// a pipeline with its table.
     Migrate {
-        /// The pipeline file (checked first).
-        pipeline: PathBuf,
+        /// Pipeline files, checked offline first (parsed and validated).
+        pipelines: Vec<PathBuf>,
     },
+    /// A pipeline's table.
+    #[command(subcommand)]
+    Sink(SinkCommand),
     /// List or replay the records a pipeline could not load.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
@@ -91,11 +98,22 @@ enum Command {
         rejects: Option<PathBuf>,
     },
     /// Validate pipelines offline: parse, check, find, compile and configure
-    /// every plugin, and run each pipeline's own [[tests]].
+    /// every plugin, and run each pipeline's own [[tests]]; with --db,
+    /// compare each pipeline's sink with its table.
+    ///
+    /// Exits 1 when a pipeline fails a check.
     Check {
         /// Pipeline files.
         #[arg(required = true)]
         pipelines: Vec<PathBuf>,
+        /// Then compare each pipeline's [sink] with its table in
+        /// DATABASE_URL: the schema, the table and every column exist, each
+        /// column takes what the pipeline writes there (its test cases'
+        /// values, its generated values), NOT NULL columns are filled, the
+        /// upsert key has its unique index, the user has the privileges.
+        /// `host run` makes the same check as each pipeline starts.
+        #[arg(long)]
+        db: bool,
     },
     /// Plugin files on their own.
     #[command(subcommand)]
@@ -133,6 +151,21 @@ enum Plugins {
         #[arg(long, value_name = "PATH|URL")]
         sdk: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum SinkCommand {
+    /// Print a CREATE TABLE for the pipeline's [sink] (and the indexes its
+    /// mode wants), to start from: apply it with
+    /// `psql "$DATABASE_URL" -f FILE`.
+    ///
+    /// Types: a generated column's from what it holds (load-date date,
+    /// load-time timestamptz, source-file and source-version text); a
+    /// field's from the values the pipeline's [[tests]] expect in it
+    /// (integers bigint, other numbers numeric, true/false boolean, objects
+    /// and arrays jsonb; text, a mix or no value text). An upsert's key
+    /// becomes the primary key.
+    Ddl { pipeline: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -240,8 +273,8 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
             println!("{summary}");
             Ok(if summary.failed_batches == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Migrate { pipeline } => {
-            let applied = runtime()?.block_on(commands::run::migrate(&pipeline))?;
+        Command::Migrate { pipelines } => {
+            let applied = runtime()?.block_on(commands::run::migrate(&pipelines))?;
             println!(
                 "migrations applied: {}",
                 if applied.is_empty() { "none (up to date)".into() } else { applied.join(", ") }
@@ -300,9 +333,13 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(commands::lineage::show(&pipeline, digest.as_deref(), limit, &url))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { pipelines } => {
-            let failed = commands::check::run(&pipelines, opts)?;
+        Command::Check { pipelines, db } => {
+            let failed = commands::check::run(&pipelines, db, opts)?;
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Sink(SinkCommand::Ddl { pipeline }) => {
+            print!("{}", commands::check::ddl(&pipeline)?);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

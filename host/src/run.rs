@@ -39,8 +39,10 @@ pub async fn run_on(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<Summary, RunError> {
     let aws = aws.into();
-    let result = match (&pipeline.source, &pipeline.sink) {
-        (Some(source), Some(_)) => {
+    let fits = check_table(&pipeline, database_url).await;
+    let result = match (&pipeline.source, &pipeline.sink, fits) {
+        (_, _, Err(e)) => Err(e),
+        (Some(source), Some(_), Ok(())) => {
             let source = source.clone();
             let setup = RunSetup { pipeline, panel: panel.clone(), engine, database_url, aws: &aws, opts };
             match source {
@@ -62,4 +64,26 @@ pub async fn run_on(
     });
     panel.runs.interrupt_all(&panel.counts(), &why);
     result
+}
+
+/// Checks the pipeline's table before any data flows (as `host check
+/// --db` does; `host run` and `host backfill`): a table that does not fit
+/// fails the pipeline now, with the same words. A check that cannot be
+/// made (the database does not answer yet) leaves the table unchecked: the
+/// run waits for the database, and the sink's own errors say the rest.
+pub async fn check_table(pipeline: &Pipeline, database_url: &str) -> Result<(), RunError> {
+    let Some(sink) = &pipeline.sink else { return Ok(()) };
+    match crate::sink::table::check(database_url, pipeline, sink).await {
+        Ok(fitted) => {
+            for warning in &fitted.warnings {
+                tracing::warn!(pipeline = %pipeline.name, table = %fitted.table, "{warning}");
+            }
+            Ok(())
+        }
+        Err(e @ crate::sink::table::TableError::Unfit { .. }) => Err(RunError::Table(e)),
+        Err(e) => {
+            tracing::warn!(pipeline = %pipeline.name, error = %e, "the table could not be checked at the start");
+            Ok(())
+        }
+    }
 }

@@ -124,6 +124,10 @@ async fn the_compose_seed_job_and_host_service_run_as_written() {
     assert_eq!(svc["seed"]["depends_on"]["moto"]["condition"], "service_started");
     assert_eq!(svc["host"]["depends_on"]["seed"]["condition"], "service_completed_successfully");
     assert_eq!(svc["host"]["ports"][0], "127.0.0.1:9090:9090");
+    // The pipelines' tables: the host makes only its own (`--migrate`);
+    // postgres makes these when it first starts, as `migrated()` does here.
+    let init = strings(&svc["postgres"]["volumes"]);
+    assert!(init.contains(&"./pipelines/tables.sql:/docker-entrypoint-initdb.d/tables.sql:ro".to_string()), "{init:?}");
 
     // The seed job: its script, on a moto of our own.
     let endpoint = services::private_endpoint();

@@ -25,4 +25,5 @@ mod services;
 mod sftp;
 mod sshd;
 mod swap;
+mod tables;
 mod tls;

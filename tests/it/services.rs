@@ -106,14 +106,20 @@ pub async fn pg() -> tokio_postgres::Client {
     client
 }
 
-/// Applies the host's migrations once per test binary.
+/// Applies the host's migrations once per test binary, and makes the
+/// example pipelines' tables (`pipelines/tables.sql`), which tests copy
+/// (`CREATE TABLE ... (LIKE public.user_logins)`).
 pub async fn migrated() {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     DONE.get_or_init(|| async {
         host::migrate::run(&database_url()).await.expect("migrations apply");
+        pg().await.batch_execute(TABLES).await.expect("pipelines/tables.sql applies");
     })
     .await;
 }
+
+/// The example pipelines' tables.
+pub const TABLES: &str = include_str!("../../pipelines/tables.sql");
 
 /// Creates a queue; returns its URL.
 pub async fn queue(client: &aws_sdk_sqs::Client, name: &str) -> String {

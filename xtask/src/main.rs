@@ -233,11 +233,31 @@ fn demo() -> Result<(), String> {
     send.args(["-c", SEND]);
     env(&mut send);
     run(&mut send)?;
-    step("create the tables", &["migrate", "pipelines/logins.toml"])?;
+    step("the host's own tables (schema etl)", &["migrate"])?;
+    println!("\n== the pipeline's table, user_logins\n$ psql \"$DATABASE_URL\" -f pipelines/tables.sql");
+    psql(&database, "pipelines/tables.sql")?;
+    step("the pipeline against its table", &["check", "--db", "pipelines/logins.toml"])?;
     step("load them (drain the queue, then stop)", &["run", "pipelines/logins.toml", "--once"])?;
     step("the dead letter", &["dead-letters", "list", "pipelines/logins.toml"])?;
     println!("\nrows are in user_logins at {database}");
     Ok(())
+}
+
+/// Runs the SQL file `file` (from the workspace) with psql (`$PSQL`, else
+/// `psql` on the PATH): the example pipelines' tables are their owners',
+/// not the host's.
+fn psql(database: &str, file: &str) -> Result<(), String> {
+    let psql = std::env::var("PSQL").unwrap_or_else(|_| "psql".into());
+    let mut cmd = Command::new(&psql);
+    cmd.current_dir(workspace()).args([database, "-v", "ON_ERROR_STOP=1", "-q", "-f", file]);
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{psql} -f {file} failed ({s})")),
+        Err(e) => Err(format!(
+            "cannot run {psql} ({e}): the demo creates its table with PostgreSQL's client; install it (Debian: \
+             apt-get install postgresql-client) or set PSQL to its path"
+        )),
+    }
 }
 
 /// Creates `login-queue` (emptied) and sends the Fetch bodies, 10 a call.

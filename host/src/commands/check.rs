@@ -1,17 +1,20 @@
 //! `host check`: parse, validate, find, compile and configure every step of
-//! each pipeline, and run its own test cases, offline.
+//! each pipeline, and run its own test cases, offline; with `--db`, then
+//! compare each pipeline's sink with its table in `DATABASE_URL`
+//! (`sink::table`).
 //!
-//! Must not reach AWS or a database.
+//! Must not reach AWS, nor a database unless asked (`--db`).
 
 use super::{EngineOptions, load};
 use crate::transform::short;
 use std::path::PathBuf;
 
-/// Checks each pipeline; prints one line per pipeline. Returns how many
-/// failed.
-pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<usize> {
+/// Checks each pipeline; prints one line per pipeline (and with `db`, one
+/// more for its table). Returns how many failed.
+pub fn run(paths: &[PathBuf], db: bool, opts: &EngineOptions) -> anyhow::Result<usize> {
     let engine = opts.engine()?;
     let mut failed = 0;
+    let mut fine = Vec::new();
     for path in paths {
         let checked = load(&engine, path).and_then(|(pipeline, mut chain)| {
             crate::cases::first_failure(&pipeline, &mut chain)
@@ -34,11 +37,49 @@ pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<usize> {
                 } else {
                     println!("ok: {} ({} steps: {}{cases})", path.display(), steps.len(), steps.join(", "));
                 }
+                fine.push(pipeline);
             }
             Err(e) => {
                 failed += 1;
                 eprintln!("error: {e:#}");
             }
+        }
+    }
+    if db {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        failed += runtime.block_on(tables(&fine))?;
+    }
+    Ok(failed)
+}
+
+/// `--db`: each pipeline's table against its sink, on one connection.
+/// Returns how many do not fit.
+async fn tables(pipelines: &[crate::config::Pipeline]) -> anyhow::Result<usize> {
+    let url = super::run::database_url()?;
+    let mut client = crate::sink::connect::connect(&url).await?;
+    let mut failed = 0;
+    for pipeline in pipelines {
+        let file = pipeline.file.display();
+        let Some(sink) = &pipeline.sink else {
+            println!("ok: {file}: no [sink], no table to compare");
+            continue;
+        };
+        match crate::sink::table::check_on(&mut client, pipeline, sink).await {
+            Ok(fitted) => {
+                for warning in &fitted.warnings {
+                    eprintln!("warning: {file}: {warning}");
+                }
+                let unchecked = match fitted.unchecked.as_slice() {
+                    [] => String::new(),
+                    some => format!("; no test case gives a value to {}, whose types are unchecked", some.join(", ")),
+                };
+                println!("ok: {file}: table {} fits the sink's {} columns{unchecked}", fitted.table, fitted.columns);
+            }
+            Err(e @ crate::sink::table::TableError::Unfit { .. }) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(failed)
@@ -58,4 +99,11 @@ fn warnings(pipeline: &crate::config::Pipeline) -> Vec<String> {
         ));
     }
     warnings
+}
+
+/// `host sink ddl`: the CREATE TABLE of the pipeline's sink.
+pub fn ddl(path: &std::path::Path) -> anyhow::Result<String> {
+    let pipeline = crate::config::load(path)?;
+    let Some(sink) = &pipeline.sink else { anyhow::bail!("{}: has no [sink]", path.display()) };
+    Ok(crate::sink::ddl::create_table(&pipeline, sink))
 }

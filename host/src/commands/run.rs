@@ -152,6 +152,7 @@ async fn set_up(
     if migrate {
         crate::migrate::run(&url).await?;
     }
+    crate::run::check_table(&pipeline, &url).await?;
     let engine = opts.engine()?;
     let aws = Aws::from_env().await;
     engine.remote().share(aws.s3.clone());
@@ -254,9 +255,12 @@ fn abandon() {
     std::process::exit(ABANDONED);
 }
 
-/// Applies the migrations (`migrations/`) to `DATABASE_URL`.
-pub async fn migrate(path: &Path) -> anyhow::Result<Vec<String>> {
-    config::load(path)?;
+/// Applies the migrations (`migrations/`: the `etl` schema) to
+/// `DATABASE_URL`, after checking the pipeline files given.
+pub async fn migrate(paths: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    for path in paths {
+        config::load(path)?;
+    }
     Ok(crate::migrate::run(&database_url()?).await?)
 }
 

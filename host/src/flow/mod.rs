@@ -71,6 +71,9 @@ pub enum RunError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Chain(#[from] crate::transform::ChainError),
+    /// The table does not fit the pipeline (checked as the run starts).
+    #[error(transparent)]
+    Table(#[from] crate::sink::table::TableError),
     #[error("{0}")]
     Stopped(String),
     /// A finite run (`--once`) whose last receive failed: it ended without

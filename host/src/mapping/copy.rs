@@ -25,6 +25,24 @@ pub(super) fn write_value(out: &mut Vec<u8>, batch: &Batch, cell: &Cell, members
     }
 }
 
+/// A JSON value in the text [`write_value`] writes for the same value of a
+/// record: how a test case's expected value would reach the table (`host
+/// check --db` tries them).
+pub fn write_json(out: &mut Vec<u8>, value: &serde_json::Value) {
+    use serde_json::Value as J;
+    match value {
+        J::Null => out.extend_from_slice(b"\\N"),
+        J::Bool(b) => out.push(if *b { b't' } else { b'f' }),
+        // Floats as Rust writes them (serde_json's own text can differ: `1e20`).
+        J::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => out.extend_from_slice(f.to_string().as_bytes()),
+            _ => out.extend_from_slice(n.to_string().as_bytes()),
+        },
+        J::String(s) => escape(out, s.as_bytes()),
+        J::Array(_) | J::Object(_) => escape(out, value.to_string().as_bytes()),
+    }
+}
+
 pub(super) fn text_or_null(out: &mut Vec<u8>, text: Option<&str>) {
     match text {
         Some(t) => escape(out, t.as_bytes()),
@@ -53,6 +71,22 @@ pub fn escape(out: &mut Vec<u8>, text: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_values_are_written_as_record_values_are() {
+        let text = |v: serde_json::Value| {
+            let mut out = Vec::new();
+            write_json(&mut out, &v);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(text(serde_json::json!(null)), "\\N");
+        assert_eq!(text(serde_json::json!(true)), "t");
+        assert_eq!(text(serde_json::json!(-2)), "-2");
+        assert_eq!(text(serde_json::json!(2.5)), "2.5");
+        assert_eq!(text(serde_json::json!(u64::MAX)), "18446744073709551615");
+        assert_eq!(text(serde_json::json!("a\tb")), "a\\tb");
+        assert_eq!(text(serde_json::json!({"k": [1, "x"]})), r#"{"k":[1,"x"]}"#);
+    }
 
     #[test]
     fn escapes_the_four_specials() {

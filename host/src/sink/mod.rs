@@ -12,11 +12,14 @@
 //! acknowledge anything: the caller deletes messages after a commit returns.
 
 pub mod connect;
+pub mod ddl;
 pub mod dead_letter;
 mod error;
+pub mod fit;
 mod load;
 mod receipt;
 pub mod sql;
+pub mod table;
 pub mod tls;
 
 pub use error::{SinkError, data_error, refusal, transient};

@@ -15,6 +15,191 @@ pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", ident(schema), ident(table))
 }
 
+/// The name as PostgreSQL's `quote_ident` writes it, for a person to read
+/// and paste (messages, `host sink ddl`): bare when it reads back as the
+/// same name (lowercase ASCII letters, digits and `_`, not a keyword),
+/// quoted otherwise.
+pub fn readable(name: &str) -> String {
+    let bare = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && KEYWORDS.binary_search(&name).is_err();
+    if bare { name.to_string() } else { ident(name) }
+}
+
+/// `schema.table`, each part [`readable`].
+pub fn readable_qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", readable(schema), readable(table))
+}
+
+/// PostgreSQL's keywords that are not unreserved (`pg_get_keywords()` of
+/// versions 15 to 18, sorted): as a name, each must be quoted.
+const KEYWORDS: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "between",
+    "bigint",
+    "binary",
+    "bit",
+    "boolean",
+    "both",
+    "case",
+    "cast",
+    "char",
+    "character",
+    "check",
+    "coalesce",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "dec",
+    "decimal",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "extract",
+    "false",
+    "fetch",
+    "float",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "greatest",
+    "group",
+    "grouping",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "inout",
+    "int",
+    "integer",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "json",
+    "json_array",
+    "json_arrayagg",
+    "json_exists",
+    "json_object",
+    "json_objectagg",
+    "json_query",
+    "json_scalar",
+    "json_serialize",
+    "json_table",
+    "json_value",
+    "lateral",
+    "leading",
+    "least",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "merge_action",
+    "national",
+    "natural",
+    "nchar",
+    "none",
+    "normalize",
+    "not",
+    "notnull",
+    "null",
+    "nullif",
+    "numeric",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "out",
+    "outer",
+    "overlaps",
+    "overlay",
+    "placing",
+    "position",
+    "precision",
+    "primary",
+    "real",
+    "references",
+    "returning",
+    "right",
+    "row",
+    "select",
+    "session_user",
+    "setof",
+    "similar",
+    "smallint",
+    "some",
+    "substring",
+    "symmetric",
+    "system_user",
+    "table",
+    "tablesample",
+    "then",
+    "time",
+    "timestamp",
+    "to",
+    "trailing",
+    "treat",
+    "trim",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "values",
+    "varchar",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+    "xmlattributes",
+    "xmlconcat",
+    "xmlelement",
+    "xmlexists",
+    "xmlforest",
+    "xmlnamespaces",
+    "xmlparse",
+    "xmlpi",
+    "xmlroot",
+    "xmlserialize",
+    "xmltable",
+];
+
 fn list(columns: &[String]) -> String {
     columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
 }
@@ -102,6 +287,38 @@ pub const KEY_IS_UNIQUE: &str = "SELECT EXISTS (SELECT 1 FROM pg_index i \
      AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a \
           WHERE a.attrelid = i.indrelid AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1])) \
        = (SELECT array_agg(k ORDER BY k) FROM unnest($2::text[]) AS k))";
+
+/// The target `$2` of schema `$1`: no row when the schema does not exist;
+/// the table's oid (none when there is no such relation), its kind
+/// (`pg_class.relkind`), and whether the user may use the schema.
+pub const TABLE_OF: &str = "SELECT c.oid, c.relkind::text, has_schema_privilege(n.oid, 'USAGE') \
+     FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2 WHERE n.nspname = $1";
+
+/// The columns of table `$1` (oid), in order: name, type as `format_type`
+/// writes it, type category, NOT NULL, whether it has a default (or is an
+/// identity), whether it is an identity GENERATED ALWAYS, whether it is a
+/// generated column.
+pub const COLUMNS_OF: &str = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typcategory::text, \
+     a.attnotnull, a.atthasdef OR a.attidentity <> '', a.attidentity = 'a', a.attgenerated <> '' \
+     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+
+/// The session's user and database, and whether it may INSERT into,
+/// UPDATE and DELETE from table `$1` (oid; a grant on some columns counts)
+/// and make temporary tables.
+pub const RIGHTS_ON: &str = "SELECT current_user::text, current_database()::text, \
+     has_any_column_privilege($1::oid, 'INSERT'), has_any_column_privilege($1::oid, 'UPDATE'), \
+     has_table_privilege($1::oid, 'DELETE'), has_database_privilege(current_database(), 'TEMP')";
+
+/// The temporary table `host check --db` tries a pipeline's values in.
+pub const PROBE: &str = "etl_probe";
+
+/// [`PROBE`] with `columns` (name, type as `format_type` wrote it). Its
+/// transaction is rolled back.
+pub fn create_probe(columns: &[(String, String)]) -> String {
+    let defs: Vec<String> = columns.iter().map(|(name, ty)| format!("{} {ty}", ident(name))).collect();
+    format!("CREATE TEMP TABLE {} ({})", ident(PROBE), defs.join(", "))
+}
 
 /// Width of a ledger partition in milliseconds of sent time. Wide enough
 /// that a busy queue's batch writes a few ledger rows, not one per message;
@@ -337,6 +554,21 @@ mod tests {
     }
 
     #[test]
+    fn readable_names_are_bare_only_when_they_read_back_the_same() {
+        assert!(KEYWORDS.windows(2).all(|w| w[0] < w[1]), "sorted, for the binary search");
+        assert_eq!(readable("user_logins"), "user_logins");
+        assert_eq!(readable("_x1"), "_x1");
+        assert_eq!(readable("Contact Phone Number"), "\"Contact Phone Number\"");
+        assert_eq!(readable("City"), "\"City\"");
+        assert_eq!(readable("1st"), "\"1st\"");
+        assert_eq!(readable("user"), "\"user\"");
+        assert_eq!(readable("order"), "\"order\"");
+        assert_eq!(readable("straße"), "\"straße\"");
+        assert_eq!(readable("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(readable_qualified("public", "Kunden"), "public.\"Kunden\"");
+    }
+
+    #[test]
     fn staging_and_copy() {
         assert_eq!(
             create_staging("\"etl_stage_t\"", "\"public\".\"t\"", &cols()),
@@ -345,6 +577,12 @@ mod tests {
         );
         assert_eq!(copy_in("\"s\"", &cols(), true), "COPY \"s\" (\"id\", \"name\", \"_etl_seq\") FROM STDIN");
         assert_eq!(copy_in("\"p\".\"t\"", &cols(), false), "COPY \"p\".\"t\" (\"id\", \"name\") FROM STDIN");
+    }
+
+    #[test]
+    fn the_probe_has_the_targets_types() {
+        let columns = [("Contact Phone".to_string(), "character varying(32)".to_string())];
+        assert_eq!(create_probe(&columns), "CREATE TEMP TABLE \"etl_probe\" (\"Contact Phone\" character varying(32))");
     }
 
     #[test]
