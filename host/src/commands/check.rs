@@ -45,7 +45,7 @@ pub fn run(paths: &[PathBuf], db: bool, opts: &EngineOptions) -> anyhow::Result<
             }
         }
     }
-    if db {
+    if db && !fine.is_empty() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         failed += runtime.block_on(tables(&fine))?;
     }
