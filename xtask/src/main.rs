@@ -249,7 +249,9 @@ fn demo() -> Result<(), String> {
 fn psql(database: &str, file: &str) -> Result<(), String> {
     let psql = std::env::var("PSQL").unwrap_or_else(|_| "psql".into());
     let mut cmd = Command::new(&psql);
+    // Quiet about tables already there (`CREATE TABLE IF NOT EXISTS`).
     cmd.current_dir(workspace()).args([database, "-v", "ON_ERROR_STOP=1", "-q", "-f", file]);
+    cmd.env("PGOPTIONS", "-c client_min_messages=warning");
     match cmd.status() {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(format!("{psql} -f {file} failed ({s})")),
