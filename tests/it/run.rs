@@ -592,10 +592,7 @@ async fn ids_recorded_before_the_uuid_ledger_are_found_after_it() {
     let db_name = unique("mig");
     let admin = pg().await;
     admin.batch_execute(&format!("CREATE DATABASE {db_name}")).await.unwrap();
-    let url = services::database_url();
-    let (base, query) = url.split_once('?').map_or((url.as_str(), ""), |(b, q)| (b, q));
-    let base = base.rsplit_once('/').expect("DATABASE_URL is a URL with a database").0;
-    let other = if query.is_empty() { format!("{base}/{db_name}") } else { format!("{base}/{db_name}?{query}") };
+    let other = services::database_url_of(&db_name);
     host::migrate::run_to(&other, Some(9)).await.unwrap();
     let (db, conn) = tokio_postgres::connect(&other, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);

@@ -99,6 +99,15 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), nanos % 100_000)
 }
 
+/// `DATABASE_URL` with database `name` instead of its own.
+#[allow(dead_code)] // the other test binaries that share this file make no databases
+pub fn database_url_of(name: &str) -> String {
+    let url = database_url();
+    let (base, query) = url.split_once('?').map_or((url.as_str(), ""), |(b, q)| (b, q));
+    let base = base.rsplit_once('/').expect("DATABASE_URL is a URL with a database").0;
+    if query.is_empty() { format!("{base}/{name}") } else { format!("{base}/{name}?{query}") }
+}
+
 pub async fn pg() -> tokio_postgres::Client {
     let (client, conn) =
         tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("PostgreSQL at DATABASE_URL");

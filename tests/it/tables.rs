@@ -121,10 +121,7 @@ async fn migrate_makes_only_the_hosts_tables_and_keeps_databases_that_had_the_ex
     let db_name = unique("mig");
     let admin = pg().await;
     admin.batch_execute(&format!("CREATE DATABASE {db_name}")).await.unwrap();
-    let url = services::database_url();
-    let (base, query) = url.split_once('?').map_or((url.as_str(), ""), |(b, q)| (b, q));
-    let base = base.rsplit_once('/').expect("DATABASE_URL is a URL with a database").0;
-    let other = if query.is_empty() { format!("{base}/{db_name}") } else { format!("{base}/{db_name}?{query}") };
+    let other = services::database_url_of(&db_name);
     let migrate = |args: &[&str]| {
         Command::new(crate::objects::host_binary())
             .current_dir(common::workspace())
