@@ -124,6 +124,10 @@ async fn the_compose_seed_job_and_host_service_run_as_written() {
     assert_eq!(svc["seed"]["depends_on"]["moto"]["condition"], "service_started");
     assert_eq!(svc["host"]["depends_on"]["seed"]["condition"], "service_completed_successfully");
     assert_eq!(svc["host"]["ports"][0], "127.0.0.1:9090:9090");
+    // Trust-auth PostgreSQL and moto take anyone who reaches them: this
+    // machine only.
+    assert_eq!(svc["postgres"]["ports"][0], "127.0.0.1:5432:5432");
+    assert_eq!(svc["moto"]["ports"][0], "127.0.0.1:5000:5000");
 
     // The seed job: its script, on a moto of our own.
     let endpoint = services::private_endpoint();
