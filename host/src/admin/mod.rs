@@ -178,7 +178,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(&a[..], &b[..]))
 }
 
 async fn healthz() -> &'static str {
