@@ -15,8 +15,11 @@ pub mod mapping;
 pub mod migrate;
 pub mod queue;
 pub mod reload;
+pub mod report;
 pub mod run;
 pub mod sink;
 pub mod source;
 pub mod status;
 pub mod transform;
+
+pub use report::report;

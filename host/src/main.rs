@@ -191,7 +191,7 @@ fn main() -> ExitCode {
     match run(cli.command, &opts) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", host::report(e.as_ref()));
             ExitCode::from(2)
         }
     }
@@ -221,7 +221,7 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
                         }
                     }
                     Err(e) => {
-                        eprintln!("error: {name}: {e}");
+                        eprintln!("error: {name}: {}", host::report(e));
                         code = ExitCode::from(2);
                     }
                 }

@@ -18,7 +18,15 @@ pub enum MigrateError {
     #[error("migration failed: {0}")]
     Migration(String),
     #[error("database error while migrating: {}", crate::sink::refusal(.0))]
-    Database(#[from] tokio_postgres::Error),
+    Database(tokio_postgres::Error),
+}
+
+/// Not `#[from]`: that would make the error its `source` as well, and its
+/// words are in the message already.
+impl From<tokio_postgres::Error> for MigrateError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        MigrateError::Database(e)
+    }
 }
 
 /// Applies pending migrations; returns the names of those applied.

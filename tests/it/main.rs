@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod dead_letters;
 mod deploy;
+mod errors;
 mod exits;
 mod faults;
 mod files;

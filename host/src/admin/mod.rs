@@ -46,8 +46,8 @@ pub enum AdminError {
     NoToken(SocketAddr),
     #[error("HOST_ADMIN_TOKEN is empty: a token must not be")]
     EmptyToken,
-    #[error("cannot listen on {addr} for the admin endpoint: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr} for the admin endpoint: {error}")]
+    Bind { addr: SocketAddr, error: std::io::Error },
 }
 
 /// What the handlers share.
@@ -85,7 +85,7 @@ impl Endpoint {
         };
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
-            .map_err(|source| AdminError::Bind { addr: opts.addr, source })?;
+            .map_err(|error| AdminError::Bind { addr: opts.addr, error })?;
         let admin =
             Arc::new(Admin { board, metrics, token, closed, db: crate::sink::connect::Kept::new(database_url) });
         Ok(Endpoint { listener, admin })
@@ -204,17 +204,17 @@ async fn readyz(With(admin): With<Arc<Admin>>) -> Response {
 async fn readiness(panel: &Panel) -> (bool, String) {
     match panel.state() {
         State::Starting => (false, format!("{}: not ready: its plugins are loading", panel.name)),
-        State::Failed(why) => (false, format!("{}: failed: {why}", panel.name)),
+        State::Failed(why) => (false, format!("{}: failed: {}", panel.name, clip(&why))),
         State::Stopped => (false, format!("{}: stopped", panel.name)),
         State::Running => {
             let mut failing: Vec<String> = panel
                 .probe()
                 .await
                 .into_iter()
-                .filter_map(|(part, r)| r.err().map(|why| format!("{part}: {why}")))
+                .filter_map(|(part, r)| r.err().map(|why| format!("{part}: {}", clip(&why))))
                 .collect();
             if let Some(why) = panel.sftp_error() {
-                failing.push(format!("SFTP: the last pass failed: {why}"));
+                failing.push(format!("SFTP: the last pass failed: {}", clip(&why)));
             }
             if failing.is_empty() {
                 (true, format!("{}: ok", panel.name))
@@ -222,6 +222,19 @@ async fn readiness(panel: &Panel) -> (bool, String) {
                 (false, format!("{}: not ready: {}", panel.name, failing.join("; ")))
             }
         }
+    }
+}
+
+/// The most characters of one reason on `/readyz`: a probe reads a line,
+/// and the logs and `/pipelines` have the rest.
+const REASON_CHARS: usize = 160;
+
+/// `why` on one line of at most [`REASON_CHARS`] characters.
+fn clip(why: &str) -> String {
+    let line = why.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(REASON_CHARS) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
     }
 }
 

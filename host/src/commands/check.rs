@@ -37,7 +37,7 @@ pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<usize> {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", crate::report(e.as_ref()));
             }
         }
     }

@@ -89,7 +89,7 @@ pub async fn run(
             let task = tokio::spawn(async move {
                 let result = crate::run::run_on(panel, pipeline, engine, &url, aws, run_opts, shutdown).await;
                 if let (true, Err(e)) = (many, &result) {
-                    tracing::error!(pipeline = %name, error = %e, "the pipeline stopped on an error; the others go on");
+                    tracing::error!(pipeline = %name, error = %crate::report(e), "the pipeline stopped on an error; the others go on");
                 }
                 result
             });

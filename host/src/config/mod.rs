@@ -551,8 +551,8 @@ fn default_reload_ms() -> u64 {
 /// A pipeline file that could not be read, parsed or validated.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot read: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Parse { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{path}: {message}")]
@@ -561,7 +561,7 @@ pub enum ConfigError {
 
 /// Reads, interpolates and parses a pipeline file.
 pub fn parse(path: &Path) -> Result<PipelineConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
     parse_str(path, &text, |name| std::env::var(name).ok())
 }
 

@@ -40,7 +40,7 @@ const KEEPALIVES_IDLE_DEFAULT: Duration = Duration::from_secs(2 * 60 * 60);
 pub fn config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError> {
     let (rest, tls) = super::tls::split(url).map_err(SinkError::Url)?;
     let mut config: tokio_postgres::Config =
-        rest.parse().map_err(|e: tokio_postgres::Error| SinkError::Url(e.to_string()))?;
+        rest.parse().map_err(|e: tokio_postgres::Error| SinkError::Url(crate::report(&e)))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -162,8 +162,10 @@ pub enum ConnectError {
     Url(SinkError),
     #[error("DATABASE_URL: {0}")]
     Tls(String),
-    /// `error` is not a `source`: its causes are in the message already.
-    #[error("cannot connect to the database at {at} (sslmode={mode}): {}", explain(.error))]
+    /// `error` is not a `source`: its causes are in the message already
+    /// (a TLS failure's reason is in its causes: "invalid peer
+    /// certificate: UnknownIssuer").
+    #[error("cannot connect to the database at {at} (sslmode={mode}): {}", super::refusal(.error))]
     Connect { at: String, mode: &'static str, error: tokio_postgres::Error },
 }
 
@@ -177,7 +179,7 @@ impl ConnectError {
                 // 28: authorization refused; 3D000: no such database.
                 // A certificate refused, or TLS required and not offered (a
                 // connection reset during the handshake may mend).
-                let text = explain(error);
+                let text = super::refusal(error);
                 code.starts_with("28")
                     || code == "3D000"
                     || text.contains("certificate")
@@ -185,24 +187,6 @@ impl ConnectError {
             }
         }
     }
-}
-
-/// The error and its causes on one line (a TLS failure's reason is in its
-/// causes: "invalid peer certificate: UnknownIssuer").
-fn explain(e: &tokio_postgres::Error) -> String {
-    let mut text = super::refusal(e);
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if more.contains(&text) {
-            text = more;
-        } else if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -17,9 +17,10 @@ mod error;
 mod load;
 mod receipt;
 pub mod sql;
+pub mod sqlstate;
 pub mod tls;
 
-pub use error::{SinkError, data_error, refusal, transient};
+pub use error::{SinkError, column, condition, data_error, refusal, transient};
 pub use receipt::{FileReceipt, FileState, sequencer_after};
 
 use crate::config::{MergeMode, Sink};
@@ -222,7 +223,7 @@ impl PostgresSink {
                     let back = units.split_off(units.len() / 2);
                     pending.push(back);
                     pending.push(units);
-                    tracing::warn!(pipeline = %self.pipeline, code = ?e.code().map(|c| c.code()), "data error; isolating");
+                    tracing::debug!(pipeline = %self.pipeline, error = %refusal(&e), "data error; isolating");
                 }
                 Err(Failure::Data(e)) => {
                     let mut unit = units.into_iter().next().expect("one unit");
@@ -234,6 +235,7 @@ impl PostgresSink {
                         });
                         continue;
                     }
+                    self.refused(&unit, receipt, &e);
                     unit.dead.push(DeadLetter::sink(&e));
                     unit.rows.clear();
                     unit.row_count = 0;
@@ -246,6 +248,22 @@ impl PostgresSink {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+
+    /// Says which unit the database refuses, from where, in which column,
+    /// and why (never a value).
+    fn refused<R: Receipt>(&self, unit: &Unit, receipt: &R, e: &tokio_postgres::Error) {
+        let from = receipt.origin().unwrap_or_else(|| self.source.clone());
+        let column = e.as_db_error().and_then(error::column);
+        tracing::warn!(
+            pipeline = %self.pipeline,
+            from = %from,
+            unit = %dead_letter::storable(&unit.message_id),
+            column = column.as_deref().unwrap_or("-"),
+            sqlstate = condition(e).as_deref().unwrap_or("-"),
+            error = %refusal(e),
+            "the database refuses a row; it is a dead letter"
+        );
     }
 
     /// Whether this commit's rows should go straight into the target: always
@@ -331,7 +349,7 @@ impl PostgresSink {
                 return Err(Failure::Other(SinkError::Permanent(e)));
             }
             if attempt >= self.max_attempts {
-                return Err(Failure::Other(SinkError::Transient { attempts: attempt, source: e }));
+                return Err(Failure::Other(SinkError::Transient { attempts: attempt, error: e }));
             }
             // Jittered: workers and hosts that failed together do not all
             // come back at the same moment.

@@ -73,8 +73,8 @@ pub enum LoadError {
     /// Retryable: the object loads again from its last committed row.
     #[error("{uri}: {action} failed: {reason}")]
     S3 { uri: String, action: &'static str, reason: String },
-    #[error("{uri}: {source}")]
-    Sink { uri: String, source: SinkError },
+    #[error("{uri}: {error}")]
+    Sink { uri: String, error: SinkError },
     #[error("{uri}: the transform chain failed: {reason}")]
     Chain { uri: String, reason: String },
 }
@@ -85,14 +85,14 @@ impl LoadError {
     pub fn kind(&self) -> String {
         match self {
             LoadError::S3 { action, .. } => format!("S3 {action}"),
-            LoadError::Sink { source, .. } => source.to_string(),
+            LoadError::Sink { error, .. } => error.to_string(),
             LoadError::Chain { reason, .. } => reason.clone(),
         }
     }
 
     pub fn retryable(&self) -> bool {
         match self {
-            LoadError::Sink { source, .. } => source.retryable(),
+            LoadError::Sink { error, .. } => error.retryable(),
             _ => true,
         }
     }
@@ -184,8 +184,8 @@ impl Objects {
             let (c, outcome) = self.loader.load(chain, object).await;
             chain = c;
             match &outcome {
-                Err(LoadError::Sink { source, .. }) if source.unavailable() && self.flow.holds_through_outages() => {
-                    match self.flow.outage(&source.to_string()).await {
+                Err(LoadError::Sink { error, .. }) if error.unavailable() && self.flow.holds_through_outages() => {
+                    match self.flow.outage(&error.to_string()).await {
                         crate::flow::Outage::Back => {}
                         crate::flow::Outage::Stopped => return (chain, Ok(Outcome::Interrupted)),
                         crate::flow::Outage::NotDown => return (chain, outcome),

@@ -166,7 +166,7 @@ impl Loader {
             sequencer: object.sequencer.clone(),
             end: None,
         };
-        let sink_err = |source| LoadError::Sink { uri: uri.clone(), source };
+        let sink_err = |error| LoadError::Sink { uri: uri.clone(), error };
         // Objects are divided between loaders (and hosts) by a lock of
         // their own, held on a connection of its own for the whole load.
         let lock = match ObjectLock::try_take(self.flow.sink.pool(), self.pipeline(), &object).await {
@@ -189,7 +189,7 @@ impl Loader {
         object: &ObjectRef,
         receipt: FileReceipt,
     ) -> (TransformChain, Result<Outcome, LoadError>) {
-        let sink_err = |source| LoadError::Sink { uri: receipt.uri.clone(), source };
+        let sink_err = |error| LoadError::Sink { uri: receipt.uri.clone(), error };
         let state = match self.flow.sink.file_state(&receipt).await {
             Ok(s) => s,
             Err(e) => return (chain, Err(sink_err(e))),
@@ -217,7 +217,7 @@ impl Loader {
             return (chain, Ok(outcome));
         }
         match self.stream(chain, object, receipt.clone(), state.rows_done).await {
-            (chain, Err(LoadError::Sink { source: crate::sink::SinkError::Superseded, .. })) => {
+            (chain, Err(LoadError::Sink { error: crate::sink::SinkError::Superseded, .. })) => {
                 tracing::info!(pipeline = %self.pipeline(), object = %receipt.uri, "a newer version was loaded before; this older one is skipped");
                 (chain, Ok(Outcome::Superseded))
             }
@@ -437,7 +437,7 @@ impl Loader {
             .sink
             .commit_file(units, &plugins, &receipt)
             .await
-            .map_err(|source| LoadError::Sink { uri: receipt.uri.clone(), source })?;
+            .map_err(|error| LoadError::Sink { uri: receipt.uri.clone(), error })?;
         self.progress.rows.fetch_add(r.rows as u64, Ordering::Relaxed);
         Ok(r)
     }

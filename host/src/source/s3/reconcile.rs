@@ -262,7 +262,7 @@ impl Loaded {
                     self.page.extend(rows);
                 }
                 Err(e) => {
-                    objects.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{prefix}"), source: e }));
+                    objects.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{prefix}"), error: e }));
                     return Err(());
                 }
             }
@@ -287,7 +287,7 @@ async fn remove_all(objects: &Objects, bucket: &str, keys: Vec<String>) -> usize
                 n += 1;
             }
             Ok(false) => {}
-            Err(e) => objects.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{key}"), source: e })),
+            Err(e) => objects.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{key}"), error: e })),
         }
     }
     n
