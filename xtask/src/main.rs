@@ -10,7 +10,8 @@ use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask <build|test|history|bench|demo|postgres>
   build   the host (release) and every plugin; components land in target/plugins/
-  test    build, then run every test (the README's test command)
+  test [ARGS]  build, then run every test (the README's test command); with
+          ARGS, `cargo test --release ARGS` instead (-p tests --test it -- tls)
   history [--seeds N] [--from S] [--ops M] [--seed S]
           build, then the history checker's soak: N random object histories
           (default 200) of M operations (default 40) from seed S
@@ -73,7 +74,10 @@ fn with_services(needs: &[Need], run: impl FnOnce(&Postgres) -> Result<(), Strin
 fn private_postgres() -> Result<(), String> {
     packages::ensure(&[packages::POSTGRESQL, packages::OPENSSL])?;
     let mut pg = Postgres::start(Choice::Private, &target_dir())?;
-    println!("DATABASE_URL={}\nrunning until Ctrl-C", pg.url);
+    for (name, value) in pg.env() {
+        println!("{name}={value}");
+    }
+    println!("running until Ctrl-C");
     pg.wait();
     Ok(())
 }
@@ -100,15 +104,19 @@ fn build() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs every test, passing cargo's output through, and ends with one line
+/// Runs every test (or `cargo test --release` with the command's own
+/// arguments), passing cargo's output through, and ends with one line
 /// adding up all the test binaries' results.
 fn test(env: &[(String, String)]) -> Result<(), String> {
+    let given: Vec<String> = std::env::args().skip(2).collect();
+    // Every test binary runs, whichever fails first.
+    let all = ["--workspace", "--no-fail-fast"].map(String::from);
     use std::io::{BufRead, BufReader};
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(cargo)
         .current_dir(workspace())
-        // Every test binary runs, whichever fails first.
-        .args(["test", "--release", "--workspace", "--no-fail-fast"])
+        .args(["test", "--release"])
+        .args(if given.is_empty() { &all[..] } else { &given })
         .envs(env.iter().cloned())
         .stdout(std::process::Stdio::piped())
         .spawn()
