@@ -216,12 +216,14 @@ impl Server {
         self.base.join("data")
     }
 
-    /// Until the server says `ready` in `postmaster.pid` (its 8th line).
+    /// Until the server says `ready` in its `postmaster.pid` (the 8th line;
+    /// the 1st is its pid: not a stale file of a killed server's).
     fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
+        let ours = self.child.id().to_string();
         loop {
             let pid = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap_or_default();
-            if pid.lines().nth(7).is_some_and(|s| s.trim() == "ready") {
+            if pid.lines().next() == Some(ours.as_str()) && pid.lines().nth(7).is_some_and(|s| s.trim() == "ready") {
                 return Ok(());
             }
             let exited = self.child.try_wait().map_err(|e| e.to_string())?;
