@@ -155,7 +155,15 @@ where
     match e {
         SdkError::TimeoutError(_) => Fault { kind: FaultKind::Unreachable, text: "no answer in time".into() },
         SdkError::DispatchFailure(d) => {
-            let causes = d.as_connector_error().map(|c| chain(c)).unwrap_or_default();
+            // The connector error's own text is only its kind (`io`,
+            // `timeout`, `other`): what it says is in its causes.
+            let causes = d
+                .as_connector_error()
+                .map(|c| match std::error::Error::source(c) {
+                    Some(cause) => chain(cause),
+                    None => c.to_string(),
+                })
+                .unwrap_or_default();
             let text = if d.is_timeout() {
                 "no answer in time".to_string()
             } else if causes.is_empty() {

@@ -93,8 +93,9 @@ async fn a_dead_endpoint_degrades_the_source_and_a_deleted_queue_fails_its_pipel
 
     // It answers again: ok, within the longest backoff.
     proxy.set(Mode::Pass);
-    let back = until(port, "/pipelines", Duration::from_secs(45), |r| state(&r.body, &a) == "running").await;
-    assert_eq!(state(&back.body, &a), "running", "{}\n{}", back.body, host.log());
+    let both = |r: &crate::admin::Answer| state(&r.body, &a) == "running" && state(&r.body, &b) == "running";
+    let back = until(port, "/pipelines", Duration::from_secs(45), both).await;
+    assert!(both(&back), "{}\n{}", back.body, host.log());
     assert!(host.log().contains("the queue answers again"), "{}", host.log());
 
     // The queue is deleted: waiting will not bring it back. Its pipeline
