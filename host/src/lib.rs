@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod aws;
+pub mod backoff;
 pub mod batch;
 pub mod cases;
 pub mod commands;

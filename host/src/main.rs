@@ -175,11 +175,16 @@ fn admin_addr(text: &str) -> Result<std::net::SocketAddr, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    host::commands::logs::init(match cli.log_format {
+    let default_filter = match cli.command {
+        Command::Run { .. } | Command::Backfill { .. } => host::commands::logs::RUN,
+        _ => "warn",
+    };
+    let format = match cli.log_format {
         Some(LogFormat::Json) => host::commands::logs::Format::Json,
         Some(LogFormat::Text) => host::commands::logs::Format::Text,
         None => host::commands::logs::Format::for_stderr(),
-    });
+    };
+    host::commands::logs::init(format, default_filter);
     let opts = EngineOptions {
         plugin_path: cli.plugin_path.clone(),
         cache_dir: if cli.no_cache {

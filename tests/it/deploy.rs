@@ -155,7 +155,8 @@ async fn the_compose_seed_job_and_host_service_run_as_written() {
         .collect();
     assert!(command.iter().any(|a| a == &format!("0.0.0.0:{port}")), "{command:?}");
     let env = svc["host"]["environment"].as_object().unwrap();
-    let database = env["DATABASE_URL"].as_str().unwrap().replace("postgres@postgres:5432", "postgres@127.0.0.1:5432");
+    let here = format!("postgres@{}", services::database_address());
+    let database = env["DATABASE_URL"].as_str().unwrap().replace("postgres@postgres:5432", &here);
     let token = "deploy-test-token";
     let log = std::env::temp_dir().join(format!("{}.log", services::unique("compose-host")));
     let mut child = std::process::Command::new(crate::objects::host_binary())

@@ -34,8 +34,14 @@ async fn once_exits_non_zero_when_its_queue_cannot_be_read() {
     // A queue that does not exist.
     let missing = format!("{endpoint}/123456789012/{name}");
     let (status, out, log) = once(&reading(&name, &schema, &missing), endpoint).await;
-    assert!(!status.success(), "a queue that does not exist: {status}\n{out}\n{log}");
-    assert!(log.contains("could not be read"), "{log}");
+    // A configuration error, as it would have been at the start: not
+    // retried as if it were transient.
+    assert_eq!(status.code(), Some(2), "a queue that does not exist: {status}\n{out}\n{log}");
+    assert!(
+        log.contains("ReceiveMessage: AWS.SimpleQueueService.NonExistentQueue")
+            || log.contains("ReceiveMessage: QueueDoesNotExist"),
+        "{log}"
+    );
     // A queue with messages on it, behind an endpoint that refuses.
     let sqs = services::sqs().await;
     let url = queue(&sqs, &name).await;
@@ -108,4 +114,28 @@ async fn a_second_sigint_ends_a_stop_at_once() {
     assert!(took < Duration::from_secs(2), "the second SIGINT took {took:?}:\n{log}");
     assert!(!status.success(), "{status}: {out}\n{log}");
     assert!(log.contains("visibility timeout"), "says what was abandoned: {log}");
+}
+
+/// `--once` with the database refused fails at once, saying why, rather
+/// than saying it waits for the database and then failing its units one
+/// by one; nothing is taken from the queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn once_fails_at_once_when_the_database_does_not_answer() {
+    let (name, schema) = (unique("oncedb"), unique("s"));
+    schema_with_user_logins(&schema).await;
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &name).await;
+    send(&sqs, &url, &good_bodies(2)).await;
+    let db = services::database_url();
+    let proxy = Proxy::start(&authority(&db)).await;
+    proxy.set(Mode::Refuse);
+    let file = pipeline_file(&name, &schema, "wait_time_s = 1");
+    let mut host = Host::run(&file, true, &proxy.url(&db, &authority(&db)), services::endpoint());
+    let (status, out) =
+        host.wait(Duration::from_secs(60)).await.unwrap_or_else(|| panic!("--once ends: {}", host.log()));
+    let log = host.log();
+    assert_eq!(status.code(), Some(2), "{out}\n{log}");
+    assert!(!log.contains("waits for it") && !log.contains("tried again later"), "{log}");
+    assert!(log.contains("error: "), "{log}");
+    assert_eq!(services::queue_depth(&sqs, &url).await, 2, "nothing was taken");
 }

@@ -12,6 +12,7 @@ mod faults;
 mod files;
 mod golden;
 mod hardening;
+mod health;
 mod histories;
 mod keys;
 mod library;

@@ -216,6 +216,11 @@ async fn readiness(panel: &Panel) -> (bool, String) {
             if let Some(why) = panel.sftp_error() {
                 failing.push(format!("SFTP: the last pass failed: {}", clip(&why)));
             }
+            for s in panel.sources().iter().filter(|s| s.part != "sftp") {
+                if let Some(why) = s.health.reason() {
+                    failing.push(format!("{}: {}: {why}", s.part, s.health.label()));
+                }
+            }
             if failing.is_empty() {
                 (true, format!("{}: ok", panel.name))
             } else {
@@ -249,13 +254,21 @@ async fn pipelines(With(admin): With<Arc<Admin>>) -> Response {
         .panels()
         .iter()
         .map(|p| {
-            let state = p.state();
+            let (state, error) = p.label();
             serde_json::json!({
                 "name": p.name,
                 "file": p.file.display().to_string(),
+                "revision": p.revision(),
                 "source": p.source(),
-                "state": state.label(),
-                "error": match &state { State::Failed(why) => Some(why.clone()), _ => None },
+                "state": state,
+                "error": error,
+                "sources": p.sources().iter().map(|s| serde_json::json!({
+                    "part": s.part,
+                    "state": s.health.label(),
+                    "reason": s.health.reason(),
+                    "since": rfc3339(s.since),
+                    "errors": s.errors,
+                })).collect::<Vec<_>>(),
                 "counts": counts_json(&p.counts()),
                 "plugins": p.plugins().iter().map(|v| serde_json::json!({"step": v.step, "name": v.name, "digest": v.digest})).collect::<Vec<_>>(),
                 "oldest_message_age_s": p.oldest_age().map(|a| a.as_secs_f64()),
@@ -263,6 +276,11 @@ async fn pipelines(With(admin): With<Arc<Admin>>) -> Response {
         })
         .collect();
     axum::Json(list).into_response()
+}
+
+/// A time as RFC 3339, in UTC.
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn counts_json(s: &crate::status::Summary) -> serde_json::Value {

@@ -38,7 +38,9 @@ pub async fn run(
     let files = pipeline_files(paths)?;
     let pipelines = files.iter().map(|f| config::load(f)).collect::<Result<Vec<_>, _>>()?;
     let url = database_url()?;
-    crate::sink::connect::check(&url).await?;
+    // `--once` does not wait for a database that does not answer: it
+    // fails now, rather than after its units failed one by one.
+    crate::sink::connect::check(&url, !once).await?;
     if migrate {
         crate::migrate::run(&url).await?;
     }
@@ -47,6 +49,12 @@ pub async fn run(
         Some(_) => Some(crate::status::metrics::install().map_err(anyhow::Error::msg)?),
         None => None,
     };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        pipelines = %pipelines.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+        once,
+        "host run starting"
+    );
     let board = Arc::new(Board::default());
     let panels = pipelines
         .iter()
@@ -148,7 +156,7 @@ async fn set_up(
 ) -> anyhow::Result<(config::Pipeline, String, std::sync::Arc<crate::transform::Engine>, Aws)> {
     let pipeline = config::load(path)?;
     let url = database_url()?;
-    crate::sink::connect::check(&url).await?;
+    crate::sink::connect::check(&url, false).await?;
     if migrate {
         crate::migrate::run(&url).await?;
     }
@@ -202,7 +210,11 @@ pub async fn backfill(path: &Path, prefix: &str, migrate: bool, opts: &EngineOpt
 /// `[#####.....] 3/10 objects, 120000 rows, 12.3/40.0 MB, 40000 rows/s, ETA 12 s`.
 pub fn progress_line(p: &crate::run::BackfillProgress) -> String {
     const WIDTH: usize = 20;
-    let done = if p.total_bytes == 0 {
+    // Every object done is a full bar, even when some were skipped
+    // (loaded before: their bytes never read).
+    let done = if p.objects > 0 && p.objects_done >= p.objects {
+        1.0
+    } else if p.total_bytes == 0 {
         if p.objects == 0 { 1.0 } else { p.objects_done as f64 / p.objects as f64 }
     } else {
         (p.bytes as f64 / p.total_bytes as f64).min(1.0)
@@ -282,5 +294,12 @@ mod tests {
         );
         let done = BackfillProgress { objects_done: 4, bytes: 40_000_000, ..p };
         assert_eq!(progress_line(&done), "[####################] 4/4 objects, 20000 rows, 40.0/40.0 MB, 10000 rows/s");
+        // Objects loaded before are skipped unread: done is a full bar.
+        let skipped = BackfillProgress { objects_done: 4, bytes: 0, rows: 0, ..p };
+        assert!(
+            progress_line(&skipped).starts_with("[####################] 4/4 objects"),
+            "{}",
+            progress_line(&skipped)
+        );
     }
 }

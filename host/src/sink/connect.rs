@@ -85,38 +85,42 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ConnectError> 
 }
 
 /// One connection kept for occasional queries (a readiness probe, the
-/// status page), made when first needed and again after it was lost.
+/// status page), made when first needed and again after it was lost: a
+/// `deadpool` pool of one, whose connection is checked (an empty query,
+/// within the sink's recycle bound) before each use.
 pub struct Kept {
-    url: String,
-    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    pool: Result<deadpool_postgres::Pool, String>,
 }
 
 impl Kept {
     pub fn new(url: &str) -> Kept {
-        Kept { url: url.to_string(), client: tokio::sync::Mutex::new(None) }
+        Kept { pool: super::pool(url, 1).map_err(|e| e.to_string()) }
     }
 
     /// `sql` with `params` on the kept connection, connecting first when
-    /// needed, all within `limit`; a failed query drops the connection.
+    /// needed, all within `limit`.
     pub async fn query(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         limit: Duration,
     ) -> Result<Vec<tokio_postgres::Row>, String> {
+        let pool = self.pool.as_ref().map_err(Clone::clone)?;
         let work = async {
-            let mut client = self.client.lock().await;
-            if client.as_ref().is_none_or(|c| c.is_closed()) {
-                *client = Some(connect(&self.url).await.map_err(|e| e.to_string())?);
+            let client = match pool.get().await {
+                Ok(c) => c,
+                Err(deadpool_postgres::PoolError::Backend(e)) => return Err(super::refusal(&e)),
+                Err(e) => return Err(SinkError::pool(e).to_string()),
+            };
+            let result = client.query(sql, params).await;
+            if result.is_err() {
+                // Not back in the pool: a new one is made next time.
+                drop(deadpool_postgres::Object::take(client));
             }
-            let result = client.as_ref().expect("connected above").query(sql, params).await;
-            result.map_err(|e| {
-                *client = None;
-                super::refusal(&e)
-            })
+            result.map_err(|e| super::refusal(&e))
         };
-        // A query cut off by the limit leaves the connection to be checked
-        // (`is_closed`) next time.
+        // A query cut off by the limit leaves its connection to be checked
+        // (and dropped if it does not answer) before its next use.
         tokio::time::timeout(limit, work)
             .await
             .unwrap_or_else(|_| Err(format!("the database does not answer within {} s", limit.as_secs())))
@@ -126,11 +130,12 @@ impl Kept {
 /// Connects once, to find what no retry mends (a certificate refused, TLS
 /// required and not offered, a password or database refused, a bad URL)
 /// before a run starts; a database that does not answer yet is only
-/// warned about, as a run waits for it.
-pub async fn check(url: &str) -> Result<(), ConnectError> {
+/// warned about when the run `waits` for it (a run that does not, such as
+/// `--once`, fails at once instead).
+pub async fn check(url: &str, waits: bool) -> Result<(), ConnectError> {
     match connect(url).await {
         Ok(_) => Ok(()),
-        Err(e) if e.lasting() => Err(e),
+        Err(e) if e.lasting() || !waits => Err(e),
         Err(e) => {
             tracing::warn!(error = %e, "the database does not answer yet; the run waits for it");
             Ok(())

@@ -353,7 +353,11 @@ impl PostgresSink {
             }
             // Jittered: workers and hosts that failed together do not all
             // come back at the same moment.
-            let wait = Duration::from_millis(100 << attempt.min(6)).mul_f64(rand::random_range(0.5..1.5));
+            let wait = crate::backoff::jitter(crate::backoff::doubling(
+                Duration::from_millis(200),
+                attempt,
+                Duration::from_millis(6400),
+            ));
             self.metrics.retries.increment(1);
             tracing::warn!(pipeline = %self.pipeline, attempt, wait_ms = wait.as_millis() as u64, error = %refusal(&e), "transient database error; retrying");
             tokio::time::sleep(wait).await;

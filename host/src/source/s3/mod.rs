@@ -71,8 +71,8 @@ pub enum Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Retryable: the object loads again from its last committed row.
-    #[error("{uri}: {action} failed: {reason}")]
-    S3 { uri: String, action: &'static str, reason: String },
+    #[error("{uri}: {action}: {reason}")]
+    S3 { uri: String, action: &'static str, reason: String, kind: crate::aws::FaultKind },
     #[error("{uri}: {error}")]
     Sink { uri: String, error: SinkError },
     #[error("{uri}: the transform chain failed: {reason}")]
@@ -304,7 +304,7 @@ fn set_probe(
                     .bucket(&b)
                     .send()
                     .await
-                    .map_err(|e| format!("S3 bucket `{b}`: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                    .map_err(|e| format!("S3 bucket `{b}`: HeadBucket: {}", crate::aws::fault(&e)))?;
             }
             Ok(())
         }
@@ -322,6 +322,14 @@ fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_string()
 }
 
-fn s3_error<E: std::error::Error + 'static>(o: &ObjectRef, action: &'static str, e: E) -> LoadError {
-    LoadError::S3 { uri: o.uri(), action, reason: aws_sdk_s3::error::DisplayErrorContext(e).to_string() }
+fn s3_error<E>(
+    o: &ObjectRef,
+    action: &'static str,
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> LoadError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let fault = crate::aws::fault(e);
+    LoadError::S3 { uri: o.uri(), action, reason: fault.text, kind: fault.kind }
 }
