@@ -123,7 +123,11 @@ fn pipeline(html: &mut String, p: &Panel, dead: Result<&[(String, String, i64)],
         html.push_str("</table>");
     }
 
-    html.push_str("<h3>Dead letters not replayed, by stage and reason</h3>");
+    let _ = write!(
+        html,
+        "<h3>Open dead letters (neither replayed nor discarded), by stage and reason, among the newest {}</h3>",
+        super::COUNTED
+    );
     match dead {
         Err(why) => {
             let _ = write!(html, r#"<p class="error">cannot read them: {}</p>"#, escape(why));

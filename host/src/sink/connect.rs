@@ -61,19 +61,44 @@ pub fn config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError> {
 /// [`config`] with the sink's session timeouts.
 pub fn sink_config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError> {
     let (mut config, tls) = config(url)?;
+    with_settings(&mut config, &SESSION_TIMEOUTS);
+    Ok((config, tls))
+}
+
+/// Adds session `settings` (name, value) to `config`'s options, each
+/// unless the options set it already.
+fn with_settings(config: &mut tokio_postgres::Config, settings: &[(&str, &str)]) {
     let mut options = config.get_options().unwrap_or_default().to_string();
-    for (name, value) in SESSION_TIMEOUTS {
+    for (name, value) in settings {
         if !options.contains(name) {
             options.push_str(&format!(" -c {name}={value}"));
         }
     }
     config.options(options.trim());
-    Ok((config, tls))
+}
+
+/// `database "NAME" at HOST:PORT` of `url`, for messages (never its
+/// user or password).
+pub fn database(url: &str) -> String {
+    match config(url) {
+        Ok((c, _)) => {
+            // Without a name, PostgreSQL takes the user's.
+            let name = c.get_dbname().or(c.get_user()).unwrap_or("postgres");
+            format!("database \"{name}\" at {}", where_to(&c))
+        }
+        Err(_) => "the database of DATABASE_URL".into(),
+    }
 }
 
 /// One connection, its driver spawned.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ConnectError> {
-    let (config, tls) = config(url).map_err(ConnectError::Url)?;
+    connect_with(url, &[]).await
+}
+
+/// [`connect`] with session `settings` (see [`with_settings`]).
+async fn connect_with(url: &str, settings: &[(&str, &str)]) -> Result<tokio_postgres::Client, ConnectError> {
+    let (mut config, tls) = config(url).map_err(ConnectError::Url)?;
+    with_settings(&mut config, settings);
     let connector = tls.connector().map_err(ConnectError::Tls)?;
     match config.connect(connector).await {
         Ok((client, conn)) => {
@@ -88,12 +113,21 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ConnectError> 
 /// status page), made when first needed and again after it was lost.
 pub struct Kept {
     url: String,
+    /// `statement_timeout` of its sessions, unless the URL sets one.
+    statement_timeout: Option<String>,
     client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
 impl Kept {
     pub fn new(url: &str) -> Kept {
-        Kept { url: url.to_string(), client: tokio::sync::Mutex::new(None) }
+        Kept { url: url.to_string(), statement_timeout: None, client: tokio::sync::Mutex::new(None) }
+    }
+
+    /// [`Kept::new`] whose server ends any statement after `limit` (unless
+    /// the URL sets `statement_timeout`): a query the caller stopped
+    /// waiting for does not go on working in the database.
+    pub fn with_statement_timeout(url: &str, limit: Duration) -> Kept {
+        Kept { statement_timeout: Some(format!("{}ms", limit.as_millis())), ..Kept::new(url) }
     }
 
     /// `sql` with `params` on the kept connection, connecting first when
@@ -107,7 +141,9 @@ impl Kept {
         let work = async {
             let mut client = self.client.lock().await;
             if client.as_ref().is_none_or(|c| c.is_closed()) {
-                *client = Some(connect(&self.url).await.map_err(|e| e.to_string())?);
+                let settings: Vec<(&str, &str)> =
+                    self.statement_timeout.iter().map(|t| ("statement_timeout", t.as_str())).collect();
+                *client = Some(connect_with(&self.url, &settings).await.map_err(|e| e.to_string())?);
             }
             let result = client.as_ref().expect("connected above").query(sql, params).await;
             result.map_err(|e| {
@@ -239,5 +275,13 @@ mod tests {
             c.get_options(),
             Some("-c lock_timeout=5s -c statement_timeout=300s -c idle_in_transaction_session_timeout=300s")
         );
+    }
+
+    #[test]
+    fn a_database_is_named_without_its_credentials() {
+        assert_eq!(database("postgres://u:secret@h:6543/etl"), "database \"etl\" at h:6543");
+        assert_eq!(database("postgres://u:secret@h"), "database \"u\" at h:5432", "PostgreSQL's default");
+        assert_eq!(database("host=/run/pg dbname=x"), "database \"x\" at /run/pg:5432");
+        assert_eq!(database("not a url"), "the database of DATABASE_URL");
     }
 }
