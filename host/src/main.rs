@@ -138,14 +138,16 @@ enum Plugins {
 
 #[derive(Subcommand)]
 enum DeadLetters {
-    /// List dead letters, oldest first: id, time, stage, step, where from
-    /// (the message id, or the object, version and line), reason, and what
-    /// replays or a discard did. Never the payload.
+    /// List the open dead letters (neither replayed nor discarded), oldest
+    /// first: id, time, stage, step, where from (the message id, or the
+    /// object, version and line), reason, and what replays or a discard
+    /// did. Never the payload.
     List {
         pipeline: PathBuf,
         #[command(flatten)]
         filters: DeadLetterFilters,
-        #[arg(long, default_value_t = 100)]
+        /// At most this many.
+        #[arg(long, value_name = "N", default_value_t = 100)]
         limit: i64,
         /// Include those replayed or discarded.
         #[arg(long)]
@@ -154,7 +156,8 @@ enum DeadLetters {
     /// Everything about one dead letter; its payload too with --payload.
     Show {
         pipeline: PathBuf,
-        #[arg(long)]
+        /// The dead letter's id (`list` shows it).
+        #[arg(long, value_name = "ID")]
         id: i64,
         /// Also print the payload as it was kept (opened with
         /// HOST_DEAD_LETTER_KEY when sealed), after a blank line: it may
@@ -169,7 +172,12 @@ enum DeadLetters {
         pipeline: PathBuf,
         /// Dead-letter ids (repeatable); one that is not the pipeline's is
         /// an error and nothing is discarded.
-        #[arg(long = "id", required_unless_present = "all_matching", conflicts_with = "all_matching")]
+        #[arg(
+            long = "id",
+            value_name = "ID",
+            required_unless_present = "all_matching",
+            conflicts_with = "all_matching"
+        )]
         ids: Vec<i64>,
         /// Every open dead letter the filters match (at least one filter).
         #[arg(long)]
@@ -197,9 +205,9 @@ enum DeadLetters {
     /// skipped.
     Replay {
         pipeline: PathBuf,
-        /// Dead-letter ids; all open ones (neither replayed nor discarded)
-        /// when none is given.
-        #[arg(long = "id")]
+        /// Dead-letter ids (repeatable); all open ones (neither replayed
+        /// nor discarded) when none is given.
+        #[arg(long = "id", value_name = "ID")]
         ids: Vec<i64>,
     },
 }

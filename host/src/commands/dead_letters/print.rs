@@ -104,7 +104,7 @@ pub fn fields(r: &Listed, payload: Option<&[u8]>) -> Vec<u8> {
             line("line", &n.map_or_else(|| at.to_string(), |n| n.to_string()));
         }
     }
-    line("received", &format!("{} times", r.received_count));
+    line("received", &times(r.received_count));
     line("replays", &replays(r));
     if let Some(at) = &r.discarded_at {
         line("discarded", &format!("at {at} by {}", r.discarded_by.as_deref().unwrap_or("?")));
@@ -124,6 +124,11 @@ pub fn fields(r: &Listed, payload: Option<&[u8]>) -> Vec<u8> {
         }
     }
     out
+}
+
+/// `once`, `N times`.
+fn times(n: i32) -> String {
+    if n == 1 { "once".into() } else { format!("{n} times") }
 }
 
 fn form(form: &str) -> &str {
@@ -262,7 +267,7 @@ mod tests {
              object:       s3://b/k.csv\n\
              version:      v1\n\
              line:         2\n\
-             received:     1 times\n\
+             received:     once\n\
              replays:      none\n\
              payload:      8 bytes, a record, sealed with key 1a2b3c4d5e6f\n"
         );
