@@ -71,7 +71,8 @@ enum Command {
         /// The pipeline file (checked first).
         pipeline: PathBuf,
     },
-    /// List or replay the records a pipeline could not load.
+    /// The records a pipeline could not load: list, show, discard, export
+    /// or replay them.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
     /// Dry-run a pipeline's transforms on a local JSON-lines file (no AWS, no
@@ -137,15 +138,66 @@ enum Plugins {
 
 #[derive(Subcommand)]
 enum DeadLetters {
-    /// List dead letters (id, time, message, stage, step, reason; never the
-    /// payload).
+    /// List the open dead letters (neither replayed nor discarded), oldest
+    /// first: id, time, stage, step, where from (the message id, or the
+    /// object, version and line), reason, and what replays or a discard
+    /// did. Never the payload.
     List {
         pipeline: PathBuf,
-        #[arg(long, default_value_t = 100)]
+        #[command(flatten)]
+        filters: DeadLetterFilters,
+        /// At most this many.
+        #[arg(long, value_name = "N", default_value_t = 100)]
         limit: i64,
-        /// Include those already replayed.
+        /// Include those replayed or discarded.
         #[arg(long)]
         all: bool,
+    },
+    /// Everything about one dead letter; its payload too with --payload.
+    Show {
+        pipeline: PathBuf,
+        /// The dead letter's id (`list` shows it).
+        #[arg(long, value_name = "ID")]
+        id: i64,
+        /// Also print the payload as it was kept (opened with
+        /// HOST_DEAD_LETTER_KEY when sealed), after a blank line: it may
+        /// hold PII, and is never logged.
+        #[arg(long)]
+        payload: bool,
+    },
+    /// Set dead letters aside for good: they stay in the table (with who
+    /// discarded them, and when) but are no longer listed (without --all),
+    /// replayed or counted on the status page. Prints how many.
+    Discard {
+        pipeline: PathBuf,
+        /// Dead-letter ids (repeatable); one that is not the pipeline's is
+        /// an error and nothing is discarded.
+        #[arg(
+            long = "id",
+            value_name = "ID",
+            required_unless_present = "all_matching",
+            conflicts_with = "all_matching"
+        )]
+        ids: Vec<i64>,
+        /// Every open dead letter the filters match (at least one filter).
+        #[arg(long)]
+        all_matching: bool,
+        #[command(flatten)]
+        filters: DeadLetterFilters,
+    },
+    /// Every dead letter the filters match as JSON lines on stdout, oldest
+    /// first; open ones only unless --all.
+    Export {
+        pipeline: PathBuf,
+        #[command(flatten)]
+        filters: DeadLetterFilters,
+        /// Include those replayed or discarded.
+        #[arg(long)]
+        all: bool,
+        /// Add each payload (`payload`, or `payload_hex` when not UTF-8),
+        /// opened with HOST_DEAD_LETTER_KEY when sealed.
+        #[arg(long)]
+        payload: bool,
     },
     /// Run dead letters through the pipeline as it is now and load them.
     /// One that fails again stays a dead letter (its attempts counted) and
@@ -153,10 +205,38 @@ enum DeadLetters {
     /// skipped.
     Replay {
         pipeline: PathBuf,
-        /// Dead-letter ids; all not yet replayed when none is given.
-        #[arg(long = "id")]
+        /// Dead-letter ids (repeatable); all open ones (neither replayed
+        /// nor discarded) when none is given.
+        #[arg(long = "id", value_name = "ID")]
         ids: Vec<i64>,
     },
+}
+
+/// Which dead letters `list`, `discard --all-matching` and `export` mean.
+#[derive(clap::Args)]
+struct DeadLetterFilters {
+    /// Only those of this stage.
+    #[arg(long, value_parser = commands::dead_letters::STAGES)]
+    stage: Option<String>,
+    /// Only those from here: a message id, a source (`sqs:QUEUE`), an
+    /// object key prefix (`customers/2024/`), or the start of an object's
+    /// `s3://bucket/key#version`.
+    #[arg(long)]
+    source: Option<String>,
+    /// Only those that failed since this time (RFC 3339:
+    /// 2024-05-01T10:00:00Z) or this long ago (30m, 2h, 1h30m, 7d).
+    #[arg(long, value_name = "TIME|DURATION", value_parser = commands::dead_letters::Since::parse)]
+    since: Option<commands::dead_letters::Since>,
+    /// Only those whose reason holds this text (in any case).
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+}
+
+impl DeadLetterFilters {
+    fn filter(self, all: bool) -> commands::dead_letters::Filter {
+        let DeadLetterFilters { stage, source, since, reason } = self;
+        commands::dead_letters::Filter { stage, source, since, reason, all }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -253,8 +333,44 @@ fn run(command: Command, opts: &EngineOptions) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::DeadLetters(DeadLetters::List { pipeline, limit, all }) => {
-            runtime()?.block_on(commands::dead_letters::list(&pipeline, limit, all))?;
+        Command::DeadLetters(DeadLetters::List { pipeline, filters, limit, all }) => {
+            let url = commands::run::database_url()?;
+            let rows =
+                runtime()?.block_on(commands::dead_letters::list(&pipeline, &filters.filter(all), limit, &url))?;
+            print!("{}", commands::dead_letters::table(&rows));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters(DeadLetters::Show { pipeline, id, payload }) => {
+            let url = commands::run::database_url()?;
+            let text = runtime()?.block_on(commands::dead_letters::show(&pipeline, id, payload, &url))?;
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters(DeadLetters::Discard { pipeline, ids, all_matching, filters }) => {
+            use commands::dead_letters::Discard;
+            let filter = filters.filter(false);
+            anyhow::ensure!(
+                all_matching || !filter.narrows(),
+                "--stage, --source, --since and --reason choose with --all-matching, not with --id"
+            );
+            let which = if all_matching { Discard::Matching(filter) } else { Discard::Ids(ids) };
+            let url = commands::run::database_url()?;
+            let who = commands::dead_letters::who();
+            let done = runtime()?.block_on(commands::dead_letters::discard(&pipeline, &which, who.as_deref(), &url))?;
+            println!("{done}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters(DeadLetters::Export { pipeline, filters, all, payload }) => {
+            let url = commands::run::database_url()?;
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = runtime()?.block_on(commands::dead_letters::export(
+                &pipeline,
+                &filters.filter(all),
+                payload,
+                &url,
+                out,
+            ))?;
+            eprintln!("exported {n} dead letters");
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters(DeadLetters::Replay { pipeline, ids }) => {

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod common;
+mod dead_letter_tools;
 mod dead_letters;
 mod deploy;
 mod errors;

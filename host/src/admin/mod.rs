@@ -58,7 +58,8 @@ pub struct Admin {
     token: Option<[u8; 32]>,
     /// Every route needs the token (a non-loopback address).
     closed: bool,
-    /// The page's connection (dead letters by reason), made when needed.
+    /// The page's connection (dead letters by reason), made when needed;
+    /// its statements end after `COUNT_TIMEOUT`.
     db: crate::sink::connect::Kept,
 }
 
@@ -86,8 +87,8 @@ impl Endpoint {
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
             .map_err(|error| AdminError::Bind { addr: opts.addr, error })?;
-        let admin =
-            Arc::new(Admin { board, metrics, token, closed, db: crate::sink::connect::Kept::new(database_url) });
+        let db = crate::sink::connect::Kept::with_statement_timeout(database_url, COUNT_TIMEOUT);
+        let admin = Arc::new(Admin { board, metrics, token, closed, db });
         Ok(Endpoint { listener, admin })
     }
 
@@ -352,27 +353,36 @@ async fn status_page(With(admin): With<Arc<Admin>>) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
-/// Dead letters not replayed, by pipeline: (stage, reason, count), the
-/// most frequent first (never payloads); or why they could not be read.
+/// Open dead letters (neither replayed nor discarded), by pipeline:
+/// (stage, reason, count) among its newest [`COUNTED`], the most frequent
+/// first (never payloads); or why they could not be read.
 pub type DeadLetterCounts = Result<std::collections::HashMap<String, Vec<(String, String, i64)>>, String>;
+
+/// The newest open dead letters of each pipeline the status page counts:
+/// a refresh reads at most this many rows a pipeline, however many there
+/// are (by the `dead_letters_open` index, newest first).
+pub const COUNTED: i64 = 10_000;
+
+/// How long the page's query may take, in the database as well as here.
+pub const COUNT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The page's statement: for each pipeline of `$1`, its newest `$2` open
+/// dead letters grouped by (stage, reason), at most 12 groups each.
+pub const COUNT_SQL: &str = "SELECT pipeline, stage, reason, n FROM ( \
+       SELECT d.pipeline, d.stage, d.reason, count(*) AS n, \
+              row_number() OVER (PARTITION BY d.pipeline ORDER BY count(*) DESC, d.stage, d.reason) AS r \
+       FROM unnest($1::text[]) AS p(name) CROSS JOIN LATERAL ( \
+         SELECT pipeline, stage, reason FROM etl.dead_letters \
+         WHERE pipeline = p.name AND replayed_at IS NULL AND discarded_at IS NULL \
+         ORDER BY id DESC LIMIT $2) d \
+       GROUP BY d.pipeline, d.stage, d.reason) t \
+     WHERE r <= 12 ORDER BY pipeline, r";
 
 impl Admin {
     /// Every pipeline's dead letters in one query, at most 12 (stage,
     /// reason) pairs each.
     async fn dead_letters(&self, pipelines: &[String]) -> DeadLetterCounts {
-        let rows = self
-            .db
-            .query(
-                "SELECT pipeline, stage, reason, n FROM ( \
-                   SELECT pipeline, stage, reason, count(*) AS n, \
-                          row_number() OVER (PARTITION BY pipeline ORDER BY count(*) DESC, stage, reason) AS r \
-                   FROM etl.dead_letters WHERE pipeline = ANY($1) AND replayed_at IS NULL \
-                   GROUP BY pipeline, stage, reason) t \
-                 WHERE r <= 12 ORDER BY pipeline, r",
-                &[&pipelines],
-                Duration::from_secs(2),
-            )
-            .await?;
+        let rows = self.db.query(COUNT_SQL, &[&pipelines, &COUNTED], COUNT_TIMEOUT).await?;
         let mut by_pipeline: std::collections::HashMap<String, Vec<(String, String, i64)>> = Default::default();
         for r in rows {
             by_pipeline.entry(r.get(0)).or_default().push((r.get(1), r.get(2), r.get(3)));

@@ -139,7 +139,10 @@ fn pipeline(p: &Panel, dead: Result<&[(String, String, i64)], &str>) -> Markup {
                     }
                 }
             }
-            h3 { "Dead letters not replayed, by stage and reason (all time, from the database)" }
+            h3 {
+                "Open dead letters (neither replayed nor discarded), by stage and reason, among the newest "
+                (super::COUNTED) " (all time, from the database)"
+            }
             @match dead {
                 Err(why) => p.error { "cannot read them: " (why) },
                 Ok([]) => p.none { "none" },

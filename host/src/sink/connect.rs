@@ -61,19 +61,44 @@ pub fn config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError> {
 /// [`config`] with the sink's session timeouts.
 pub fn sink_config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError> {
     let (mut config, tls) = config(url)?;
+    with_settings(&mut config, &SESSION_TIMEOUTS);
+    Ok((config, tls))
+}
+
+/// Adds session `settings` (name, value) to `config`'s options, each
+/// unless the options set it already.
+fn with_settings(config: &mut tokio_postgres::Config, settings: &[(&str, &str)]) {
     let mut options = config.get_options().unwrap_or_default().to_string();
-    for (name, value) in SESSION_TIMEOUTS {
+    for (name, value) in settings {
         if !options.contains(name) {
             options.push_str(&format!(" -c {name}={value}"));
         }
     }
     config.options(options.trim());
-    Ok((config, tls))
+}
+
+/// `database "NAME" at HOST:PORT` of `url`, for messages (never its
+/// user or password).
+pub fn database(url: &str) -> String {
+    match config(url) {
+        Ok((c, _)) => {
+            // Without a name, PostgreSQL takes the user's.
+            let name = c.get_dbname().or(c.get_user()).unwrap_or("postgres");
+            format!("database \"{name}\" at {}", where_to(&c))
+        }
+        Err(_) => "the database of DATABASE_URL".into(),
+    }
 }
 
 /// One connection, its driver spawned.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ConnectError> {
-    let (config, tls) = config(url).map_err(ConnectError::Url)?;
+    connect_with(url, &[]).await
+}
+
+/// [`connect`] with session `settings` (see [`with_settings`]).
+async fn connect_with(url: &str, settings: &[(&str, &str)]) -> Result<tokio_postgres::Client, ConnectError> {
+    let (mut config, tls) = config(url).map_err(ConnectError::Url)?;
+    with_settings(&mut config, settings);
     let connector = tls.connector().map_err(ConnectError::Tls)?;
     match config.connect(connector).await {
         Ok((client, conn)) => {
@@ -94,7 +119,22 @@ pub struct Kept {
 
 impl Kept {
     pub fn new(url: &str) -> Kept {
-        Kept { pool: super::pool(url, 1).map_err(|e| e.to_string()) }
+        Kept::with_settings(url, &[])
+    }
+
+    /// [`Kept::new`] whose server ends any statement after `limit` (unless
+    /// the URL sets `statement_timeout`): a query the caller stopped
+    /// waiting for does not go on working in the database.
+    pub fn with_statement_timeout(url: &str, limit: Duration) -> Kept {
+        Kept::with_settings(url, &[("statement_timeout", &format!("{}ms", limit.as_millis()))])
+    }
+
+    fn with_settings(url: &str, settings: &[(&str, &str)]) -> Kept {
+        let pool = config(url).map_err(|e| e.to_string()).and_then(|(mut config, tls)| {
+            with_settings(&mut config, settings);
+            super::pool_of(config, tls, 1).map_err(|e| e.to_string())
+        });
+        Kept { pool }
     }
 
     /// `sql` with `params` on the kept connection, connecting first when
@@ -228,5 +268,13 @@ mod tests {
             c.get_options(),
             Some("-c lock_timeout=5s -c statement_timeout=300s -c idle_in_transaction_session_timeout=300s")
         );
+    }
+
+    #[test]
+    fn a_database_is_named_without_its_credentials() {
+        assert_eq!(database("postgres://u:secret@h:6543/etl"), "database \"etl\" at h:6543");
+        assert_eq!(database("postgres://u:secret@h"), "database \"u\" at h:5432", "PostgreSQL's default");
+        assert_eq!(database("host=/run/pg dbname=x"), "database \"x\" at /run/pg:5432");
+        assert_eq!(database("not a url"), "the database of DATABASE_URL");
     }
 }

@@ -88,6 +88,15 @@ pub const RECYCLE_WITHIN: Duration = Duration::from_secs(2);
 /// is closed or does not answer is dropped and another one made.
 pub fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, SinkError> {
     let (config, tls) = connect::sink_config(url)?;
+    pool_of(config, tls, size)
+}
+
+/// A pool of `size` connections of `config`, checked as [`pool`]'s are.
+pub(crate) fn pool_of(
+    config: tokio_postgres::Config,
+    tls: tls::Tls,
+    size: usize,
+) -> Result<deadpool_postgres::Pool, SinkError> {
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tls.connector().map_err(SinkError::Url)?,
