@@ -169,7 +169,7 @@ async fn list_filters_by_stage_source_since_and_reason() {
     let (stdout, _) = exits(&host(&["list", file.to_str().unwrap(), "--stage", "input", "--since", "2h"], &url), 0);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(lines[0].starts_with("id") && lines[0].ends_with("reason"), "{stdout}");
+    assert!(lines[0].trim_start().starts_with("id  failed at") && lines[0].ends_with("reason"), "{stdout}");
     assert!(lines[1].contains(&format!("{c}  ")) && lines[1].contains("  input  "), "{stdout}");
     assert!(lines[1].contains("s3://bkt/customers/2024/a.csv version v1 line 7"), "{stdout}");
     assert!(lines[1].ends_with("line 7: expected 6 fields, found 7"), "{stdout}");
