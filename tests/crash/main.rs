@@ -31,7 +31,7 @@ impl Run {
         let host = common::workspace().join("target/release/host");
         assert!(host.is_file(), "{} is missing: run `cargo xtask test`", host.display());
         let mut cmd = Command::new(host);
-        cmd.args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir()).arg("run");
+        cmd.arg("run").args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir());
         if once {
             cmd.arg("--once");
         }

@@ -3,20 +3,28 @@
 //!
 //! Must not reach AWS or a database.
 
-use super::{EngineOptions, load};
+use super::exit::Exit;
+use super::{EngineOptions, load, pipeline_files};
 use crate::transform::short;
 use std::path::PathBuf;
 
-/// Checks each pipeline; prints one line per pipeline. Returns how many
-/// failed.
-pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<usize> {
+/// Checks each pipeline (files, or folders of them); prints one line per
+/// pipeline. [`Exit::Error`] if one is not valid (or its chain fails),
+/// else [`Exit::Failed`] if a test case of one fails.
+pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<Exit> {
+    let files = pipeline_files(paths)?;
     let engine = opts.engine()?;
-    let mut failed = 0;
-    for path in paths {
-        let checked = load(&engine, path).and_then(|(pipeline, mut chain)| {
-            crate::cases::first_failure(&pipeline, &mut chain)
-                .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
-            Ok((pipeline, chain))
+    let mut exit = Exit::Ok;
+    for path in &files {
+        let checked = load(&engine, path).map_err(|e| (Exit::Error, e)).and_then(|(pipeline, mut chain)| {
+            let results = crate::cases::run_all(&pipeline, &mut chain)
+                .map_err(|e| (Exit::Error, anyhow::anyhow!("{}: {e}", path.display())))?;
+            match results.into_iter().find_map(|r| Some((r.name, r.failure?))) {
+                Some((name, why)) => {
+                    Err((Exit::Failed, anyhow::anyhow!("{}: test case `{name}` fails: {why}", path.display())))
+                }
+                None => Ok((pipeline, chain)),
+            }
         });
         match checked {
             Ok((pipeline, chain)) => {
@@ -35,13 +43,13 @@ pub fn run(paths: &[PathBuf], opts: &EngineOptions) -> anyhow::Result<usize> {
                     println!("ok: {} ({} steps: {}{cases})", path.display(), steps.len(), steps.join(", "));
                 }
             }
-            Err(e) => {
-                failed += 1;
+            Err((worse, e)) => {
+                exit = exit.max(worse);
                 eprintln!("error: {e:#}");
             }
         }
     }
-    Ok(failed)
+    Ok(exit)
 }
 
 /// What is allowed but unsafe in a pipeline.

@@ -35,7 +35,7 @@ pub async fn run(
     admin: Option<AdminOptions>,
     opts: &EngineOptions,
 ) -> anyhow::Result<Outcomes> {
-    let files = pipeline_files(paths)?;
+    let files = super::pipeline_files(paths)?;
     let pipelines = files.iter().map(|f| config::load(f)).collect::<Result<Vec<_>, _>>()?;
     let url = database_url()?;
     // `--once` does not wait for a database that does not answer: it
@@ -121,29 +121,6 @@ pub async fn run(
         let _ = s.await;
     }
     Ok(outcomes)
-}
-
-/// The pipeline files named: each file as it is, each folder's `*.toml`
-/// files in name order.
-fn pipeline_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot read the folder {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
-                .collect();
-            found.sort();
-            if found.is_empty() {
-                anyhow::bail!("{}: no pipeline files (*.toml) in this folder", path.display());
-            }
-            files.extend(found);
-        } else {
-            files.push(path.clone());
-        }
-    }
-    Ok(files)
 }
 
 /// What `run` and `backfill` need: the pipeline, the database URL (migrated
@@ -248,10 +225,6 @@ pub async fn shutdown_signal() {
     tracing::info!("stopping: finishing batches in work, releasing the rest");
 }
 
-/// Exit code of a run ended by a second signal: 128 + SIGINT, as a shell
-/// reports a process ended by Ctrl-C.
-pub const ABANDONED: i32 = 130;
-
 /// A second SIGINT/SIGTERM during a stop: the process ends now.
 #[allow(clippy::exit, reason = "a second signal asks to end at once, without waiting for any task")]
 fn abandon() {
@@ -263,7 +236,7 @@ fn abandon() {
         "error: a second signal: exiting at once; batches in work are abandoned uncommitted, and their messages come back after their visibility timeout"
     );
     let _ = err.flush();
-    std::process::exit(ABANDONED);
+    std::process::exit(super::exit::ABANDONED.into());
 }
 
 /// Applies the migrations (`migrations/`) to `DATABASE_URL`.
