@@ -219,7 +219,7 @@ async fn readiness(panel: &Panel) -> (bool, String) {
             }
             for s in panel.sources().iter().filter(|s| s.part != "sftp") {
                 if let Some(why) = s.health.reason() {
-                    failing.push(format!("{}: {}: {why}", s.part, s.health.label()));
+                    failing.push(format!("{}: {}: {}", s.part, s.health.label(), clip(&why)));
                 }
             }
             if failing.is_empty() {
