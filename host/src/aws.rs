@@ -196,19 +196,9 @@ where
     }
 }
 
-/// An error and its causes, joined by `: `, each said once (a cause
-/// whose text a previous one already holds is left out).
+/// An error and its causes, each said once ([`crate::report`]).
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = err.source();
-    }
-    parts.join(": ")
+    crate::report(e)
 }
 
 #[cfg(test)]
