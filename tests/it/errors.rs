@@ -34,7 +34,9 @@ fn stderr_of(line: &str) -> String {
         let (name, value) = word.split_once('=').expect("a `VAR=value` word");
         cmd.env(name, value);
     }
-    cmd.args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir());
+    // Through the environment: the flags are each command's own, and not
+    // every command takes them.
+    cmd.env("HOST_PLUGIN_PATH", common::PLUGIN_DIR).env("HOST_CACHE_DIR", common::cache_dir());
     let out = cmd.args(&words[env_words..]).output().unwrap();
     assert!(!out.status.success(), "host {line} succeeded");
     let text = String::from_utf8_lossy(&out.stderr)
