@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod aws;
+pub mod backoff;
 pub mod batch;
 pub mod cases;
 pub mod commands;
@@ -15,8 +16,11 @@ pub mod mapping;
 pub mod migrate;
 pub mod queue;
 pub mod reload;
+pub mod report;
 pub mod run;
 pub mod sink;
 pub mod source;
 pub mod status;
 pub mod transform;
+
+pub use report::report;

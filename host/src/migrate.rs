@@ -29,7 +29,15 @@ pub enum MigrateError {
     #[error("migration failed: {0}")]
     Migration(String),
     #[error("database error while migrating: {}", crate::sink::refusal(.0))]
-    Database(#[from] tokio_postgres::Error),
+    Database(tokio_postgres::Error),
+}
+
+/// Not `#[from]`: that would make the error its `source` as well, and its
+/// words are in the message already.
+impl From<tokio_postgres::Error> for MigrateError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        MigrateError::Database(e)
+    }
 }
 
 /// Applies pending migrations; returns the names of those applied.
@@ -71,4 +79,103 @@ async fn retired_applied(client: &mut tokio_postgres::Client) -> Result<Vec<refi
     let applied =
         runner.get_applied_migrations_async(client).await.map_err(|e| MigrateError::Migration(e.to_string()))?;
     Ok(applied.into_iter().filter(|m| RETIRED.contains(&m.version())).collect())
+}
+
+/// The `etl` schema is missing from the database, or lacks what this host
+/// needs: the migrations were not applied there (or not all of them).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.text())]
+pub struct NotMigrated {
+    /// `database "NAME" at HOST:PORT`.
+    pub database: String,
+    pub lacking: Lacking,
+    /// The pipeline file the command was given, for the command to run.
+    pub pipeline: std::path::PathBuf,
+}
+
+/// What a statement found missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lacking {
+    /// The schema itself (SQLSTATE 3F000).
+    Schema,
+    /// A relation of it (42P01), as the server named it: `etl.dead_letters`.
+    Relation(String),
+    /// A column a later migration adds (42703), as the server put it.
+    Column(String),
+}
+
+impl NotMigrated {
+    fn text(&self) -> String {
+        let (database, run) = (&self.database, format!("`host migrate {}`", self.pipeline.display()));
+        match &self.lacking {
+            Lacking::Schema => format!("the etl schema is missing in {database}: run {run} to create it"),
+            Lacking::Relation(r) => {
+                format!("the etl schema is missing in {database} (there is no {r}): run {run} to create it")
+            }
+            Lacking::Column(c) => {
+                format!("the etl schema in {database} is older than this host ({c}): run {run} to bring it up to date")
+            }
+        }
+    }
+}
+
+/// What `e` says is missing when it is the `etl` schema or one of its
+/// relations: SQLSTATE 3F000 (no such schema) naming `etl`, or 42P01 (no
+/// such relation) naming an `etl.` one. With `etl_only` (the statement
+/// reads only the `etl` tables) a missing column (42703) counts too: a
+/// migration that adds it was not applied.
+pub fn lacking(e: &tokio_postgres::Error, etl_only: bool) -> Option<Lacking> {
+    let db = e.as_db_error()?;
+    let message = db.message();
+    let quoted = message.split('"').nth(1).unwrap_or_default();
+    match db.code().code() {
+        "3F000" if quoted == "etl" => Some(Lacking::Schema),
+        "42P01" if quoted.starts_with("etl.") => Some(Lacking::Relation(quoted.to_string())),
+        "42703" if etl_only => Some(Lacking::Column(message.to_string())),
+        _ => None,
+    }
+}
+
+/// [`NotMigrated`] when `e` is one (see [`lacking`]): the database of
+/// `database_url`, and `pipeline` for the command to run.
+pub fn not_migrated(
+    e: &tokio_postgres::Error,
+    etl_only: bool,
+    database_url: &str,
+    pipeline: &std::path::Path,
+) -> Option<NotMigrated> {
+    Some(NotMigrated {
+        lacking: lacking(e, etl_only)?,
+        database: crate::sink::connect::database(database_url),
+        pipeline: pipeline.to_path_buf(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_schema_says_which_database_and_what_to_run() {
+        let e = |lacking| NotMigrated {
+            database: "database \"etl\" at 127.0.0.1:5432".into(),
+            lacking,
+            pipeline: "pipelines/logins.toml".into(),
+        };
+        assert_eq!(
+            e(Lacking::Schema).to_string(),
+            "the etl schema is missing in database \"etl\" at 127.0.0.1:5432: \
+             run `host migrate pipelines/logins.toml` to create it"
+        );
+        assert_eq!(
+            e(Lacking::Relation("etl.dead_letters".into())).to_string(),
+            "the etl schema is missing in database \"etl\" at 127.0.0.1:5432 (there is no etl.dead_letters): \
+             run `host migrate pipelines/logins.toml` to create it"
+        );
+        assert_eq!(
+            e(Lacking::Column("column d.discarded_at does not exist".into())).to_string(),
+            "the etl schema in database \"etl\" at 127.0.0.1:5432 is older than this host \
+             (column d.discarded_at does not exist): run `host migrate pipelines/logins.toml` to bring it up to date"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 //!
 //! Must not decide what a message means, nor when to acknowledge it.
 
+use crate::aws::{Fault, FaultKind, fault};
 use crate::sink::sql::SENT_UNKNOWN;
 use crate::status::Panel;
 use aws_sdk_sqs::Client;
@@ -15,14 +16,15 @@ use aws_sdk_sqs::types::{
 use std::sync::Arc;
 use std::time::Duration;
 
-/// An SQS call that failed. All are retryable: the messages concerned come
-/// back after their visibility timeout.
+/// An SQS call that failed. The messages concerned come back after their
+/// visibility timeout; whether waiting heals the queue is [`SqsError::fault`]'s
+/// kind.
 #[derive(Debug, thiserror::Error)]
 pub enum SqsError {
-    #[error("SQS queue `{queue}`: cannot find its URL: {source}")]
-    QueueUrl { queue: String, source: Box<dyn std::error::Error + Send + Sync> },
-    #[error("SQS queue `{queue}`: {action} failed: {source}")]
-    Call { queue: String, action: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("SQS queue `{queue}`: cannot find its URL: {fault}")]
+    QueueUrl { queue: String, fault: Fault },
+    #[error("SQS queue `{queue}`: {action}: {fault}")]
+    Call { queue: String, action: &'static str, fault: Fault },
     /// The call went through, and the queue refused some of its entries.
     #[error("SQS queue `{queue}`: {action} refused {} of its messages: {}", .refused.len(), refusals(.refused))]
     Refused { queue: String, action: &'static str, refused: Vec<Refusal> },
@@ -34,6 +36,16 @@ pub struct Refusal {
     pub message_id: String,
     /// The queue's code (`ReceiptHandleIsInvalid`, ...).
     pub code: String,
+}
+
+impl SqsError {
+    /// What kind of failure it was (a refused entry counts as `other`).
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            SqsError::QueueUrl { fault, .. } | SqsError::Call { fault, .. } => fault.kind,
+            SqsError::Refused { .. } => FaultKind::Other,
+        }
+    }
 }
 
 fn refusals(refused: &[Refusal]) -> String {
@@ -54,13 +66,6 @@ pub struct SqsSource {
     panel: Option<Arc<Panel>>,
 }
 
-fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> Box<dyn std::error::Error + Send + Sync> {
-    // The SDK's errors print as "service error"; the debug form names the
-    // cause (no message bodies are ever part of it).
-    let text = format!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e));
-    text.into()
-}
-
 impl SqsSource {
     /// A client of `queue` (a name or a URL) with the AWS configuration
     /// `config`; a name is resolved to its URL.
@@ -74,7 +79,7 @@ impl SqsSource {
                 .queue_name(queue)
                 .send()
                 .await
-                .map_err(|e| SqsError::QueueUrl { queue: queue.into(), source: boxed(e) })?
+                .map_err(|e| SqsError::QueueUrl { queue: queue.into(), fault: fault(&e) })?
                 .queue_url()
                 .unwrap_or_default()
                 .to_string()
@@ -92,8 +97,8 @@ impl SqsSource {
         &self.queue
     }
 
-    fn err(&self, action: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SqsError + '_ {
-        move |source| SqsError::Call { queue: self.queue.clone(), action, source }
+    fn err(&self, action: &'static str) -> impl FnOnce(Fault) -> SqsError + '_ {
+        move |fault| SqsError::Call { queue: self.queue.clone(), action, fault }
     }
 
     /// At most `max` (1 to 10) messages, waiting up to `wait` for the first
@@ -116,7 +121,7 @@ impl SqsSource {
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| self.err("ReceiveMessage")(boxed(e)))?;
+            .map_err(|e| self.err("ReceiveMessage")(fault(&e)))?;
         let messages: Vec<Message> = out.messages().iter().map(message).collect();
         if let Some(p) = &self.panel {
             p.received(messages.len(), messages.iter().map(|m| m.sent_ms).filter(|t| *t > 0).min());
@@ -135,12 +140,12 @@ impl SqsSource {
             .attribute_names(QueueAttributeName::MessageRetentionPeriod)
             .send()
             .await
-            .map_err(|e| self.err("GetQueueAttributes")(boxed(e)))?;
+            .map_err(|e| self.err("GetQueueAttributes")(fault(&e)))?;
         let seconds = out
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::MessageRetentionPeriod))
             .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| self.err("GetQueueAttributes")("no MessageRetentionPeriod in the answer".into()))?;
+            .ok_or_else(|| self.err("GetQueueAttributes")(Fault::other("no MessageRetentionPeriod in the answer")))?;
         Ok(Duration::from_secs(seconds))
     }
 
@@ -159,7 +164,7 @@ impl SqsSource {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| self.err("DeleteMessageBatch")(boxed(e)))?;
+                .map_err(|e| self.err("DeleteMessageBatch")(fault(&e)))?;
             failed += out.failed().len();
             if let Some(p) = &self.panel {
                 p.deleted(chunk.len() - out.failed().len());
@@ -180,7 +185,7 @@ impl SqsSource {
             .enumerate()
             .map(|(i, m)| entry(i.to_string(), m))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(action)(boxed(e)))
+            .map_err(|e| self.err(action)(Fault::other(e.to_string())))
     }
 
     /// Sets the messages' visibility timeout (to keep them while a batch is
@@ -204,7 +209,7 @@ impl SqsSource {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| self.err("ChangeMessageVisibilityBatch")(boxed(e)))?;
+                .map_err(|e| self.err("ChangeMessageVisibilityBatch")(fault(&e)))?;
             let failed = out.failed();
             refused.extend(failed.iter().map(|f| {
                 Refusal {

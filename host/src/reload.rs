@@ -62,6 +62,7 @@ impl Watcher {
     ) -> Self {
         let path = first.pipeline.file.clone();
         let current = Fingerprint { pipeline: digest_of(text.as_bytes()), plugins: Vec::new() };
+        panel.set_revision(&current.pipeline);
         let (tx, _) = watch::channel(first.clone());
         let mut w = Watcher {
             engine,
@@ -126,10 +127,11 @@ impl Watcher {
         }
         match candidate.and_then(|p| self.check(p)) {
             Ok((pipeline, loaded)) => {
-                let changes = self.describe_changes(&loaded);
+                let changes = self.describe_changes(&pipeline, &loaded);
                 let number = self.generation.number + 1;
                 self.generation = Arc::new(Generation { number, pipeline, loaded });
                 self.current = seen;
+                self.panel.set_revision(&self.current.pipeline);
                 self.text = text;
                 self.panel.event(true, &changes);
                 self.panel.set_plugins(self.generation.loaded.versions());
@@ -173,20 +175,35 @@ impl Watcher {
         Ok((pipeline, loaded))
     }
 
-    /// Each step's marker: what changes when its plugin does.
+    /// Each step's marker: what changes when its plugin does. Plugins kept
+    /// in S3 are the `plugins` part of the pipeline's source: asking for
+    /// their ETags is its health.
     fn markers(&mut self, pipeline: &Pipeline) -> Vec<String> {
-        plugin_files(&self.engine, pipeline)
+        let (mut asked, mut failed) = (false, None);
+        let markers = plugin_files(&self.engine, pipeline)
             .into_iter()
             .map(|f| match f {
                 Err(e) => format!("missing: {e}"),
-                Ok(f) if remote::is_s3(&f) => self
-                    .engine
-                    .remote()
-                    .etag(&f.to_string_lossy())
-                    .map_or_else(|e| format!("missing: {e}"), |t| format!("etag {t}")),
+                Ok(f) if remote::is_s3(&f) => {
+                    asked = true;
+                    self.engine.remote().etag(&f.to_string_lossy()).map_or_else(
+                        |e| {
+                            let marker = format!("missing: {e}");
+                            failed = Some(e);
+                            marker
+                        },
+                        |t| format!("etag {t}"),
+                    )
+                }
                 Ok(f) => self.digest(&f),
             })
-            .collect()
+            .collect();
+        match failed {
+            Some(why) => self.panel.source_error("plugins", "other", &why, false),
+            None if asked => self.panel.source_ok("plugins"),
+            None => {}
+        }
+        markers
     }
 
     fn digest(&mut self, file: &PathBuf) -> String {
@@ -203,19 +220,103 @@ impl Watcher {
         digest
     }
 
-    /// "mask sha256:abc… → sha256:def…" for each step whose plugin changed.
-    fn describe_changes(&self, loaded: &Loaded) -> String {
-        let old = &self.generation.loaded.plugins;
-        let changed: Vec<String> = loaded
-            .plugins
-            .iter()
-            .enumerate()
-            .filter(|(i, p)| old.get(*i).is_none_or(|o| o.digest != p.digest))
-            .map(|(i, p)| {
-                let was = old.get(i).map_or("none", |o| short(&o.digest));
-                format!("step {} {} {} -> {}", i + 1, p.name, was, short(&p.digest))
-            })
-            .collect();
-        if changed.is_empty() { "pipeline file".into() } else { changed.join(", ") }
+    /// What the new version changes, step by step: each step inserted,
+    /// removed, replaced (another plugin, or another version of it) or
+    /// given other params; "pipeline file" when no step changed.
+    fn describe_changes(&self, pipeline: &Pipeline, loaded: &Loaded) -> String {
+        let seen = |p: &Pipeline, l: &Loaded| -> Vec<(String, String, String)> {
+            l.plugins
+                .iter()
+                .zip(&p.steps)
+                .map(|(plugin, step)| (plugin.name.clone(), plugin.digest.clone(), step.params.clone()))
+                .collect()
+        };
+        let changes = step_changes(&seen(&self.generation.pipeline, &self.generation.loaded), &seen(pipeline, loaded));
+        if changes.is_empty() { "pipeline file".into() } else { changes.join(", ") }
+    }
+}
+
+/// The changes from the steps `old` to `new`, each (plugin name, digest,
+/// params): steps equal in all three are kept; between two kept ones, the
+/// old steps and the new ones pair up in order (a step replaced, or its
+/// params changed) and what is left over was removed or inserted.
+fn step_changes(old: &[(String, String, String)], new: &[(String, String, String)]) -> Vec<String> {
+    // The longest common subsequence of equal steps (chains are short).
+    let (n, m) = (old.len(), new.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if old[i] == new[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let mut changes = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    let (mut gone, mut came): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+    let flush = |gone: &mut Vec<usize>, came: &mut Vec<usize>, changes: &mut Vec<String>| {
+        for k in 0..gone.len().max(came.len()) {
+            match (gone.get(k), came.get(k)) {
+                (Some(&o), Some(&c)) => {
+                    let ((on, od, op), (cn, cd, cp)) = (&old[o], &new[c]);
+                    let step = c + 1;
+                    if on != cn {
+                        changes.push(format!("step {step} {on} {} replaced by {cn} {}", short(od), short(cd)));
+                    } else if od != cd && op != cp {
+                        changes.push(format!("step {step} {cn} {} -> {}, params changed", short(od), short(cd)));
+                    } else if od != cd {
+                        changes.push(format!("step {step} {cn} {} -> {}", short(od), short(cd)));
+                    } else {
+                        changes.push(format!("step {step} {cn} params changed"));
+                    }
+                }
+                (Some(&o), None) => changes.push(format!("step {} {} removed", o + 1, old[o].0)),
+                (None, Some(&c)) => changes.push(format!("step {} {} {} inserted", c + 1, new[c].0, short(&new[c].1))),
+                (None, None) => {}
+            }
+        }
+        gone.clear();
+        came.clear();
+    };
+    while i < n || j < m {
+        if i < n && j < m && old[i] == new[j] {
+            flush(&mut gone, &mut came, &mut changes);
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            came.push(j);
+            j += 1;
+        } else {
+            gone.push(i);
+            i += 1;
+        }
+    }
+    flush(&mut gone, &mut came, &mut changes);
+    changes
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::step_changes;
+
+    fn steps(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+        list.iter().map(|(n, d, p)| (n.to_string(), d.to_string(), p.to_string())).collect()
+    }
+
+    #[test]
+    fn a_change_reads_as_what_happened_to_each_step() {
+        let old = steps(&[("flatten", "sha256:aaaa", "{}"), ("mask", "sha256:bbbb", "{\"a\":1}")]);
+        let inserted = steps(&[
+            ("flatten", "sha256:aaaa", "{}"),
+            ("filter", "sha256:cccc", "{}"),
+            ("mask", "sha256:bbbb", "{\"a\":1}"),
+        ]);
+        assert_eq!(step_changes(&old, &inserted), ["step 2 filter sha256:cccc inserted"]);
+        assert_eq!(step_changes(&inserted, &old), ["step 2 filter removed"]);
+        let params = steps(&[("flatten", "sha256:aaaa", "{}"), ("mask", "sha256:bbbb", "{\"a\":2}")]);
+        assert_eq!(step_changes(&old, &params), ["step 2 mask params changed"]);
+        let version = steps(&[("flatten", "sha256:dddd", "{}"), ("mask", "sha256:bbbb", "{\"a\":1}")]);
+        assert_eq!(step_changes(&old, &version), ["step 1 flatten sha256:aaaa -> sha256:dddd"]);
+        let other = steps(&[("convert", "sha256:eeee", "{}"), ("mask", "sha256:bbbb", "{\"a\":1}")]);
+        assert_eq!(step_changes(&old, &other), ["step 1 flatten sha256:aaaa replaced by convert sha256:eeee"]);
+        assert!(step_changes(&old, &old).is_empty());
     }
 }

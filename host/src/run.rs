@@ -56,11 +56,11 @@ pub async fn run_on(
     // The state first: a run asked for from here is refused, not queued.
     let why = match &result {
         Ok(_) => "the pipeline stopped".to_string(),
-        Err(e) => e.to_string(),
+        Err(e) => crate::report(e),
     };
     panel.set_state(match &result {
         Ok(_) => crate::status::State::Stopped,
-        Err(e) => crate::status::State::Failed(e.to_string()),
+        Err(_) => crate::status::State::Failed(why.clone()),
     });
     panel.runs.interrupt_all(&panel.counts(), &why);
     result

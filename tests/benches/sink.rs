@@ -303,7 +303,7 @@ async fn cpu_per_messages(n: usize) {
     // Start-up (compiling the plugins once into the cache) is measured
     // elsewhere (BENCHMARKS.md, cold start): warm the cache first.
     let checked = std::process::Command::new(&host)
-        .args(["--plugin-path", common::PLUGIN_DIR, "check"])
+        .args(["check", "--plugin-path", common::PLUGIN_DIR])
         .arg(&pipeline)
         .stdout(std::process::Stdio::null())
         .status()
@@ -312,7 +312,7 @@ async fn cpu_per_messages(n: usize) {
     let (_, children_before) = cpu_seconds();
     let start = Instant::now();
     let status = std::process::Command::new(&host)
-        .args(["--plugin-path", common::PLUGIN_DIR, "run", "--once"])
+        .args(["run", "--once", "--plugin-path", common::PLUGIN_DIR])
         .arg(&pipeline)
         .env("LOGIN_QUEUE", &q)
         .env("AWS_ENDPOINT_URL", services::endpoint())

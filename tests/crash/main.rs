@@ -5,8 +5,10 @@
 //!
 //! Needs `target/release/host` (`cargo xtask test` builds it), PostgreSQL at
 //! `DATABASE_URL` (or the local server) and, for the restart,
-//! `pg_ctlcluster` (set `CRASH_PG_RESTART=0` to skip that part, reported as
-//! skipped). `CRASH_MESSAGES` and `CRASH_KILLS` scale it.
+//! `PG_RESTART_COMMAND` (set by `cargo xtask` for its private server) or
+//! else the machine's `pg_ctlcluster` (set `CRASH_PG_RESTART=0` to skip
+//! that part, reported as skipped). `CRASH_MESSAGES` and `CRASH_KILLS`
+//! scale it.
 
 #[path = "../it/common.rs"]
 #[allow(dead_code)]
@@ -29,7 +31,7 @@ impl Run {
         let host = common::workspace().join("target/release/host");
         assert!(host.is_file(), "{} is missing: run `cargo xtask test`", host.display());
         let mut cmd = Command::new(host);
-        cmd.args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir()).arg("run");
+        cmd.arg("run").args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir());
         if once {
             cmd.arg("--once");
         }
@@ -52,6 +54,11 @@ fn kill9(child: &mut Child) {
 }
 
 fn restart_postgres() -> Result<(), String> {
+    // The private server of `cargo xtask`: `pg_ctl restart -m immediate`.
+    if let Ok(cmd) = std::env::var("PG_RESTART_COMMAND") {
+        let status = Command::new("sh").args(["-c", &cmd]).status().map_err(|e| format!("{cmd}: {e}"))?;
+        return if status.success() { Ok(()) } else { Err(format!("{cmd} failed ({status})")) };
+    }
     let versions = std::fs::read_dir("/etc/postgresql").map_err(|e| format!("/etc/postgresql: {e}"))?;
     let version = versions.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).next();
     let version = version.ok_or("no PostgreSQL cluster in /etc/postgresql")?;

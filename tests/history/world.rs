@@ -280,9 +280,9 @@ pub fn host(args: &[&str], pipeline: &Path, database: Option<&str>, endpoint: Op
     assert!(host.is_file(), "{} is missing: `cargo xtask build` builds it", host.display());
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     Command::new(host)
+        .args(args)
         .args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"])
         .arg(common::cache_dir())
-        .args(args)
         .arg(pipeline)
         .env("DATABASE_URL", database.map_or_else(services::database_url, str::to_string))
         .env("AWS_ENDPOINT_URL", endpoint.unwrap_or(services::endpoint()))

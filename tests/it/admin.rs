@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A port free now on loopback.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -64,7 +64,7 @@ fn unchunk(mut rest: &str) -> String {
 }
 
 /// Polls `GET path` until `ok` holds of the answer or `limit` passes.
-async fn until(port: u16, path: &str, limit: Duration, ok: impl Fn(&Answer) -> bool) -> Answer {
+pub(crate) async fn until(port: u16, path: &str, limit: Duration, ok: impl Fn(&Answer) -> bool) -> Answer {
     let start = Instant::now();
     loop {
         if let Ok(a) = http(port, "GET", path, None).await
@@ -406,7 +406,7 @@ async fn the_status_page_in_a_real_browser_shows_rows_and_a_dead_letter() {
     let _ = std::fs::remove_dir_all(&profile);
 }
 
-fn which_chromium() -> Option<PathBuf> {
+pub(crate) fn which_chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
         std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
     })

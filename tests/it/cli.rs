@@ -53,6 +53,83 @@ fn host_test_on_the_fetch_queue_writes_99_rows_and_one_rejection() {
     assert_eq!(rows.iter().filter(|r| r["locale"].is_null()).count(), 29);
 }
 
+/// JSON lines as values.
+fn json_lines(bytes: Vec<u8>) -> Vec<serde_json::Value> {
+    String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// `host test --input` of an S3 pipeline reads the file as the pipeline's
+/// objects are read: CSV with its header and quoting, gzip by the name.
+#[test]
+fn host_test_reads_a_csv_file_and_its_gzip_as_the_pipelines_objects() {
+    let ws = common::workspace();
+    let dir = std::env::temp_dir().join(crate::services::unique("csvinput"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = std::fs::read_to_string(ws.join("tests/data/s3/transactions.csv")).unwrap();
+    let file = dir.join("transactions.csv");
+    std::fs::write(&file, format!("{csv}4,a row cut short\n")).unwrap();
+    let gzipped = std::process::Command::new("gzip").arg("-kc").arg(&file).output().unwrap();
+    assert!(gzipped.status.success(), "gzip: {}", String::from_utf8_lossy(&gzipped.stderr));
+    std::fs::write(dir.join("transactions.csv.gz"), &gzipped.stdout).unwrap();
+    let pipeline = ws.join("pipelines/transactions.toml");
+    let mut outputs = Vec::new();
+    for name in ["transactions.csv", "transactions.csv.gz"] {
+        let (mut rows, mut rejects) = (Vec::new(), Vec::new());
+        let summary = run_file(&pipeline, &dir.join(name), &mut rows, &mut rejects, &options()).unwrap();
+        assert_eq!(summary.to_string(), "read 4, written 3, rejected 1, dropped 0", "{name}");
+        assert_eq!(
+            json_lines(rejects),
+            [serde_json::json!({"line": 5, "step": 0, "plugin": "input", "reason": "expected 12 fields, found 2"})],
+            "{name}"
+        );
+        outputs.push(json_lines(rows));
+    }
+    let rows = &outputs[0];
+    assert_eq!(outputs[1], *rows, "the gzip file gives the same rows");
+    assert_eq!(rows[0]["property_address"], "12 Main St, Springfield, IL", "quoted commas");
+    assert_eq!(rows[1]["property_address"], "7 \"Old\" Mill Rd, Apt 3", "quoted quotes");
+    assert_eq!(rows[1]["loan_amount"], serde_json::Value::Null, "an empty field is null");
+    assert_eq!(rows[2]["lender"], "Credit Union, North");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A gzip JSON array (the Fetch sample file as it was published) through
+/// the logins chain, read as an S3 pipeline of `format = "json-array"`
+/// would read it: each element a record, its index the line.
+#[test]
+fn host_test_reads_a_gzip_json_array_for_a_json_array_pipeline() {
+    let ws = common::workspace();
+    let dir = std::env::temp_dir().join(crate::services::unique("arrayinput"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let logins = std::fs::read_to_string(ws.join("pipelines/logins.toml")).unwrap();
+    let sqs = "[source.sqs]\nqueue = \"${LOGIN_QUEUE:-login-queue}\"\n";
+    assert!(logins.contains(sqs));
+    let pipeline = dir.join("logins-files.toml");
+    std::fs::write(&pipeline, logins.replace(sqs, "[source.s3]\nqueue = \"q\"\nformat = \"json-array\"\n")).unwrap();
+    let out = std::process::Command::new(host_binary())
+        .current_dir(&ws)
+        .args(["test", "--plugin-path", common::PLUGIN_DIR, "--cache-dir"])
+        .arg(common::cache_dir())
+        .arg(&pipeline)
+        .args(["--input", "tests/data/fetch_sample_data_2022-12.json.gz"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let mut lines = stderr.lines();
+    let reject: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(
+        reject["reason"], "missing required fields: user_id, app_version, device_type, ip, locale, device_id",
+        "{stderr}"
+    );
+    assert_eq!(lines.next(), Some("read 100, written 99, rejected 1, dropped 0"), "{stderr}");
+    let rows = json_lines(out.stdout);
+    assert_eq!(rows.len(), 99);
+    assert_eq!(rows[0]["app_version"], 2, "\"2.3.0\" gives 2");
+    assert_eq!(rows.iter().filter(|r| r["locale"].is_null()).count(), 29);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The built binary, next to the test executable's folder
 /// (`target/release/host`); `cargo xtask test` builds it first.
 fn host_binary() -> std::path::PathBuf {
@@ -68,9 +145,9 @@ fn the_binary_runs_the_pipeline_test_cases_and_checks_pipelines() {
     let run = |args: &[&str]| {
         std::process::Command::new(host_binary())
             .current_dir(&ws)
+            .args(args)
             .args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"])
             .arg(common::cache_dir())
-            .args(args)
             .output()
             .unwrap()
     };
@@ -84,7 +161,7 @@ fn the_binary_runs_the_pipeline_test_cases_and_checks_pipelines() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: pipelines/logins.toml (3 steps: flatten sha256:"));
 
     let out = run(&["check", "tests/ui/plugin-bad-params.toml"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a pipeline that is not valid");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "error: tests/ui/plugin-bad-params.toml:2: step 1 (`mask`) refused its params: `fields` must name at least one field"
@@ -114,12 +191,110 @@ fn the_binary_runs_the_pipeline_test_cases_and_checks_pipelines() {
     }
 }
 
+/// What `host ... -h` shows of one command: its arguments (`PIPELINE...`)
+/// and its flags (`--once`), `--help` and `--version` left out.
+type Shown = (Vec<String>, std::collections::BTreeSet<String>);
+
+/// The lines of `help`'s section `title` (up to a blank line).
+fn help_section<'a>(help: &'a str, title: &str) -> Vec<&'a str> {
+    help.lines().skip_while(|l| *l != title).skip(1).take_while(|l| !l.trim().is_empty()).collect()
+}
+
+/// Every command below `path` (`host`, `host dead-letters`, ...) with what
+/// its help shows.
+fn commands_in_help(path: &[String], into: &mut std::collections::BTreeMap<String, Shown>) {
+    let out = std::process::Command::new(host_binary()).args(path).arg("-h").output().unwrap();
+    assert!(out.status.success(), "host {path:?} -h");
+    let help = String::from_utf8(out.stdout).unwrap();
+    let subcommands: Vec<&str> = help_section(&help, "Commands:")
+        .iter()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    let flags = help
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.trim_start().starts_with('-') && l.len() - l.trim_start().len() <= 6)
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
+        .map(|f| f.trim_end_matches(',').to_string())
+        .filter(|f| f != "--help" && f != "--version")
+        .collect();
+    if subcommands.is_empty() {
+        let arguments = help_section(&help, "Arguments:")
+            .iter()
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|a| a.replace(['<', '>'], ""))
+            .collect();
+        into.insert(path.join(" "), (arguments, flags));
+        return;
+    }
+    assert!(flags.is_empty(), "`host {}` has flags of its own: {flags:?}", path.join(" "));
+    for sub in subcommands {
+        let mut deeper = path.to_vec();
+        deeper.push(sub.to_string());
+        commands_in_help(&deeper, into);
+    }
+}
+
+/// README's "Commands" table, row by row: `| `host run` | `PIPELINE...` |
+/// `--once` `--admin [ADDR]` ... |`.
+fn commands_in_readme() -> std::collections::BTreeMap<String, Shown> {
+    let readme = std::fs::read_to_string(common::workspace().join("README.md")).unwrap();
+    let start = readme.find("\n### Commands\n").expect("README has a `### Commands` section") + 1;
+    let section = &readme[start..];
+    let section = &section[..section[1..].find("\n#").map_or(section.len(), |end| end + 1)];
+    let mut commands = std::collections::BTreeMap::new();
+    for row in section.lines().filter(|l| l.starts_with("| `host ")) {
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+        assert_eq!(cells.len(), 3, "README's row `{row}` has three cells");
+        let command = cells[0].trim_matches('`').strip_prefix("host ").unwrap().to_string();
+        let arguments =
+            cells[1].split_whitespace().map(|a| a.trim_matches('`').to_string()).filter(|a| a != "-").collect();
+        let flags = cells[2]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter_map(|code| code.split_whitespace().next())
+            .filter(|f| f.starts_with("--"))
+            .map(str::to_string)
+            .collect();
+        assert!(commands.insert(command.clone(), (arguments, flags)).is_none(), "`host {command}` twice in README");
+    }
+    commands
+}
+
+/// README lists every command, with its arguments and flags, exactly as
+/// `--help` shows them, and no more.
+#[test]
+fn readme_lists_the_commands_and_flags_that_help_shows() {
+    let mut shown = std::collections::BTreeMap::new();
+    commands_in_help(&[], &mut shown);
+    let listed = commands_in_readme();
+    let names = |m: &std::collections::BTreeMap<String, Shown>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&listed), names(&shown), "the commands README lists, and those `host --help` shows");
+    for (command, help) in &shown {
+        assert_eq!(&listed[command], help, "`host {command}`: README's arguments and flags, then `--help`'s");
+    }
+    // What each says it is about.
+    let about = |args: &[&str]| {
+        String::from_utf8(std::process::Command::new(host_binary()).args(args).output().unwrap().stdout).unwrap()
+    };
+    assert!(about(&["--help"]).contains("SFTP"), "{}", about(&["--help"]));
+    let once = about(&["run", "--help"]);
+    for says in ["queue", "reconcile", "SFTP pass"] {
+        assert!(once.contains(says), "run --once: {says}: {once}");
+    }
+    let new = about(&["plugins", "new", "--help"]);
+    assert_eq!(new.matches("[default: .]").count(), 1, "{new}");
+}
+
 #[test]
 fn plugins_inspect_names_world_version_digest_and_size() {
     let mask = std::path::Path::new(common::PLUGIN_DIR).join("mask.wasm");
     let bytes = std::fs::read(&mask).unwrap();
     let out = std::process::Command::new(host_binary())
-        .args(["--no-cache", "plugins", "inspect"])
+        .args(["plugins", "inspect", "--no-cache"])
         .arg(&mask)
         .output()
         .unwrap();
@@ -144,7 +319,7 @@ fn plugins_inspect_names_world_version_digest_and_size() {
         (&wrong, "does not fit the etl:transform/plugin@0.1.0 world"),
     ] {
         let out = std::process::Command::new(host_binary())
-            .args(["--no-cache", "plugins", "inspect"])
+            .args(["plugins", "inspect", "--no-cache"])
             .arg(file)
             .output()
             .unwrap();
@@ -179,7 +354,7 @@ fn a_plugin_from_s3_is_refused_at_start_when_its_digest_differs() {
         );
         std::fs::write(&file, body).unwrap();
         std::process::Command::new(host_binary())
-            .args(["--no-cache", "check"])
+            .args(["check", "--no-cache"])
             .arg(&file)
             .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
@@ -190,7 +365,7 @@ fn a_plugin_from_s3_is_refused_at_start_when_its_digest_differs() {
     };
     let out = check(&wrong);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!("s3://{bucket}/plugins/mask.wasm has digest {right}, but the step pins {wrong}")),
         "{stderr}"
@@ -211,9 +386,8 @@ fn an_empty_hmac_key_is_refused() {
     )
     .unwrap();
     let out = std::process::Command::new(host_binary())
-        .args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"])
+        .args(["check", "--plugin-path", common::PLUGIN_DIR, "--cache-dir"])
         .arg(common::cache_dir())
-        .arg("check")
         .arg(&file)
         .env("ETL_TEST_EMPTY_KEY", "")
         .output()

@@ -124,6 +124,10 @@ async fn the_compose_seed_job_and_host_service_run_as_written() {
     assert_eq!(svc["seed"]["depends_on"]["moto"]["condition"], "service_started");
     assert_eq!(svc["host"]["depends_on"]["seed"]["condition"], "service_completed_successfully");
     assert_eq!(svc["host"]["ports"][0], "127.0.0.1:9090:9090");
+    // Trust-auth PostgreSQL and moto take anyone who reaches them: this
+    // machine only.
+    assert_eq!(svc["postgres"]["ports"][0], "127.0.0.1:5432:5432");
+    assert_eq!(svc["moto"]["ports"][0], "127.0.0.1:5000:5000");
     // The pipelines' tables: the host makes only its own (`--migrate`);
     // postgres makes these when it first starts, as `migrated()` does here.
     let init = strings(&svc["postgres"]["volumes"]);
@@ -155,7 +159,8 @@ async fn the_compose_seed_job_and_host_service_run_as_written() {
         .collect();
     assert!(command.iter().any(|a| a == &format!("0.0.0.0:{port}")), "{command:?}");
     let env = svc["host"]["environment"].as_object().unwrap();
-    let database = env["DATABASE_URL"].as_str().unwrap().replace("postgres@postgres:5432", "postgres@127.0.0.1:5432");
+    let here = format!("postgres@{}", services::database_address());
+    let database = env["DATABASE_URL"].as_str().unwrap().replace("postgres@postgres:5432", &here);
     let token = "deploy-test-token";
     let log = std::env::temp_dir().join(format!("{}.log", services::unique("compose-host")));
     let mut child = std::process::Command::new(crate::objects::host_binary())

@@ -59,7 +59,7 @@ impl Host {
     ) -> Host {
         let log = files[0].with_extension(format!("{}.log", std::process::id()));
         let mut cmd = Command::new(crate::objects::host_binary());
-        cmd.args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir()).arg("run");
+        cmd.arg("run").args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir());
         cmd.args(files).args(args).envs(envs.iter().copied());
         let child = cmd
             .env("AWS_ENDPOINT_URL", endpoint)

@@ -4,13 +4,16 @@
 mod admin;
 mod cli;
 mod common;
+mod dead_letter_tools;
 mod dead_letters;
 mod deploy;
+mod errors;
 mod exits;
 mod faults;
 mod files;
 mod golden;
 mod hardening;
+mod health;
 mod histories;
 mod keys;
 mod library;

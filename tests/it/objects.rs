@@ -118,11 +118,11 @@ pub fn backfill(o: &BigObject) -> Backfill {
 pub fn backfill_command(o: &BigObject) -> std::process::Command {
     let mut command = std::process::Command::new(host_binary());
     command
+        .arg("backfill")
         .arg("--plugin-path")
         .arg(common::PLUGIN_DIR)
         .arg("--cache-dir")
         .arg(common::cache_dir())
-        .arg("backfill")
         .arg(&o.pipeline)
         .env("DATABASE_URL", services::database_url())
         .env("AWS_ENDPOINT_URL", &o.endpoint)

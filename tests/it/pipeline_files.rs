@@ -56,8 +56,8 @@ fn the_keyed_logins_pipeline_masks_with_the_key_from_the_environment() {
     let ws = common::workspace();
     let host = |key: Option<&str>, args: &[&str]| {
         let mut cmd = std::process::Command::new(crate::objects::host_binary());
-        cmd.current_dir(&ws).args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir());
-        cmd.args(args).env_remove("LOGIN_MASK_KEY");
+        cmd.current_dir(&ws).args(args).args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]);
+        cmd.arg(common::cache_dir()).env_remove("LOGIN_MASK_KEY");
         if let Some(k) = key {
             cmd.env("LOGIN_MASK_KEY", k);
         }
@@ -65,7 +65,7 @@ fn the_keyed_logins_pipeline_masks_with_the_key_from_the_environment() {
     };
     let out = host(None, &["check", "pipelines/logins-keyed.toml"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("environment variable `LOGIN_MASK_KEY` is not set"), "{stderr}");
 
     let key = "a key of the team's";

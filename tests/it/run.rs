@@ -516,9 +516,9 @@ async fn sigterm_stops_the_host_cleanly() {
     let host = exe.parent().unwrap().parent().unwrap().join("host");
     assert!(host.is_file(), "{} is missing: run `cargo xtask test`", host.display());
     let child = std::process::Command::new(host)
+        .arg("run")
         .args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"])
         .arg(common::cache_dir())
-        .arg("run")
         .arg(&file)
         .env("LOGIN_QUEUE", &name)
         .env("AWS_ENDPOINT_URL", services::endpoint())

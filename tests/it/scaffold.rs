@@ -73,13 +73,13 @@ async fn a_new_plugin_builds_tests_and_loads_rows() {
     std::fs::create_dir_all(&release).unwrap();
     std::fs::copy(built.join("lowercase_locale.wasm"), release.join("lowercase_locale.wasm")).unwrap();
 
-    let cases = ok("host test", &host(&dir, &["--no-cache", "test", "pipeline.toml"]));
+    let cases = ok("host test", &host(&dir, &["test", "--no-cache", "pipeline.toml"]));
     assert!(cases.contains("1 passed, 0 failed"), "{cases}");
-    let checked = ok("host check", &host(&dir, &["--no-cache", "check", "pipeline.toml"]));
+    let checked = ok("host check", &host(&dir, &["check", "--no-cache", "pipeline.toml"]));
     assert!(checked.starts_with("ok: pipeline.toml"), "{checked}");
     let inspected = ok(
         "inspect",
-        &host(&dir, &["--no-cache", "plugins", "inspect", release.join("lowercase_locale.wasm").to_str().unwrap()]),
+        &host(&dir, &["plugins", "inspect", "--no-cache", release.join("lowercase_locale.wasm").to_str().unwrap()]),
     );
     assert!(inspected.contains("\"field\""), "its params schema: {inspected}");
 
@@ -99,7 +99,7 @@ async fn a_new_plugin_builds_tests_and_loads_rows() {
     send(&sqs, &url, &bodies).await;
     let run = Command::new(crate::objects::host_binary())
         .current_dir(&dir)
-        .args(["--no-cache", "run", "pipeline.toml", "--once"])
+        .args(["run", "--no-cache", "pipeline.toml", "--once"])
         .env("QUEUE", &q)
         .env("SCHEMA", &schema)
         .env("DATABASE_URL", services::database_url())

@@ -18,6 +18,15 @@ pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// `host:port` of `DATABASE_URL` (127.0.0.1:5432, or the port of the
+/// private server `cargo xtask` started).
+pub fn database_address() -> String {
+    let url = database_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h).to_string()
+}
+
 /// The SQS endpoint, starting moto if needed.
 pub fn endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();

@@ -286,8 +286,8 @@ async fn a_host_killed_in_the_middle_of_a_large_copy_copies_it_once_next_time() 
     std::fs::write(&file, w.text(&[])).unwrap();
     let command = || {
         let mut c = Command::new(crate::objects::host_binary());
-        c.args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir());
-        c.arg("run").arg(&file).arg("--once");
+        c.arg("run").args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir());
+        c.arg(&file).arg("--once");
         c.env("DATABASE_URL", services::database_url())
             .env("AWS_ENDPOINT_URL", services::endpoint())
             .env("AWS_REGION", "us-east-1")

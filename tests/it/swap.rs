@@ -229,11 +229,11 @@ async fn a_plugin_in_s3_is_taken_when_its_etag_changes() {
     let file = dir.join("logins.toml");
     std::fs::write(&file, text).unwrap();
     let child = std::process::Command::new(crate::objects::host_binary())
+        .arg("run")
         .arg("--plugin-path")
         .arg(common::PLUGIN_DIR)
         .arg("--cache-dir")
         .arg(common::cache_dir())
-        .arg("run")
         .arg(&file)
         .env("DATABASE_URL", services::database_url())
         .env("AWS_ENDPOINT_URL", &endpoint)

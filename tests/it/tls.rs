@@ -44,7 +44,8 @@ async fn verify_full_refuses_a_certificate_that_does_not_name_the_host() {
     let out = host_command(&url).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cannot connect to the database at 127.0.0.1:5432 (sslmode=verify-full)"), "{stderr}");
+    let at = format!("cannot connect to the database at {} (sslmode=verify-full)", services::database_address());
+    assert!(stderr.contains(&at), "{stderr}");
     assert!(stderr.contains("invalid peer certificate"), "{stderr}");
     // `disable` and `require` still work.
     for params in ["sslmode=disable", "sslmode=require"] {
@@ -98,4 +99,62 @@ async fn a_run_over_required_tls_loads() {
     assert!(status.success(), "{out}\n{}", host.log());
     let rows = crate::run::count(&format!("SELECT count(*) FROM {schema}.user_logins")).await;
     assert_eq!(rows, 5, "{out}");
+}
+
+/// What the URL does not say comes from where libpq looks (issue 24):
+/// `PGSSLMODE`, `PGSSLROOTCERT`, and `~/.postgresql/root.crt`, through the
+/// real `host migrate`. The URL's own settings win.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_environment_says_what_the_url_does_not_as_libpq_does() {
+    services::migrated().await;
+    let cert: String = pg().await.query_one("SHOW ssl_cert_file", &[]).await.unwrap().get(0);
+    let url = services::database_url();
+    let home = std::env::temp_dir().join(services::unique("home"));
+    std::fs::create_dir_all(home.join(".postgresql")).unwrap();
+    let run = |envs: &[(&str, &str)], url: &str| {
+        let mut cmd = host_command(url);
+        cmd.env_remove("PGSSLMODE").env_remove("PGSSLROOTCERT").env("HOME", &home).envs(envs.iter().copied());
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // PGSSLMODE: the certificate names `localhost`, not 127.0.0.1.
+    let (code, stderr) = run(&[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", &cert)], &url);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("(sslmode=verify-full)") && stderr.contains("invalid peer certificate"), "{stderr}");
+    // ... and the URL's own sslmode wins over it.
+    let (code, stderr) = run(&[("PGSSLMODE", "verify-full")], &with("sslmode=disable"));
+    assert_eq!(code, Some(0), "{stderr}");
+    // PGSSLROOTCERT: `verify-ca` checks the chain only.
+    let (code, stderr) = run(&[("PGSSLMODE", "verify-ca"), ("PGSSLROOTCERT", &cert)], &url);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = run(&[("PGSSLMODE", "bogus")], &url);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("PGSSLMODE: sslmode `bogus` is not one of"), "{stderr}");
+    // ~/.postgresql/root.crt: with it, `require` checks the chain, as in
+    // libpq; a root that did not sign the server's certificate is refused.
+    let root = home.join(".postgresql/root.crt");
+    std::fs::write(&root, other_root()).unwrap();
+    let (code, stderr) = run(&[("PGSSLMODE", "require")], &url);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("(sslmode=require)") && stderr.contains("invalid peer certificate"), "{stderr}");
+    std::fs::copy(&cert, &root).unwrap();
+    let (code, stderr) = run(&[("PGSSLMODE", "require")], &url);
+    assert_eq!(code, Some(0), "{stderr}");
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+/// A self-signed certificate that did not sign the server's (made with
+/// `openssl req -x509 -newkey ec`; its key was thrown away).
+fn other_root() -> &'static str {
+    "-----BEGIN CERTIFICATE-----\n\
+     MIIBkzCCATmgAwIBAgIUVXE+2HhsdkRWynjj73YnW5b3npcwCgYIKoZIzj0EAwIw\n\
+     HjEcMBoGA1UEAwwTbm90IHRoZSBzZXJ2ZXIncyBDQTAgFw0yNjEyMDUwNDE1MTda\n\
+     GA8yMTI2MTExMTA0MTUxN1owHjEcMBoGA1UEAwwTbm90IHRoZSBzZXJ2ZXIncyBD\n\
+     QTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABDRM9NHxI3+WLAdZqjb+kXk5vOXw\n\
+     4cYeuRYHSxja5hHiUsxqIuWKb3j/IfaA9piv9krpX1PRitD0ja8jG2KKow6jUzBR\n\
+     MB0GA1UdDgQWBBTcPyZasSXmqFM4Is5GqRkGvZPQVDAfBgNVHSMEGDAWgBTcPyZa\n\
+     sSXmqFM4Is5GqRkGvZPQVDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gA\n\
+     MEUCIHJiKK+wCfEouIzyAu2gYNP6tRgSTkcHvAYIW+jRziyfAiEAtSG6iW6bPw4X\n\
+     T3VQnawYGK4G13EbNvip5QOelN39PGE=\n\
+     -----END CERTIFICATE-----\n"
 }

@@ -1,25 +1,47 @@
-//! `cargo xtask build | test | bench`.
+//! `cargo xtask build | test | history | bench | demo | postgres`.
 
+mod packages;
+mod postgres;
+
+use packages::Need;
+use postgres::{Choice, Postgres};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <build|test|history|bench|demo>
+const USAGE: &str = "usage: cargo xtask <build|test|history|bench|demo|postgres>
   build   the host (release) and every plugin; components land in target/plugins/
-  test    build, then run every test (the README's test command)
+  test [ARGS]  build, then run every test (the README's test command); with
+          ARGS, `cargo test --release ARGS` instead (-p tests --test it -- tls)
   history [--seeds N] [--from S] [--ops M] [--seed S]
           build, then the history checker's soak: N random object histories
           (default 200) of M operations (default 40) from seed S
   bench   build, then run the benchmarks and print their tables
-  demo    build, then load the 100 Fetch messages from SQS (moto) into PostgreSQL";
+  demo    build, then load the 100 Fetch messages from SQS (moto) into PostgreSQL
+  postgres  run the private PostgreSQL (the one test and demo start when no
+          server answers) until Ctrl-C, with the data the last run left
+
+test, history and demo install the Debian packages they need when run as
+root (else they say the command), and use DATABASE_URL, else the server at
+127.0.0.1:5432, else a private PostgreSQL (always with XTASK_POSTGRES=private).";
+
+/// What each command needs from the machine (a private PostgreSQL adds
+/// its own needs).
+const DEMO: &[Need] = &[packages::PYTHON_VENV, packages::PSQL];
+const HISTORY: &[Need] = &[packages::PYTHON_VENV, packages::SSHD, packages::SSH_KEYGEN];
+const TEST: &[Need] =
+    &[packages::PYTHON_VENV, packages::PSQL, packages::CHROMIUM, packages::CURL, packages::SSHD, packages::SSH_KEYGEN];
 
 fn main() -> ExitCode {
     let arg = std::env::args().nth(1).unwrap_or_default();
     let result = match arg.as_str() {
         "build" => build(),
-        "test" => ensure_postgres().and_then(|()| build()).and_then(|()| ensure_moto()).and_then(|()| test()),
-        "bench" => build().and_then(|()| cargo(&["bench", "-p", "tests"])),
-        "history" => ensure_postgres().and_then(|()| build()).and_then(|()| ensure_moto()).and_then(|()| history()),
-        "demo" => ensure_postgres().and_then(|()| build()).and_then(|()| ensure_moto()).and_then(|()| demo()),
+        "test" => with_services(TEST, |pg| build().and_then(|()| ensure_moto()).and_then(|()| test(&pg.env()))),
+        "bench" => build().and_then(|()| cargo(&["bench", "-p", "tests"], &[])),
+        "history" => {
+            with_services(HISTORY, |pg| build().and_then(|()| ensure_moto()).and_then(|()| history(&pg.env())))
+        }
+        "demo" => with_services(DEMO, |pg| build().and_then(|()| ensure_moto()).and_then(|()| demo(pg))),
+        "postgres" => private_postgres(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -34,6 +56,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// Installs what the command needs, picks or starts its PostgreSQL (all
+/// before the long build, so that what is missing is said at once), runs
+/// it, then stops a private PostgreSQL.
+fn with_services(needs: &[Need], run: impl FnOnce(&Postgres) -> Result<(), String>) -> Result<(), String> {
+    let choice = postgres::choose()?;
+    let mut needs = needs.to_vec();
+    if matches!(choice, Choice::Private) {
+        needs.extend([packages::POSTGRESQL, packages::OPENSSL]);
+    }
+    packages::ensure(&needs)?;
+    let pg = Postgres::start(choice, &target_dir())?;
+    run(&pg)
+}
+
+/// `cargo xtask postgres`: the private server in the foreground.
+fn private_postgres() -> Result<(), String> {
+    packages::ensure(&[packages::POSTGRESQL, packages::OPENSSL])?;
+    let mut pg = Postgres::start(Choice::Private, &target_dir())?;
+    for (name, value) in pg.env() {
+        println!("{name}={value}");
+    }
+    println!("running until Ctrl-C");
+    pg.wait();
+    Ok(())
+}
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
 }
@@ -45,7 +93,7 @@ fn target_dir() -> PathBuf {
 fn build() -> Result<(), String> {
     // Before the host's long build: a missing target should not wait for it.
     xtask::ensure_target()?;
-    cargo(&["build", "--release", "-p", "host"])?;
+    cargo(&["build", "--release", "-p", "host"], &[])?;
     let ws = workspace();
     let crates = xtask::plugin_crates(&ws.join("plugins")).map_err(|e| e.to_string())?;
     let out = target_dir().join("plugins");
@@ -56,15 +104,20 @@ fn build() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs every test, passing cargo's output through, and ends with one line
+/// Runs every test (or `cargo test --release` with the command's own
+/// arguments), passing cargo's output through, and ends with one line
 /// adding up all the test binaries' results.
-fn test() -> Result<(), String> {
+fn test(env: &[(String, String)]) -> Result<(), String> {
+    let given: Vec<String> = std::env::args().skip(2).collect();
+    // Every test binary runs, whichever fails first.
+    let all = ["--workspace", "--no-fail-fast"].map(String::from);
     use std::io::{BufRead, BufReader};
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(cargo)
         .current_dir(workspace())
-        // Every test binary runs, whichever fails first.
-        .args(["test", "--release", "--workspace", "--no-fail-fast"])
+        .args(["test", "--release"])
+        .args(if given.is_empty() { &all[..] } else { &given })
+        .envs(env.iter().cloned())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
@@ -88,44 +141,14 @@ fn test() -> Result<(), String> {
 
 /// The history checker's soak: its arguments passed on (200 seeds unless
 /// some are named).
-fn history() -> Result<(), String> {
+fn history(env: &[(String, String)]) -> Result<(), String> {
     let mut args: Vec<String> = std::env::args().skip(2).collect();
     if !args.iter().any(|a| a == "--seeds" || a == "--seed") {
         args.extend(["--seeds".to_string(), "200".to_string()]);
     }
     let mut all = vec!["test", "--release", "-p", "tests", "--test", "history", "--"];
     all.extend(args.iter().map(String::as_str));
-    cargo(&all)
-}
-
-/// Says at once when PostgreSQL does not answer at `DATABASE_URL` (or the
-/// local server), before a build of several minutes.
-fn ensure_postgres() -> Result<(), String> {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let Some(addr) = host_port(&url) else { return Ok(()) };
-    use std::net::ToSocketAddrs;
-    let reachable = addr.to_socket_addrs().is_ok_and(|mut all| {
-        all.any(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(3)).is_ok())
-    });
-    if reachable {
-        return Ok(());
-    }
-    Err(format!(
-        "PostgreSQL does not answer at {addr} (DATABASE_URL, default the local server): start it \
-         (on Debian: pg_ctlcluster $(ls /etc/postgresql) main start) or set DATABASE_URL"
-    ))
-}
-
-/// `host:port` of a `postgres://[user[:pw]@]host[:port]/...` URL.
-fn host_port(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?']).next()?;
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if host.is_empty() {
-        return None;
-    }
-    let has_port = host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !host.ends_with(']');
-    Some(if has_port { host.to_string() } else { format!("{host}:5432") })
+    cargo(&all, env)
 }
 
 /// Makes `.venv` with moto (an AWS endpoint for SQS and S3 on loopback) if
@@ -194,9 +217,9 @@ impl Drop for Moto {
 
 /// The main job on local services: the 100 Fetch messages into a queue
 /// named `login-queue`, then `host run --once` loads them into
-/// `user_logins`. Uses `AWS_ENDPOINT_URL` and `DATABASE_URL` when set (as in
-/// docker-compose.yml), else starts moto and uses the local PostgreSQL.
-fn demo() -> Result<(), String> {
+/// `user_logins`. Uses `AWS_ENDPOINT_URL` when set (as in
+/// docker-compose.yml), else starts moto; and the PostgreSQL `pg`.
+fn demo(pg: &Postgres) -> Result<(), String> {
     let ws = workspace();
     let _moto;
     let endpoint = match std::env::var("AWS_ENDPOINT_URL") {
@@ -206,8 +229,7 @@ fn demo() -> Result<(), String> {
             _moto.1.clone()
         }
     };
-    let database =
-        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let database = &pg.url;
     let host = target_dir().join("release/host");
     let env = |cmd: &mut Command| {
         cmd.current_dir(&ws)
@@ -215,7 +237,7 @@ fn demo() -> Result<(), String> {
             .env("AWS_REGION", std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()))
             .env("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()))
             .env("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into()))
-            .env("DATABASE_URL", &database)
+            .env("DATABASE_URL", database)
             // Read by a person: text log lines, whatever stderr is.
             .env("HOST_LOG_FORMAT", std::env::var("HOST_LOG_FORMAT").unwrap_or_else(|_| "text".into()));
     };
@@ -240,6 +262,9 @@ fn demo() -> Result<(), String> {
     step("load them (drain the queue, then stop)", &["run", "pipelines/logins.toml", "--once"])?;
     step("the dead letter", &["dead-letters", "list", "pipelines/logins.toml"])?;
     println!("\nrows are in user_logins at {database}");
+    if pg.is_private() {
+        println!("(a private PostgreSQL, stopped now: `cargo xtask postgres` starts it again with these rows)");
+    }
     Ok(())
 }
 
@@ -274,8 +299,10 @@ for i in range(0, len(lines), 10):
 print(f"sent {len(lines)} messages")
 "#;
 
-fn cargo(args: &[&str]) -> Result<(), String> {
+fn cargo(args: &[&str], env: &[(String, String)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo).current_dir(workspace()).args(args).status().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace()).args(args).envs(env.iter().cloned());
+    let status = cmd.status().map_err(|e| e.to_string())?;
     if status.success() { Ok(()) } else { Err(format!("cargo {} failed ({status})", args.join(" "))) }
 }

@@ -46,8 +46,8 @@ pub enum AdminError {
     NoToken(SocketAddr),
     #[error("HOST_ADMIN_TOKEN is empty: a token must not be")]
     EmptyToken,
-    #[error("cannot listen on {addr} for the admin endpoint: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen on {addr} for the admin endpoint: {error}")]
+    Bind { addr: SocketAddr, error: std::io::Error },
 }
 
 /// What the handlers share.
@@ -58,7 +58,8 @@ pub struct Admin {
     token: Option<[u8; 32]>,
     /// Every route needs the token (a non-loopback address).
     closed: bool,
-    /// The page's connection (dead letters by reason), made when needed.
+    /// The page's connection (dead letters by reason), made when needed;
+    /// its statements end after `COUNT_TIMEOUT`.
     db: crate::sink::connect::Kept,
 }
 
@@ -85,9 +86,9 @@ impl Endpoint {
         };
         let listener = tokio::net::TcpListener::bind(opts.addr)
             .await
-            .map_err(|source| AdminError::Bind { addr: opts.addr, source })?;
-        let admin =
-            Arc::new(Admin { board, metrics, token, closed, db: crate::sink::connect::Kept::new(database_url) });
+            .map_err(|error| AdminError::Bind { addr: opts.addr, error })?;
+        let db = crate::sink::connect::Kept::with_statement_timeout(database_url, COUNT_TIMEOUT);
+        let admin = Arc::new(Admin { board, metrics, token, closed, db });
         Ok(Endpoint { listener, admin })
     }
 
@@ -178,7 +179,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(&a[..], &b[..]))
 }
 
 async fn healthz() -> &'static str {
@@ -204,17 +205,22 @@ async fn readyz(With(admin): With<Arc<Admin>>) -> Response {
 async fn readiness(panel: &Panel) -> (bool, String) {
     match panel.state() {
         State::Starting => (false, format!("{}: not ready: its plugins are loading", panel.name)),
-        State::Failed(why) => (false, format!("{}: failed: {why}", panel.name)),
+        State::Failed(why) => (false, format!("{}: failed: {}", panel.name, clip(&why))),
         State::Stopped => (false, format!("{}: stopped", panel.name)),
         State::Running => {
             let mut failing: Vec<String> = panel
                 .probe()
                 .await
                 .into_iter()
-                .filter_map(|(part, r)| r.err().map(|why| format!("{part}: {why}")))
+                .filter_map(|(part, r)| r.err().map(|why| format!("{part}: {}", clip(&why))))
                 .collect();
             if let Some(why) = panel.sftp_error() {
-                failing.push(format!("SFTP: the last pass failed: {why}"));
+                failing.push(format!("SFTP: the last pass failed: {}", clip(&why)));
+            }
+            for s in panel.sources().iter().filter(|s| s.part != "sftp") {
+                if let Some(why) = s.health.reason() {
+                    failing.push(format!("{}: {}: {}", s.part, s.health.label(), clip(&why)));
+                }
             }
             if failing.is_empty() {
                 (true, format!("{}: ok", panel.name))
@@ -222,6 +228,19 @@ async fn readiness(panel: &Panel) -> (bool, String) {
                 (false, format!("{}: not ready: {}", panel.name, failing.join("; ")))
             }
         }
+    }
+}
+
+/// The most characters of one reason on `/readyz`: a probe reads a line,
+/// and the logs and `/pipelines` have the rest.
+const REASON_CHARS: usize = 160;
+
+/// `why` on one line of at most [`REASON_CHARS`] characters.
+fn clip(why: &str) -> String {
+    let line = why.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(REASON_CHARS) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
     }
 }
 
@@ -236,13 +255,21 @@ async fn pipelines(With(admin): With<Arc<Admin>>) -> Response {
         .panels()
         .iter()
         .map(|p| {
-            let state = p.state();
+            let (state, error) = p.label();
             serde_json::json!({
                 "name": p.name,
                 "file": p.file.display().to_string(),
+                "revision": p.revision(),
                 "source": p.source(),
-                "state": state.label(),
-                "error": match &state { State::Failed(why) => Some(why.clone()), _ => None },
+                "state": state,
+                "error": error,
+                "sources": p.sources().iter().map(|s| serde_json::json!({
+                    "part": s.part,
+                    "state": s.health.label(),
+                    "reason": s.health.reason(),
+                    "since": rfc3339(s.since),
+                    "errors": s.errors,
+                })).collect::<Vec<_>>(),
                 "counts": counts_json(&p.counts()),
                 "plugins": p.plugins().iter().map(|v| serde_json::json!({"step": v.step, "name": v.name, "digest": v.digest})).collect::<Vec<_>>(),
                 "oldest_message_age_s": p.oldest_age().map(|a| a.as_secs_f64()),
@@ -250,6 +277,11 @@ async fn pipelines(With(admin): With<Arc<Admin>>) -> Response {
         })
         .collect();
     axum::Json(list).into_response()
+}
+
+/// A time as RFC 3339, in UTC.
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn counts_json(s: &crate::status::Summary) -> serde_json::Value {
@@ -321,27 +353,36 @@ async fn status_page(With(admin): With<Arc<Admin>>) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
-/// Dead letters not replayed, by pipeline: (stage, reason, count), the
-/// most frequent first (never payloads); or why they could not be read.
+/// Open dead letters (neither replayed nor discarded), by pipeline:
+/// (stage, reason, count) among its newest [`COUNTED`], the most frequent
+/// first (never payloads); or why they could not be read.
 pub type DeadLetterCounts = Result<std::collections::HashMap<String, Vec<(String, String, i64)>>, String>;
+
+/// The newest open dead letters of each pipeline the status page counts:
+/// a refresh reads at most this many rows a pipeline, however many there
+/// are (by the `dead_letters_open` index, newest first).
+pub const COUNTED: i64 = 10_000;
+
+/// How long the page's query may take, in the database as well as here.
+pub const COUNT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The page's statement: for each pipeline of `$1`, its newest `$2` open
+/// dead letters grouped by (stage, reason), at most 12 groups each.
+pub const COUNT_SQL: &str = "SELECT pipeline, stage, reason, n FROM ( \
+       SELECT d.pipeline, d.stage, d.reason, count(*) AS n, \
+              row_number() OVER (PARTITION BY d.pipeline ORDER BY count(*) DESC, d.stage, d.reason) AS r \
+       FROM unnest($1::text[]) AS p(name) CROSS JOIN LATERAL ( \
+         SELECT pipeline, stage, reason FROM etl.dead_letters \
+         WHERE pipeline = p.name AND replayed_at IS NULL AND discarded_at IS NULL \
+         ORDER BY id DESC LIMIT $2) d \
+       GROUP BY d.pipeline, d.stage, d.reason) t \
+     WHERE r <= 12 ORDER BY pipeline, r";
 
 impl Admin {
     /// Every pipeline's dead letters in one query, at most 12 (stage,
     /// reason) pairs each.
     async fn dead_letters(&self, pipelines: &[String]) -> DeadLetterCounts {
-        let rows = self
-            .db
-            .query(
-                "SELECT pipeline, stage, reason, n FROM ( \
-                   SELECT pipeline, stage, reason, count(*) AS n, \
-                          row_number() OVER (PARTITION BY pipeline ORDER BY count(*) DESC, stage, reason) AS r \
-                   FROM etl.dead_letters WHERE pipeline = ANY($1) AND replayed_at IS NULL \
-                   GROUP BY pipeline, stage, reason) t \
-                 WHERE r <= 12 ORDER BY pipeline, r",
-                &[&pipelines],
-                Duration::from_secs(2),
-            )
-            .await?;
+        let rows = self.db.query(COUNT_SQL, &[&pipelines, &COUNTED], COUNT_TIMEOUT).await?;
         let mut by_pipeline: std::collections::HashMap<String, Vec<(String, String, i64)>> = Default::default();
         for r in rows {
             by_pipeline.entry(r.get(0)).or_default().push((r.get(1), r.get(2), r.get(3)));

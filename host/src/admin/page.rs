@@ -1,13 +1,18 @@
 //! The status page: plain server-rendered HTML that refreshes itself, no
-//! script. Each pipeline: its state, source, counts, rows per second over
-//! the last minutes (an inline SVG chart), the age of the oldest message,
-//! the plugin versions running, the last swaps and refusals, and its dead
-//! letters by stage and reason (never payloads).
+//! script. Each pipeline: its state (and each part of its source that does
+//! not answer), source, file and the revision of it that runs, counts since
+//! the start, rows per second over the last minutes (an inline SVG chart),
+//! the age of the oldest message, the plugin versions running, the last
+//! swaps and refusals, and its dead letters by stage and reason (all time;
+//! never payloads).
+//!
+//! Written with `maud`: every value put in the page is escaped by
+//! construction; only the style sheet is inserted as it is.
 
 use super::DeadLetterCounts;
-use crate::status::{Board, Panel, SAMPLE_EVERY, State};
+use crate::status::{Board, Health, Panel, SAMPLE_EVERY};
 use crate::transform::short;
-use std::fmt::Write;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -15,167 +20,192 @@ use std::time::SystemTime;
 const REFRESH_S: u64 = 5;
 
 pub fn render(board: &Board, panels: &[Arc<Panel>], dead: &DeadLetterCounts) -> String {
-    let mut html = String::with_capacity(16 * 1024);
     let up = SystemTime::now().duration_since(board.started).unwrap_or_default().as_secs();
-    let _ = write!(
-        html,
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{REFRESH_S}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>ETL host: {n} pipeline{s}</title>
-<style>{STYLE}</style></head><body>
-<header><h1>ETL host</h1><p>{n} pipeline{s} &middot; up {up} &middot; version {version} &middot; refreshes every {REFRESH_S} s &middot; <a href="/metrics">metrics</a> &middot; <a href="/readyz">readiness</a></p></header>
-<main>
-"#,
-        n = panels.len(),
-        s = if panels.len() == 1 { "" } else { "s" },
-        up = duration(up),
-        version = env!("CARGO_PKG_VERSION"),
-    );
-    for panel in panels {
-        let rows = match dead {
-            Ok(d) => Ok(d.get(&panel.name).map_or(&[][..], Vec::as_slice)),
-            Err(why) => Err(why.as_str()),
-        };
-        pipeline(&mut html, panel, rows);
+    let n = panels.len();
+    let s = if n == 1 { "" } else { "s" };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content=(REFRESH_S);
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "ETL host: " (n) " pipeline" (s) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    h1 { "ETL host" }
+                    p {
+                        (n) " pipeline" (s) " · up " (duration(up)) " · version " (env!("CARGO_PKG_VERSION"))
+                        " · refreshes every " (REFRESH_S) " s · "
+                        a href="/metrics" { "metrics" } " · " a href="/readyz" { "readiness" }
+                    }
+                }
+                main {
+                    @for panel in panels {
+                        @let rows = match dead {
+                            Ok(d) => Ok(d.get(&panel.name).map_or(&[][..], Vec::as_slice)),
+                            Err(why) => Err(why.as_str()),
+                        };
+                        (pipeline(panel, rows))
+                    }
+                }
+            }
+        }
     }
-    html.push_str("</main></body></html>\n");
-    html
+    .into_string()
+        + "\n"
 }
 
-fn pipeline(html: &mut String, p: &Panel, dead: Result<&[(String, String, i64)], &str>) {
-    let state = p.state();
+fn pipeline(p: &Panel, dead: Result<&[(String, String, i64)], &str>) -> Markup {
+    let (label, reason) = p.label();
     let counts = p.counts();
-    let _ = write!(
-        html,
-        r#"<section class="pipeline" id="pipeline-{id}" data-pipeline="{name}">
-<h2>{name} <span class="state {label}">{label}</span></h2>
-<p class="meta">source <code>{source}</code> &middot; file <code>{file}</code>{oldest}</p>
-"#,
-        id = escape(&p.name),
-        name = escape(&p.name),
-        label = state.label(),
-        source = escape(&p.source()),
-        file = escape(&p.file.display().to_string()),
-        oldest = match p.oldest_age() {
-            Some(a) => format!(" &middot; oldest message <b class=\"oldest\">{}</b> old", duration(a.as_secs())),
-            None => String::new(),
-        },
-    );
-    if let State::Failed(why) = &state {
-        let _ = writeln!(html, r#"<p class="error">{}</p>"#, escape(why));
-    }
-    html.push_str(r#"<div class="row"><table class="counts">"#);
-    for (label, class, n) in [
-        ("rows written", "rows", counts.rows),
-        ("messages", "messages", counts.messages),
-        ("dead letters", "dead-letters", counts.dead_letters),
-        ("duplicates skipped", "duplicates", counts.duplicates),
-        ("batches", "batches", counts.batches),
-        ("failed batches", "failed", counts.failed_batches),
-        ("objects loaded", "objects", counts.objects),
-        ("objects removed", "removed", counts.objects_removed),
-        ("files copied (SFTP)", "copied", counts.files_copied),
-        ("files failed (SFTP)", "failed", counts.files_failed),
-    ] {
-        let _ = write!(html, r#"<tr><th>{label}</th><td class="{class}">{n}</td></tr>"#);
-    }
-    html.push_str("</table>");
-    chart(html, &p.rates());
-    html.push_str("</div>");
-
-    html.push_str("<h3>Plugins running</h3>");
+    let parts = p.sources();
     let plugins = p.plugins();
-    if plugins.is_empty() {
-        html.push_str(r#"<p class="none">none loaded yet</p>"#);
-    } else {
-        html.push_str(r#"<table class="plugins"><tr><th>step</th><th>plugin</th><th>digest</th></tr>"#);
-        for v in plugins {
-            let _ = write!(
-                html,
-                r#"<tr><td>{}</td><td>{}</td><td><code title="{}">{}</code></td></tr>"#,
-                v.step,
-                escape(&v.name),
-                escape(&v.digest),
-                escape(short(&v.digest))
-            );
-        }
-        html.push_str("</table>");
-    }
-
-    html.push_str("<h3>Versions swapped and refused</h3>");
     let events = p.events();
-    if events.is_empty() {
-        html.push_str(r#"<p class="none">none since the start</p>"#);
-    } else {
-        html.push_str(r#"<table class="events"><tr><th>when</th><th></th><th>what</th></tr>"#);
-        for e in events {
-            let ago = SystemTime::now().duration_since(e.at).unwrap_or_default().as_secs();
-            let (class, what) = if e.swapped { ("swapped", "swapped in") } else { ("refused", "refused") };
-            let _ = write!(
-                html,
-                r#"<tr class="{class}"><td>{} ago</td><td>{what}</td><td>{}</td></tr>"#,
-                duration(ago),
-                escape(&e.text)
-            );
-        }
-        html.push_str("</table>");
-    }
-
-    html.push_str("<h3>Dead letters not replayed, by stage and reason</h3>");
-    match dead {
-        Err(why) => {
-            let _ = write!(html, r#"<p class="error">cannot read them: {}</p>"#, escape(why));
-        }
-        Ok(rows) if rows.is_empty() => html.push_str(r#"<p class="none">none</p>"#),
-        Ok(rows) => {
-            html.push_str(r#"<table class="dead-letters"><tr><th>stage</th><th>reason</th><th>count</th></tr>"#);
-            for (stage, reason, n) in rows {
-                let _ = write!(
-                    html,
-                    r#"<tr><td>{}</td><td class="reason">{}</td><td>{n}</td></tr>"#,
-                    escape(stage),
-                    escape(&clip(reason, 300))
-                );
+    let now = SystemTime::now();
+    let ago = |t: SystemTime| duration(now.duration_since(t).unwrap_or_default().as_secs());
+    html! {
+        section.pipeline id={ "pipeline-" (p.name) } data-pipeline=(p.name) {
+            h2 { (p.name) " " span class={ "state " (label) } { (label) } }
+            p.meta {
+                "source " code { (p.source()) } " · file " code { (p.file.display()) }
+                (revision(p))
+                @if let Some(a) = p.oldest_age() {
+                    " · oldest message " b.oldest { (duration(a.as_secs())) } " old"
+                }
             }
-            html.push_str("</table>");
+            @if let Some(why) = &reason {
+                p class={ "error " (label) } { (why) }
+            }
+            @if parts.iter().any(|s| s.health != Health::Ok) {
+                table.sources {
+                    tr { th { "source" } th { "state" } th { "since" } th { "errors" } th { "why" } }
+                    @for s in &parts {
+                        tr class=(s.health.label()) {
+                            td { (s.part) }
+                            td { span class={ "state " (s.health.label()) } { (s.health.label()) } }
+                            td { (ago(s.since)) " ago" }
+                            td { (s.errors) }
+                            td.reason { (clip(s.health.reason().unwrap_or(""), 300)) }
+                        }
+                    }
+                }
+            }
+            div.row {
+                table.counts {
+                    caption { "since this process started" }
+                    @for (label, class, n) in [
+                        ("rows written", "rows", counts.rows),
+                        ("messages", "messages", counts.messages),
+                        ("dead letters", "dead-letters", counts.dead_letters),
+                        ("duplicates skipped", "duplicates", counts.duplicates),
+                        ("batches", "batches", counts.batches),
+                        ("failed batches", "failed", counts.failed_batches),
+                        ("objects loaded", "objects", counts.objects),
+                        ("objects removed", "removed", counts.objects_removed),
+                        ("files copied (SFTP)", "copied", counts.files_copied),
+                        ("files failed (SFTP)", "failed", counts.files_failed),
+                    ] {
+                        tr { th { (label) } td class=(class) { (n) } }
+                    }
+                }
+                (chart(&p.rates()))
+            }
+            h3 { "Plugins running" }
+            @if plugins.is_empty() {
+                p.none { "none loaded yet" }
+            } @else {
+                table.plugins {
+                    tr { th { "step" } th { "plugin" } th { "digest" } }
+                    @for v in &plugins {
+                        tr { td { (v.step) } td { (v.name) } td { code title=(v.digest) { (short(&v.digest)) } } }
+                    }
+                }
+            }
+            h3 { "Versions swapped and refused" }
+            @if events.is_empty() {
+                p.none { "none since the start" }
+            } @else {
+                table.events {
+                    tr { th { "when" } th {} th { "what" } }
+                    @for e in &events {
+                        tr class=(if e.swapped { "swapped" } else { "refused" }) {
+                            td { (ago(e.at)) " ago" }
+                            td { (if e.swapped { "swapped in" } else { "refused" }) }
+                            td.reason { (e.text) }
+                        }
+                    }
+                }
+            }
+            h3 {
+                "Open dead letters (neither replayed nor discarded), by stage and reason, among the newest "
+                (super::COUNTED) " (all time, from the database)"
+            }
+            @match dead {
+                Err(why) => p.error { "cannot read them: " (why) },
+                Ok([]) => p.none { "none" },
+                Ok(rows) => table.dead-letters {
+                    tr { th { "stage" } th { "reason" } th { "count" } }
+                    @for (stage, reason, n) in rows {
+                        tr { td { (stage) } td.reason { (clip(reason, 300)) } td { (n) } }
+                    }
+                },
+            }
         }
     }
-    html.push_str("</section>\n");
+}
+
+/// The running revision of the pipeline file and whether the file on disk
+/// is the same: ` · revision sha256:abc… (the file on disk: the same)`.
+fn revision(p: &Panel) -> Markup {
+    let Some(running) = p.revision() else { return html! {} };
+    let on_disk = std::fs::read(&p.file).map(|bytes| crate::transform::digest_of(&bytes));
+    html! {
+        " · revision " code.revision title=(running) { (short(&running)) } " (the file on disk: "
+        @match &on_disk {
+            Ok(d) if *d == running => "the same",
+            Ok(d) => { b.differs { "differs: " (short(d)) } " — being checked, or refused: see below" },
+            Err(_) => b.differs { "cannot be read" },
+        }
+        ")"
+    }
 }
 
 /// Rows per second over the last minutes, as an inline SVG line.
-fn chart(html: &mut String, rates: &[f64]) {
+fn chart(rates: &[f64]) -> Markup {
     const W: f64 = 360.0;
     const H: f64 = 80.0;
     let max = rates.iter().copied().fold(0.0f64, f64::max);
     let now = rates.last().copied().unwrap_or(0.0);
     let minutes = (rates.len() as u64 * SAMPLE_EVERY.as_secs()).div_ceil(60).max(1);
-    let _ = write!(
-        html,
-        r#"<figure class="chart"><svg viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="rows per second">"#
-    );
-    let _ = write!(html, r#"<rect x="0" y="0" width="{W}" height="{H}" class="frame"/>"#);
-    if rates.len() >= 2 {
+    let points = (rates.len() >= 2).then(|| {
         let step = W / (rates.len() - 1) as f64;
-        let points: Vec<String> = rates
+        rates
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 let y = if max > 0.0 { H - 4.0 - (r / max) * (H - 8.0) } else { H - 4.0 };
                 format!("{:.1},{:.1}", i as f64 * step, y)
             })
-            .collect();
-        let _ = write!(html, r#"<polyline points="{}" class="line"/>"#, points.join(" "));
-    } else {
-        let _ = write!(html, r#"<text x="{}" y="{}" class="wait">collecting…</text>"#, W / 2.0 - 36.0, H / 2.0 + 4.0);
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    html! {
+        figure.chart {
+            svg viewBox={ "0 0 " (W) " " (H) } width=(W) height=(H) role="img" aria-label="rows per second" {
+                rect x="0" y="0" width=(W) height=(H) class="frame" {}
+                @match &points {
+                    Some(points) => polyline points=(points) class="line" {},
+                    None => text x=(W / 2.0 - 36.0) y=(H / 2.0 + 4.0) class="wait" { "collecting…" },
+                }
+            }
+            figcaption {
+                "rows/s: now " b.rate { (format!("{now:.0}")) } ", peak " (format!("{max:.0}")) " (last " (minutes) " min)"
+            }
+        }
     }
-    html.push_str("</svg>");
-    let _ = write!(
-        html,
-        r#"<figcaption>rows/s: now <b class="rate">{now:.0}</b>, peak {max:.0} (last {minutes} min)</figcaption></figure>"#
-    );
 }
 
 fn clip(text: &str, chars: usize) -> String {
@@ -194,22 +224,6 @@ fn duration(secs: u64) -> String {
     }
 }
 
-/// Text made safe inside HTML elements and quoted attributes.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 const STYLE: &str = "
 body{font:15px/1.4 system-ui,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
 header{background:#1d2330;color:#fff;padding:12px 24px}header h1{margin:0;font-size:20px}
@@ -218,14 +232,14 @@ main{padding:16px 24px;display:grid;gap:16px}
 .pipeline{background:#fff;border-radius:8px;padding:12px 20px;box-shadow:0 1px 3px #0002}
 h2{margin:4px 0;font-size:18px}h3{font-size:14px;margin:14px 0 4px;color:#4a5468}
 .state{font-size:12px;padding:2px 8px;border-radius:10px;vertical-align:middle;color:#fff;background:#777}
-.state.running{background:#1f8a4c}.state.failed{background:#c0392b}.state.starting{background:#b7791f}
-.meta{color:#4a5468;margin:2px 0 8px}.error{color:#c0392b}.none{color:#8a93a6;margin:2px 0}
+.state.running,.state.ok{background:#1f8a4c}.state.failed{background:#c0392b}.state.starting,.state.degraded{background:#b7791f}
+.meta{color:#4a5468;margin:2px 0 8px}.error{color:#c0392b;overflow-wrap:anywhere}.error.degraded{color:#8a5a00}.none{color:#8a93a6;margin:2px 0}
 .row{display:flex;gap:32px;flex-wrap:wrap;align-items:flex-start}
 table{border-collapse:collapse}th,td{text-align:left;padding:3px 10px 3px 0;vertical-align:top}
 .counts td{text-align:right;font-variant-numeric:tabular-nums;font-weight:600}
-.dead-letters td.reason{max-width:640px}
+td.reason{max-width:640px;overflow-wrap:anywhere}
 tr.refused td{color:#c0392b}
-figure{margin:0}figcaption{color:#4a5468;font-size:13px}
+figure{margin:0}figcaption,caption{color:#4a5468;font-size:13px}caption{text-align:left}.differs{color:#8a5a00}
 svg .frame{fill:#f0f3f8;stroke:#d5dbe6}svg .wait{fill:#8a93a6;font-size:12px}svg .line{fill:none;stroke:#2b6cb0;stroke-width:2}
 code{font-size:13px}
 ";
@@ -233,10 +247,17 @@ code{font-size:13px}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::State;
 
     #[test]
     fn text_is_escaped_for_elements_and_attributes() {
-        assert_eq!(escape(r#"<b a="x">&'"#), "&lt;b a=&quot;x&quot;&gt;&amp;&#39;");
+        let board = Board::default();
+        let p = board.add(r#"<b a="x">&'"#, "p.toml".into()).unwrap();
+        p.set_state(State::Failed("<script>alert(1)</script>".into()));
+        let html = render(&board, &board.panels(), &Ok(Default::default()));
+        assert!(!html.contains("<script>") && !html.contains(r#"<b a="x">"#), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+        assert!(html.contains(r#"data-pipeline="&lt;b a=&quot;x&quot;&gt;&amp;'""#), "{html}");
     }
 
     #[test]

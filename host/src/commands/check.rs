@@ -5,21 +5,30 @@
 //!
 //! Must not reach AWS, nor a database unless asked (`--db`).
 
-use super::{EngineOptions, load};
+use super::exit::Exit;
+use super::{EngineOptions, load, pipeline_files};
 use crate::transform::short;
 use std::path::PathBuf;
 
-/// Checks each pipeline; prints one line per pipeline (and with `db`, one
-/// more for its table). Returns how many failed.
-pub fn run(paths: &[PathBuf], db: bool, opts: &EngineOptions) -> anyhow::Result<usize> {
+/// Checks each pipeline (files, or folders of them); prints one line per
+/// pipeline, and with `db` one more for its table. [`Exit::Error`] if one is
+/// not valid (or its chain fails), else [`Exit::Failed`] if a test case of
+/// one fails or its table does not fit its sink.
+pub fn run(paths: &[PathBuf], db: bool, opts: &EngineOptions) -> anyhow::Result<Exit> {
+    let files = pipeline_files(paths)?;
     let engine = opts.engine()?;
-    let mut failed = 0;
+    let mut exit = Exit::Ok;
     let mut fine = Vec::new();
-    for path in paths {
-        let checked = load(&engine, path).and_then(|(pipeline, mut chain)| {
-            crate::cases::first_failure(&pipeline, &mut chain)
-                .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
-            Ok((pipeline, chain))
+    for path in &files {
+        let checked = load(&engine, path).map_err(|e| (Exit::Error, e)).and_then(|(pipeline, mut chain)| {
+            let results = crate::cases::run_all(&pipeline, &mut chain)
+                .map_err(|e| (Exit::Error, anyhow::anyhow!("{}: {e}", path.display())))?;
+            match results.into_iter().find_map(|r| Some((r.name, r.failure?))) {
+                Some((name, why)) => {
+                    Err((Exit::Failed, anyhow::anyhow!("{}: test case `{name}` fails: {why}", path.display())))
+                }
+                None => Ok((pipeline, chain)),
+            }
         });
         match checked {
             Ok((pipeline, chain)) => {
@@ -39,17 +48,19 @@ pub fn run(paths: &[PathBuf], db: bool, opts: &EngineOptions) -> anyhow::Result<
                 }
                 fine.push(pipeline);
             }
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {e:#}");
+            Err((worse, e)) => {
+                exit = exit.max(worse);
+                eprintln!("error: {}", crate::report(e.as_ref()));
             }
         }
     }
     if db && !fine.is_empty() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        failed += runtime.block_on(tables(&fine))?;
+        if runtime.block_on(tables(&fine))? > 0 {
+            exit = exit.max(Exit::Failed);
+        }
     }
-    Ok(failed)
+    Ok(exit)
 }
 
 /// `--db`: each pipeline's table against its sink, on one connection.

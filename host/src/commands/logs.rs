@@ -1,6 +1,7 @@
 //! The process's log lines on stderr: text for a person at a terminal,
 //! JSON objects (one per line, with the span's fields: pipeline, batch,
-//! object) for a collector. `RUST_LOG` filters (default `warn`).
+//! object) for a collector. `RUST_LOG` filters (default: [`RUN`] for the
+//! commands that run pipelines, `warn` for the others).
 //!
 //! Lines go through `tracing-indicatif`'s writer, so a warning printed
 //! while `host backfill` shows its progress bar does not tear the bar.
@@ -23,9 +24,16 @@ impl Format {
     }
 }
 
-/// Installs the subscriber; call once.
-pub fn init(format: Format) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+/// The default filter of `host run` and `host backfill`: what an operator
+/// reads (the start, the admin address, swaps accepted and refused, each
+/// state change of a source or pipeline) at `info`; other crates' lines
+/// only from `warn`.
+pub const RUN: &str = "warn,host=info";
+
+/// Installs the subscriber, filtering by `RUST_LOG` or else `default`;
+/// call once.
+pub fn init(format: Format, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     // Bars only for spans that ask for one (`indicatif.pb_show`), such as
     // the backfill's.
     let bars = tracing_indicatif::IndicatifLayer::new();

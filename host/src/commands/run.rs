@@ -35,10 +35,12 @@ pub async fn run(
     admin: Option<AdminOptions>,
     opts: &EngineOptions,
 ) -> anyhow::Result<Outcomes> {
-    let files = pipeline_files(paths)?;
+    let files = super::pipeline_files(paths)?;
     let pipelines = files.iter().map(|f| config::load(f)).collect::<Result<Vec<_>, _>>()?;
     let url = database_url()?;
-    crate::sink::connect::check(&url).await?;
+    // `--once` does not wait for a database that does not answer: it
+    // fails now, rather than after its units failed one by one.
+    crate::sink::connect::check(&url, !once).await?;
     if migrate {
         crate::migrate::run(&url).await?;
     }
@@ -47,6 +49,12 @@ pub async fn run(
         Some(_) => Some(crate::status::metrics::install().map_err(anyhow::Error::msg)?),
         None => None,
     };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        pipelines = %pipelines.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+        once,
+        "host run starting"
+    );
     let board = Arc::new(Board::default());
     let panels = pipelines
         .iter()
@@ -89,7 +97,7 @@ pub async fn run(
             let task = tokio::spawn(async move {
                 let result = crate::run::run_on(panel, pipeline, engine, &url, aws, run_opts, shutdown).await;
                 if let (true, Err(e)) = (many, &result) {
-                    tracing::error!(pipeline = %name, error = %e, "the pipeline stopped on an error; the others go on");
+                    tracing::error!(pipeline = %name, error = %crate::report(e), "the pipeline stopped on an error; the others go on");
                 }
                 result
             });
@@ -115,29 +123,6 @@ pub async fn run(
     Ok(outcomes)
 }
 
-/// The pipeline files named: each file as it is, each folder's `*.toml`
-/// files in name order.
-fn pipeline_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot read the folder {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
-                .collect();
-            found.sort();
-            if found.is_empty() {
-                anyhow::bail!("{}: no pipeline files (*.toml) in this folder", path.display());
-            }
-            files.extend(found);
-        } else {
-            files.push(path.clone());
-        }
-    }
-    Ok(files)
-}
-
 /// What `run` and `backfill` need: the pipeline, the database URL (migrated
 /// first if asked), the engine and the AWS configuration, whose S3 client
 /// the engine shares for plugins kept in S3.
@@ -148,7 +133,7 @@ async fn set_up(
 ) -> anyhow::Result<(config::Pipeline, String, std::sync::Arc<crate::transform::Engine>, Aws)> {
     let pipeline = config::load(path)?;
     let url = database_url()?;
-    crate::sink::connect::check(&url).await?;
+    crate::sink::connect::check(&url, false).await?;
     if migrate {
         crate::migrate::run(&url).await?;
     }
@@ -203,7 +188,11 @@ pub async fn backfill(path: &Path, prefix: &str, migrate: bool, opts: &EngineOpt
 /// `[#####.....] 3/10 objects, 120000 rows, 12.3/40.0 MB, 40000 rows/s, ETA 12 s`.
 pub fn progress_line(p: &crate::run::BackfillProgress) -> String {
     const WIDTH: usize = 20;
-    let done = if p.total_bytes == 0 {
+    // Every object done is a full bar, even when some were skipped
+    // (loaded before: their bytes never read).
+    let done = if p.objects > 0 && p.objects_done >= p.objects {
+        1.0
+    } else if p.total_bytes == 0 {
         if p.objects == 0 { 1.0 } else { p.objects_done as f64 / p.objects as f64 }
     } else {
         (p.bytes as f64 / p.total_bytes as f64).min(1.0)
@@ -237,10 +226,6 @@ pub async fn shutdown_signal() {
     tracing::info!("stopping: finishing batches in work, releasing the rest");
 }
 
-/// Exit code of a run ended by a second signal: 128 + SIGINT, as a shell
-/// reports a process ended by Ctrl-C.
-pub const ABANDONED: i32 = 130;
-
 /// A second SIGINT/SIGTERM during a stop: the process ends now.
 #[allow(clippy::exit, reason = "a second signal asks to end at once, without waiting for any task")]
 fn abandon() {
@@ -252,7 +237,7 @@ fn abandon() {
         "error: a second signal: exiting at once; batches in work are abandoned uncommitted, and their messages come back after their visibility timeout"
     );
     let _ = err.flush();
-    std::process::exit(ABANDONED);
+    std::process::exit(super::exit::ABANDONED.into());
 }
 
 /// Applies the migrations (`migrations/`: the `etl` schema) to
@@ -286,5 +271,12 @@ mod tests {
         );
         let done = BackfillProgress { objects_done: 4, bytes: 40_000_000, ..p };
         assert_eq!(progress_line(&done), "[####################] 4/4 objects, 20000 rows, 40.0/40.0 MB, 10000 rows/s");
+        // Objects loaded before are skipped unread: done is a full bar.
+        let skipped = BackfillProgress { objects_done: 4, bytes: 0, rows: 0, ..p };
+        assert!(
+            progress_line(&skipped).starts_with("[####################] 4/4 objects"),
+            "{}",
+            progress_line(&skipped)
+        );
     }
 }

@@ -551,8 +551,8 @@ fn default_reload_ms() -> u64 {
 /// A pipeline file that could not be read, parsed or validated.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot read: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Parse { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{path}: {message}")]
@@ -561,7 +561,7 @@ pub enum ConfigError {
 
 /// Reads, interpolates and parses a pipeline file.
 pub fn parse(path: &Path) -> Result<PipelineConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
     parse_str(path, &text, |name| std::env::var(name).ok())
 }
 
@@ -571,17 +571,30 @@ pub fn parse_str(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<PipelineConfig, ConfigError> {
-    let text = interpolate(text, lookup).map_err(|e| ConfigError::Parse {
+    let at = |e: InterpolateError| ConfigError::Parse {
         path: path.into(),
         line: e.line,
         column: e.column,
         message: e.message,
-    })?;
-    let mut config: PipelineConfig = toml::from_str(&text).map_err(|e| {
-        let (line, column) = e.span().map_or((1, 1), |s| interpolate::position(&text, s.start));
+    };
+    let interpolate::Interpolated { mut text, mut whole } =
+        interpolate::interpolate_marked(text, lookup).map_err(at)?;
+    // A string of one whole `${...}` where a number or boolean is wanted
+    // is written bare, and the file parsed again (once per such string).
+    let mut config: PipelineConfig = loop {
+        let e = match toml::from_str(&text) {
+            Ok(config) => break config,
+            Err(e) => e,
+        };
         let message = e.message().trim_end().to_string();
-        ConfigError::Parse { path: path.into(), line, column, message }
-    })?;
+        if let Some(span) = e.span()
+            && interpolate::retype(&mut text, &mut whole, span, &message).map_err(at)?
+        {
+            continue;
+        }
+        let (line, column) = e.span().map_or((1, 1), |s| interpolate::position(&text, s.start));
+        return Err(ConfigError::Parse { path: path.into(), line, column, message });
+    };
     config.step_lines = config.transforms.iter().map(|s| interpolate::position(&text, s.uses.span().start).0).collect();
     lines::param_lines(&text, &mut config.transforms);
     Ok(config)
@@ -591,4 +604,41 @@ pub fn parse_str(
 pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
     let config = parse(path)?;
     validate(path, config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "[source.s3]\nmode = \"reconcile\"\nbucket = \"b\"\nformat = \"csv\"\ninterval_s = \"${IVL:-30}\"\n\
+        rows_per_commit = '${ROWS}'\n\n[reload]\nenabled = \"${RELOAD:-false}\"\n\n[batch]\nmax_records = \"${MAX}\"\n";
+
+    fn parsed(env: &'static [(&'static str, &'static str)]) -> Result<PipelineConfig, ConfigError> {
+        let lookup = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
+        parse_str(Path::new("p.toml"), FILE, lookup)
+    }
+
+    #[test]
+    fn a_whole_variable_fills_a_number_or_a_boolean() {
+        let config = parsed(&[("ROWS", "1000"), ("MAX", "250"), ("RELOAD", "true")]).unwrap();
+        let Some(SourceConfig::S3(s3)) = &config.source else { panic!("an S3 source") };
+        assert_eq!((s3.interval_s, s3.rows_per_commit), (30, 1000));
+        assert!(config.reload.enabled);
+        assert_eq!(config.batch.max_records, 250);
+        assert!(!parsed(&[("ROWS", "1000"), ("MAX", "250")]).unwrap().reload.enabled, "the default");
+    }
+
+    #[test]
+    fn a_whole_variable_that_does_not_fit_names_file_position_and_variable() {
+        let err = parsed(&[("ROWS", "1000"), ("MAX", "many")]).unwrap_err();
+        assert_eq!(err.to_string(), "p.toml:12:16: `${MAX}` is \"many\", not a whole number, which this key takes");
+        let err = parsed(&[("ROWS", "1000"), ("MAX", "1"), ("RELOAD", "yes")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "p.toml:9:12: `${RELOAD:-false}` is \"yes\", not `true` or `false`, which this key takes"
+        );
+        // A number written as a string by hand stays a type error.
+        let err = parse_str(Path::new("p.toml"), "[batch]\nmax_records = \"250\"\n", |_| None).unwrap_err();
+        assert_eq!(err.to_string(), "p.toml:2:15: invalid type: string \"250\", expected usize");
+    }
 }

@@ -338,18 +338,16 @@ impl Flow {
             return Outage::NotDown;
         }
         self.database_down(why);
-        let mut wait = Duration::from_millis(500);
+        let mut tries = crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         loop {
-            let jittered = wait.mul_f64(rand::random_range(0.5..1.5));
             tokio::select! {
-                _ = tokio::time::sleep(jittered) => {}
+                _ = tokio::time::sleep(crate::backoff::jitter(tries.failed())) => {}
                 () = self.stopped() => return Outage::Stopped,
             }
             if self.sink.answers().await {
                 self.database_back();
                 return if self.stopping() { Outage::Stopped } else { Outage::Back };
             }
-            wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 

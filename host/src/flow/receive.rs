@@ -8,6 +8,7 @@
 //! Must not decide what a message means: receivers hand messages on.
 
 use super::{Flow, RunOptions};
+use crate::backoff::{Backoff, jitter};
 use crate::queue::{Message, SqsSource};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +54,9 @@ const RECEIVE_GRACE: Duration = Duration::from_secs(2);
 pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Received>, opts: RunOptions) {
     let wait = if opts.once { r.wait.min(Duration::from_secs(1)) } else { r.wait };
     let mut stop = flow.stop_signal();
+    // Receives failed in a row: the next waits 1 s, doubling to 30 s, with
+    // jitter (receivers and hosts do not knock in step).
+    let mut failures = Backoff::new(Duration::from_secs(1), RECEIVE_BACKOFF_MAX);
     loop {
         // Back-pressure: nothing is received while the sink cannot commit
         // (a message received then would only wait, or come back counted).
@@ -82,6 +86,8 @@ pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Receiv
         };
         match result {
             Ok(messages) => {
+                failures.reset();
+                flow.panel.source_ok("queue");
                 let at = Instant::now();
                 flow.activity.received(messages.len());
                 // Held from here: waiting for room below counts too.
@@ -106,18 +112,29 @@ pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Receiv
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "receive failed; retrying in 1 s");
+                let kind = e.kind();
+                flow.panel.source_error("queue", kind.label(), &e.to_string(), kind.lasting());
+                if kind.lasting() {
+                    // Gone, or access refused: a configuration error, as it
+                    // would have been at the start. This pipeline stops.
+                    flow.fail(&e.to_string());
+                    return;
+                }
                 // Nothing to wait for either: `--once` may stop, and says
                 // it could not read the queue.
                 flow.activity.receive_failed(e.to_string());
+                let wait = jitter(failures.failed());
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return,
                 }
             }
         }
     }
 }
+
+/// The longest wait between receives that fail (from 1 s, doubling).
+pub const RECEIVE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// `message`, its hold settled.
 fn settled(hold: Hold, message: Message) -> Message {

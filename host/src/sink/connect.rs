@@ -40,7 +40,7 @@ const KEEPALIVES_IDLE_DEFAULT: Duration = Duration::from_secs(2 * 60 * 60);
 pub fn config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError> {
     let (rest, tls) = super::tls::split(url).map_err(SinkError::Url)?;
     let mut config: tokio_postgres::Config =
-        rest.parse().map_err(|e: tokio_postgres::Error| SinkError::Url(e.to_string()))?;
+        rest.parse().map_err(|e: tokio_postgres::Error| SinkError::Url(crate::report(&e)))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -61,19 +61,44 @@ pub fn config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError> {
 /// [`config`] with the sink's session timeouts.
 pub fn sink_config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError> {
     let (mut config, tls) = config(url)?;
+    with_settings(&mut config, &SESSION_TIMEOUTS);
+    Ok((config, tls))
+}
+
+/// Adds session `settings` (name, value) to `config`'s options, each
+/// unless the options set it already.
+fn with_settings(config: &mut tokio_postgres::Config, settings: &[(&str, &str)]) {
     let mut options = config.get_options().unwrap_or_default().to_string();
-    for (name, value) in SESSION_TIMEOUTS {
+    for (name, value) in settings {
         if !options.contains(name) {
             options.push_str(&format!(" -c {name}={value}"));
         }
     }
     config.options(options.trim());
-    Ok((config, tls))
+}
+
+/// `database "NAME" at HOST:PORT` of `url`, for messages (never its
+/// user or password).
+pub fn database(url: &str) -> String {
+    match config(url) {
+        Ok((c, _)) => {
+            // Without a name, PostgreSQL takes the user's.
+            let name = c.get_dbname().or(c.get_user()).unwrap_or("postgres");
+            format!("database \"{name}\" at {}", where_to(&c))
+        }
+        Err(_) => "the database of DATABASE_URL".into(),
+    }
 }
 
 /// One connection, its driver spawned.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ConnectError> {
-    let (config, tls) = config(url).map_err(ConnectError::Url)?;
+    connect_with(url, &[]).await
+}
+
+/// [`connect`] with session `settings` (see [`with_settings`]).
+async fn connect_with(url: &str, settings: &[(&str, &str)]) -> Result<tokio_postgres::Client, ConnectError> {
+    let (mut config, tls) = config(url).map_err(ConnectError::Url)?;
+    with_settings(&mut config, settings);
     let connector = tls.connector().map_err(ConnectError::Tls)?;
     match config.connect(connector).await {
         Ok((client, conn)) => {
@@ -85,38 +110,57 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ConnectError> 
 }
 
 /// One connection kept for occasional queries (a readiness probe, the
-/// status page), made when first needed and again after it was lost.
+/// status page), made when first needed and again after it was lost: a
+/// `deadpool` pool of one, whose connection is checked (an empty query,
+/// within the sink's recycle bound) before each use.
 pub struct Kept {
-    url: String,
-    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    pool: Result<deadpool_postgres::Pool, String>,
 }
 
 impl Kept {
     pub fn new(url: &str) -> Kept {
-        Kept { url: url.to_string(), client: tokio::sync::Mutex::new(None) }
+        Kept::with_settings(url, &[])
+    }
+
+    /// [`Kept::new`] whose server ends any statement after `limit` (unless
+    /// the URL sets `statement_timeout`): a query the caller stopped
+    /// waiting for does not go on working in the database.
+    pub fn with_statement_timeout(url: &str, limit: Duration) -> Kept {
+        Kept::with_settings(url, &[("statement_timeout", &format!("{}ms", limit.as_millis()))])
+    }
+
+    fn with_settings(url: &str, settings: &[(&str, &str)]) -> Kept {
+        let pool = config(url).map_err(|e| e.to_string()).and_then(|(mut config, tls)| {
+            with_settings(&mut config, settings);
+            super::pool_of(config, tls, 1).map_err(|e| e.to_string())
+        });
+        Kept { pool }
     }
 
     /// `sql` with `params` on the kept connection, connecting first when
-    /// needed, all within `limit`; a failed query drops the connection.
+    /// needed, all within `limit`.
     pub async fn query(
         &self,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         limit: Duration,
     ) -> Result<Vec<tokio_postgres::Row>, String> {
+        let pool = self.pool.as_ref().map_err(Clone::clone)?;
         let work = async {
-            let mut client = self.client.lock().await;
-            if client.as_ref().is_none_or(|c| c.is_closed()) {
-                *client = Some(connect(&self.url).await.map_err(|e| e.to_string())?);
+            let client = match pool.get().await {
+                Ok(c) => c,
+                Err(deadpool_postgres::PoolError::Backend(e)) => return Err(super::refusal(&e)),
+                Err(e) => return Err(SinkError::pool(e).to_string()),
+            };
+            let result = client.query(sql, params).await;
+            if result.is_err() {
+                // Not back in the pool: a new one is made next time.
+                drop(deadpool_postgres::Object::take(client));
             }
-            let result = client.as_ref().expect("connected above").query(sql, params).await;
-            result.map_err(|e| {
-                *client = None;
-                super::refusal(&e)
-            })
+            result.map_err(|e| super::refusal(&e))
         };
-        // A query cut off by the limit leaves the connection to be checked
-        // (`is_closed`) next time.
+        // A query cut off by the limit leaves its connection to be checked
+        // (and dropped if it does not answer) before its next use.
         tokio::time::timeout(limit, work)
             .await
             .unwrap_or_else(|_| Err(format!("the database does not answer within {} s", limit.as_secs())))
@@ -126,11 +170,12 @@ impl Kept {
 /// Connects once, to find what no retry mends (a certificate refused, TLS
 /// required and not offered, a password or database refused, a bad URL)
 /// before a run starts; a database that does not answer yet is only
-/// warned about, as a run waits for it.
-pub async fn check(url: &str) -> Result<(), ConnectError> {
+/// warned about when the run `waits` for it (a run that does not, such as
+/// `--once`, fails at once instead).
+pub async fn check(url: &str, waits: bool) -> Result<(), ConnectError> {
     match connect(url).await {
         Ok(_) => Ok(()),
-        Err(e) if e.lasting() => Err(e),
+        Err(e) if e.lasting() || !waits => Err(e),
         Err(e) => {
             tracing::warn!(error = %e, "the database does not answer yet; the run waits for it");
             Ok(())
@@ -162,8 +207,10 @@ pub enum ConnectError {
     Url(SinkError),
     #[error("DATABASE_URL: {0}")]
     Tls(String),
-    /// `error` is not a `source`: its causes are in the message already.
-    #[error("cannot connect to the database at {at} (sslmode={mode}): {}", explain(.error))]
+    /// `error` is not a `source`: its causes are in the message already
+    /// (a TLS failure's reason is in its causes: "invalid peer
+    /// certificate: UnknownIssuer").
+    #[error("cannot connect to the database at {at} (sslmode={mode}): {}", super::refusal(.error))]
     Connect { at: String, mode: &'static str, error: tokio_postgres::Error },
 }
 
@@ -177,7 +224,7 @@ impl ConnectError {
                 // 28: authorization refused; 3D000: no such database.
                 // A certificate refused, or TLS required and not offered (a
                 // connection reset during the handshake may mend).
-                let text = explain(error);
+                let text = super::refusal(error);
                 code.starts_with("28")
                     || code == "3D000"
                     || text.contains("certificate")
@@ -185,24 +232,6 @@ impl ConnectError {
             }
         }
     }
-}
-
-/// The error and its causes on one line (a TLS failure's reason is in its
-/// causes: "invalid peer certificate: UnknownIssuer").
-fn explain(e: &tokio_postgres::Error) -> String {
-    let mut text = super::refusal(e);
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if more.contains(&text) {
-            text = more;
-        } else if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -239,5 +268,13 @@ mod tests {
             c.get_options(),
             Some("-c lock_timeout=5s -c statement_timeout=300s -c idle_in_transaction_session_timeout=300s")
         );
+    }
+
+    #[test]
+    fn a_database_is_named_without_its_credentials() {
+        assert_eq!(database("postgres://u:secret@h:6543/etl"), "database \"etl\" at h:6543");
+        assert_eq!(database("postgres://u:secret@h"), "database \"u\" at h:5432", "PostgreSQL's default");
+        assert_eq!(database("host=/run/pg dbname=x"), "database \"x\" at /run/pg:5432");
+        assert_eq!(database("not a url"), "the database of DATABASE_URL");
     }
 }

@@ -8,8 +8,8 @@ use tokio_postgres::error::SqlState;
 pub enum SinkError {
     #[error("DATABASE_URL is not a valid connection string: {0}")]
     Url(String),
-    #[error("database unreachable or failing after {attempts} attempts (retryable): {}", refusal(source))]
-    Transient { attempts: u32, source: tokio_postgres::Error },
+    #[error("database unreachable or failing after {attempts} attempts (retryable): {}", refusal(error))]
+    Transient { attempts: u32, error: tokio_postgres::Error },
     #[error("database refused the batch (check the table and the pipeline's [sink]): {}", refusal(.0))]
     Permanent(tokio_postgres::Error),
     #[error("database connection pool: {0}")]
@@ -56,7 +56,7 @@ impl SinkError {
             SinkError::Pool(_) | SinkError::Stalled { .. } => true,
             // Not a timeout, a deadlock or a serialization failure: the
             // server answered those, and the batch itself may be why.
-            SinkError::Transient { source, .. } => source.code().is_none_or(|c| {
+            SinkError::Transient { error, .. } => error.code().is_none_or(|c| {
                 let c = c.code();
                 c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")
             }),
@@ -67,7 +67,7 @@ impl SinkError {
     /// A failed statement outside a batch's commit: transient or not as
     /// the server says, after one attempt.
     pub fn of(e: tokio_postgres::Error) -> SinkError {
-        if transient(&e) { SinkError::Transient { attempts: 1, source: e } } else { SinkError::Permanent(e) }
+        if transient(&e) { SinkError::Transient { attempts: 1, error: e } } else { SinkError::Permanent(e) }
     }
 
     /// A connection that could not be had from the pool.
@@ -80,16 +80,54 @@ impl SinkError {
     }
 }
 
-/// What PostgreSQL said, with its SQLSTATE, and without record values:
-/// messages of class 22 (data exceptions) quote the value that failed
-/// (`invalid input syntax for type integer: "..."`), and those quotes are
-/// emptied. Other classes quote names of tables, columns and constraints,
-/// which stay. The DETAIL, which holds key values, is never included.
+/// What PostgreSQL said, with the column it names and its SQLSTATE as a
+/// condition name, and without record values: messages of class 22 (data
+/// exceptions) quote the value that failed (`invalid input syntax for type
+/// integer: "..."`), and those quotes are emptied. Other classes quote
+/// names of tables, columns and constraints, which stay. The DETAIL, which
+/// holds key values, is never included (nor the server's error as a cause:
+/// its text holds the DETAIL). For example `column "id": invalid input
+/// syntax for type integer: "…" (invalid_text_representation, SQLSTATE
+/// 22P02)`. An error the server did not send (refused, reset, TLS) comes
+/// with its causes.
 pub fn refusal(e: &tokio_postgres::Error) -> String {
-    let Some(db) = e.as_db_error() else { return e.to_string() };
+    let Some(db) = e.as_db_error() else { return crate::report(e) };
     let code = db.code().code();
     let message = if code.starts_with("22") { without_quoted(db.message()) } else { db.message().to_string() };
-    format!("{message} (SQLSTATE {code})")
+    let at = match column(db) {
+        Some(c) if !message.contains(&format!("\"{c}\"")) => format!("column \"{c}\": "),
+        _ => String::new(),
+    };
+    let name = super::sqlstate::name(code).map(|n| format!("{n}, ")).unwrap_or_default();
+    format!("{at}{message} ({name}SQLSTATE {code})")
+}
+
+/// The column a refusal is about: the server's own field (a not-null or
+/// check violation), else COPY's context, `COPY items, line 3, column id:
+/// "..."` (whose value is left out).
+pub fn column(db: &tokio_postgres::error::DbError) -> Option<String> {
+    if let Some(c) = db.column() {
+        return Some(c.to_string());
+    }
+    copy_column(db.where_()?)
+}
+
+/// The column of COPY's context line (the first line of `where_`).
+fn copy_column(where_: &str) -> Option<String> {
+    let line = where_.lines().next()?;
+    if !line.starts_with("COPY ") {
+        return None;
+    }
+    let (_, rest) = line.split_once(", column ")?;
+    // `: "value"` follows the name when the value is known.
+    let name = rest.split_once(": \"").map_or(rest, |(name, _)| name);
+    Some(name.to_string())
+}
+
+/// A database error's SQLSTATE in words: `invalid_text_representation
+/// (22P02)`; `None` for an error the server did not send.
+pub fn condition(e: &tokio_postgres::Error) -> Option<String> {
+    e.code().map(|c| super::sqlstate::describe(c.code()))
 }
 
 /// `text` with every double-quoted part replaced by `"…"`.
@@ -177,5 +215,15 @@ mod tests {
             super::without_quoted("value too long for type character varying(8)"),
             "value too long for type character varying(8)"
         );
+    }
+
+    #[test]
+    fn the_column_of_a_copy_context_comes_without_its_value() {
+        let column = super::copy_column;
+        assert_eq!(column("COPY items, line 3, column id: \"three\"").as_deref(), Some("id"));
+        assert_eq!(column("COPY items, line 1, column name").as_deref(), Some("name"));
+        assert_eq!(column("COPY items, line 1, column Contact Phone: \"a: \"b\"\"").as_deref(), Some("Contact Phone"));
+        assert_eq!(column("COPY items, line 2: \"1\tx\"").as_deref(), None);
+        assert_eq!(column("SQL statement \"INSERT ...\"").as_deref(), None);
     }
 }

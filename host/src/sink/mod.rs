@@ -19,10 +19,11 @@ pub mod fit;
 mod load;
 mod receipt;
 pub mod sql;
+pub mod sqlstate;
 pub mod table;
 pub mod tls;
 
-pub use error::{SinkError, data_error, refusal, transient};
+pub use error::{SinkError, column, condition, data_error, refusal, transient};
 pub use receipt::{FileReceipt, FileState, sequencer_after};
 
 use crate::config::{MergeMode, Sink};
@@ -90,6 +91,15 @@ pub const RECYCLE_WITHIN: Duration = Duration::from_secs(2);
 /// is closed or does not answer is dropped and another one made.
 pub fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, SinkError> {
     let (config, tls) = connect::sink_config(url)?;
+    pool_of(config, tls, size)
+}
+
+/// A pool of `size` connections of `config`, checked as [`pool`]'s are.
+pub(crate) fn pool_of(
+    config: tokio_postgres::Config,
+    tls: tls::Tls,
+    size: usize,
+) -> Result<deadpool_postgres::Pool, SinkError> {
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tls.connector().map_err(SinkError::Url)?,
@@ -225,7 +235,7 @@ impl PostgresSink {
                     let back = units.split_off(units.len() / 2);
                     pending.push(back);
                     pending.push(units);
-                    tracing::warn!(pipeline = %self.pipeline, code = ?e.code().map(|c| c.code()), "data error; isolating");
+                    tracing::debug!(pipeline = %self.pipeline, error = %refusal(&e), "data error; isolating");
                 }
                 Err(Failure::Data(e)) => {
                     let mut unit = units.into_iter().next().expect("one unit");
@@ -237,6 +247,7 @@ impl PostgresSink {
                         });
                         continue;
                     }
+                    self.refused(&unit, receipt, &e);
                     unit.dead.push(DeadLetter::sink(&e));
                     unit.rows.clear();
                     unit.row_count = 0;
@@ -249,6 +260,22 @@ impl PostgresSink {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+
+    /// Says which unit the database refuses, from where, in which column,
+    /// and why (never a value).
+    fn refused<R: Receipt>(&self, unit: &Unit, receipt: &R, e: &tokio_postgres::Error) {
+        let from = receipt.origin().unwrap_or_else(|| self.source.clone());
+        let column = e.as_db_error().and_then(error::column);
+        tracing::warn!(
+            pipeline = %self.pipeline,
+            from = %from,
+            unit = %dead_letter::storable(&unit.message_id),
+            column = column.as_deref().unwrap_or("-"),
+            sqlstate = condition(e).as_deref().unwrap_or("-"),
+            error = %refusal(e),
+            "the database refuses a row; it is a dead letter"
+        );
     }
 
     /// Whether this commit's rows should go straight into the target: always
@@ -334,11 +361,15 @@ impl PostgresSink {
                 return Err(Failure::Other(SinkError::Permanent(e)));
             }
             if attempt >= self.max_attempts {
-                return Err(Failure::Other(SinkError::Transient { attempts: attempt, source: e }));
+                return Err(Failure::Other(SinkError::Transient { attempts: attempt, error: e }));
             }
             // Jittered: workers and hosts that failed together do not all
             // come back at the same moment.
-            let wait = Duration::from_millis(100 << attempt.min(6)).mul_f64(rand::random_range(0.5..1.5));
+            let wait = crate::backoff::jitter(crate::backoff::doubling(
+                Duration::from_millis(200),
+                attempt,
+                Duration::from_millis(6400),
+            ));
             self.metrics.retries.increment(1);
             tracing::warn!(pipeline = %self.pipeline, attempt, wait_ms = wait.as_millis() as u64, error = %refusal(&e), "transient database error; retrying");
             tokio::time::sleep(wait).await;

@@ -295,7 +295,7 @@ impl PostgresSink {
         client
             .execute(sql::LEDGER_PRUNE, &[&self.pipeline, &sql::ledger_part(sent_ms)])
             .await
-            .map_err(|e| SinkError::Transient { attempts: 1, source: e })
+            .map_err(|e| SinkError::Transient { attempts: 1, error: e })
     }
 }
 

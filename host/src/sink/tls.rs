@@ -11,6 +11,10 @@
 //! rustls (through `tokio-postgres-rustls`) with aws-lc-rs, which the AWS
 //! SDK builds already: no OpenSSL to link or ship in the image.
 //!
+//! What the URL does not say comes from where libpq looks: `PGSSLMODE`,
+//! then `PGSSLROOTCERT`, else `~/.postgresql/root.crt` when that file
+//! exists (so `require` checks the chain against it, as in libpq).
+//!
 //! tokio-postgres knows only `disable`, `prefer` and `require`, and not
 //! `sslrootcert`: both are taken out of the URL here before it parses the
 //! rest.
@@ -68,20 +72,61 @@ pub struct Tls {
     pub root_cert: Option<PathBuf>,
 }
 
+/// What libpq takes when the URL does not say.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Defaults {
+    /// `PGSSLMODE`.
+    pub mode: Option<String>,
+    /// `PGSSLROOTCERT`, else `~/.postgresql/root.crt` if it exists.
+    pub root_cert: Option<PathBuf>,
+}
+
+impl Defaults {
+    /// From this process's environment (an empty variable is unset).
+    pub fn from_env() -> Defaults {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let home_root = || {
+            let file = PathBuf::from(var("HOME")?).join(".postgresql").join("root.crt");
+            file.is_file().then_some(file)
+        };
+        Defaults {
+            mode: var("PGSSLMODE").map(|v| v.to_string_lossy().into_owned()),
+            root_cert: var("PGSSLROOTCERT").map(PathBuf::from).or_else(home_root),
+        }
+    }
+}
+
 /// Takes `sslmode` and `sslrootcert` out of `url` (a `postgres://` URL or
-/// `key=value` words): the rest, and what they said.
+/// `key=value` words): the rest, and what they said, or else what the
+/// environment says ([`Defaults::from_env`]).
 pub fn split(url: &str) -> Result<(String, Tls), String> {
-    let mut tls = Tls { mode: Mode::Prefer, root_cert: None };
+    split_with(url, &Defaults::from_env())
+}
+
+/// [`split`] with `defaults` for what the URL does not say.
+pub fn split_with(url: &str, defaults: &Defaults) -> Result<(String, Tls), String> {
+    let (rest, mode, root_cert) = split_url(url)?;
+    let mode = match (mode, &defaults.mode) {
+        (Some(mode), _) => mode,
+        (None, Some(text)) => Mode::parse(text).map_err(|e| format!("PGSSLMODE: {e}"))?,
+        (None, None) => Mode::Prefer,
+    };
+    Ok((rest, Tls { mode, root_cert: root_cert.or_else(|| defaults.root_cert.clone()) }))
+}
+
+/// The URL without `sslmode` and `sslrootcert`, and what they said.
+fn split_url(url: &str) -> Result<(String, Option<Mode>, Option<PathBuf>), String> {
+    let (mut mode, mut root_cert) = (None, None);
     let mut take = |key: &str, value: &str| -> Result<bool, String> {
         match key {
-            "sslmode" => tls.mode = Mode::parse(value)?,
-            "sslrootcert" => tls.root_cert = Some(PathBuf::from(value)),
+            "sslmode" => mode = Some(Mode::parse(value)?),
+            "sslrootcert" => root_cert = Some(PathBuf::from(value)),
             _ => return Ok(false),
         }
         Ok(true)
     };
     if url.contains("://") {
-        let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), tls)) };
+        let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), mode, root_cert)) };
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -90,7 +135,7 @@ pub fn split(url: &str) -> Result<(String, Tls), String> {
             }
         }
         let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
-        return Ok((rest, tls));
+        return Ok((rest, mode, root_cert));
     }
     let mut kept = Vec::new();
     for word in url.split_whitespace() {
@@ -99,7 +144,7 @@ pub fn split(url: &str) -> Result<(String, Tls), String> {
             kept.push(word);
         }
     }
-    Ok((kept.join(" "), tls))
+    Ok((kept.join(" "), mode, root_cert))
 }
 
 fn percent_decode(text: &str) -> String {
@@ -242,6 +287,10 @@ impl ServerCertVerifier for Verifier {
 mod tests {
     use super::*;
 
+    fn split(url: &str) -> Result<(String, Tls), String> {
+        split_with(url, &Defaults::default())
+    }
+
     #[test]
     fn sslmode_and_sslrootcert_are_taken_out_of_urls_and_words() {
         let (rest, tls) =
@@ -256,5 +305,18 @@ mod tests {
         assert_eq!((rest.as_str(), tls.mode), ("host=h user=u dbname=d", Mode::Disable));
         let err = split("postgres://u@h/db?sslmode=always").unwrap_err();
         assert!(err.contains("sslmode `always` is not one of"), "{err}");
+    }
+
+    #[test]
+    fn the_environment_says_what_the_url_does_not() {
+        let env = Defaults { mode: Some("verify-full".into()), root_cert: Some("/home/u/.postgresql/root.crt".into()) };
+        let (_, tls) = split_with("postgres://u@h/db", &env).unwrap();
+        assert_eq!(tls, Tls { mode: Mode::VerifyFull, root_cert: Some("/home/u/.postgresql/root.crt".into()) });
+        let (_, tls) = split_with("postgres://u@h/db?sslmode=disable&sslrootcert=/ca.pem", &env).unwrap();
+        assert_eq!(tls, Tls { mode: Mode::Disable, root_cert: Some("/ca.pem".into()) });
+        let bad = Defaults { mode: Some("always".into()), root_cert: None };
+        let err = split_with("postgres://u@h/db", &bad).unwrap_err();
+        assert!(err.starts_with("PGSSLMODE: sslmode `always` is not one of"), "{err}");
+        assert!(split_with("postgres://u@h/db?sslmode=require", &bad).is_ok(), "the URL's own wins");
     }
 }

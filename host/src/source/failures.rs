@@ -81,11 +81,7 @@ impl<S: PartialEq> Failures<S> {
     }
 }
 
-/// The wait after `tries` failed tries in a row: `first`, doubling, at
-/// most `longest`.
-pub fn doubling(first: Duration, tries: u32, longest: Duration) -> Duration {
-    first.saturating_mul(1 << tries.saturating_sub(1).min(16)).min(longest)
-}
+pub use crate::backoff::doubling;
 
 #[cfg(test)]
 mod tests {

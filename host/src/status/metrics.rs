@@ -39,6 +39,8 @@ pub const SFTP_BYTES_COPIED: &str = "etl_sftp_bytes_copied_total";
 pub const SFTP_PASSES_FAILED: &str = "etl_sftp_passes_failed_total";
 pub const S3_BYTES_READ: &str = "etl_s3_bytes_read_total";
 pub const PIPELINE_UP: &str = "etl_pipeline_up";
+pub const SOURCE_UP: &str = "etl_source_up";
+pub const SOURCE_ERRORS: &str = "etl_source_errors_total";
 
 /// Every metric with its one-line meaning (for `# HELP` and the README).
 pub const DESCRIPTIONS: &[(&str, &str)] = &[
@@ -69,7 +71,18 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (FILES_FAILED, "Attempts at one SFTP file that failed (unreadable, its copy refused); each is tried again later."),
     (SFTP_BYTES_COPIED, "Bytes copied from the SFTP server into the bucket."),
     (SFTP_PASSES_FAILED, "SFTP passes that failed (the server unreachable, refused, or a copy failed)."),
-    (PIPELINE_UP, "1 while the pipeline runs, 0 when it is starting, stopped or failed."),
+    (
+        PIPELINE_UP,
+        "1 while the pipeline runs and every part of its source answers; 0 when a part is degraded, or it is starting, stopped or failed.",
+    ),
+    (
+        SOURCE_UP,
+        "1 while a part of a pipeline's source (queue, bucket, sftp, plugins) answers, 0 while it is degraded or failed.",
+    ),
+    (
+        SOURCE_ERRORS,
+        "Failed calls to a part of a pipeline's source, by kind (unreachable, not_found, denied, throttled, server, other).",
+    ),
 ];
 
 /// Histogram buckets, in seconds for the latencies.
@@ -88,7 +101,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
     for (name, help) in DESCRIPTIONS {
         if name.ends_with("_seconds") && *name != OLDEST_MESSAGE_AGE || *name == BATCH_SIZE {
             metrics::describe_histogram!(*name, *help);
-        } else if *name == OLDEST_MESSAGE_AGE || *name == PIPELINE_UP {
+        } else if [OLDEST_MESSAGE_AGE, PIPELINE_UP, SOURCE_UP].contains(name) {
             metrics::describe_gauge!(*name, *help);
         } else {
             metrics::describe_counter!(*name, *help);

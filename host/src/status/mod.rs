@@ -112,6 +112,53 @@ pub enum State {
     Stopped,
 }
 
+/// How a part of a pipeline's source (its queue, bucket, SFTP server or
+/// plugin store) answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    Ok,
+    /// Its calls fail, and are tried again (backing off): why.
+    Degraded(String),
+    /// It failed in a way waiting does not heal (gone, access refused):
+    /// the pipeline stopped on it.
+    Failed(String),
+}
+
+impl Health {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Degraded(_) => "degraded",
+            Health::Failed(_) => "failed",
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Health::Ok => None,
+            Health::Degraded(why) | Health::Failed(why) => Some(why),
+        }
+    }
+}
+
+/// One part of a pipeline's source, as the run last found it.
+#[derive(Debug, Clone)]
+pub struct SourcePart {
+    /// `queue`, `bucket`, `sftp` or `plugins`.
+    pub part: &'static str,
+    pub health: Health,
+    /// Since when it is in this state.
+    pub since: SystemTime,
+    /// Calls that failed since the start.
+    pub errors: u64,
+    /// When its state was last logged (a reminder is due every
+    /// [`REMIND_EVERY`] while it is not ok).
+    logged: std::time::Instant,
+}
+
+/// How often a part that stays degraded is logged again.
+pub const REMIND_EVERY: Duration = Duration::from_secs(300);
+
 impl State {
     pub fn label(&self) -> &'static str {
         match self {
@@ -171,6 +218,10 @@ pub struct Panel {
     probe: OnceLock<Probe>,
     /// Why the last SFTP pass failed (SFTP pipelines), until one succeeds.
     sftp_error: Mutex<Option<String>>,
+    /// The parts of its source and how they answer.
+    sources: Mutex<Vec<SourcePart>>,
+    /// The digest (`sha256:...`) of the pipeline file's text the run uses.
+    revision: Mutex<Option<String>>,
     pub runs: Runs,
     counters: metrics::Counters,
 }
@@ -189,6 +240,8 @@ impl Panel {
             oldest_sent_ms: AtomicI64::new(0),
             probe: OnceLock::new(),
             sftp_error: Mutex::new(None),
+            sources: Mutex::default(),
+            revision: Mutex::default(),
             runs: Runs::default(),
             counters: metrics::Counters::new(name),
         }
@@ -207,14 +260,152 @@ impl Panel {
         self.source.lock().expect("not poisoned").clone()
     }
 
+    /// Its state; a change to running or stopped is logged (a failure is
+    /// logged by whoever stops the run, with its reason).
     pub fn set_state(&self, state: State) {
-        let up = matches!(state, State::Running);
-        *self.state.lock().expect("not poisoned") = state;
-        ::metrics::gauge!(metrics::PIPELINE_UP, "pipeline" => self.name.clone()).set(if up { 1.0 } else { 0.0 });
+        let before = std::mem::replace(&mut *self.state.lock().expect("not poisoned"), state.clone());
+        if before != state {
+            match &state {
+                State::Running => {
+                    tracing::info!(pipeline = %self.name, source = %self.source(), "the pipeline runs")
+                }
+                State::Stopped => tracing::info!(pipeline = %self.name, "the pipeline stopped"),
+                State::Starting | State::Failed(_) => {}
+            }
+        }
+        self.show_up();
     }
 
     pub fn state(&self) -> State {
         self.state.lock().expect("not poisoned").clone()
+    }
+
+    /// The state as shown: `degraded` (with the first part's reason) while
+    /// it runs and a part of its source does not answer.
+    pub fn label(&self) -> (&'static str, Option<String>) {
+        let state = self.state();
+        match &state {
+            State::Running => match self.sources().into_iter().find(|s| s.health != Health::Ok) {
+                Some(s) => ("degraded", s.health.reason().map(|r| format!("{}: {r}", s.part))),
+                None => ("running", None),
+            },
+            State::Failed(why) => ("failed", Some(why.clone())),
+            other => (other.label(), None),
+        }
+    }
+
+    /// `etl_pipeline_up`: 1 while it runs and its source answers.
+    fn show_up(&self) {
+        let up = self.state() == State::Running
+            && self.sources.lock().expect("not poisoned").iter().all(|s| s.health == Health::Ok);
+        ::metrics::gauge!(metrics::PIPELINE_UP, "pipeline" => self.name.clone()).set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// The pipeline file's revision the run uses: the digest of its text.
+    pub fn set_revision(&self, digest: &str) {
+        *self.revision.lock().expect("not poisoned") = Some(digest.to_string());
+    }
+
+    pub fn revision(&self) -> Option<String> {
+        self.revision.lock().expect("not poisoned").clone()
+    }
+
+    /// The parts of its source, in the order they were first heard of.
+    pub fn sources(&self) -> Vec<SourcePart> {
+        self.sources.lock().expect("not poisoned").clone()
+    }
+
+    /// `part` of its source answered. Logged (once) when it did not before.
+    pub fn source_ok(&self, part: &'static str) {
+        {
+            let sources = self.sources.lock().expect("not poisoned");
+            if sources.iter().any(|s| s.part == part && s.health == Health::Ok) {
+                return;
+            }
+        }
+        let before = self.set_health(part, Health::Ok);
+        match before {
+            Some(s) if s.health != Health::Ok => {
+                let down = SystemTime::now().duration_since(s.since).unwrap_or_default();
+                tracing::info!(pipeline = %self.name, source = part, down_s = down.as_secs(), errors = s.errors,
+                    "the {part} answers again");
+            }
+            _ => {}
+        }
+    }
+
+    /// A call to `part` of its source failed (`kind`: unreachable,
+    /// not_found, ...), saying `why`. `lasting`: waiting does not heal it
+    /// (the part is failed, and the run stops on it); otherwise the part
+    /// is degraded and the call is tried again. Logged when the state
+    /// changes and every [`REMIND_EVERY`] while it stays; each attempt only
+    /// at debug level.
+    pub fn source_error(&self, part: &'static str, kind: &'static str, why: &str, lasting: bool) {
+        ::metrics::counter!(metrics::SOURCE_ERRORS, "pipeline" => self.name.clone(), "source" => part, "kind" => kind)
+            .increment(1);
+        tracing::debug!(pipeline = %self.name, source = part, kind, error = %why, "a call to the source failed");
+        let health = if lasting { Health::Failed(why.to_string()) } else { Health::Degraded(why.to_string()) };
+        let label = health.label();
+        let before = self.set_health(part, health);
+        let now = std::time::Instant::now();
+        match before {
+            Some(s) if s.health.label() == label => {
+                if now.duration_since(s.logged) >= REMIND_EVERY {
+                    let since = SystemTime::now().duration_since(s.since).unwrap_or_default();
+                    tracing::warn!(pipeline = %self.name, source = part, since_s = since.as_secs(), errors = s.errors + 1,
+                        error = %why, "the {part} is still {label}");
+                    self.logged(part, now);
+                }
+                return;
+            }
+            _ => {}
+        }
+        // A lasting failure stops the run, whose stop says why.
+        if !lasting {
+            tracing::warn!(pipeline = %self.name, source = part, kind, error = %why,
+                "the {part} does not answer: degraded; tried again, backing off");
+        }
+    }
+
+    /// Sets a part's health (counting an error unless it is ok); what it
+    /// was before, if it was known.
+    fn set_health(&self, part: &'static str, health: Health) -> Option<SourcePart> {
+        let before = {
+            let mut sources = self.sources.lock().expect("not poisoned");
+            let now = SystemTime::now();
+            let failed = u64::from(health != Health::Ok);
+            match sources.iter_mut().find(|s| s.part == part) {
+                Some(s) => {
+                    let before = s.clone();
+                    if s.health.label() != health.label() {
+                        s.since = now;
+                        s.logged = std::time::Instant::now();
+                    }
+                    s.health = health;
+                    s.errors += failed;
+                    Some(before)
+                }
+                None => {
+                    let logged = std::time::Instant::now();
+                    sources.push(SourcePart { part, health, since: now, errors: failed, logged });
+                    None
+                }
+            }
+        };
+        let up = self.sources.lock().expect("not poisoned").iter().any(|s| s.part == part && s.health == Health::Ok);
+        ::metrics::gauge!(metrics::SOURCE_UP, "pipeline" => self.name.clone(), "source" => part).set(if up {
+            1.0
+        } else {
+            0.0
+        });
+        self.show_up();
+        before
+    }
+
+    fn logged(&self, part: &'static str, at: std::time::Instant) {
+        if let Some(s) = self.sources.lock().expect("not poisoned").iter_mut().find(|s| s.part == part) {
+            s.logged = at;
+        }
     }
 
     /// Adds to the run's counts, and the counters by as much.
@@ -318,8 +509,12 @@ impl Panel {
 
     /// An SFTP pass failed, and why: shown until a pass succeeds.
     pub fn sftp_failed(&self, why: Option<&str>) {
-        if why.is_some() {
-            self.counters.sftp_failed.increment(1);
+        match why {
+            Some(why) => {
+                self.counters.sftp_failed.increment(1);
+                self.source_error("sftp", "other", why, false);
+            }
+            None => self.source_ok("sftp"),
         }
         *self.sftp_error.lock().expect("not poisoned") = why.map(str::to_string);
     }
@@ -413,6 +608,25 @@ mod tests {
         board.add("logins", "a.toml".into()).unwrap();
         let Err(err) = board.add("logins", "b.toml".into()) else { panic!("a second `logins`") };
         assert!(err.contains("a.toml and b.toml both name the pipeline `logins`"), "{err}");
+    }
+
+    #[test]
+    fn a_source_part_that_fails_degrades_the_pipeline_until_it_answers() {
+        let p = Panel::new("p", PathBuf::new());
+        p.set_state(State::Running);
+        p.source_ok("queue");
+        assert_eq!(p.label(), ("running", None));
+        p.source_error("queue", "unreachable", "cannot reach the endpoint", false);
+        p.source_error("queue", "unreachable", "cannot reach the endpoint", false);
+        assert_eq!(p.label(), ("degraded", Some("queue: cannot reach the endpoint".to_string())));
+        let part = &p.sources()[0];
+        assert_eq!((part.health.label(), part.errors), ("degraded", 2));
+        p.source_ok("queue");
+        assert_eq!(p.label(), ("running", None));
+        p.source_error("bucket", "not_found", "NoSuchBucket", true);
+        assert_eq!(p.sources()[1].health, Health::Failed("NoSuchBucket".into()));
+        p.set_state(State::Failed("bucket: NoSuchBucket".into()));
+        assert_eq!(p.label(), ("failed", Some("bucket: NoSuchBucket".to_string())));
     }
 
     #[test]

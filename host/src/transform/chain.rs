@@ -16,8 +16,8 @@ use std::sync::Arc;
 /// A chain that could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
-    #[error("{file}:{line}: step {step}: {source}")]
-    Plugin { file: String, line: usize, step: usize, source: PluginError },
+    #[error("{file}:{line}: step {step}: {error}")]
+    Plugin { file: String, line: usize, step: usize, error: PluginError },
     #[error(transparent)]
     Step(#[from] StepError),
 }
@@ -72,7 +72,7 @@ impl Loaded {
         let mut loaded: HashMap<std::path::PathBuf, Arc<Plugin>> = HashMap::new();
         let mut plugins = Vec::new();
         for (step, path) in pipeline.steps.iter().zip(plugin_files(engine, pipeline)) {
-            let at = |source| ChainError::Plugin { file: file.clone(), line: step.line, step: step.index, source };
+            let at = |error| ChainError::Plugin { file: file.clone(), line: step.line, step: step.index, error };
             let path = path.map_err(at)?;
             let plugin = match loaded.get(&path) {
                 Some(p) => p.clone(),

@@ -34,8 +34,8 @@ pub struct Engine {
 pub enum PluginError {
     #[error("plugin `{name}` not found; looked for {file} in: {searched}")]
     NotFound { name: String, file: String, searched: String },
-    #[error("plugin `{name}`: cannot read {path}: {source}")]
-    Read { name: String, path: PathBuf, source: std::io::Error },
+    #[error("plugin `{name}`: cannot read {path}: {error}")]
+    Read { name: String, path: PathBuf, error: std::io::Error },
     #[error("plugin `{name}`: {path} is not a valid WebAssembly component: {reason}")]
     Compile { name: String, path: PathBuf, reason: String },
     #[error("plugin `{name}`: {path} does not fit the etl:transform/plugin@0.1.0 world: {reason}")]
@@ -108,7 +108,7 @@ impl Engine {
     /// Loads, compiles (or takes from the cache), links and describes the
     /// plugin at `path`; refuses it if `pin` names another digest.
     pub fn load(&self, name: &str, path: &Path, pin: Option<&str>) -> Result<Arc<Plugin>, PluginError> {
-        let read = |source| PluginError::Read { name: name.into(), path: path.into(), source };
+        let read = |error| PluginError::Read { name: name.into(), path: path.into(), error };
         let bytes = if super::remote::is_s3(path) {
             self.remote.fetch(&path.to_string_lossy()).map_err(|e| read(std::io::Error::other(e)))?
         } else {

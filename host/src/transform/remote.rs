@@ -60,7 +60,7 @@ impl Remote {
         let (bucket, key) = split(uri)?;
         self.block_on(async {
             let out = self.client().await.get_object().bucket(bucket).key(key).send().await;
-            let out = out.map_err(|e| format!("GetObject {uri}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            let out = out.map_err(|e| format!("S3 GetObject: {}", crate::aws::fault(&e)))?;
             let body = out.body.collect().await.map_err(|e| format!("reading {uri}: {e}"))?;
             Ok(body.into_bytes().to_vec())
         })?
@@ -71,7 +71,7 @@ impl Remote {
         let (bucket, key) = split(uri)?;
         self.block_on(async {
             let out = self.client().await.head_object().bucket(bucket).key(key).send().await;
-            let out = out.map_err(|e| format!("HeadObject {uri}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            let out = out.map_err(|e| format!("S3 HeadObject {uri}: {}", crate::aws::fault(&e)))?;
             Ok(out.e_tag().unwrap_or_default().to_string())
         })?
     }

@@ -111,6 +111,9 @@ pub struct MemoryLimiter {
     pub refused: bool,
 }
 
+/// What one table element costs the host, as the cap counts it.
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let total = self.total.saturating_add(desired.saturating_sub(current));
@@ -122,8 +125,18 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(ok)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+    /// Tables live in host memory (wasmtime keeps one pointer per element):
+    /// their growth counts against the same cap as the linear memories, so
+    /// a plugin cannot grow past its `max_memory_mb` through tables.
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let bytes = desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES);
+        let total = self.total.saturating_add(bytes);
+        let ok = desired <= 1_000_000 && total <= self.cap;
+        if ok {
+            self.total = total;
+        }
+        self.refused |= !ok;
+        Ok(ok)
     }
 
     fn memories(&self) -> usize {
@@ -235,6 +248,16 @@ mod tests {
         assert!(!l.memory_growing(0, 1, None).unwrap(), "a new memory past the cap of all of them");
         assert!(l.refused);
         assert_eq!(l.memories(), MAX_MEMORIES);
+    }
+
+    #[test]
+    fn tables_count_against_the_same_cap_as_memories() {
+        let mut l = MemoryLimiter { cap: 1000, total: 0, refused: false };
+        assert!(l.memory_growing(0, 600, None).unwrap());
+        assert!(l.table_growing(0, 40, None).unwrap(), "40 elements fit beside 600 bytes");
+        assert_eq!(l.total, 600 + 40 * TABLE_ELEMENT_BYTES);
+        assert!(!l.table_growing(40, 100, None).unwrap(), "60 more elements do not");
+        assert!(l.refused);
     }
 
     #[test]

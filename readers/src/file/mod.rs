@@ -201,10 +201,10 @@ pub enum RowError {
 pub enum FileError {
     /// From the input: retryable.
     #[error("reading the object failed: {0}")]
-    Read(#[source] io::Error),
+    Read(io::Error),
     /// Corrupt or truncated gzip.
     #[error("the object is not valid gzip: {0}")]
-    Gzip(#[source] io::Error),
+    Gzip(io::Error),
     #[error("the CSV header is {0}")]
     Header(&'static str),
     #[error("the document is not a JSON array")]
@@ -217,7 +217,15 @@ pub enum FileError {
     #[error("empty_overrides names `{0}`, which is not a column of the file")]
     UnknownColumn(String),
     #[error("the parsing thread failed: {0}")]
-    Worker(#[from] JoinError),
+    Worker(JoinError),
+}
+
+/// Not `#[from]`: the join error's words are in the message already, and
+/// a `source` as well would print them twice.
+impl From<JoinError> for FileError {
+    fn from(e: JoinError) -> Self {
+        FileError::Worker(e)
+    }
 }
 
 impl FileError {

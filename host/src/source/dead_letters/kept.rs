@@ -2,7 +2,8 @@
 //! came from, and its payload (opened with the dead-letter key); and what
 //! a replay writes back onto it.
 //!
-//! Must not log or return a payload except to the replay that runs it.
+//! Must not log or return a payload except to the replay that runs it, and
+//! to `host dead-letters show | export --payload`, which print it.
 
 use super::ReplayError;
 use crate::input::fields_json;
@@ -12,13 +13,15 @@ use readers::file::{Compression, FileOptions, FileReader, Format, Item};
 /// Dead letters read at a time: replay holds one page of payloads.
 pub const PAGE: i64 = 500;
 
-/// The next page of `pipeline`'s dead letters not replayed yet, after id
-/// `after`, in id order: among `ids` unless empty. Keyset pagination, so a
-/// dead letter that fails again (and stays) never shifts the pages.
+/// The next page of `pipeline`'s open dead letters (neither replayed nor
+/// discarded), after id `after`, in id order: among `ids` unless empty.
+/// Keyset pagination, so a dead letter that fails again (and stays) never
+/// shifts the pages. Its first eight columns are those [`Kept::open`]
+/// takes.
 pub const PAGE_SQL: &str = "SELECT d.id, d.message_id, d.source, p.form, p.key_id, p.nonce, p.payload, p.bound \
      FROM etl.dead_letters d JOIN etl.dead_letter_payloads p ON p.dead_letter_id = d.id \
-     WHERE d.pipeline = $1 AND d.replayed_at IS NULL AND (cardinality($2::bigint[]) = 0 OR d.id = ANY($2)) \
-     AND d.id > $3 ORDER BY d.id LIMIT $4";
+     WHERE d.pipeline = $1 AND d.replayed_at IS NULL AND d.discarded_at IS NULL \
+     AND (cardinality($2::bigint[]) = 0 OR d.id = ANY($2)) AND d.id > $3 ORDER BY d.id LIMIT $4";
 
 /// A replay that loaded: the dead letter is done, with its result.
 pub const MARK_LOADED: &str = "UPDATE etl.dead_letters SET replayed_at = now(), replay_result = $2, \
@@ -41,7 +44,9 @@ pub struct Kept {
 }
 
 impl Kept {
-    /// From a row of [`PAGE_SQL`], its payload opened with `sealer`.
+    /// From a row whose first eight columns are [`PAGE_SQL`]'s (id,
+    /// message id, source, form, key id, nonce, payload, bound), its
+    /// payload opened with `sealer`.
     pub fn open(row: &tokio_postgres::Row, sealer: Option<&Sealer>) -> Result<Kept, ReplayError> {
         let id: i64 = row.get(0);
         let form: String = row.get(3);
@@ -129,7 +134,7 @@ mod tests {
 
     #[test]
     fn pages_go_by_id_after_the_last_one() {
-        assert!(PAGE_SQL.contains("d.replayed_at IS NULL"));
+        assert!(PAGE_SQL.contains("d.replayed_at IS NULL AND d.discarded_at IS NULL"));
         assert!(PAGE_SQL.ends_with("AND d.id > $3 ORDER BY d.id LIMIT $4"));
         assert!(!PAGE_SQL.contains("OFFSET"));
     }

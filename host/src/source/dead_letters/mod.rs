@@ -1,5 +1,6 @@
 //! Dead letters as a source: `host dead-letters replay` reads the kept
-//! payloads of a pipeline's dead letters a page at a time ([`kept`],
+//! payloads of a pipeline's open dead letters (neither replayed nor
+//! discarded) a page at a time ([`kept`],
 //! opening sealed ones with `HOST_DEAD_LETTER_KEY`), runs each through the
 //! pipeline as it is now, a unit of one message committed whole under the
 //! ledger as `dead-letter:ID` (so a replay loads once), and acknowledges
@@ -9,7 +10,7 @@
 //!
 //! Must not print: the caller reports each result.
 
-mod kept;
+pub(crate) mod kept;
 mod standing;
 
 use crate::config::{Pipeline, S3Mode, Source};
@@ -94,7 +95,7 @@ impl Replay {
     }
 }
 
-/// Replays dead letters `ids` (all not replayed yet when empty) of
+/// Replays dead letters `ids` (all open ones when empty) of
 /// `pipeline`, a page at a time; `report(id, result)` after each. A row of
 /// an S3 object replays with its file and version (if that version is
 /// still the one loaded); a notification of an S3 notifications pipeline

@@ -62,10 +62,11 @@ impl Loader {
         token: Option<Token>,
     ) -> Result<(Vec<Listed>, Option<Token>), LoadError> {
         let bucket = self.config.bucket.clone().unwrap_or_default();
-        let failed = |action: &'static str, reason: String| LoadError::S3 {
+        let failed = |action: &'static str, fault: crate::aws::Fault| LoadError::S3 {
             uri: format!("s3://{bucket}/{prefix}"),
             action,
-            reason,
+            reason: fault.text,
+            kind: fault.kind,
         };
         if self.versioned() {
             let (key, version) = match token {
@@ -82,7 +83,7 @@ impl Loader {
                 .set_version_id_marker(version)
                 .send()
                 .await
-                .map_err(|e| failed("ListObjectVersions", aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+                .map_err(|e| failed("ListObjectVersions", crate::aws::fault(&e)))?;
             let objects = page.versions().iter().filter(|v| v.is_latest() == Some(true)).filter_map(latest).collect();
             let next = match (page.is_truncated(), page.next_key_marker()) {
                 (Some(true), Some(key)) => Some(Token::Versions {
@@ -106,7 +107,7 @@ impl Loader {
             .set_continuation_token(token)
             .send()
             .await
-            .map_err(|e| failed("ListObjectsV2", aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| failed("ListObjectsV2", crate::aws::fault(&e)))?;
         let objects = page.contents().iter().filter_map(listed).collect();
         let next = page.is_truncated().unwrap_or(false).then(|| page.next_continuation_token().map(str::to_string));
         Ok((objects, next.flatten().map(Token::Continue)))

@@ -41,7 +41,7 @@ impl ObjectLock {
         let got: bool = client
             .query_one(sql::OBJECT_TRY_LOCK, &[&key.0, &key.1])
             .await
-            .map_err(|e| SinkError::Transient { attempts: 1, source: e })?
+            .map_err(|e| SinkError::Transient { attempts: 1, error: e })?
             .get(0);
         Ok(got.then_some(ObjectLock { client: Some(client), key }))
     }

@@ -71,10 +71,10 @@ pub enum Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Retryable: the object loads again from its last committed row.
-    #[error("{uri}: {action} failed: {reason}")]
-    S3 { uri: String, action: &'static str, reason: String },
-    #[error("{uri}: {source}")]
-    Sink { uri: String, source: SinkError },
+    #[error("{uri}: {action}: {reason}")]
+    S3 { uri: String, action: &'static str, reason: String, kind: crate::aws::FaultKind },
+    #[error("{uri}: {error}")]
+    Sink { uri: String, error: SinkError },
     #[error("{uri}: the transform chain failed: {reason}")]
     Chain { uri: String, reason: String },
 }
@@ -85,14 +85,14 @@ impl LoadError {
     pub fn kind(&self) -> String {
         match self {
             LoadError::S3 { action, .. } => format!("S3 {action}"),
-            LoadError::Sink { source, .. } => source.to_string(),
+            LoadError::Sink { error, .. } => error.to_string(),
             LoadError::Chain { reason, .. } => reason.clone(),
         }
     }
 
     pub fn retryable(&self) -> bool {
         match self {
-            LoadError::Sink { source, .. } => source.retryable(),
+            LoadError::Sink { error, .. } => error.retryable(),
             _ => true,
         }
     }
@@ -184,8 +184,8 @@ impl Objects {
             let (c, outcome) = self.loader.load(chain, object).await;
             chain = c;
             match &outcome {
-                Err(LoadError::Sink { source, .. }) if source.unavailable() && self.flow.holds_through_outages() => {
-                    match self.flow.outage(&source.to_string()).await {
+                Err(LoadError::Sink { error, .. }) if error.unavailable() && self.flow.holds_through_outages() => {
+                    match self.flow.outage(&error.to_string()).await {
                         crate::flow::Outage::Back => {}
                         crate::flow::Outage::Stopped => return (chain, Ok(Outcome::Interrupted)),
                         crate::flow::Outage::NotDown => return (chain, outcome),
@@ -304,7 +304,7 @@ fn set_probe(
                     .bucket(&b)
                     .send()
                     .await
-                    .map_err(|e| format!("S3 bucket `{b}`: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                    .map_err(|e| format!("S3 bucket `{b}`: HeadBucket: {}", crate::aws::fault(&e)))?;
             }
             Ok(())
         }
@@ -322,6 +322,14 @@ fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_string()
 }
 
-fn s3_error<E: std::error::Error + 'static>(o: &ObjectRef, action: &'static str, e: E) -> LoadError {
-    LoadError::S3 { uri: o.uri(), action, reason: aws_sdk_s3::error::DisplayErrorContext(e).to_string() }
+fn s3_error<E>(
+    o: &ObjectRef,
+    action: &'static str,
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> LoadError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let fault = crate::aws::fault(e);
+    LoadError::S3 { uri: o.uri(), action, reason: fault.text, kind: fault.kind }
 }

@@ -145,14 +145,12 @@ async fn sweep(objects: Arc<Objects>, dispatch: Dispatch<Work>) {
 /// How long a notification not done stays invisible before it is tried
 /// again: 5 s after its first receive, doubling with each, at most 15 min.
 fn retry_after(receive_count: u32) -> Duration {
-    crate::source::failures::doubling(Duration::from_secs(5), receive_count, Duration::from_secs(900))
+    crate::backoff::doubling(Duration::from_secs(5), receive_count, Duration::from_secs(900))
 }
 
 impl Notification {
     async fn run(self, chain: TransformChain) -> TransformChain {
         let (chain, settled) = self.load(chain).await;
-        // Settled or not, the notification is no longer kept from here.
-        self.hold.settle();
         let (source, _) = self.objects.queue.as_ref().expect("notifications have a queue");
         let refs = [&self.message];
         if settled {
@@ -163,6 +161,10 @@ impl Notification {
         } else if let Err(e) = source.set_visibility(&refs, retry_after(self.message.receive_count)).await {
             tracing::warn!(error = %e, "could not shorten the visibility of a notification not done");
         }
+        // Kept until now: a hold settled before the delete (or the new
+        // timeout) would let the keeper's round under way release the
+        // notification, visible to every consumer again, until the delete.
+        self.hold.settle();
         chain
     }
 }
@@ -197,9 +199,16 @@ impl Notification {
             let (c, mut outcome) = objects.load(chain, &object).await;
             chain = c;
             // Another loader has the object (two notifications of one key):
-            // wait for it, then find what it committed.
+            // wait for it, then find what it committed; asked after 200 ms,
+            // doubling to 5 s (a big object's load takes minutes).
+            let mut asks = 0;
             while matches!(outcome, Ok(Outcome::Busy)) && !objects.flow.stopping() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                asks += 1;
+                let wait = crate::backoff::doubling(Duration::from_millis(200), asks, Duration::from_secs(5));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    () = objects.flow.stopped() => {}
+                }
                 let (c, next) = objects.load(chain, &object).await;
                 (chain, outcome) = (c, next);
             }

@@ -10,6 +10,7 @@
 
 use super::lock::ObjectLock;
 use super::{LoadError, ObjectRef, Outcome, s3_error, unquote};
+use crate::aws::FaultKind;
 use crate::batch::BatchBuilder;
 use crate::config::{Generated, S3SourceConfig};
 use crate::flow::{Flow, fill_units, plugins_json, run_chain};
@@ -107,15 +108,18 @@ impl Loader {
     }
 
     /// Warns (once) that the bucket cannot say whether it keeps versions.
-    fn cannot_tell<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    fn cannot_tell<E>(
         &self,
         bucket: &str,
-        e: &aws_sdk_s3::error::SdkError<E, R>,
-    ) -> Option<bool> {
+        e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> Option<bool>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
         if !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 pipeline = %self.pipeline(), bucket = %bucket,
-                error = %aws_sdk_s3::error::DisplayErrorContext(e),
+                error = %crate::aws::fault(e),
                 "cannot ask whether the bucket keeps versions; it is listed as before (at first, by ETag)"
             );
         }
@@ -166,7 +170,7 @@ impl Loader {
             sequencer: object.sequencer.clone(),
             end: None,
         };
-        let sink_err = |source| LoadError::Sink { uri: uri.clone(), source };
+        let sink_err = |error| LoadError::Sink { uri: uri.clone(), error };
         // Objects are divided between loaders (and hosts) by a lock of
         // their own, held on a connection of its own for the whole load.
         let lock = match ObjectLock::try_take(self.flow.sink.pool(), self.pipeline(), &object).await {
@@ -189,7 +193,7 @@ impl Loader {
         object: &ObjectRef,
         receipt: FileReceipt,
     ) -> (TransformChain, Result<Outcome, LoadError>) {
-        let sink_err = |source| LoadError::Sink { uri: receipt.uri.clone(), source };
+        let sink_err = |error| LoadError::Sink { uri: receipt.uri.clone(), error };
         let state = match self.flow.sink.file_state(&receipt).await {
             Ok(s) => s,
             Err(e) => return (chain, Err(sink_err(e))),
@@ -217,7 +221,7 @@ impl Loader {
             return (chain, Ok(outcome));
         }
         match self.stream(chain, object, receipt.clone(), state.rows_done).await {
-            (chain, Err(LoadError::Sink { source: crate::sink::SinkError::Superseded, .. })) => {
+            (chain, Err(LoadError::Sink { error: crate::sink::SinkError::Superseded, .. })) => {
                 tracing::info!(pipeline = %self.pipeline(), object = %receipt.uri, "a newer version was loaded before; this older one is skipped");
                 (chain, Ok(Outcome::Superseded))
             }
@@ -232,7 +236,7 @@ impl Loader {
                 Ok(Some(Current { version_id: super::version_id(out.version_id()), etag: out.e_tag().map(unquote) }))
             }
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
-            Err(e) => Err(s3_error(o, "HeadObject", e)),
+            Err(e) => Err(s3_error(o, "HeadObject", &e)),
         }
     }
 
@@ -259,7 +263,7 @@ impl Loader {
                 return match (code.as_str(), status) {
                     ("NoSuchKey" | "NoSuchVersion", _) | (_, Some(404)) => (chain, Ok(Outcome::Gone)),
                     ("PreconditionFailed", _) | (_, Some(412)) => (chain, Ok(Outcome::Superseded)),
-                    _ => (chain, Err(s3_error(object, "GetObject", e))),
+                    _ => (chain, Err(s3_error(object, "GetObject", &e))),
                 };
             }
         };
@@ -274,7 +278,10 @@ impl Loader {
         let mut reader = match FileReader::open(body, options, &object.key, encoding.as_deref()).await {
             Ok(r) => r,
             Err(e) if e.is_retryable() => {
-                return (chain, Err(LoadError::S3 { uri, action: "reading", reason: e.to_string() }));
+                return (
+                    chain,
+                    Err(LoadError::S3 { uri, action: "reading", reason: e.to_string(), kind: FaultKind::Unreachable }),
+                );
             }
             // The object as a whole cannot be read: one dead letter says why.
             Err(e) => return self.unreadable(chain, receipt, rows_done, e.to_string()).await,
@@ -364,7 +371,15 @@ impl Loader {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => return (chain, Ok(Filled { units, end: Some(reader.rows_read()), broken: None })),
                 Err(e) if e.is_retryable() => {
-                    return (chain, Err(LoadError::S3 { uri: uri.into(), action: "reading", reason: e.to_string() }));
+                    return (
+                        chain,
+                        Err(LoadError::S3 {
+                            uri: uri.into(),
+                            action: "reading",
+                            reason: e.to_string(),
+                            kind: FaultKind::Unreachable,
+                        }),
+                    );
                 }
                 Err(e) => return (chain, Ok(Filled { units, end: None, broken: Some(e.to_string()) })),
             };
@@ -437,7 +452,7 @@ impl Loader {
             .sink
             .commit_file(units, &plugins, &receipt)
             .await
-            .map_err(|source| LoadError::Sink { uri: receipt.uri.clone(), source })?;
+            .map_err(|error| LoadError::Sink { uri: receipt.uri.clone(), error })?;
         self.progress.rows.fetch_add(r.rows as u64, Ordering::Relaxed);
         Ok(r)
     }

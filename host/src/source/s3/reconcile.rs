@@ -98,14 +98,19 @@ async fn until_next(
             _ = tokio::time::sleep_until(next_try), if next_try > now => {}
             r = source.receive_up_to(10, wait, q.visibility), if next_try <= now => match r {
                 Ok(m) => {
-                    failing.ended(&objects.flow.pipeline.name);
+                    objects.flow.panel.source_ok("queue");
+                    failing.ended();
                     if !m.is_empty() {
                         let refs: Vec<&Message> = m.iter().collect();
                         let _ = source.delete(&refs).await;
                         return true;
                     }
                 }
-                Err(e) => failing.failed(tokio::time::Instant::now(), &objects.flow.pipeline.name, &e),
+                Err(e) => {
+                    let kind = e.kind();
+                    objects.flow.panel.source_error("queue", kind.label(), &e.to_string(), false);
+                    failing.failed(tokio::time::Instant::now());
+                }
             },
         }
         if tokio::time::Instant::now() >= until {
@@ -114,37 +119,33 @@ async fn until_next(
     }
 }
 
-/// The tries of a wake-up queue that fails: the first failure is logged,
-/// then each try waits twice as long as the one before (1 s to 30 s).
-#[derive(Default)]
+/// The tries of a wake-up queue that fails: each try waits twice as long
+/// as the one before (1 s to 30 s, [`crate::backoff`]).
 struct Backoff {
-    /// When the queue may be tried again, and the wait after that.
-    retry: Option<(tokio::time::Instant, Duration)>,
+    /// When the queue may be tried again.
+    retry: Option<tokio::time::Instant>,
+    tries: crate::backoff::Backoff,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { retry: None, tries: crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30)) }
+    }
 }
 
 impl Backoff {
-    const FIRST: Duration = Duration::from_secs(1);
-    const LAST: Duration = Duration::from_secs(30);
-
     fn next_try(&self, now: tokio::time::Instant) -> tokio::time::Instant {
-        self.retry.map_or(now, |(at, _)| at)
+        self.retry.unwrap_or(now)
     }
 
-    fn failed(&mut self, now: tokio::time::Instant, pipeline: &str, error: &crate::queue::SqsError) {
-        let wait = match self.retry {
-            None => {
-                tracing::warn!(pipeline, error = %error, "the wake-up queue cannot be read; passes keep their interval, and the queue is tried again (1 s, doubling to 30 s)");
-                Self::FIRST
-            }
-            Some((_, wait)) => wait,
-        };
-        self.retry = Some((now + wait, (wait * 2).min(Self::LAST)));
+    /// A try failed at `now` (the panel's source health logs it).
+    fn failed(&mut self, now: tokio::time::Instant) {
+        self.retry = Some(now + self.tries.failed());
     }
 
-    fn ended(&mut self, pipeline: &str) {
-        if self.retry.take().is_some() {
-            tracing::info!(pipeline, "the wake-up queue can be read again");
-        }
+    fn ended(&mut self) {
+        self.retry = None;
+        self.tries.reset();
     }
 }
 
@@ -168,8 +169,21 @@ async fn pass(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJob>) {
             return;
         }
         let (page, next) = match loader.list_page(&prefix, token.take()).await {
-            Ok(p) => p,
-            Err(e) => return objects.count(&Err(e)),
+            Ok(p) => {
+                objects.flow.panel.source_ok("bucket");
+                p
+            }
+            Err(e) => {
+                if let LoadError::S3 { kind, .. } = &e {
+                    objects.flow.panel.source_error("bucket", kind.label(), &e.to_string(), kind.lasting());
+                    if kind.lasting() {
+                        // A bucket gone or refused: a configuration error,
+                        // as it would have been at the start.
+                        return objects.flow.fail(&e.to_string());
+                    }
+                }
+                return objects.count(&Err(e));
+            }
         };
         listed += page.len();
         // The walk needs keys in byte order, as S3 lists them; a store that
@@ -262,7 +276,7 @@ impl Loaded {
                     self.page.extend(rows);
                 }
                 Err(e) => {
-                    objects.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{prefix}"), source: e }));
+                    objects.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{prefix}"), error: e }));
                     return Err(());
                 }
             }
@@ -287,7 +301,7 @@ async fn remove_all(objects: &Objects, bucket: &str, keys: Vec<String>) -> usize
                 n += 1;
             }
             Ok(false) => {}
-            Err(e) => objects.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{key}"), source: e })),
+            Err(e) => objects.count(&Err(LoadError::Sink { uri: format!("s3://{bucket}/{key}"), error: e })),
         }
     }
     n
@@ -375,18 +389,17 @@ mod tests {
 
     #[test]
     fn a_failing_wake_up_queue_is_tried_after_1_s_doubling_to_30_s() {
-        let error = crate::queue::SqsError::Call { queue: "q".into(), action: "ReceiveMessage", source: "gone".into() };
         let mut b = Backoff::default();
         let start = tokio::time::Instant::now();
         assert_eq!(b.next_try(start), start, "a queue that works is read at once");
         let mut waits = Vec::new();
         for _ in 0..7 {
             let now = tokio::time::Instant::now();
-            b.failed(now, "p", &error);
+            b.failed(now);
             waits.push(b.next_try(now).duration_since(now).as_secs());
         }
         assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
-        b.ended("p");
+        b.ended();
         assert_eq!(b.next_try(start), start);
     }
 }

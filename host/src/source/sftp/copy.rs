@@ -58,12 +58,16 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    fn error(&self, key: &str, action: &'static str, e: impl std::error::Error + 'static) -> PassError {
-        PassError::S3 {
-            uri: format!("s3://{}/{key}", self.name),
-            action,
-            reason: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-        }
+    fn error<E>(
+        &self,
+        key: &str,
+        action: &'static str,
+        e: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> PassError
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        PassError::S3 { uri: format!("s3://{}/{key}", self.name), action, reason: crate::aws::fault(&e).text }
     }
 
     /// The current object at `key`, if it is a copy of `file` as it is now

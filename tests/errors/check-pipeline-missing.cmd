@@ -1,0 +1,1 @@
+check errors/no-such-pipeline.toml

@@ -1,0 +1,1 @@
+check errors/plugin-missing.toml

@@ -1,0 +1,1 @@
+run errors/no-such-pipeline.toml

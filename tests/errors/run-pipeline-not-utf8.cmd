@@ -1,0 +1,1 @@
+run errors/not-utf8.toml
