@@ -10,6 +10,7 @@ pub mod batch;
 pub mod cases;
 pub mod commands;
 pub mod config;
+pub mod diff;
 pub mod flow;
 pub mod input;
 pub mod mapping;

@@ -53,6 +53,54 @@ fn host_test_on_the_fetch_queue_writes_99_rows_and_one_rejection() {
     assert_eq!(rows.iter().filter(|r| r["locale"].is_null()).count(), 29);
 }
 
+/// A queue pipeline's `--input` gzip'd (`.gz`): the same messages, the
+/// same rows and rejection.
+#[test]
+fn host_test_of_a_queue_pipeline_reads_gzipd_message_bodies() {
+    let ws = common::workspace();
+    let dir = std::env::temp_dir().join(crate::services::unique("gzbodies"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plain = ws.join("tests/data/fetch_login_queue_bodies.jsonl");
+    let gzipped = std::process::Command::new("gzip").arg("-kc").arg(&plain).output().unwrap();
+    assert!(gzipped.status.success(), "gzip: {}", String::from_utf8_lossy(&gzipped.stderr));
+    let gz = dir.join("bodies.jsonl.gz");
+    std::fs::write(&gz, &gzipped.stdout).unwrap();
+    let pipeline = ws.join("pipelines/logins.toml");
+    let mut outputs = Vec::new();
+    for input in [&plain, &gz] {
+        let (mut rows, mut rejects) = (Vec::new(), Vec::new());
+        let summary = run_file(&pipeline, input, &mut rows, &mut rejects, &options()).unwrap();
+        assert_eq!(summary.to_string(), "read 100, written 99, rejected 1, dropped 0", "{}", input.display());
+        outputs.push((json_lines(rows), json_lines(rejects)));
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `RUST_LOG=debug` lets no statement parameter into the log
+/// (tokio-postgres logs them at debug): only naming `tokio_postgres`
+/// itself does.
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_logs_hold_no_statement_parameters_unless_tokio_postgres_is_named() {
+    crate::services::migrated().await;
+    let value = crate::services::unique("secretvalue");
+    let stderr = |filter: &str| {
+        let out = std::process::Command::new(host_binary())
+            .current_dir(common::workspace())
+            .args(["lineage", "pipelines/logins.toml", "--digest", &value, "--log-format", "json"])
+            .env("DATABASE_URL", crate::services::database_url())
+            .env("RUST_LOG", filter)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let debug = stderr("debug");
+    assert!(debug.contains("\"level\":\"DEBUG\""), "debug lines are on: {debug}");
+    assert!(!debug.contains(&value), "a parameter in the log: {debug}");
+    assert!(stderr("debug,tokio_postgres=debug").contains(&value), "asked for by name, they are there");
+}
+
 /// JSON lines as values.
 fn json_lines(bytes: Vec<u8>) -> Vec<serde_json::Value> {
     String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()

@@ -32,8 +32,17 @@ pub const RUN: &str = "warn,host=info";
 
 /// Installs the subscriber, filtering by `RUST_LOG` or else `default`;
 /// call once.
+///
+/// tokio-postgres logs each statement's parameters at debug (record
+/// values, message ids, payloads): its lines stop at `info` unless
+/// `RUST_LOG` names `tokio_postgres` itself, so `RUST_LOG=debug` lets no
+/// value into the log by the way.
 pub fn init(format: Format, default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    if !asked.contains("tokio_postgres") {
+        filter = filter.add_directive("tokio_postgres=info".parse().expect("a valid directive"));
+    }
     // Bars only for spans that ask for one (`indicatif.pb_show`), such as
     // the backfill's.
     let bars = tracing_indicatif::IndicatifLayer::new();

@@ -4,7 +4,8 @@
 //!
 //! The file is read as the pipeline's source reads: an S3 (or SFTP)
 //! pipeline's objects through `readers::file` with the pipeline's format
-//! and compression, a queue's messages as JSON lines, one body a line.
+//! and compression, a queue's messages as JSON lines, one body a line
+//! (gzip'd when the name ends in `.gz`).
 //!
 //! Must not reach AWS or a database.
 
@@ -64,7 +65,8 @@ struct FileRun<'a> {
 }
 
 impl FileRun<'_> {
-    /// `input` as message bodies, one a line (blank lines skipped).
+    /// `input` as message bodies, one a line (blank lines skipped); a
+    /// `.gz` file is gunzipped first.
     fn messages(
         &mut self,
         chain: &mut TransformChain,
@@ -73,7 +75,11 @@ impl FileRun<'_> {
         rejects: &mut impl Write,
     ) -> anyhow::Result<()> {
         let file = std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
-        let mut reader = std::io::BufReader::new(file);
+        let mut reader: Box<dyn BufRead> = if input.extension().is_some_and(|e| e == "gz") {
+            Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file)))
+        } else {
+            Box::new(std::io::BufReader::new(file))
+        };
         let mut builder = BatchBuilder::new();
         let mut lines: Vec<u64> = Vec::new();
         let mut buf = Vec::new();

@@ -69,6 +69,16 @@ impl Mapping {
         Mapping { columns: sink.columns.iter().map(|c| (c.name.clone(), c.source.clone())).collect() }
     }
 
+    /// The columns' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.columns.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Whether column `i` is generated (the same for any chain's rows).
+    pub fn is_generated(&self, i: usize) -> bool {
+        matches!(self.columns[i].1, ColumnSource::Generated(_))
+    }
+
     /// The rows of `batch`, ready to encode.
     pub fn rows<'a>(&'a self, batch: &'a Batch) -> Rows<'a> {
         let keys = self
@@ -112,6 +122,23 @@ impl Rows<'_> {
             }
         }
         out.push(b'\n');
+    }
+
+    /// Each field column's value in COPY text (as [`Rows::write_copy`]
+    /// writes it), `None` for a generated column: what two chains' rows
+    /// are compared by (`crate::diff`).
+    pub fn cells_text(&self, cells: &[Cell]) -> Vec<Option<Vec<u8>>> {
+        self.slots(cells)
+            .map(|slot| match slot {
+                Slot::Generated(_) => None,
+                Slot::Missing => Some(b"\\N".to_vec()),
+                Slot::Field(cell, members) => {
+                    let mut out = Vec::new();
+                    copy::write_value(&mut out, self.batch, cell, members);
+                    Some(out)
+                }
+            })
+            .collect()
     }
 
     /// The row as a JSON object in column order; generated columns are left

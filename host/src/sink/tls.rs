@@ -17,7 +17,10 @@
 //!
 //! tokio-postgres knows only `disable`, `prefer` and `require`, and not
 //! `sslrootcert`: both are taken out of the URL here before it parses the
-//! rest.
+//! rest. Not with the `url` crate: libpq's multi-host form
+//! (`postgres://h1:5432,h2:5433/db`), which tokio-postgres takes, is not a
+//! URL to it (checked: `Url::parse` gives `InvalidPort`), so the query is
+//! split here and the rest left to tokio-postgres's own parser.
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
