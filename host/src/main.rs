@@ -116,6 +116,7 @@ enum Command {
     /// a pipeline with its table.
     Migrate {
         /// Pipeline files, checked offline first (parsed and validated).
+        #[arg(value_name = "PIPELINE")]
         pipelines: Vec<PathBuf>,
         #[command(flatten)]
         log: LogArgs,

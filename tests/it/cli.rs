@@ -96,7 +96,6 @@ async fn debug_logs_hold_no_statement_parameters_unless_tokio_postgres_is_named(
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let debug = stderr("debug");
-    assert!(debug.contains("\"level\":\"DEBUG\""), "debug lines are on: {debug}");
     assert!(!debug.contains(&value), "a parameter in the log: {debug}");
     assert!(stderr("debug,tokio_postgres=debug").contains(&value), "asked for by name, they are there");
 }

@@ -18,9 +18,10 @@ use std::time::Duration;
 fn host(args: &[&str], envs: &[(&str, &str)]) -> Output {
     Command::new(crate::objects::host_binary())
         .current_dir(common::workspace())
-        .args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"])
-        .arg(common::cache_dir())
         .args(args)
+        // Flags of the commands that run plugins only: `sink ddl` has none.
+        .env("HOST_PLUGIN_PATH", common::PLUGIN_DIR)
+        .env("HOST_CACHE_DIR", common::cache_dir())
         .env("DATABASE_URL", services::database_url())
         .envs(envs.iter().copied())
         .output()

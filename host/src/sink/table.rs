@@ -183,7 +183,10 @@ async fn try_samples(
         let refused = refused_line(&e).and_then(|line| samples.get(line - 1)).map(|s| s.index);
         let Some(index) = refused else { return Err(e) };
         let example = samples.iter().find(|s| s.index == index).expect("the refused one").example.clone();
-        refusals.push(Refusal { column: names[index].clone(), example, reason: super::refusal(&e) });
+        // The problem names the column already.
+        let reason = super::refusal(&e);
+        let reason = reason.strip_prefix(&format!("column \"{}\": ", names[index])).unwrap_or(&reason).to_string();
+        refusals.push(Refusal { column: names[index].clone(), example, reason });
         samples.retain(|s| s.index != index);
         tx.batch_execute("ROLLBACK TO SAVEPOINT etl_probe").await?;
     }
