@@ -16,6 +16,7 @@ mod hardening;
 mod health;
 mod histories;
 mod keys;
+mod lineage;
 mod library;
 mod objects;
 mod outages;

@@ -235,7 +235,7 @@ impl Notification {
             dead: vec![DeadLetter::source(reason, m.receive_count)],
             ..Unit::default()
         };
-        match self.objects.flow.sink.commit(vec![unit], "[]").await {
+        match self.objects.flow.sink.commit(vec![unit], &crate::sink::Lineage::default()).await {
             Ok(r) => {
                 self.objects.flow.tally(|s| s.dead_letters += r.dead_letters);
                 true
