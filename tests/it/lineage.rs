@@ -45,7 +45,7 @@ fn revision_of(file: &Path) -> String {
 /// provenance, `mask` using `algorithm`.
 fn logins_file(dir: &Path, name: &str, queue: &str, schema: &str, algorithm: &str) -> PathBuf {
     let text = std::fs::read_to_string(common::workspace().join("pipelines/logins.toml")).unwrap();
-    let text = text.split("[[tests]]").next().unwrap();
+    let text = text.split("\n[[tests]]").next().unwrap();
     let text = text
         .replace("name = \"logins\"", &format!("name = \"{name}\""))
         .replace("queue = \"${LOGIN_QUEUE:-login-queue}\"", &format!("queue = \"{queue}\"\nwait_time_s = 1"))
@@ -184,7 +184,7 @@ async fn rows_of_an_object_name_their_line_batch_and_revision() {
     let rows = db
         .query(
             &format!(
-                "SELECT c.customer_id, c.line, c.source_file, c.revision, b.source \
+                "SELECT c.customer_id::text, c.line, c.source_file, c.revision, b.source \
                  FROM {schema}.customers c JOIN etl.batches b ON b.id = c.batch_id AND b.pipeline = $1 ORDER BY 1"
             ),
             &[&name],
