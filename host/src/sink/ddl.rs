@@ -272,6 +272,23 @@ mod tests {
     }
 
     #[test]
+    fn provenance_columns_are_bigint_or_text() {
+        let types = |source: &str, columns: &str| {
+            let p = pipeline(&format!("{source}\n[sink]\ntable = \"t\"\n[sink.columns]\n{columns}"));
+            let sink = p.sink.as_ref().unwrap();
+            written(&p, sink).iter().map(|w| (w.pg_type(), w.origin())).collect::<Vec<_>>()
+        };
+        let queue = types(
+            "[source.sqs]\nqueue = \"q\"",
+            "b = { generated = \"batch-id\" }\nm = { generated = \"message-id\" }\nr = { generated = \"pipeline-revision\" }",
+        );
+        assert_eq!(queue.iter().map(|t| t.0).collect::<Vec<_>>(), ["bigint", "text", "text"]);
+        assert_eq!(queue[1].1, "generated `message-id`: the SQS message id the row came from");
+        let objects = types("[source.s3]\nbucket = \"b\"\nqueue = \"q\"\nformat = \"csv\"", "l = { generated = \"source-line\" }");
+        assert_eq!(objects[0].0, "bigint");
+    }
+
+    #[test]
     fn the_ddl_of_an_upsert_into_quoted_names() {
         let p = pipeline(
             r#"
