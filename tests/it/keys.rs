@@ -29,7 +29,8 @@ async fn rows_with_a_null_key_load_alike_straight_in_and_through_the_merge() {
     // New keys: straight in.
     sink.commit(vec![item_rows("a", "1\tone\n\\N\tn1\n\\N\tn2\n")], &host::sink::Lineage::default()).await.unwrap();
     // A key already there: through staging and the merge.
-    let r = sink.commit(vec![item_rows("b", "1\tuno\n\\N\tn3\n\\N\tn4\n")], &host::sink::Lineage::default()).await.unwrap();
+    let r =
+        sink.commit(vec![item_rows("b", "1\tuno\n\\N\tn3\n\\N\tn4\n")], &host::sink::Lineage::default()).await.unwrap();
     assert_eq!((r.rows, r.dead_letters), (3, 0));
     let nulls = count(&format!("SELECT count(*) FROM {schema}.items WHERE id IS NULL")).await;
     assert_eq!(nulls, 4, "every row whose key is NULL is kept, as PostgreSQL's unique key keeps them");

@@ -112,7 +112,8 @@ async fn a_params_only_change_is_a_version_of_its_own_and_rows_name_their_messag
     let batches = count(format!("SELECT count(DISTINCT batch_id) FROM {t}")).await;
     assert_eq!(count(batches_agree).await, batches, "each batch's lineage counts the rows naming it");
     for (revision, hash_length) in revisions.iter().zip([64, 128]) {
-        let sql = format!("SELECT count(*) FROM {t} WHERE revision = '{revision}' AND length(masked_ip) = {hash_length}");
+        let sql =
+            format!("SELECT count(*) FROM {t} WHERE revision = '{revision}' AND length(masked_ip) = {hash_length}");
         assert!(count(sql).await > 0, "rows of revision {revision}");
     }
     let mixed = format!(

@@ -127,7 +127,10 @@ async fn a_message_committed_before_adds_nothing() {
     let id = "6f1c3c4e-2f7a-4b8e-9d2c-5a7b8c9d0e1f";
     let upper = id.to_uppercase();
     let third = sink.commit(vec![unit(id), unit("m4")], &host::sink::Lineage::default()).await.unwrap();
-    let fourth = sink.commit(vec![unit("m4"), unit(id), unit(&upper), unit("m1")], &host::sink::Lineage::default()).await.unwrap();
+    let fourth = sink
+        .commit(vec![unit("m4"), unit(id), unit(&upper), unit("m1")], &host::sink::Lineage::default())
+        .await
+        .unwrap();
     assert_eq!((third.rows, third.duplicates), (2, 0));
     assert_eq!((fourth.rows, fourth.duplicates), (1, 3));
     assert_eq!(count(&format!("SELECT count(*) FROM {schema}.user_logins")).await, 6);

@@ -7,8 +7,8 @@
 //!
 //! Must not connect to anything.
 
-mod interpolate;
 mod canonical;
+mod interpolate;
 mod lines;
 mod sftp;
 mod validate;
@@ -17,8 +17,8 @@ pub use canonical::{canonical_json, params_digest};
 pub use interpolate::{InterpolateError, interpolate};
 pub use sftp::{Compare, HostKeyCheck, SftpAuth, SftpSettings};
 pub use validate::{
-    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, RowsFrom, S3Mode, S3SourceConfig, Sink, Source,
-    SqsSourceConfig, Step, TestCase, TestExpect, validate,
+    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, RowsFrom, S3Mode, S3SourceConfig, Sink,
+    Source, SqsSourceConfig, Step, TestCase, TestExpect, validate,
 };
 
 use indexmap::IndexMap;

@@ -7,8 +7,8 @@
 
 use crate::batch::Batch;
 use crate::mapping::{LoadTime, Mapping, RowOrigin};
-use crate::sink::{Lineage, Unit};
 use crate::sink::dead_letter::DeadLetter;
+use crate::sink::{Lineage, Unit};
 use crate::transform::{ChainOutput, StepError, TransformChain};
 
 /// Runs `batch` through `chain` on a blocking thread; gives the chain back.

@@ -263,7 +263,10 @@ mod tests {
         assert_eq!(out, b"7\t\tm-1\\tx\tsha256:ab\t\n");
         assert_eq!(at, [2, 20]);
         assert_eq!(&*copy::with_batch_id(&out, &at, Some(9)), b"7\t9\tm-1\\tx\tsha256:ab\t9\n");
-        assert_eq!(rows.json(cells, Some(&load), origin), r#"{"id":7,"b":null,"m":"m-1\tx","r":"sha256:ab","b2":null}"#);
+        assert_eq!(
+            rows.json(cells, Some(&load), origin),
+            r#"{"id":7,"b":null,"m":"m-1\tx","r":"sha256:ab","b2":null}"#
+        );
         assert_eq!(rows.json(cells, None, origin), r#"{"id":7}"#);
     }
 

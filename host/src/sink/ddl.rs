@@ -114,7 +114,6 @@ impl Written<'_> {
     }
 }
 
-
 pub fn generated_holds(g: Generated) -> &'static str {
     match g {
         Generated::LoadDate => "the date of the load (UTC)",
@@ -284,7 +283,10 @@ mod tests {
         );
         assert_eq!(queue.iter().map(|t| t.0).collect::<Vec<_>>(), ["bigint", "text", "text"]);
         assert_eq!(queue[1].1, "generated `message-id`: the SQS message id the row came from");
-        let objects = types("[source.s3]\nbucket = \"b\"\nqueue = \"q\"\nformat = \"csv\"", "l = { generated = \"source-line\" }");
+        let objects = types(
+            "[source.s3]\nbucket = \"b\"\nqueue = \"q\"\nformat = \"csv\"",
+            "l = { generated = \"source-line\" }",
+        );
         assert_eq!(objects[0].0, "bigint");
     }
 

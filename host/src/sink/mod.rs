@@ -226,11 +226,21 @@ impl PostgresSink {
     }
 
     /// Commits consecutive rows of one object, moving its progress.
-    pub async fn commit_file(&self, units: Vec<Unit>, lineage: &Lineage, file: &FileReceipt) -> Result<Report, SinkError> {
+    pub async fn commit_file(
+        &self,
+        units: Vec<Unit>,
+        lineage: &Lineage,
+        file: &FileReceipt,
+    ) -> Result<Report, SinkError> {
         self.commit_with(units, lineage, file).await
     }
 
-    async fn commit_with<R: Receipt>(&self, units: Vec<Unit>, lineage: &Lineage, receipt: &R) -> Result<Report, SinkError> {
+    async fn commit_with<R: Receipt>(
+        &self,
+        units: Vec<Unit>,
+        lineage: &Lineage,
+        receipt: &R,
+    ) -> Result<Report, SinkError> {
         let started = std::time::Instant::now();
         let result = self.commit_isolating(units, lineage, receipt).await;
         if let Ok(report) = &result {
@@ -324,7 +334,12 @@ impl PostgresSink {
         self.merge_next.store(4 << streak, Ordering::Relaxed);
     }
 
-    async fn commit_retrying<R: Receipt>(&self, units: &[Unit], lineage: &Lineage, receipt: &R) -> Result<Report, Failure> {
+    async fn commit_retrying<R: Receipt>(
+        &self,
+        units: &[Unit],
+        lineage: &Lineage,
+        receipt: &R,
+    ) -> Result<Report, Failure> {
         let mut attempt = 0;
         // Units found committed before: left out when the batch is tried
         // again (the first try is optimistic: almost every unit is new).

@@ -16,8 +16,8 @@ mod standing;
 use crate::config::{Pipeline, S3Mode, Source};
 use crate::flow::messages::{Original, prepare_replay};
 use crate::flow::{Flow, RunError};
-use crate::queue::Message;
 use crate::mapping::RowOrigin;
+use crate::queue::Message;
 use crate::sink::dead_letter::{PayloadForm, Sealer};
 use crate::sink::{SinkError, refusal};
 use crate::source::s3::{Loader, ObjectRef, Outcome};
@@ -204,7 +204,9 @@ impl Replayer {
         // Its rows keep where they came from at first: the message, or the
         // line of the file (`line N`, as the loader named the row).
         let origin = match file {
-            Some(_) => RowOrigin { message_id: None, line: kept.message_id.strip_prefix("line ").and_then(|n| n.parse().ok()) },
+            Some(_) => {
+                RowOrigin { message_id: None, line: kept.message_id.strip_prefix("line ").and_then(|n| n.parse().ok()) }
+            }
             None => RowOrigin { message_id: Some(&kept.message_id), line: None },
         };
         replay_record(&self.flow, chain, kept.id, body, Original { file, origin }).await
