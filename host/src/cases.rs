@@ -8,7 +8,7 @@
 use crate::batch::{BatchBuilder, json};
 use crate::config::{Pipeline, TestCase, TestExpect};
 use crate::input::Decoder;
-use crate::mapping::{LoadTime, Mapping};
+use crate::mapping::{LoadTime, Mapping, RowOrigin};
 use crate::transform::{ChainOutput, StepError, TransformChain};
 
 /// The result of one test case.
@@ -54,7 +54,7 @@ pub fn run(
             } else if out.batch.records.is_empty() {
                 Got::Dropped
             } else {
-                let rows = rows_json(pipeline, &out, None);
+                let rows = rows_json(pipeline, &out, None, |_| RowOrigin::default());
                 Got::Rows(rows.iter().map(|r| serde_json::from_str(r).expect("rows are JSON")).collect())
             }
         }
@@ -69,13 +69,19 @@ pub fn run(
 }
 
 /// The output rows as JSON: mapped onto the sink's columns when the pipeline
-/// has a sink, the records as they are otherwise.
-pub fn rows_json(pipeline: &Pipeline, out: &ChainOutput, load: Option<&LoadTime>) -> Vec<String> {
+/// has a sink, the records as they are otherwise. `origin(r)`: where input
+/// record `r` came from.
+pub fn rows_json<'o>(
+    pipeline: &Pipeline,
+    out: &ChainOutput,
+    load: Option<&LoadTime>,
+    origin: impl Fn(u32) -> RowOrigin<'o>,
+) -> Vec<String> {
     match &pipeline.sink {
         Some(sink) => {
             let mapping = Mapping::new(sink);
             let rows = mapping.rows(&out.batch);
-            out.batch.iter().map(|cells| rows.json(cells, load)).collect()
+            out.batch.iter().zip(&out.origin).map(|(cells, &r)| rows.json(cells, load, origin(r))).collect()
         }
         None => out.batch.iter().map(|cells| json::record_json(&out.batch, cells)).collect(),
     }

@@ -177,11 +177,12 @@ enum Command {
     /// Plugin files on their own.
     #[command(subcommand)]
     Plugins(Plugins),
-    /// Which plugin versions wrote which batches (etl.batches, etl.receipts).
+    /// Which versions (pipeline revision, plugins, params) wrote which batches.
     Lineage {
         /// The pipeline file.
         pipeline: PathBuf,
-        /// One version (`sha256:...`): its batches and their message ids.
+        /// A plugin digest, params digest or pipeline revision (`sha256:...`,
+        /// or its start): the batches it wrote and their message ids.
         #[arg(long)]
         digest: Option<String>,
         /// With --digest: its newest batches, at most this many.

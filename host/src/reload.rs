@@ -25,7 +25,7 @@ pub struct Generation {
     pub loaded: Loaded,
 }
 
-/// What a version is made of: the pipeline file's digest and, for each
+/// What a version is made of: the pipeline file's revision and, for each
 /// step, its plugin file's digest or its S3 object's ETag (or why neither
 /// could be read).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -61,7 +61,9 @@ impl Watcher {
         panel: Arc<Panel>,
     ) -> Self {
         let path = first.pipeline.file.clone();
-        let current = Fingerprint { pipeline: digest_of(text.as_bytes()), plugins: Vec::new() };
+        // The revision the first version came from: a file changed since it
+        // was read is a new version at the first look.
+        let current = Fingerprint { pipeline: first.pipeline.revision.clone(), plugins: Vec::new() };
         panel.set_revision(&current.pipeline);
         let (tx, _) = watch::channel(first.clone());
         let mut w = Watcher {
@@ -111,7 +113,7 @@ impl Watcher {
             // Being replaced, say: look again next time.
             Err(_) => return,
         };
-        let pipeline_digest = digest_of(text.as_bytes());
+        let pipeline_digest = config::revision(text.as_bytes());
         let candidate = if pipeline_digest == self.current.pipeline {
             Ok(self.generation.pipeline.clone())
         } else {

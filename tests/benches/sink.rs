@@ -220,7 +220,7 @@ async fn through_sink(
         let sink = &sink;
         async move {
             for units in batches {
-                sink.commit(units, "[]").await.unwrap();
+                sink.commit(units, &host::sink::Lineage::default()).await.unwrap();
             }
         }
     };

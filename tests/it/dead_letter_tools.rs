@@ -77,7 +77,7 @@ async fn dead_letter(
         dead: vec![dead],
         ..Default::default()
     };
-    assert_eq!(sink.commit(vec![unit], "[]").await.unwrap().dead_letters, 1);
+    assert_eq!(sink.commit(vec![unit], &host::sink::Lineage::default()).await.unwrap().dead_letters, 1);
     pg().await
         .query_one(
             "UPDATE etl.dead_letters SET failed_at = now() - $3::text::interval \

@@ -51,7 +51,7 @@ async fn dead_letter(p: &Pipeline, source: &str, payload: &str) -> i64 {
         dead: vec![host::sink::dead_letter::DeadLetter::input("as it was refused".into())],
         ..Default::default()
     };
-    assert_eq!(sink.commit(vec![unit], "[]").await.unwrap().dead_letters, 1);
+    assert_eq!(sink.commit(vec![unit], &host::sink::Lineage::default()).await.unwrap().dead_letters, 1);
     let sql = "SELECT id FROM etl.dead_letters WHERE pipeline = $1 AND message_id = $2";
     pg().await.query_one(sql, &[&p.name, &message_id]).await.unwrap().get(0)
 }

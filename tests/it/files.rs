@@ -512,7 +512,7 @@ async fn dead_letter(p: &Pipeline, name: &str, source: &str, payload: &str) {
         dead: vec![host::sink::dead_letter::DeadLetter::source("received 6 times (max_receives = 5)".into(), 6)],
         ..Default::default()
     };
-    assert_eq!(sink.commit(vec![unit], "[]").await.unwrap().dead_letters, 1);
+    assert_eq!(sink.commit(vec![unit], &host::sink::Lineage::default()).await.unwrap().dead_letters, 1);
 }
 
 async fn replay(p: Pipeline) -> (usize, usize, Vec<String>) {

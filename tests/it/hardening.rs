@@ -64,7 +64,8 @@ async fn a_message_refused_even_as_a_dead_letter_stays_unacknowledged_and_the_re
         row_count: 1,
         ..Default::default()
     };
-    let commit = sink.commit(vec![unit("good-1"), unit("bad\0id"), unit("good-2")], "[]");
+    let lineage = host::sink::Lineage::default();
+    let commit = sink.commit(vec![unit("good-1"), unit("bad\0id"), unit("good-2")], &lineage);
     let e = tokio::time::timeout(Duration::from_secs(60), commit).await.expect("no loop").unwrap_err();
     assert!(e.retryable(), "{e}");
     assert!(e.to_string().contains("refuses it even as a dead letter"), "{e}");
@@ -84,9 +85,10 @@ async fn delete_insert_under_concurrent_commits_keeps_one_row_per_key() {
     let (a, b) = (sink_for(&name, &p), sink_for(&name, &p));
     for round in 0..20 {
         let rows = |host: &str| (0..50).map(|k| format!("{k}\t{host}{round}\n")).collect::<String>();
+        let lineage = host::sink::Lineage::default();
         let (ra, rb) = tokio::join!(
-            a.commit(vec![item_rows(&format!("a-{round}"), &rows("a"))], "[]"),
-            b.commit(vec![item_rows(&format!("b-{round}"), &rows("b"))], "[]"),
+            a.commit(vec![item_rows(&format!("a-{round}"), &rows("a"))], &lineage),
+            b.commit(vec![item_rows(&format!("b-{round}"), &rows("b"))], &lineage),
         );
         ra.unwrap();
         rb.unwrap();

@@ -27,9 +27,10 @@ async fn rows_with_a_null_key_load_alike_straight_in_and_through_the_merge() {
     items_keyed(&schema, "UNIQUE (id)").await;
     let sink = sink_for(&name, &items("unused", &schema, &name, "upsert"));
     // New keys: straight in.
-    sink.commit(vec![item_rows("a", "1\tone\n\\N\tn1\n\\N\tn2\n")], "[]").await.unwrap();
+    sink.commit(vec![item_rows("a", "1\tone\n\\N\tn1\n\\N\tn2\n")], &host::sink::Lineage::default()).await.unwrap();
     // A key already there: through staging and the merge.
-    let r = sink.commit(vec![item_rows("b", "1\tuno\n\\N\tn3\n\\N\tn4\n")], "[]").await.unwrap();
+    let r =
+        sink.commit(vec![item_rows("b", "1\tuno\n\\N\tn3\n\\N\tn4\n")], &host::sink::Lineage::default()).await.unwrap();
     assert_eq!((r.rows, r.dead_letters), (3, 0));
     let nulls = count(&format!("SELECT count(*) FROM {schema}.items WHERE id IS NULL")).await;
     assert_eq!(nulls, 4, "every row whose key is NULL is kept, as PostgreSQL's unique key keeps them");
@@ -42,7 +43,7 @@ async fn an_upsert_on_a_deferrable_key_is_refused_without_dead_letters_or_duplic
     items_keyed(&schema, "CONSTRAINT items_key UNIQUE (id) DEFERRABLE INITIALLY DEFERRED").await;
     pg().await.batch_execute(&format!("INSERT INTO {schema}.items VALUES (1, 'one')")).await.unwrap();
     let sink = sink_for(&name, &items("unused", &schema, &name, "upsert"));
-    let e = sink.commit(vec![item_rows("a", "1\tuno\n")], "[]").await.expect_err("refused");
+    let e = sink.commit(vec![item_rows("a", "1\tuno\n")], &host::sink::Lineage::default()).await.expect_err("refused");
     assert!(!e.retryable(), "{e}");
     assert!(e.to_string().contains("deferrable"), "{e}");
     let dead = count(&format!("SELECT count(*) FROM etl.dead_letters WHERE pipeline = '{name}'")).await;

@@ -17,6 +17,7 @@ mod health;
 mod histories;
 mod keys;
 mod library;
+mod lineage;
 mod objects;
 mod outages;
 mod pipeline_files;

@@ -117,8 +117,8 @@ async fn a_message_committed_before_adds_nothing() {
         ..Default::default()
     };
     // m1 twice in one batch: SQS may deliver a message twice at once.
-    let first = sink.commit(vec![unit("m1"), unit("m2"), unit("m1")], "[]").await.unwrap();
-    let again = sink.commit(vec![unit("m1"), unit("m2"), unit("m3")], "[]").await.unwrap();
+    let first = sink.commit(vec![unit("m1"), unit("m2"), unit("m1")], &host::sink::Lineage::default()).await.unwrap();
+    let again = sink.commit(vec![unit("m1"), unit("m2"), unit("m3")], &host::sink::Lineage::default()).await.unwrap();
     assert_eq!((first.rows, first.duplicates), (2, 1));
     assert_eq!((again.rows, again.duplicates), (1, 2));
     assert_eq!(count(&format!("SELECT count(*) FROM {schema}.user_logins")).await, 3);
@@ -126,8 +126,11 @@ async fn a_message_committed_before_adds_nothing() {
     // characters are other ids. Mixed batches find both kinds.
     let id = "6f1c3c4e-2f7a-4b8e-9d2c-5a7b8c9d0e1f";
     let upper = id.to_uppercase();
-    let third = sink.commit(vec![unit(id), unit("m4")], "[]").await.unwrap();
-    let fourth = sink.commit(vec![unit("m4"), unit(id), unit(&upper), unit("m1")], "[]").await.unwrap();
+    let third = sink.commit(vec![unit(id), unit("m4")], &host::sink::Lineage::default()).await.unwrap();
+    let fourth = sink
+        .commit(vec![unit("m4"), unit(id), unit(&upper), unit("m1")], &host::sink::Lineage::default())
+        .await
+        .unwrap();
     assert_eq!((third.rows, third.duplicates), (2, 0));
     assert_eq!((fourth.rows, fourth.duplicates), (1, 3));
     assert_eq!(count(&format!("SELECT count(*) FROM {schema}.user_logins")).await, 6);
@@ -225,7 +228,7 @@ async fn upsert_goes_straight_in_with_new_keys_and_merges_when_one_is_there() {
     let (name, schema) = (unique("upsert"), unique("s"));
     items_table(&schema).await;
     let sink = sink_for(&name, &items("unused", &schema, &name, "upsert"));
-    let commit = |units| async { sink.commit(units, "[]").await.unwrap() };
+    let commit = |units| async { sink.commit(units, &host::sink::Lineage::default()).await.unwrap() };
     commit(vec![item_rows("a", "1\tone\n2\ttwo\n")]).await;
     commit(vec![item_rows("b", "2\tdeux\n3\ttrois\n"), item_rows("c", "3\tdrei\n4\tvier\n")]).await;
     commit(vec![item_rows("d", "5\tcinq\n5\tfem\n")]).await;
@@ -245,9 +248,9 @@ async fn upsert_without_a_unique_index_on_its_key_is_refused_not_appended() {
     let (name, schema) = (unique("upsert"), unique("s"));
     items_table(&schema).await;
     let sink = sink_for(&name, &items("unused", &schema, &name, "upsert"));
-    sink.commit(vec![item_rows("a", "1\tone\n")], "[]").await.unwrap();
+    sink.commit(vec![item_rows("a", "1\tone\n")], &host::sink::Lineage::default()).await.unwrap();
     pg().await.batch_execute(&format!("ALTER TABLE {schema}.items DROP CONSTRAINT items_pkey")).await.unwrap();
-    let e = sink.commit(vec![item_rows("b", "2\ttwo\n")], "[]").await.unwrap_err();
+    let e = sink.commit(vec![item_rows("b", "2\ttwo\n")], &host::sink::Lineage::default()).await.unwrap_err();
     assert!(!e.retryable(), "{e}");
     assert!(e.to_string().contains("no unique or exclusion constraint matching the ON CONFLICT"), "{e}");
     assert_eq!(names(&schema).await, vec![(1, "one".to_string())]);

@@ -15,7 +15,7 @@ pub use crate::cases::CaseResult;
 use crate::cases::{self, rows_json};
 use crate::config::{Pipeline, S3SourceConfig, Source};
 use crate::input::Decoder;
-use crate::mapping::LoadTime;
+use crate::mapping::RowOrigin;
 use crate::transform::TransformChain;
 use anyhow::Context;
 use std::io::{BufRead, Write};
@@ -181,7 +181,11 @@ impl FileRun<'_> {
         self.summary.rejected += out.rejected.len();
         self.summary.dropped += out.dropped.len();
         self.summary.written += out.batch.records.len();
-        for row in rows_json(self.pipeline, &out, Some(&LoadTime::now())) {
+        // Generated columns as a run fills them, from the file: its lines
+        // for `source-line`; no batch, no message id.
+        let load = crate::flow::load_time(chain);
+        let origin = |r: u32| RowOrigin { message_id: None, line: Some(lines[r as usize]) };
+        for row in rows_json(self.pipeline, &out, Some(&load), origin) {
             writeln!(rows, "{row}")?;
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! Where each key of a step's `params` was written: a second read of the
 //! file as toml's spanned document, since the typed parse keeps no spans
-//! inside `params`. Errors about a parameter point at its own line.
+//! inside `params`. Errors about a parameter point at its own line; those
+//! about a `[sink.columns]` column at the column's.
 
 use super::{StepConfig, interpolate};
 use toml::de::{DeTable, DeValue};
@@ -17,6 +18,15 @@ pub(super) fn param_lines(text: &str, steps: &mut [StepConfig]) {
             key_lines(text, "", params.get_ref(), &mut step.param_lines);
         }
     }
+}
+
+/// The line of each column of `[sink.columns]`, by its name, in `text`
+/// (written as a table or inline).
+pub(super) fn column_lines(text: &str) -> Vec<(String, usize)> {
+    let Ok(doc) = DeTable::parse(text) else { return Vec::new() };
+    let Some(DeValue::Table(sink)) = doc.get_ref().get("sink").map(|t| t.get_ref()) else { return Vec::new() };
+    let Some(DeValue::Table(columns)) = sink.get("columns").map(|c| c.get_ref()) else { return Vec::new() };
+    columns.iter().map(|(k, _)| (k.get_ref().to_string(), interpolate::position(text, k.span().start).0)).collect()
 }
 
 /// The line of every key under `value`, by its path from `at`

@@ -7,16 +7,18 @@
 //!
 //! Must not connect to anything.
 
+mod canonical;
 mod interpolate;
 mod lines;
 mod sftp;
 mod validate;
 
+pub use canonical::{canonical_json, params_digest};
 pub use interpolate::{InterpolateError, interpolate};
 pub use sftp::{Compare, HostKeyCheck, SftpAuth, SftpSettings};
 pub use validate::{
-    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, S3Mode, S3SourceConfig, Sink, Source,
-    SqsSourceConfig, Step, TestCase, TestExpect, validate,
+    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, RowsFrom, S3Mode, S3SourceConfig, Sink,
+    Source, SqsSourceConfig, Step, TestCase, TestExpect, validate,
 };
 
 use indexmap::IndexMap;
@@ -50,6 +52,13 @@ pub struct PipelineConfig {
     /// Line of each step's `uses`, filled in by [`parse_str`].
     #[serde(skip)]
     pub step_lines: Vec<usize>,
+    /// Line of each `[sink.columns]` key, by name, filled in by [`parse_str`].
+    #[serde(skip)]
+    pub column_lines: Vec<(String, usize)>,
+    /// The file's revision ([`revision`] of its text as written), filled in
+    /// by [`parse_str`].
+    #[serde(skip)]
+    pub revision: String,
 }
 
 /// Where records come from; one table per kind (`[source.sqs]`).
@@ -476,6 +485,14 @@ pub enum GeneratedConfig {
     SourceFile,
     /// The object's version id, else its ETag (S3 sources).
     SourceVersion,
+    /// The line (record) of the object a row came from, 1-based (S3 sources).
+    SourceLine,
+    /// The SQS message id a row came from (SQS sources).
+    MessageId,
+    /// The `etl.batches` id of the batch that wrote the row.
+    BatchId,
+    /// The revision of the pipeline file the running version was made from.
+    PipelineRevision,
 }
 
 impl<'de> Deserialize<'de> for ColumnConfig {
@@ -557,6 +574,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("{path}:{line}: {message}")]
+    InvalidAt { path: PathBuf, line: usize, message: String },
 }
 
 /// Reads, interpolates and parses a pipeline file.
@@ -577,6 +596,7 @@ pub fn parse_str(
         column: e.column,
         message: e.message,
     };
+    let written = text;
     let interpolate::Interpolated { mut text, mut whole } =
         interpolate::interpolate_marked(text, lookup).map_err(at)?;
     // A string of one whole `${...}` where a number or boolean is wanted
@@ -597,7 +617,18 @@ pub fn parse_str(
     };
     config.step_lines = config.transforms.iter().map(|s| interpolate::position(&text, s.uses.span().start).0).collect();
     lines::param_lines(&text, &mut config.transforms);
+    config.column_lines = lines::column_lines(&text);
+    config.revision = revision(written.as_bytes());
     Ok(config)
+}
+
+/// A pipeline file's revision: the SHA-256 of its text as written (before
+/// `${VAR}` is expanded), `sha256:` and 64 hex digits. The status page,
+/// the reload watcher, lineage and the `pipeline-revision` column all use
+/// this one definition.
+pub fn revision(text: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{:x}", sha2::Sha256::digest(text))
 }
 
 /// Parses and validates a pipeline file (no I/O beyond reading it).

@@ -34,6 +34,8 @@ pub struct Pipeline {
     pub record_values_in_logs: bool,
     /// How often `host run` looks for new versions; `None`: never.
     pub reload: Option<Duration>,
+    /// The revision of the file it came from (`config::revision`).
+    pub revision: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,8 +92,11 @@ pub struct Step {
     pub line: usize,
     /// The pinned digest (`sha256:...`), if any.
     pub digest: Option<String>,
-    /// Parameters as JSON text, for `configure`.
+    /// Parameters as canonical JSON text (`config::canonical_json`), for
+    /// `configure` and lineage.
     pub params: String,
+    /// The digest of `params` (`config::params_digest`).
+    pub params_digest: String,
     /// The line of each parameter in the pipeline file, by its path.
     pub param_lines: Vec<(String, usize)>,
     pub limits: Limits,
@@ -145,6 +150,45 @@ pub enum Generated {
     LoadTime,
     SourceFile,
     SourceVersion,
+    SourceLine,
+    MessageId,
+    BatchId,
+    PipelineRevision,
+}
+
+impl Generated {
+    /// As a pipeline file names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Generated::LoadDate => "load-date",
+            Generated::LoadTime => "load-time",
+            Generated::SourceFile => "source-file",
+            Generated::SourceVersion => "source-version",
+            Generated::SourceLine => "source-line",
+            Generated::MessageId => "message-id",
+            Generated::BatchId => "batch-id",
+            Generated::PipelineRevision => "pipeline-revision",
+        }
+    }
+
+    /// Whether only rows of objects have it (S3 sources), or only rows of
+    /// messages (SQS sources); `None`: any row has it.
+    pub fn only_from(self) -> Option<RowsFrom> {
+        match self {
+            Generated::SourceFile | Generated::SourceVersion | Generated::SourceLine => Some(RowsFrom::Objects),
+            Generated::MessageId => Some(RowsFrom::Messages),
+            Generated::LoadDate | Generated::LoadTime | Generated::BatchId | Generated::PipelineRevision => None,
+        }
+    }
+}
+
+/// Where a pipeline's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RowsFrom {
+    /// S3 objects (`[source.s3]`, `[source.sftp]`).
+    Objects,
+    /// SQS messages (`[source.sqs]`).
+    Messages,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +259,9 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
             )));
         }
     }
+    if let (Some(source), Some(sink)) = (&source, &sink) {
+        columns_fill(path, source, sink, &c.column_lines)?;
+    }
     if let Some(Source::Sqs(q)) = &source {
         batch_fits(c.batch.max_wait_ms, q.visibility).map_err(&err)?;
     }
@@ -234,7 +281,31 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
         tests,
         record_values_in_logs: c.logging.record_values,
         reload: c.reload.enabled.then(|| Duration::from_millis(c.reload.interval_ms)),
+        revision: c.revision,
     })
+}
+
+/// Every generated column can be filled from the pipeline's source: an
+/// object's rows have no message id, a message's rows no file or line.
+/// The error points at the column's line.
+fn columns_fill(path: &Path, source: &Source, sink: &Sink, lines: &[(String, usize)]) -> Result<(), ConfigError> {
+    let (has, what) = match source {
+        Source::Sqs(_) => (RowsFrom::Messages, "[source.sqs] reads messages, which have no file or line"),
+        Source::S3(_) => (RowsFrom::Objects, "[source.s3] reads rows of objects, which have no message id"),
+    };
+    for c in &sink.columns {
+        let ColumnSource::Generated(g) = c.source else { continue };
+        if g.only_from().is_some_and(|only| only != has) {
+            let line = lines.iter().find(|(n, _)| *n == c.name).map_or(0, |(_, l)| *l);
+            let name = g.name();
+            return Err(ConfigError::InvalidAt {
+                path: path.into(),
+                line,
+                message: format!("[sink.columns] `{}`: `generated = \"{name}\"` cannot be filled: {what}", c.name),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A batch's first message waits up to `max_wait_ms` for the rest while
@@ -415,12 +486,14 @@ fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
         ));
     }
     let params = serde_json::Value::Object(s.params.into_iter().map(|(k, v)| (k, json(v))).collect());
+    let params = super::canonical_json(&params);
     Ok(Step {
         index,
         uses,
         line,
         digest: s.digest,
-        params: params.to_string(),
+        params_digest: super::params_digest(&params),
+        params,
         param_lines: s.param_lines,
         limits: Limits {
             max_memory_bytes: (s.max_memory_mb as usize) << 20,
@@ -502,6 +575,10 @@ fn sink(s: SinkConfig) -> Result<Sink, String> {
                 (None, Some(GeneratedConfig::LoadTime)) => ColumnSource::Generated(Generated::LoadTime),
                 (None, Some(GeneratedConfig::SourceFile)) => ColumnSource::Generated(Generated::SourceFile),
                 (None, Some(GeneratedConfig::SourceVersion)) => ColumnSource::Generated(Generated::SourceVersion),
+                (None, Some(GeneratedConfig::SourceLine)) => ColumnSource::Generated(Generated::SourceLine),
+                (None, Some(GeneratedConfig::MessageId)) => ColumnSource::Generated(Generated::MessageId),
+                (None, Some(GeneratedConfig::BatchId)) => ColumnSource::Generated(Generated::BatchId),
+                (None, Some(GeneratedConfig::PipelineRevision)) => ColumnSource::Generated(Generated::PipelineRevision),
                 _ => {
                     return Err(format!("[sink.columns] `{name}`: give exactly one of `field` or `generated`"));
                 }

@@ -4,13 +4,13 @@
 //! only then the messages deleted. [`prepare`] is shared with the replay of
 //! dead letters, which acknowledges in its own way.
 
-use super::units::{fill_units, plugins_json, run_chain};
+use super::units::{fill_units, lineage, load_time, run_chain};
 use super::{Flow, Hold, Job, Outage, Received, release};
 use crate::batch::BatchBuilder;
-use crate::mapping::LoadTime;
+use crate::mapping::RowOrigin;
 use crate::queue::{Message, SqsSource};
-use crate::sink::Unit;
 use crate::sink::dead_letter::DeadLetter;
+use crate::sink::{Lineage, Unit};
 use crate::transform::TransformChain;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -55,7 +55,7 @@ impl MessageBatch {
         let report = loop {
             let (c, prepared) = prepare(&flow, chain, &messages, max_receives).await;
             chain = c;
-            let (units, plugins) = match prepared {
+            let (units, lineage) = match prepared {
                 Ok(prepared) => prepared,
                 Err(why) => {
                     settle(holds);
@@ -63,7 +63,7 @@ impl MessageBatch {
                     return chain;
                 }
             };
-            match flow.sink.commit(units, &plugins).await {
+            match flow.sink.commit(units, &lineage).await {
                 Ok(report) => {
                     flow.database_back();
                     flow.sink.metrics.latency.record(since.elapsed());
@@ -124,39 +124,39 @@ pub async fn prepare(
     messages: &[Message],
     max_receives: u32,
 ) -> (TransformChain, Prepared) {
-    prepare_with(flow, chain, messages, Some(max_receives), true, LoadTime::now()).await
+    prepare_with(flow, chain, messages, Some(max_receives), None).await
+}
+
+/// A dead letter on replay: the object (`s3://bucket/key`) and version a
+/// row came from, which its `source-file` and `source-version` columns
+/// keep, and where its rows came from at first (the message, or the line).
+pub struct Original<'a> {
+    pub file: Option<(&'a str, &'a str)>,
+    pub origin: RowOrigin<'a>,
 }
 
 /// [`prepare`] of payloads kept with dead letters: their bodies as they
-/// came, without a receive limit or the message's metadata field. `file`:
-/// the object (`s3://bucket/key`) and version a row came from, which its
-/// `source-file` and `source-version` columns keep.
+/// came, without a receive limit or the message's metadata field.
 pub async fn prepare_replay(
     flow: &Flow,
     chain: TransformChain,
     messages: &[Message],
-    file: Option<(&str, &str)>,
+    replayed: Original<'_>,
 ) -> (TransformChain, Prepared) {
-    let mut load = LoadTime::now();
-    if let Some((uri, version)) = file {
-        load.source_file = Some(uri.to_string());
-        load.source_version = Some(version.to_string());
-    }
-    prepare_with(flow, chain, messages, None, false, load).await
+    prepare_with(flow, chain, messages, None, Some(replayed)).await
 }
 
-/// A batch's units and its lineage (the chain's plugins as JSON), or why
-/// the chain failed.
-pub type Prepared = Result<(Vec<Unit>, String), String>;
+/// A batch's units and its lineage, or why the chain failed.
+pub type Prepared = Result<(Vec<Unit>, Lineage), String>;
 
 async fn prepare_with(
     flow: &Flow,
     chain: TransformChain,
     messages: &[Message],
     max_receives: Option<u32>,
-    metadata: bool,
-    load: LoadTime,
+    replayed: Option<Original<'_>>,
 ) -> (TransformChain, Prepared) {
+    let metadata = replayed.is_none();
     let mut units: Vec<Unit> =
         messages.iter().map(|m| Unit { message_id: m.id.clone(), sent_ms: m.sent_ms, ..Unit::default() }).collect();
     let mut builder = BatchBuilder::new();
@@ -194,13 +194,22 @@ async fn prepare_with(
         Ok(out) => out,
         Err(e) => return (chain, Err(e.to_string())),
     };
-    fill_units(&flow.mapping, &load, &out, &record_message, &mut units, |i| messages[i].receive_count as i32);
+    let mut load = load_time(&chain);
+    if let Some((uri, version)) = replayed.as_ref().and_then(|r| r.file) {
+        load.source_file = Some(uri.to_string());
+        load.source_version = Some(version.to_string());
+    }
+    let origin = |i: usize| match &replayed {
+        Some(r) => r.origin,
+        None => RowOrigin { message_id: Some(messages[i].id.as_str()), line: None },
+    };
+    fill_units(&flow.mapping, &load, &out, &record_message, &mut units, |i| messages[i].receive_count as i32, origin);
     // Every message keeps its body with the batch: the database may still
     // refuse its row, and then it becomes a dead letter that can be replayed.
     for (u, m) in units.iter_mut().zip(messages) {
         u.payload = m.body.clone();
     }
     units.retain(|u| !u.message_id.is_empty());
-    let plugins = plugins_json(&chain);
-    (chain, Ok((units, plugins)))
+    let lineage = lineage(&chain);
+    (chain, Ok((units, lineage)))
 }

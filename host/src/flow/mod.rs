@@ -25,7 +25,7 @@ mod work;
 
 pub use batcher::batch_loop;
 pub use receive::{Hold, Holder, Received, Receiving, receive_loop, release};
-pub use units::{fill_units, plugins_json, run_chain};
+pub use units::{fill_units, lineage, load_time, run_chain};
 pub use versions::{Versions, Watching, take_new_version};
 pub use work::{Dispatch, Job, Room, UNIT_GRACE, Workers};
 

@@ -6,9 +6,9 @@
 //! Must not commit: the caller does.
 
 use crate::batch::Batch;
-use crate::mapping::{LoadTime, Mapping};
-use crate::sink::Unit;
+use crate::mapping::{LoadTime, Mapping, RowOrigin};
 use crate::sink::dead_letter::DeadLetter;
+use crate::sink::{Lineage, Unit};
 use crate::transform::{ChainOutput, StepError, TransformChain};
 
 /// Runs `batch` through `chain` on a blocking thread; gives the chain back.
@@ -24,19 +24,22 @@ pub async fn run_chain(chain: TransformChain, batch: Batch) -> (TransformChain, 
 
 /// Writes a chain's output into the units its records came from:
 /// `record_unit[r]` is the unit of input record `r`; `received(u)` the
-/// receive count of unit `u`'s message.
-pub fn fill_units(
+/// receive count of unit `u`'s message, `origin(u)` where its rows came
+/// from.
+pub fn fill_units<'o>(
     mapping: &Mapping,
     load: &LoadTime,
     out: &ChainOutput,
     record_unit: &[usize],
     units: &mut [Unit],
     received: impl Fn(usize) -> i32,
+    origin: impl Fn(usize) -> RowOrigin<'o>,
 ) {
     let rows = mapping.rows(&out.batch);
     for (cells, &record) in out.batch.iter().zip(&out.origin) {
-        let u = &mut units[record_unit[record as usize]];
-        rows.write_copy(&mut u.rows, cells, load);
+        let i = record_unit[record as usize];
+        let u = &mut units[i];
+        rows.write_copy(&mut u.rows, &mut u.batch_id_at, cells, load, origin(i));
         u.row_count += 1;
     }
     for r in &out.rejected {
@@ -45,10 +48,24 @@ pub fn fill_units(
     }
 }
 
-/// The lineage of what `chain` writes: its plugins' names and digests as
-/// JSON.
-pub fn plugins_json(chain: &TransformChain) -> String {
-    let plugins: Vec<serde_json::Value> =
-        chain.plugins().map(|p| serde_json::json!({"name": p.name, "digest": p.digest})).collect();
-    serde_json::Value::Array(plugins).to_string()
+/// The lineage of what `chain` writes: its steps' plugin names, digests
+/// and params digests, its params, and its pipeline file's revision.
+pub fn lineage(chain: &TransformChain) -> Lineage {
+    let mut lineage = Lineage { revision: Some(chain.revision().to_string()), ..Lineage::default() };
+    let mut plugins = Vec::new();
+    for (step, p) in chain.steps() {
+        plugins.push(serde_json::json!({"name": p.name, "digest": p.digest, "params": step.params_digest}));
+        if !lineage.params_digests.contains(&step.params_digest) {
+            lineage.params_digests.push(step.params_digest.clone());
+            lineage.params.push(step.params.clone());
+        }
+    }
+    lineage.plugins = serde_json::Value::Array(plugins).to_string();
+    lineage
+}
+
+/// The load time of rows `chain` writes now, with its pipeline file's
+/// revision.
+pub fn load_time(chain: &TransformChain) -> LoadTime {
+    LoadTime { revision: Some(chain.revision().to_string()), ..LoadTime::now() }
 }

@@ -6,6 +6,28 @@
 //! Must not decide which value goes where.
 
 use crate::batch::{Batch, Cell, Value, json};
+use std::borrow::Cow;
+
+/// `text` (rows in COPY text) with `id` in each place `at` (offsets,
+/// ascending) of a `batch-id` column, null without an id; the text itself
+/// when it has no such place. The id is known only when the commit takes
+/// it, after the rows were encoded (and a commit that isolates a refused
+/// row is another batch, with another id).
+pub fn with_batch_id<'t>(text: &'t [u8], at: &[usize], id: Option<i64>) -> Cow<'t, [u8]> {
+    if at.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let id = id.map_or_else(|| "\\N".to_string(), |id| id.to_string());
+    let mut out = Vec::with_capacity(text.len() + id.len() * at.len());
+    let mut from = 0;
+    for &place in at {
+        out.extend_from_slice(&text[from..place]);
+        out.extend_from_slice(id.as_bytes());
+        from = place;
+    }
+    out.extend_from_slice(&text[from..]);
+    Cow::Owned(out)
+}
 
 pub(super) fn write_value(out: &mut Vec<u8>, batch: &Batch, cell: &Cell, members: &[Cell]) {
     match cell.value {
@@ -86,6 +108,14 @@ mod tests {
         assert_eq!(text(serde_json::json!(u64::MAX)), "18446744073709551615");
         assert_eq!(text(serde_json::json!("a\tb")), "a\\tb");
         assert_eq!(text(serde_json::json!({"k": [1, "x"]})), r#"{"k":[1,"x"]}"#);
+    }
+
+    #[test]
+    fn the_batch_id_goes_into_its_places() {
+        let text = b"a\t\tb\nc\t\t\n";
+        assert_eq!(&*with_batch_id(text, &[2, 8], Some(42)), b"a\t42\tb\nc\t\t42\n");
+        assert_eq!(&*with_batch_id(text, &[2, 8], None), b"a\t\\N\tb\nc\t\t\\N\n");
+        assert!(matches!(with_batch_id(b"x\n", &[], Some(1)), Cow::Borrowed(b"x\n")));
     }
 
     #[test]

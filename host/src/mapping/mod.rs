@@ -1,7 +1,10 @@
 //! Records onto the sink table's columns, and the encoding of the rows that
-//! result: which field feeds which column, the generated columns
-//! (`load-date`, `load-time`, `source-file`, `source-version`), and each row
-//! as COPY text ([`copy`]) or as a JSON object (`host test`).
+//! result: which field feeds which column, the generated columns (per
+//! batch: `load-date`, `load-time`, `source-file`, `source-version`,
+//! `pipeline-revision`, and `batch-id`, whose value the commit alone knows:
+//! its places are kept beside the text, [`copy::with_batch_id`]; per row: `source-line`
+//! and `message-id`, from the row's [`RowOrigin`]), and each row as COPY
+//! text ([`copy`]) or as a JSON object (`host test`).
 //!
 //! This module is the one owner of a row's encoding: the sink receives rows
 //! already encoded and never looks into records. It must not talk to the
@@ -37,6 +40,17 @@ pub struct LoadTime {
     pub source_file: Option<String>,
     /// Version id, else ETag.
     pub source_version: Option<String>,
+    /// The revision of the pipeline file the chain's version came from.
+    pub revision: Option<String>,
+}
+
+/// Where one row came from: what its per-row generated columns hold.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowOrigin<'a> {
+    /// The SQS message id (`message-id`).
+    pub message_id: Option<&'a str>,
+    /// The line (record) of its object, 1-based (`source-line`).
+    pub line: Option<u64>,
 }
 
 impl LoadTime {
@@ -51,6 +65,7 @@ impl LoadTime {
             time: format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", t.hour(), t.minute(), t.second()),
             source_file: None,
             source_version: None,
+            revision: None,
         }
     }
 }
@@ -104,8 +119,17 @@ impl Rows<'_> {
         })
     }
 
-    /// Appends the record's row in COPY text format (and a newline) to `out`.
-    pub fn write_copy(&self, out: &mut Vec<u8>, cells: &[Cell], load: &LoadTime) {
+    /// Appends the record's row in COPY text format (and a newline) to
+    /// `out`; a `batch-id` column's place (its offset in `out`) to
+    /// `batch_id_at`, for the commit to fill.
+    pub fn write_copy(
+        &self,
+        out: &mut Vec<u8>,
+        batch_id_at: &mut Vec<usize>,
+        cells: &[Cell],
+        load: &LoadTime,
+        origin: RowOrigin<'_>,
+    ) {
         let mut first = true;
         for slot in self.slots(cells) {
             if !first {
@@ -118,6 +142,13 @@ impl Rows<'_> {
                 Slot::Generated(Generated::LoadTime) => out.extend_from_slice(load.time.as_bytes()),
                 Slot::Generated(Generated::SourceFile) => copy::text_or_null(out, load.source_file.as_deref()),
                 Slot::Generated(Generated::SourceVersion) => copy::text_or_null(out, load.source_version.as_deref()),
+                Slot::Generated(Generated::PipelineRevision) => copy::text_or_null(out, load.revision.as_deref()),
+                Slot::Generated(Generated::MessageId) => copy::text_or_null(out, origin.message_id),
+                Slot::Generated(Generated::SourceLine) => match origin.line {
+                    Some(line) => out.extend_from_slice(line.to_string().as_bytes()),
+                    None => out.extend_from_slice(b"\\N"),
+                },
+                Slot::Generated(Generated::BatchId) => batch_id_at.push(out.len()),
                 Slot::Field(cell, members) => copy::write_value(out, self.batch, cell, members),
             }
         }
@@ -142,8 +173,9 @@ impl Rows<'_> {
     }
 
     /// The row as a JSON object in column order; generated columns are left
-    /// out unless `load` is given.
-    pub fn json(&self, cells: &[Cell], load: Option<&LoadTime>) -> String {
+    /// out unless `load` is given (`batch-id` is then null: no batch).
+    pub fn json(&self, cells: &[Cell], load: Option<&LoadTime>, origin: RowOrigin<'_>) -> String {
+        let text = |t: Option<&str>| t.map_or("null".into(), quoted);
         let mut out = String::from("{");
         let mut first = true;
         for ((name, _), slot) in self.mapping.columns.iter().zip(self.slots(cells)) {
@@ -158,8 +190,12 @@ impl Rows<'_> {
                     (_, None) => continue,
                     (Generated::LoadDate, Some(l)) => format!("\"{}\"", l.date),
                     (Generated::LoadTime, Some(l)) => format!("\"{}\"", l.time),
-                    (Generated::SourceFile, Some(l)) => l.source_file.as_deref().map_or("null".into(), quoted),
-                    (Generated::SourceVersion, Some(l)) => l.source_version.as_deref().map_or("null".into(), quoted),
+                    (Generated::SourceFile, Some(l)) => text(l.source_file.as_deref()),
+                    (Generated::SourceVersion, Some(l)) => text(l.source_version.as_deref()),
+                    (Generated::PipelineRevision, Some(l)) => text(l.revision.as_deref()),
+                    (Generated::MessageId, Some(_)) => text(origin.message_id),
+                    (Generated::SourceLine, Some(_)) => origin.line.map_or("null".into(), |n| n.to_string()),
+                    (Generated::BatchId, Some(_)) => "null".into(),
                 },
             };
             if !first {
@@ -198,6 +234,58 @@ mod tests {
         assert_eq!(civil_from_days(19_358), (2023, 1, 1));
         assert_eq!(civil_from_days(20_513), (2026, 3, 1));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    fn mapping(source: &str, columns: &str) -> Mapping {
+        let text = format!("{source}\n[sink]\ntable = \"t\"\n[sink.columns]\n{columns}");
+        let path = std::path::Path::new("p.toml");
+        let pipeline = crate::config::validate(path, crate::config::parse_str(path, &text, |_| None).unwrap()).unwrap();
+        assert!(pipeline.revision.starts_with("sha256:"));
+        Mapping::new(pipeline.sink.as_ref().unwrap())
+    }
+
+    #[test]
+    fn provenance_columns_hold_the_revision_the_row_origin_and_a_place_for_the_batch_id() {
+        let m = mapping(
+            "[source.sqs]\nqueue = \"q\"",
+            "id = \"id\"\nb = { generated = \"batch-id\" }\nm = { generated = \"message-id\" }\n\
+             r = { generated = \"pipeline-revision\" }\nb2 = { generated = \"batch-id\" }",
+        );
+        let mut builder = crate::batch::BatchBuilder::new();
+        crate::batch::json::decode(br#"{"id": 7}"#, &mut builder).unwrap();
+        let batch = builder.finish();
+        let load = LoadTime { revision: Some("sha256:ab".into()), ..LoadTime::now() };
+        let origin = RowOrigin { message_id: Some("m-1\tx"), line: None };
+        let (mut out, mut at) = (Vec::new(), Vec::new());
+        let rows = m.rows(&batch);
+        let cells = batch.iter().next().unwrap();
+        rows.write_copy(&mut out, &mut at, cells, &load, origin);
+        assert_eq!(out, b"7\t\tm-1\\tx\tsha256:ab\t\n");
+        assert_eq!(at, [2, 20]);
+        assert_eq!(&*copy::with_batch_id(&out, &at, Some(9)), b"7\t9\tm-1\\tx\tsha256:ab\t9\n");
+        assert_eq!(
+            rows.json(cells, Some(&load), origin),
+            r#"{"id":7,"b":null,"m":"m-1\tx","r":"sha256:ab","b2":null}"#
+        );
+        assert_eq!(rows.json(cells, None, origin), r#"{"id":7}"#);
+    }
+
+    #[test]
+    fn a_row_of_an_object_has_its_line() {
+        let m = mapping(
+            "[source.s3]\nbucket = \"b\"\nqueue = \"q\"\nformat = \"csv\"",
+            "id = \"id\"\nline = { generated = \"source-line\" }",
+        );
+        let mut builder = crate::batch::BatchBuilder::new();
+        crate::batch::json::decode(br#"{"id": "x"}"#, &mut builder).unwrap();
+        let batch = builder.finish();
+        let (mut out, mut at) = (Vec::new(), Vec::new());
+        let cells = batch.iter().next().unwrap();
+        let origin = RowOrigin { message_id: None, line: Some(12) };
+        m.rows(&batch).write_copy(&mut out, &mut at, cells, &LoadTime::now(), origin);
+        assert_eq!((out.as_slice(), at.len()), (b"x\t12\n".as_slice(), 0));
+        m.rows(&batch).write_copy(&mut out, &mut at, cells, &LoadTime::now(), RowOrigin::default());
+        assert_eq!(out, b"x\t12\nx\t\\N\n");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! expect), and the `CREATE TABLE` that `host sink ddl` prints from it.
 //!
 //! A type is chosen per column: a generated column's by what it holds
-//! (`load-date` date, `load-time` timestamptz, `source-file` and
-//! `source-version` text); a field's by the values the test cases expect in
+//! (`load-date` date, `load-time` timestamptz, `source-file`,
+//! `source-version`, `message-id` and `pipeline-revision` text, `batch-id`
+//! and `source-line` bigint); a field's by the values the test cases expect in
 //! it (integers bigint, other numbers numeric, true/false boolean, objects
 //! and arrays jsonb; text, a mix, or no value at all text). It is a start
 //! that takes every value the tests show, not a design: narrow it by hand.
@@ -82,7 +83,10 @@ impl Written<'_> {
         match &self.column.source {
             ColumnSource::Generated(Generated::LoadDate) => "date",
             ColumnSource::Generated(Generated::LoadTime) => "timestamptz",
-            ColumnSource::Generated(Generated::SourceFile | Generated::SourceVersion) => "text",
+            ColumnSource::Generated(
+                Generated::SourceFile | Generated::SourceVersion | Generated::MessageId | Generated::PipelineRevision,
+            ) => "text",
+            ColumnSource::Generated(Generated::SourceLine | Generated::BatchId) => "bigint",
             ColumnSource::Field(_) => match self.kinds().as_slice() {
                 [Kind::Integer] => "bigint",
                 [Kind::Fraction] | [Kind::Integer, Kind::Fraction] => "numeric",
@@ -97,7 +101,7 @@ impl Written<'_> {
     /// of them: "field `app_version`: integers in the test cases".
     pub fn origin(&self) -> String {
         match &self.column.source {
-            ColumnSource::Generated(g) => format!("generated `{}`: {}", generated_name(*g), generated_holds(*g)),
+            ColumnSource::Generated(g) => format!("generated `{}`: {}", g.name(), generated_holds(*g)),
             ColumnSource::Field(f) => {
                 let kinds: Vec<&str> = self.kinds().into_iter().map(Kind::plural).collect();
                 match kinds.as_slice() {
@@ -110,22 +114,16 @@ impl Written<'_> {
     }
 }
 
-/// As a pipeline file names it.
-pub fn generated_name(g: Generated) -> &'static str {
-    match g {
-        Generated::LoadDate => "load-date",
-        Generated::LoadTime => "load-time",
-        Generated::SourceFile => "source-file",
-        Generated::SourceVersion => "source-version",
-    }
-}
-
 pub fn generated_holds(g: Generated) -> &'static str {
     match g {
         Generated::LoadDate => "the date of the load (UTC)",
         Generated::LoadTime => "the time of the load (UTC)",
         Generated::SourceFile => "the s3:// URI of the row's file",
         Generated::SourceVersion => "the version id (else the ETag) of the row's file",
+        Generated::SourceLine => "the line (record) of the row's file it came from, 1-based",
+        Generated::MessageId => "the SQS message id the row came from",
+        Generated::BatchId => "the etl.batches id of the batch that wrote the row",
+        Generated::PipelineRevision => "the revision (sha256:...) of the pipeline file the running version came from",
     }
 }
 
@@ -270,6 +268,26 @@ mod tests {
         assert_eq!(origins[1], "field `f`: integers and numbers with a fraction in the test cases");
         assert_eq!(origins[6], "field `none`: no test case gives a value");
         assert_eq!(origins[7], "generated `load-date`: the date of the load (UTC)");
+    }
+
+    #[test]
+    fn provenance_columns_are_bigint_or_text() {
+        let types = |source: &str, columns: &str| {
+            let p = pipeline(&format!("{source}\n[sink]\ntable = \"t\"\n[sink.columns]\n{columns}"));
+            let sink = p.sink.as_ref().unwrap();
+            written(&p, sink).iter().map(|w| (w.pg_type(), w.origin())).collect::<Vec<_>>()
+        };
+        let queue = types(
+            "[source.sqs]\nqueue = \"q\"",
+            "b = { generated = \"batch-id\" }\nm = { generated = \"message-id\" }\nr = { generated = \"pipeline-revision\" }",
+        );
+        assert_eq!(queue.iter().map(|t| t.0).collect::<Vec<_>>(), ["bigint", "text", "text"]);
+        assert_eq!(queue[1].1, "generated `message-id`: the SQS message id the row came from");
+        let objects = types(
+            "[source.s3]\nbucket = \"b\"\nqueue = \"q\"\nformat = \"csv\"",
+            "l = { generated = \"source-line\" }",
+        );
+        assert_eq!(objects[0].0, "bigint");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! Pure: `table.rs` reads the catalog and asks PostgreSQL which samples
 //! each column refuses.
 
-use super::ddl::{Kind, Written, csv_rows, generated_holds, generated_name, mode_name, names, written};
+use super::ddl::{Kind, Written, csv_rows, generated_holds, mode_name, names, written};
 use super::sql::{readable, readable_qualified};
 use crate::config::{ColumnSource, Generated, MergeMode, Pipeline, Sink, Source};
 
@@ -65,10 +65,11 @@ pub enum Example {
 impl Example {
     /// Whether the table refusing it is certain to refuse real rows: a test
     /// case's value is one the pipeline says it writes, and a generated
-    /// date, time or file URI is of the form every one has; a version id is
-    /// only a typical one (S3's differ from other stores').
+    /// date, time, file URI, line, batch id or revision is of the form every
+    /// one has; a version id or a message id is only a typical one (S3's
+    /// and SQS's differ from other stores' and queues').
     pub fn certain(&self) -> bool {
-        !matches!(self, Example::Generated(Generated::SourceVersion))
+        !matches!(self, Example::Generated(Generated::SourceVersion | Generated::MessageId))
     }
 }
 
@@ -224,14 +225,14 @@ fn written_as(w: &Written, example: &Example) -> String {
             let kind = kind.map_or("a value", Kind::singular);
             format!("field `{}`, {kind} in test case \"{case}\"", field(w))
         }
-        Example::Generated(g) => format!("generated `{}`, {}", generated_name(*g), generated_holds(*g)),
+        Example::Generated(g) => format!("generated `{}`, {}", g.name(), generated_holds(*g)),
     }
 }
 
 fn field<'a>(w: &'a Written) -> &'a str {
     match &w.column.source {
         ColumnSource::Field(f) => f,
-        ColumnSource::Generated(g) => generated_name(*g),
+        ColumnSource::Generated(g) => g.name(),
     }
 }
 

@@ -17,8 +17,15 @@ use tokio_postgres::error::SqlState;
 
 impl PostgresSink {
     /// COPYs the units' rows (there are some) into the staging table
-    /// (`staged`) or straight into the target.
-    pub(super) async fn copy_rows(&self, tx: &Transaction<'_>, fresh: &[&Unit], staged: bool) -> Result<(), Attempt> {
+    /// (`staged`) or straight into the target, `batch_id` in the places of a
+    /// `batch-id` column.
+    pub(super) async fn copy_rows(
+        &self,
+        tx: &Transaction<'_>,
+        fresh: &[&Unit],
+        staged: bool,
+        batch_id: Option<i64>,
+    ) -> Result<(), Attempt> {
         let into = if staged {
             tx.batch_execute(&sql::create_staging(&self.stage, &self.target, &self.columns)).await?;
             &self.stage
@@ -32,10 +39,11 @@ impl PostgresSink {
             Vec::with_capacity(fresh.iter().map(|u| u.rows.len() + if staged { u.row_count * 8 } else { 0 }).sum());
         let mut seq = 0;
         for u in fresh {
+            let rows = crate::mapping::copy::with_batch_id(&u.rows, &u.batch_id_at, batch_id);
             if staged {
-                seq = numbered(&mut buf, &u.rows, seq);
+                seq = numbered(&mut buf, &rows, seq);
             } else {
-                buf.extend_from_slice(&u.rows);
+                buf.extend_from_slice(&rows);
             }
         }
         let sent = match copy.send(Bytes::from(buf)).await {

@@ -42,6 +42,9 @@ pub struct Unit {
     pub message_id: String,
     /// Its rows in COPY text format.
     pub rows: Vec<u8>,
+    /// The places in `rows` of a `batch-id` column, which the commit fills
+    /// (`mapping::copy::with_batch_id`).
+    pub batch_id_at: Vec<usize>,
     pub row_count: usize,
     /// Its records that could not be loaded.
     pub dead: Vec<DeadLetter>,
@@ -55,6 +58,28 @@ pub struct Unit {
     /// For a row of an S3 object: its 1-based position among the object's
     /// rows (see [`FileReceipt`]).
     pub position: u64,
+}
+
+/// What made a batch's rows, recorded with it in `etl.batches`: the
+/// chain's steps and the pipeline file's revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lineage {
+    /// Each step's plugin name, digest and params digest, as a JSON array
+    /// (`[{"name":..,"digest":..,"params":..}]`).
+    pub plugins: String,
+    /// The revision of the pipeline file the chain's version came from.
+    pub revision: Option<String>,
+    /// Each step's params digest and canonical params: kept once in
+    /// `etl.step_params`.
+    pub params_digests: Vec<String>,
+    pub params: Vec<String>,
+}
+
+impl Default for Lineage {
+    /// No steps, no revision.
+    fn default() -> Self {
+        Lineage { plugins: "[]".into(), revision: None, params_digests: Vec::new(), params: Vec::new() }
+    }
 }
 
 /// What a commit did.
@@ -184,17 +209,16 @@ impl PostgresSink {
     }
 
     /// Commits message `units` under the message ledger (see the module
-    /// docs). `plugins` is the lineage: the chain's plugin names and
-    /// digests as JSON.
-    pub async fn commit(&self, units: Vec<Unit>, plugins: &str) -> Result<Report, SinkError> {
-        self.commit_with(units, plugins, &Ledger).await
+    /// docs), with the chain's `lineage`.
+    pub async fn commit(&self, units: Vec<Unit>, lineage: &Lineage) -> Result<Report, SinkError> {
+        self.commit_with(units, lineage, &Ledger).await
     }
 
     /// Commits message `units` whole or not at all (a replay): a row the
     /// database refuses is [`SinkError::Refused`], and nothing commits,
     /// neither a dead letter nor the ledger entry.
-    pub async fn commit_whole(&self, units: Vec<Unit>, plugins: &str) -> Result<Report, SinkError> {
-        match self.commit_retrying(&units, plugins, &Ledger).await {
+    pub async fn commit_whole(&self, units: Vec<Unit>, lineage: &Lineage) -> Result<Report, SinkError> {
+        match self.commit_retrying(&units, lineage, &Ledger).await {
             Ok(report) => Ok(report),
             Err(Failure::Data(e)) => Err(SinkError::Refused { reason: refusal(&e) }),
             Err(Failure::Other(e)) => Err(e),
@@ -202,13 +226,23 @@ impl PostgresSink {
     }
 
     /// Commits consecutive rows of one object, moving its progress.
-    pub async fn commit_file(&self, units: Vec<Unit>, plugins: &str, file: &FileReceipt) -> Result<Report, SinkError> {
-        self.commit_with(units, plugins, file).await
+    pub async fn commit_file(
+        &self,
+        units: Vec<Unit>,
+        lineage: &Lineage,
+        file: &FileReceipt,
+    ) -> Result<Report, SinkError> {
+        self.commit_with(units, lineage, file).await
     }
 
-    async fn commit_with<R: Receipt>(&self, units: Vec<Unit>, plugins: &str, receipt: &R) -> Result<Report, SinkError> {
+    async fn commit_with<R: Receipt>(
+        &self,
+        units: Vec<Unit>,
+        lineage: &Lineage,
+        receipt: &R,
+    ) -> Result<Report, SinkError> {
         let started = std::time::Instant::now();
-        let result = self.commit_isolating(units, plugins, receipt).await;
+        let result = self.commit_isolating(units, lineage, receipt).await;
         if let Ok(report) = &result {
             self.metrics.commit.record(started.elapsed());
             self.metrics.dead_letters(&report.dead_by_stage);
@@ -219,7 +253,7 @@ impl PostgresSink {
     async fn commit_isolating<R: Receipt>(
         &self,
         units: Vec<Unit>,
-        plugins: &str,
+        lineage: &Lineage,
         receipt: &R,
     ) -> Result<Report, SinkError> {
         let mut pending = vec![units];
@@ -228,7 +262,7 @@ impl PostgresSink {
         // the batch commits, it stays uncommitted, and the commit fails.
         let mut unstorable = None;
         while let Some(units) = pending.pop() {
-            match self.commit_retrying(&units, plugins, receipt).await {
+            match self.commit_retrying(&units, lineage, receipt).await {
                 Ok(r) => report += r,
                 Err(Failure::Data(e)) if units.len() > 1 => {
                     let mut units = units;
@@ -250,6 +284,7 @@ impl PostgresSink {
                     self.refused(&unit, receipt, &e);
                     unit.dead.push(DeadLetter::sink(&e));
                     unit.rows.clear();
+                    unit.batch_id_at.clear();
                     unit.row_count = 0;
                     pending.push(vec![unit]);
                 }
@@ -299,7 +334,12 @@ impl PostgresSink {
         self.merge_next.store(4 << streak, Ordering::Relaxed);
     }
 
-    async fn commit_retrying<R: Receipt>(&self, units: &[Unit], plugins: &str, receipt: &R) -> Result<Report, Failure> {
+    async fn commit_retrying<R: Receipt>(
+        &self,
+        units: &[Unit],
+        lineage: &Lineage,
+        receipt: &R,
+    ) -> Result<Report, Failure> {
         let mut attempt = 0;
         // Units found committed before: left out when the batch is tried
         // again (the first try is optimistic: almost every unit is new).
@@ -309,7 +349,7 @@ impl PostgresSink {
             attempt += 1;
             let result = match self.pool.get().await {
                 Ok(mut client) => {
-                    let attempt = self.try_commit(&mut client, units, plugins, &committed, receipt, direct);
+                    let attempt = self.try_commit(&mut client, units, lineage, &committed, receipt, direct);
                     match tokio::time::timeout(connect::ATTEMPT_TIMEOUT, attempt).await {
                         Ok(result) => result,
                         Err(_) => {
@@ -384,7 +424,7 @@ impl PostgresSink {
         &self,
         client: &mut deadpool_postgres::Client,
         units: &[Unit],
-        plugins: &str,
+        lineage: &Lineage,
         committed: &HashSet<String>,
         receipt: &R,
         direct: bool,
@@ -412,8 +452,16 @@ impl PostgresSink {
             tx.execute(&lock, &[&self.target]).await?;
         }
         let claim = receipt.claim(&tx, self, &fresh).await?;
+        // Rows with a `batch-id` column need the batch's id before they
+        // load: taken from the sequence first, then given to the lineage.
+        let batch_id = if fresh.iter().any(|u| !u.batch_id_at.is_empty()) {
+            let next = tx.prepare_cached(sql::NEXT_BATCH_ID).await?;
+            Some(tx.query_one(&next, &[]).await?.get::<_, i64>(0))
+        } else {
+            None
+        };
         if row_count > 0 {
-            self.copy_rows(&tx, &fresh, staged).await?;
+            self.copy_rows(&tx, &fresh, staged, batch_id).await?;
             report.rows = row_count;
         }
         report.dead_letters = self.insert_dead_letters(&tx, source, &fresh).await?;
@@ -422,25 +470,29 @@ impl PostgresSink {
                 report.dead_by_stage[i] += 1;
             }
         }
-        let lineage = tx.prepare_cached(sql::LINEAGE).await?;
+        let lineage_insert = tx.prepare_cached(sql::LINEAGE).await?;
         let merge = sql::merge(&self.mode, &self.target, &self.stage, &self.columns).join("; ");
         // The merge on its own: a row it refuses must come back as that
         // error, not as "transaction aborted" from a statement behind it.
         if staged && !merge.is_empty() {
             tx.batch_execute(&merge).await?;
         }
-        let lineage_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        let lineage_params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
             &self.pipeline,
             &source,
             &(fresh.len() as i32),
             &(row_count as i32),
             &(report.dead_letters as i32),
-            &plugins,
+            &lineage.plugins,
+            &batch_id,
+            &lineage.params_digests,
+            &lineage.params,
+            &lineage.revision,
         ];
         let head = async {
             let (unique, _) = tokio::try_join!(
                 self.key_is_unique(&tx, row_count > 0 && direct),
-                tx.query_one(&lineage, &lineage_params)
+                tx.query_one(&lineage_insert, &lineage_params)
             )?;
             Ok(unique)
         };

@@ -273,10 +273,17 @@ pub fn canonical_uuid(text: &str) -> Option<uuid::Uuid> {
 /// (negative partitions) and the legacy partition stay.
 pub const LEDGER_PRUNE: &str = "DELETE FROM etl.receipts WHERE pipeline = $1 AND part >= 0 AND part < $2";
 
-/// The batch's lineage; gives its id.
-pub const LINEAGE: &str = "INSERT INTO etl.batches \
-     (pipeline, source, messages, rows_written, dead_letters, plugins) \
-     VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) RETURNING id";
+/// The id of the next batch, taken before its rows when they hold it.
+pub const NEXT_BATCH_ID: &str = "SELECT nextval(pg_get_serial_sequence('etl.batches', 'id'))";
+
+/// The batch's lineage, under id `$7` (taken by [`NEXT_BATCH_ID`]) or the
+/// sequence's next; its steps' params (digests `$8`, canonical JSON `$9`)
+/// kept once each; `$10` the pipeline file's revision. Gives its id.
+pub const LINEAGE: &str = "WITH params AS (INSERT INTO etl.step_params (digest, params) \
+     SELECT * FROM unnest($8::text[], $9::text[]) ON CONFLICT (digest) DO NOTHING) \
+     INSERT INTO etl.batches (id, pipeline, source, messages, rows_written, dead_letters, plugins, revision) \
+     VALUES (coalesce($7::bigint, nextval(pg_get_serial_sequence('etl.batches', 'id'))), \
+             $1, $2, $3, $4, $5, $6::text::jsonb, $10) RETURNING id";
 
 /// Makes sure object version `$1..$4` has its ledger row.
 pub const FILE_CLAIM: &str = "INSERT INTO etl.files (pipeline, bucket, key, version, sequencer, etag) \

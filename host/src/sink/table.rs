@@ -204,7 +204,8 @@ struct Sample {
 /// The non-null values the test cases expect, and a sample of each
 /// generated column: the load date and time as the mapping writes them, the
 /// shortest `s3://` URI there can be (a bucket name has 3 characters at
-/// least), and a version id of S3's form.
+/// least), a version id of S3's form, a line and a batch id (`1`), a
+/// message id of SQS's form (a UUID) and the pipeline file's revision.
 fn samples(pipeline: &Pipeline, sink: &Sink, columns: &[&LiveColumn]) -> Vec<Sample> {
     let load = crate::mapping::LoadTime::now();
     let mut samples = Vec::new();
@@ -226,6 +227,9 @@ fn samples(pipeline: &Pipeline, sink: &Sink, columns: &[&LiveColumn]) -> Vec<Sam
                     Generated::SourceVersion => {
                         "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY+MTRCxf3vjVBH40Nr8X8gdRQBpUMLUo".into()
                     }
+                    Generated::SourceLine | Generated::BatchId => "1".into(),
+                    Generated::MessageId => "5fea7756-0ea4-451a-a703-a558b933e274".into(),
+                    Generated::PipelineRevision => pipeline.revision.clone(),
                 };
                 samples.push(Sample { index, text: text.into_bytes(), example: Example::Generated(*g) });
             }

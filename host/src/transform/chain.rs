@@ -54,6 +54,8 @@ pub struct ChainOutput {
 /// The steps of one pipeline, each with a live instance.
 pub struct TransformChain {
     steps: Vec<StepRunner>,
+    /// The revision of the pipeline file the steps came from.
+    revision: String,
 }
 
 /// Every step's plugin, found, compiled and linked, but not instantiated:
@@ -132,7 +134,17 @@ impl TransformChain {
             )?;
             steps.push(runner);
         }
-        Ok(TransformChain { steps })
+        Ok(TransformChain { steps, revision: pipeline.revision.clone() })
+    }
+
+    /// The revision of the pipeline file this chain's version came from.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// Each step as configured, with its plugin, in order.
+    pub fn steps(&self) -> impl Iterator<Item = (&crate::config::Step, &Arc<Plugin>)> {
+        self.steps.iter().map(|s| (&s.step, &s.plugin))
     }
 
     /// The plugins in step order.

@@ -14,8 +14,9 @@ pub(crate) mod kept;
 mod standing;
 
 use crate::config::{Pipeline, S3Mode, Source};
-use crate::flow::messages::prepare_replay;
+use crate::flow::messages::{Original, prepare_replay};
 use crate::flow::{Flow, RunError};
+use crate::mapping::RowOrigin;
 use crate::queue::Message;
 use crate::sink::dead_letter::{PayloadForm, Sealer};
 use crate::sink::{SinkError, refusal};
@@ -200,7 +201,15 @@ impl Replayer {
             Ok(body) => body,
             Err(not) => return (chain, Ok(not)),
         };
-        replay_record(&self.flow, chain, kept.id, body, file).await
+        // Its rows keep where they came from at first: the message, or the
+        // line of the file (`line N`, as the loader named the row).
+        let origin = match file {
+            Some(_) => {
+                RowOrigin { message_id: None, line: kept.message_id.strip_prefix("line ").and_then(|n| n.parse().ok()) }
+            }
+            None => RowOrigin { message_id: Some(&kept.message_id), line: None },
+        };
+        replay_record(&self.flow, chain, kept.id, body, Original { file, origin }).await
     }
 
     /// The record a dead letter's payload makes: the payload, or the row it
@@ -237,7 +246,7 @@ async fn replay_record(
     chain: TransformChain,
     id: i64,
     body: Vec<u8>,
-    file: Option<(&str, &str)>,
+    replayed: Original<'_>,
 ) -> (TransformChain, Result<Replay, ReplayError>) {
     // A replay's own ledger partition: its dead letter's id.
     let message = Message {
@@ -248,8 +257,8 @@ async fn replay_record(
         sent_ms: -id,
         attributes: Vec::new(),
     };
-    let (chain, prepared) = prepare_replay(flow, chain, std::slice::from_ref(&message), file).await;
-    let (units, plugins) = match prepared {
+    let (chain, prepared) = prepare_replay(flow, chain, std::slice::from_ref(&message), replayed).await;
+    let (units, lineage) = match prepared {
         Ok(p) => p,
         Err(reason) => return (chain, Err(ReplayError::Chain { id, reason })),
     };
@@ -257,7 +266,7 @@ async fn replay_record(
     if let Some(d) = units.iter().flat_map(|u| &u.dead).next() {
         return (chain, Ok(Replay::Failed(d.reason.clone())));
     }
-    let result = match flow.sink.commit_whole(units, &plugins).await {
+    let result = match flow.sink.commit_whole(units, &lineage).await {
         Ok(committed) => Ok(Replay::Loaded(format!("loaded {} rows", committed.rows))),
         Err(SinkError::Refused { reason }) => Ok(Replay::Failed(format!("database refused the row: {reason}"))),
         Err(e) => Err(e.into()),

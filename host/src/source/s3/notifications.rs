@@ -235,7 +235,10 @@ impl Notification {
             dead: vec![DeadLetter::source(reason, m.receive_count)],
             ..Unit::default()
         };
-        match self.objects.flow.sink.commit(vec![unit], "[]").await {
+        // No chain ran: the lineage is the pipeline file's revision alone.
+        let lineage =
+            crate::sink::Lineage { revision: Some(self.objects.flow.pipeline.revision.clone()), ..Default::default() };
+        match self.objects.flow.sink.commit(vec![unit], &lineage).await {
             Ok(r) => {
                 self.objects.flow.tally(|s| s.dead_letters += r.dead_letters);
                 true

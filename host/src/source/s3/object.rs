@@ -13,11 +13,11 @@ use super::{LoadError, ObjectRef, Outcome, s3_error, unquote};
 use crate::aws::FaultKind;
 use crate::batch::BatchBuilder;
 use crate::config::{Generated, S3SourceConfig};
-use crate::flow::{Flow, fill_units, plugins_json, run_chain};
+use crate::flow::{Flow, fill_units, lineage, load_time, run_chain};
 use crate::input::fields_json;
-use crate::mapping::LoadTime;
+use crate::mapping::{LoadTime, RowOrigin};
 use crate::sink::dead_letter::{DeadLetter, PayloadForm};
-use crate::sink::{FileReceipt, Report, Unit};
+use crate::sink::{FileReceipt, Lineage, Report, Unit};
 use crate::transform::TransformChain;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use readers::file::{FileOptions, FileReader, Item};
@@ -287,8 +287,8 @@ impl Loader {
             Err(e) => return self.unreadable(chain, receipt, rows_done, e.to_string()).await,
         };
         let columns = reader.columns().to_vec();
-        let plugins = plugins_json(&chain);
-        let mut load = LoadTime::now();
+        let lineage = lineage(&chain);
+        let mut load = load_time(&chain);
         load.source_file = Some(uri.clone());
         load.source_version = Some(receipt.version.clone());
         let mut report = Report::default();
@@ -319,7 +319,7 @@ impl Loader {
                 // Rows before the break load; the rest of the object is
                 // one dead letter.
                 if !units.is_empty() {
-                    match self.commit(units, plugins.clone(), receipt.clone()).await {
+                    match self.commit(units, lineage.clone(), receipt.clone()).await {
                         Ok(r) => report += r,
                         Err(e) => return (chain, Err(e)),
                     }
@@ -332,7 +332,7 @@ impl Loader {
             }
             let mut next = receipt.clone();
             next.end = end;
-            let commit = self.commit(units, plugins.clone(), next);
+            let commit = self.commit(units, lineage.clone(), next);
             if end.is_some() {
                 return match commit.await {
                     Ok(r) => {
@@ -409,8 +409,11 @@ impl Loader {
         let start = units.len();
         let mut builder = BatchBuilder::new();
         let mut record_unit = Vec::new();
+        // Each unit's line in the object, for its rows' `source-line`.
+        let mut lines = Vec::with_capacity(chunk.rows.len());
         for (i, row) in chunk.rows.into_iter().enumerate() {
             let position = chunk.first_row + i as u64 + 1;
+            lines.push(row.line);
             let mut unit = Unit { message_id: format!("line {}", row.line), position, ..Unit::default() };
             let decoded = match row.item {
                 Ok(Item::Json(bytes)) => {
@@ -439,18 +442,19 @@ impl Loader {
         let (chain, out) = run_chain(chain, builder.finish()).await;
         match out {
             Ok(out) => {
-                fill_units(&self.flow.mapping, load, &out, &record_unit, &mut units[start..], |_| 1);
+                let origin = |i: usize| RowOrigin { message_id: None, line: Some(lines[i]) };
+                fill_units(&self.flow.mapping, load, &out, &record_unit, &mut units[start..], |_| 1, origin);
                 Ok(chain)
             }
             Err(e) => Err((chain, e.to_string())),
         }
     }
 
-    async fn commit(&self, units: Vec<Unit>, plugins: String, receipt: FileReceipt) -> Result<Report, LoadError> {
+    async fn commit(&self, units: Vec<Unit>, lineage: Lineage, receipt: FileReceipt) -> Result<Report, LoadError> {
         let r = self
             .flow
             .sink
-            .commit_file(units, &plugins, &receipt)
+            .commit_file(units, &lineage, &receipt)
             .await
             .map_err(|error| LoadError::Sink { uri: receipt.uri.clone(), error })?;
         self.progress.rows.fetch_add(r.rows as u64, Ordering::Relaxed);
@@ -474,7 +478,7 @@ impl Loader {
             ..Unit::default()
         };
         receipt.end = Some(at + 1);
-        match self.commit(vec![unit], plugins_json(&chain), receipt).await {
+        match self.commit(vec![unit], lineage(&chain), receipt).await {
             Ok(report) => (chain, Ok(Outcome::Loaded(report))),
             Err(e) => (chain, Err(e)),
         }
