@@ -2,7 +2,8 @@
 //! transaction. Two kinds exist: the message ledger (`etl.receipts`: the
 //! ids of the messages committed, so a redelivery adds nothing) and an S3
 //! object's progress (`etl.files`: the rows of the object committed so far,
-//! so a crash resumes after them). Both are written under a lock that makes
+//! so a crash resumes after them; for a replay through another chain,
+//! `etl.replays`, beside it). Both are written under a lock that makes
 //! concurrent commits of the same work take turns.
 //!
 //! Must not load rows: that is [`super::load`]'s, and the order of the steps

@@ -115,9 +115,15 @@ pub enum ReplayError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
-    Run(#[from] RunError),
+    Run(Box<RunError>),
     #[error(transparent)]
     Load(#[from] LoadError),
+}
+
+impl From<RunError> for ReplayError {
+    fn from(e: RunError) -> ReplayError {
+        ReplayError::Run(Box::new(e))
+    }
 }
 
 fn db(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ReplayError {
