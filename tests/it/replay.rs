@@ -17,12 +17,17 @@ use std::time::Duration;
 /// A reconcile pipeline of CSV objects in `bucket` into `schema.tx`,
 /// masking `buyer` with step 2 (`mask` given as `uses`).
 fn pipeline_file(name: &str, schema: &str, bucket: &str, mask: &str) -> PathBuf {
+    pipeline_file_in(name, schema, bucket, mask, "\"append\"")
+}
+
+/// [`pipeline_file`] with the sink's `mode` line(s).
+fn pipeline_file_in(name: &str, schema: &str, bucket: &str, mask: &str, mode: &str) -> PathBuf {
     let text = format!(
         "name = \"{name}\"\n\
          [source.s3]\nbucket = \"{bucket}\"\nmode = \"reconcile\"\nformat = \"csv\"\ncsv = {{ header = true }}\n\
          [[transforms]]\nuses = \"convert\"\nparams = {{ fields = {{ amount = \"float\" }} }}\n\
          [[transforms]]\nuses = \"{mask}\"\nparams = {{ fields = {{ buyer = \"masked_buyer\" }}, algorithm = \"sha256\" }}\n\
-         [sink]\ntable = \"tx\"\nschema = \"{schema}\"\nmode = \"append\"\n\
+         [sink]\ntable = \"tx\"\nschema = \"{schema}\"\nmode = {mode}\n\
          [sink.columns]\nid = \"id\"\nbuyer = \"masked_buyer\"\namount = \"amount\"\n\
          file = {{ generated = \"source-file\" }}\n"
     );
@@ -65,6 +70,11 @@ async fn one(sql: &str) -> i64 {
 
 /// Three objects under `in/` (two rows each) and one under `out/`, loaded.
 async fn loaded(prefix: &str) -> (String, String, String, PathBuf) {
+    loaded_in(prefix, "\"append\"").await
+}
+
+/// [`loaded`] into a sink of `mode`.
+async fn loaded_in(prefix: &str, mode: &str) -> (String, String, String, PathBuf) {
     migrated().await;
     let (name, schema, bucket) = (unique(prefix), unique("s"), bucket_name(prefix));
     pg().await
@@ -79,7 +89,7 @@ async fn loaded(prefix: &str) -> (String, String, String, PathBuf) {
         let body = format!("id,buyer,amount\n{},Alice {i},10.5\n{},Bob {i},20\n", 2 * i + 1, 2 * i + 2);
         put(&s3, &bucket, key, body).await;
     }
-    let file = pipeline_file(&name, &schema, &bucket, "mask");
+    let file = pipeline_file_in(&name, &schema, &bucket, "mask", mode);
     let summary = run_once(&file).await;
     assert_eq!((summary.objects, summary.rows), (4, 8), "{summary}");
     (name, schema, bucket, file)
@@ -211,4 +221,37 @@ async fn dead_letters_replay_through_a_chosen_step() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("1 loaded, 0 failed again"), "{out}");
     assert_eq!(one(&format!("SELECT count(*) FROM {schema}.tx WHERE length(buyer) = 64")).await, 1);
+}
+
+/// A keyed sink: rows matched by key. And an `--apply` that stopped after
+/// an object's first commit resumes after it: the rest of that object
+/// only, no row twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyed_diff_and_an_apply_resumed_after_a_crash() {
+    let (name, schema, bucket, file) = loaded_in("replaykey", "\"delete-insert\"\nkey = [\"id\"]").await;
+    let file = file.to_str().unwrap();
+    let from = format!("s3://{bucket}/in/");
+    let step = format!("2={}", sha512_wasm());
+    let (code, out, err) = host(&["replay", file, "--from", &from, "--step", &step, "--diff"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("rows matched by the sink's key (id)"), "{out}");
+    assert!(out.contains("rows same: 0\nrows changed: 6\nrows added: 0\nrows dropped: 0\n"), "{out}");
+    assert!(out.contains("changed columns:\n  buyer  6 rows\n"), "{out}");
+
+    let (code, out, err) = host(&["replay", file, "--from", &from, "--step", &step, "--apply"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // As if the host died after the first of a.csv's two commits.
+    let db = pg().await;
+    db.batch_execute(&format!(
+        "UPDATE etl.replays SET rows_done = 1, done = false WHERE pipeline = '{name}' AND key = 'in/a.csv'; \
+         DELETE FROM {schema}.tx WHERE id = 2"
+    ))
+    .await
+    .unwrap();
+    let (code, out, err) = host(&["replay", file, "--from", &from, "--step", &step, "--apply"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("objects applied: 1, candidate rows: 1") && out.contains("applied before: 2"), "{out}");
+    let a = format!("SELECT count(*) FROM {schema}.tx WHERE id IN (1, 2) AND length(buyer) = 128");
+    assert_eq!(one(&a).await, 2);
+    assert_eq!(one(&format!("SELECT count(*) FROM {schema}.tx")).await, 8);
 }
