@@ -180,6 +180,10 @@ async fn bad_replays_fail_clearly_and_change_nothing() {
         (vec![from.clone(), "--step".into(), step.clone(), "--into".into(), "narrow".into()], "exists with other columns"),
         (vec![from.clone(), "--into".into(), "a.b.c".into()], "expected TABLE or SCHEMA.TABLE"),
         (vec![from.clone()], "--diff"),
+        (
+            vec![from.clone(), "--until".into(), "2001-01-01T00:00:00Z".into(), "--diff".into()],
+            "no objects under",
+        ),
         (vec!["http://x".into(), "--apply".into()], "is not s3://BUCKET/PREFIX"),
     ];
     for (args, says) in cases {
@@ -232,8 +236,9 @@ async fn a_keyed_diff_and_an_apply_resumed_after_a_crash() {
     let file = file.to_str().unwrap();
     let from = format!("s3://{bucket}/in/");
     let step = format!("2={}", sha512_wasm());
-    let (code, out, err) = host(&["replay", file, "--from", &from, "--step", &step, "--diff"]);
+    let (code, out, err) = host(&["replay", file, "--from", &from, "--step", &step, "--diff", "--since", "1h"]);
     assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("objects compared: 3"), "written within the hour: {out}");
     assert!(out.contains("rows matched by the sink's key (id)"), "{out}");
     assert!(out.contains("rows same: 0\nrows changed: 6\nrows added: 0\nrows dropped: 0\n"), "{out}");
     assert!(out.contains("changed columns:\n  buyer  6 rows\n"), "{out}");
