@@ -312,7 +312,12 @@ impl Run<'_> {
 
     fn matched_by(&self) -> String {
         match (key_of(&self.sink), file_column(&self.sink), line_column(&self.sink)) {
-            (Some(key), _, _) => format!("by the sink's key ({})", key.join(", ")),
+            (Some(key), Some(_), _) => format!("by the sink's key ({})", key.join(", ")),
+            (Some(key), None, _) => format!(
+                "by the sink's key ({}); the table has no source-file column, so rows it holds for an object \
+                 under keys the candidate does not give are not seen (not counted as dropped)",
+                key.join(", ")
+            ),
             (None, Some(_), Some(line)) => format!("by file and line (column {line})"),
             (None, Some(file), None) => format!(
                 "by file (column {file}) and the order the table holds its rows in (the table has no \
