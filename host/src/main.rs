@@ -108,6 +108,47 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+    /// Read a pipeline's stored objects again through a chosen version of
+    /// its chain, each as the version the pipeline loaded (else the
+    /// current one), with progress on stderr.
+    ///
+    /// `--diff` compares the rows with those the table holds for the
+    /// objects (by the sink's key, else by file and line) and prints the
+    /// counts, the columns that change and a sample of lines, never
+    /// values; `--into` writes the rows to a side table; `--apply` puts
+    /// them in place of the objects' rows, once per chain, resuming after
+    /// a crash, with lineage.
+    #[command(group(clap::ArgGroup::new("action").required(true).args(["diff", "into", "apply"])))]
+    Replay {
+        /// The pipeline file (an `[source.s3]` pipeline).
+        pipeline: PathBuf,
+        /// The objects: `s3://BUCKET/PREFIX`, within the pipeline's bucket and prefix.
+        #[arg(long, value_name = "S3_URI")]
+        from: String,
+        /// Only objects written since this time (RFC 3339, or a duration before now: 2h, 7d).
+        #[arg(long, value_name = "TIME|DURATION", value_parser = commands::dead_letters::Since::parse)]
+        since: Option<commands::dead_letters::Since>,
+        /// Only objects written before this time (RFC 3339, or a duration before now).
+        #[arg(long, value_name = "TIME|DURATION", value_parser = commands::dead_letters::Since::parse)]
+        until: Option<commands::dead_letters::Since>,
+        /// Step N runs this `.wasm` (a path, or `sha256:...` found among the
+        /// plugin folders' files) instead of production's (repeatable).
+        #[arg(long = "step", value_name = "N=PATH|DIGEST")]
+        steps: Vec<host::transform::choice::StepChoice>,
+        /// Compare with the rows the table holds; write nothing.
+        #[arg(long)]
+        diff: bool,
+        /// Write the rows to this table ([SCHEMA.]TABLE; made like the sink's table if missing).
+        #[arg(long, value_name = "TABLE")]
+        into: Option<String>,
+        /// Replace the objects' rows in the table.
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        log: LogArgs,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
     /// Create or update the host's own tables (schema `etl`: the message
     /// ledger, lineage, dead letters, file progress) in DATABASE_URL.
     ///
@@ -320,6 +361,10 @@ enum DeadLetters {
         /// nor discarded) when none is given.
         #[arg(long = "id", value_name = "ID")]
         ids: Vec<i64>,
+        /// Step N runs this `.wasm` (a path, or `sha256:...` found among the
+        /// plugin folders' files) instead of the pipeline's (repeatable).
+        #[arg(long = "step", value_name = "N=PATH|DIGEST")]
+        steps: Vec<host::transform::choice::StepChoice>,
         #[command(flatten)]
         log: LogArgs,
         #[command(flatten)]
@@ -374,6 +419,7 @@ impl Command {
         match self {
             Command::Run { log, .. }
             | Command::Backfill { log, .. }
+            | Command::Replay { log, .. }
             | Command::Migrate { log, .. }
             | Command::DeadLetters(
                 DeadLetters::List { log, .. }
@@ -394,7 +440,7 @@ impl Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_filter = match cli.command {
-        Command::Run { .. } | Command::Backfill { .. } => host::commands::logs::RUN,
+        Command::Run { .. } | Command::Backfill { .. } | Command::Replay { .. } => host::commands::logs::RUN,
         _ => "warn",
     };
     let format = match cli.command.log().and_then(|l| l.log_format) {
@@ -503,8 +549,26 @@ fn run(command: Command) -> anyhow::Result<Exit> {
             eprintln!("exported {n} dead letters");
             Ok(Exit::Ok)
         }
-        Command::DeadLetters(DeadLetters::Replay { pipeline, ids, plugins, .. }) => {
-            let replayed = runtime()?.block_on(commands::dead_letters::replay(&pipeline, &ids, &plugins.options()))?;
+        Command::Replay { pipeline, from, since, until, steps, diff: _, into, apply, plugins, .. } => {
+            use commands::replay::{report, side_table, time_of};
+            let action = match (into, apply) {
+                (Some(table), _) => side_table(&table)?,
+                (None, true) => host::source::s3::replay::Action::Apply,
+                (None, false) => host::source::s3::replay::Action::Diff,
+            };
+            let request = host::source::s3::replay::Request {
+                from,
+                since: since.map(time_of),
+                until: until.map(time_of),
+                action: action.clone(),
+            };
+            let done = runtime()?.block_on(commands::replay::replay(&pipeline, &request, &steps, &plugins.options()))?;
+            print!("{}", report(&done, &action));
+            Ok(Exit::failed_if(done.failed > 0))
+        }
+        Command::DeadLetters(DeadLetters::Replay { pipeline, ids, steps, plugins, .. }) => {
+            let replayed =
+                runtime()?.block_on(commands::dead_letters::replay(&pipeline, &ids, &steps, &plugins.options()))?;
             println!("{}", commands::dead_letters::summary(&replayed));
             if replayed.failed > 0 {
                 eprintln!("{} dead letters failed again and stay (host dead-letters list)", replayed.failed);

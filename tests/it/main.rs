@@ -22,6 +22,7 @@ mod objects;
 mod outages;
 mod pipeline_files;
 mod proxy;
+mod replay;
 mod run;
 mod sandbox;
 mod scaffold;

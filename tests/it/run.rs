@@ -405,7 +405,7 @@ async fn dead_letters_replay_through_the_current_pipeline() {
 }
 
 async fn replay(file: &Path, opts: &host::commands::EngineOptions) -> (usize, usize) {
-    let r = host::commands::dead_letters::replay_with(file, &[], opts, &services::database_url()).await.unwrap();
+    let r = host::commands::dead_letters::replay_with(file, &[], &[], opts, &services::database_url()).await.unwrap();
     (r.loaded, r.failed)
 }
 

@@ -6,6 +6,7 @@ pub mod exit;
 pub mod lineage;
 pub mod logs;
 pub mod plugins;
+pub mod replay;
 pub mod run;
 pub mod scaffold;
 pub mod test;

@@ -147,42 +147,83 @@ async fn set_up(
 /// Loads every object under `prefix` of the pipeline's bucket, showing
 /// progress on stderr: a bar on a terminal, a plain line every 5 s otherwise.
 pub async fn backfill(path: &Path, prefix: &str, migrate: bool, opts: &EngineOptions) -> anyhow::Result<Summary> {
-    use std::io::{IsTerminal, Write};
-    use tracing::Instrument;
-    use tracing_indicatif::span_ext::IndicatifSpanExt;
     let (pipeline, url, engine, aws) = set_up(path, migrate, opts).await?;
-    let terminal = std::io::stderr().is_terminal();
-    // On a terminal, the line is a progress bar that log lines print above
-    // (tracing-indicatif); elsewhere, a plain line every 5 s.
-    let bar = tracing::info_span!("backfill", indicatif.pb_show = tracing::field::Empty);
-    if terminal {
-        bar.pb_set_style(&indicatif::ProgressStyle::with_template("{msg}").expect("a valid template"));
-    }
-    let last = std::sync::Mutex::new(None::<std::time::Duration>);
-    let last_line = std::sync::Mutex::new(String::new());
-    let show = |p: &crate::run::BackfillProgress| {
-        let line = progress_line(p);
+    let bar = Bar::new("backfill");
+    let work = crate::run::backfill(pipeline, engine, &url, aws, prefix, |p| bar.show(p));
+    let summary = bar.during(work).await;
+    bar.finish();
+    Ok(summary?)
+}
+
+/// Progress on stderr of a command that loads objects (`backfill`,
+/// `replay`): on a terminal, a bar that log lines print above
+/// (tracing-indicatif); elsewhere, a plain line every 5 s.
+pub struct Bar {
+    span: tracing::Span,
+    terminal: bool,
+    last: std::sync::Mutex<Option<std::time::Duration>>,
+    last_line: std::sync::Mutex<String>,
+}
+
+impl Bar {
+    pub fn new(name: &'static str) -> Bar {
+        use std::io::IsTerminal;
+        use tracing_indicatif::span_ext::IndicatifSpanExt;
+        let terminal = std::io::stderr().is_terminal();
+        let span = match name {
+            "replay" => tracing::info_span!("replay", indicatif.pb_show = tracing::field::Empty),
+            _ => tracing::info_span!("backfill", indicatif.pb_show = tracing::field::Empty),
+        };
         if terminal {
-            bar.pb_set_message(&line);
-            *last_line.lock().expect("not poisoned") = line;
+            span.pb_set_style(&indicatif::ProgressStyle::with_template("{msg}").expect("a valid template"));
+        }
+        Bar { span, terminal, last: Default::default(), last_line: Default::default() }
+    }
+
+    /// Shows `p`: the bar's text, or (not on a terminal) a line if 5 s
+    /// went by since the last, or it is the last.
+    pub fn show(&self, p: &crate::run::BackfillProgress) {
+        use std::io::Write;
+        use tracing_indicatif::span_ext::IndicatifSpanExt;
+        let line = progress_line(p);
+        if self.terminal {
+            self.span.pb_set_message(&line);
+            *self.last_line.lock().expect("not poisoned") = line;
             return;
         }
-        let mut last = last.lock().expect("not poisoned");
+        let mut last = self.last.lock().expect("not poisoned");
         let final_line = p.objects_done == p.objects;
         if !final_line && last.is_some_and(|l| p.elapsed < l + std::time::Duration::from_secs(5)) {
             return;
         }
         *last = Some(p.elapsed);
         let _ = writeln!(std::io::stderr().lock(), "{line}");
-    };
-    let work = crate::run::backfill(pipeline, engine, &url, aws, prefix, show);
-    let summary = if terminal { work.instrument(bar.clone()).await? } else { work.await? };
-    drop(bar);
-    if terminal {
-        // The bar goes with its span; its last state stays on screen.
-        let _ = writeln!(std::io::stderr().lock(), "{}", last_line.lock().expect("not poisoned"));
     }
-    Ok(summary)
+
+    /// A line of its own on stderr, above the bar.
+    pub fn line(&self, text: &str) {
+        match self.terminal {
+            true => tracing_indicatif::indicatif_eprintln!("{text}"),
+            false => eprintln!("{text}"),
+        }
+    }
+
+    /// Runs `work` under the bar.
+    pub async fn during<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        use tracing::Instrument;
+        if self.terminal { work.instrument(self.span.clone()).await } else { work.await }
+    }
+
+    /// The bar goes with its span; its last state stays on screen.
+    pub fn finish(self) {
+        use std::io::Write;
+        let terminal = self.terminal;
+        let line = std::mem::take(&mut *self.last_line.lock().expect("not poisoned"));
+        drop(self.span);
+        if terminal {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }
+    }
 }
 
 /// `[#####.....] 3/10 objects, 120000 rows, 12.3/40.0 MB, 40000 rows/s, ETA 12 s`.

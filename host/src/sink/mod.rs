@@ -18,6 +18,7 @@ mod error;
 pub mod fit;
 mod load;
 mod receipt;
+pub mod replay;
 pub mod sql;
 pub mod sqlstate;
 pub mod table;

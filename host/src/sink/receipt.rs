@@ -2,7 +2,8 @@
 //! transaction. Two kinds exist: the message ledger (`etl.receipts`: the
 //! ids of the messages committed, so a redelivery adds nothing) and an S3
 //! object's progress (`etl.files`: the rows of the object committed so far,
-//! so a crash resumes after them). Both are written under a lock that makes
+//! so a crash resumes after them; for a replay through another chain,
+//! `etl.replays`, beside it). Both are written under a lock that makes
 //! concurrent commits of the same work take turns.
 //!
 //! Must not load rows: that is [`super::load`]'s, and the order of the steps
@@ -146,6 +147,10 @@ pub struct FileReceipt {
     pub sequencer: Option<String>,
     /// The object's row count, once the reader reached its end.
     pub end: Option<u64>,
+    /// A replay through another chain (`host replay --apply`): the chain's
+    /// digest. Its progress is kept in `etl.replays`, beside the version's
+    /// `etl.files` row, which must hold the version as loaded.
+    pub replay: Option<String>,
 }
 
 impl FileReceipt {
@@ -178,24 +183,16 @@ impl Receipt for FileReceipt {
     /// The object's ledger row is locked first, so loaders of one object
     /// take turns, and rows committed before are left out.
     async fn claim(&self, tx: &Transaction<'_>, sink: &PostgresSink, fresh: &[&Unit]) -> Result<u64, Attempt> {
+        if let Some(chain) = &self.replay {
+            return self.claim_replay(tx, sink, fresh, chain).await;
+        }
         let key: [&(dyn ToSql + Sync); 4] = [&sink.pipeline, &self.bucket, &self.key, &self.version];
         let claim = tx.prepare_cached(sql::FILE_CLAIM).await?;
         tx.execute(&claim, &[&sink.pipeline, &self.bucket, &self.key, &self.version, &self.sequencer, &self.etag])
             .await?;
         let state = tx.prepare_cached(sql::FILE_LOCK).await?;
         let done = tx.query_one(&state, &key).await?.get::<_, i64>(0) as u64;
-        let before: Vec<String> = fresh.iter().filter(|u| u.position <= done).map(|u| u.message_id.clone()).collect();
-        if !before.is_empty() {
-            return Err(Attempt::Committed(before));
-        }
-        if let Some(first) = fresh.first()
-            && first.position != done + 1
-        {
-            return Err(Attempt::OutOfStep(format!(
-                "{}: rows up to {done} are committed, this load starts at row {}; the object is loaded again from there",
-                self.uri, first.position
-            )));
-        }
+        self.in_step(fresh, done)?;
         if let Some(mine) = &self.sequencer {
             // A late or retried notification of an older version (also one
             // part-loaded before the newer one came): the rows of the newer
@@ -226,9 +223,25 @@ impl Receipt for FileReceipt {
         report: &Report,
         head: impl Future<Output = Result<bool, tokio_postgres::Error>> + Send,
     ) -> Result<(), Attempt> {
-        let progress = tx.prepare_cached(sql::FILE_PROGRESS).await?;
         let rows: usize = fresh.iter().map(|u| u.row_count).sum();
         let done = self.end == Some(file_done);
+        if let Some(chain) = &self.replay {
+            let progress = tx.prepare_cached(sql::REPLAY_PROGRESS).await?;
+            let params: [&(dyn ToSql + Sync); 9] = [
+                &sink.pipeline,
+                &self.bucket,
+                &self.key,
+                &self.version,
+                chain,
+                &(file_done as i64),
+                &(rows as i64),
+                &(report.dead_letters as i64),
+                &done,
+            ];
+            let (unique, _) = tokio::try_join!(head, tx.execute(&progress, &params))?;
+            return if unique { Ok(()) } else { Err(Attempt::Conflict) };
+        }
+        let progress = tx.prepare_cached(sql::FILE_PROGRESS).await?;
         let params: [&(dyn ToSql + Sync); 8] = [
             &sink.pipeline,
             &self.bucket,
@@ -247,6 +260,57 @@ impl Receipt for FileReceipt {
     }
 }
 
+impl FileReceipt {
+    /// Refuses units committed before (at or below row `done`) or not
+    /// starting right after it.
+    fn in_step(&self, fresh: &[&Unit], done: u64) -> Result<(), Attempt> {
+        let before: Vec<String> = fresh.iter().filter(|u| u.position <= done).map(|u| u.message_id.clone()).collect();
+        if !before.is_empty() {
+            return Err(Attempt::Committed(before));
+        }
+        if let Some(first) = fresh.first()
+            && first.position != done + 1
+        {
+            return Err(Attempt::OutOfStep(format!(
+                "{}: rows up to {done} are committed, this load starts at row {}; the object is loaded again from there",
+                self.uri, first.position
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`Receipt::claim`] of a replay: the version must still be the one
+    /// `etl.files` holds as loaded (else [`Attempt::Superseded`]); the
+    /// replay's first rows remove the object's rows in the table (where
+    /// rows know their file) and the other chains' replays of it.
+    async fn claim_replay(
+        &self,
+        tx: &Transaction<'_>,
+        sink: &PostgresSink,
+        fresh: &[&Unit],
+        chain: &String,
+    ) -> Result<u64, Attempt> {
+        let key: [&(dyn ToSql + Sync); 5] = [&sink.pipeline, &self.bucket, &self.key, &self.version, chain];
+        let loaded = tx.prepare_cached(sql::REPLAY_LOADED).await?;
+        if tx.query_opt(&loaded, &key[..4]).await?.is_none() {
+            return Err(Attempt::Superseded);
+        }
+        let claim = tx.prepare_cached(sql::REPLAY_CLAIM).await?;
+        tx.execute(&claim, &key).await?;
+        let state = tx.prepare_cached(sql::REPLAY_LOCK).await?;
+        let done = tx.query_one(&state, &key).await?.get::<_, i64>(0) as u64;
+        self.in_step(fresh, done)?;
+        if done == 0 {
+            if let Some(column) = &self.replace {
+                tx.execute(&sql::delete_file_rows(sink.target(), column), &[&self.uri]).await?;
+            }
+            let forget = tx.prepare_cached(sql::REPLAY_FORGET_OTHERS).await?;
+            tx.execute(&forget, &key).await?;
+        }
+        Ok(fresh.last().map_or(done, |u| u.position))
+    }
+}
+
 /// Whether S3 event sequencer `a` comes after `b` (hex; the shorter is
 /// right-padded with zeros, then they compare as text).
 pub fn sequencer_after(a: &str, b: &str) -> bool {
@@ -259,10 +323,12 @@ impl PostgresSink {
     /// Where an object version stands (nothing done if it is not known).
     pub async fn file_state(&self, f: &FileReceipt) -> Result<FileState, SinkError> {
         let client = self.pool.get().await.map_err(SinkError::pool)?;
-        let row = client
-            .query_opt(sql::FILE_PEEK, &[&self.pipeline, &f.bucket, &f.key, &f.version])
-            .await
-            .map_err(SinkError::of)?;
+        let key: [&(dyn ToSql + Sync); 4] = [&self.pipeline, &f.bucket, &f.key, &f.version];
+        let row = match &f.replay {
+            Some(chain) => client.query_opt(sql::REPLAY_PEEK, &[key[0], key[1], key[2], key[3], chain]).await,
+            None => client.query_opt(sql::FILE_PEEK, &key).await,
+        }
+        .map_err(SinkError::of)?;
         Ok(row.map_or(FileState::default(), |r| FileState { rows_done: r.get::<_, i64>(0) as u64, done: r.get(1) }))
     }
 

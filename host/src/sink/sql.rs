@@ -333,6 +333,41 @@ pub const FILES_LOADED_PAGE: &str = "SELECT key, version, done FROM etl.files \
 /// Forgets every version of object `$2`/`$3` of pipeline `$1` (it is gone).
 pub const FILE_FORGET: &str = "DELETE FROM etl.files WHERE pipeline = $1 AND bucket = $2 AND key = $3";
 
+/// The object versions of keys `$3` (an array) in bucket `$2` that
+/// pipeline `$1` loaded completely: key, version, ETag.
+pub const FILES_DONE_OF: &str = "SELECT key, version, etag FROM etl.files \
+     WHERE pipeline = $1 AND bucket = $2 AND key = ANY($3) AND done";
+
+/// A replay (`host replay --apply`, chain `$5`) of an object version
+/// `etl.files` holds as loaded: its progress row, made if missing.
+pub const REPLAY_CLAIM: &str = "INSERT INTO etl.replays (pipeline, bucket, key, version, chain) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+
+/// Whether the object version is (still) the one loaded: a share lock on
+/// its `etl.files` row holds off a newer version's first commit until this
+/// replay's commit.
+pub const REPLAY_LOADED: &str = "SELECT 1 FROM etl.files \
+     WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4 AND done FOR SHARE";
+
+/// Locks the replay's progress row to the commit; gives its progress.
+pub const REPLAY_LOCK: &str = "SELECT rows_done FROM etl.replays \
+     WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4 AND chain = $5 FOR UPDATE";
+
+/// The replay's progress, without a lock.
+pub const REPLAY_PEEK: &str = "SELECT rows_done, done FROM etl.replays \
+     WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4 AND chain = $5";
+
+/// Forgets the replays of the object version through other chains: this
+/// one replaces their rows.
+pub const REPLAY_FORGET_OTHERS: &str = "DELETE FROM etl.replays \
+     WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4 AND chain <> $5";
+
+/// Moves the replay's progress to row `$6`, adding `$7` rows and `$8` dead
+/// letters; `$9`: its last rows.
+pub const REPLAY_PROGRESS: &str = "UPDATE etl.replays SET rows_done = $6, rows_written = rows_written + $7, \
+     dead_letters = dead_letters + $8, done = $9, finished_at = CASE WHEN $9 THEN now() END \
+     WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4 AND chain = $5";
+
 /// Loaders of a pipeline's object take turns: a session lock held for the
 /// whole load, tried, not waited for (`$1`: the pipeline's, `$2`: the object's).
 pub const OBJECT_TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))";

@@ -13,7 +13,6 @@
 use super::fit::{self, Example, Found, Live, LiveColumn, Refusal};
 use super::sql;
 use crate::config::{ColumnSource, Generated, Pipeline, Sink};
-use futures_util::SinkExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -179,7 +178,7 @@ async fn try_samples(
                 text.push(if i + 1 == columns.len() { b'\n' } else { b'\t' });
             }
         }
-        let Err(e) = copy_text(&tx, &copy, text).await else { break };
+        let Err(e) = super::replay::copy_text(&tx, &copy, text).await else { break };
         let refused = refused_line(&e).and_then(|line| samples.get(line - 1)).map(|s| s.index);
         let Some(index) = refused else { return Err(e) };
         let example = samples.iter().find(|s| s.index == index).expect("the refused one").example.clone();
@@ -236,17 +235,6 @@ fn samples(pipeline: &Pipeline, sink: &Sink, columns: &[&LiveColumn]) -> Vec<Sam
         }
     }
     samples
-}
-
-async fn copy_text(
-    tx: &tokio_postgres::Transaction<'_>,
-    statement: &str,
-    text: Vec<u8>,
-) -> Result<(), tokio_postgres::Error> {
-    let sink = tx.copy_in(statement).await?;
-    futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::from(text)).await?;
-    sink.finish().await.map(|_| ())
 }
 
 /// The line of the COPY a refusal names (`COPY etl_probe, line 3, column x: ...`).

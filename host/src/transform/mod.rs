@@ -12,6 +12,7 @@
 
 mod cache;
 mod chain;
+pub mod choice;
 mod digest;
 mod engine;
 mod params;

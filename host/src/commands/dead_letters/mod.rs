@@ -13,6 +13,7 @@ mod filter;
 mod print;
 mod read;
 
+use crate::transform::choice::StepChoice;
 use super::EngineOptions;
 use crate::config;
 use crate::sink::dead_letter::Sealer;
@@ -221,8 +222,8 @@ pub fn who() -> Option<String> {
 
 /// Replays dead letters (`ids`, or all open ones) through the current
 /// pipeline, printing each result.
-pub async fn replay(path: &Path, ids: &[i64], opts: &EngineOptions) -> anyhow::Result<Replayed> {
-    replay_with(path, ids, opts, &super::run::database_url()?).await
+pub async fn replay(path: &Path, ids: &[i64], steps: &[StepChoice], opts: &EngineOptions) -> anyhow::Result<Replayed> {
+    replay_with(path, ids, steps, opts, &super::run::database_url()?).await
 }
 
 /// The summary line of a replay.
@@ -233,8 +234,14 @@ pub fn summary(r: &Replayed) -> String {
 /// [`replay`] against the database at `url`. Given ids that are not the
 /// pipeline's are an error and nothing is replayed; given ids replayed or
 /// discarded before are not replayed, saying so.
-pub async fn replay_with(path: &Path, ids: &[i64], opts: &EngineOptions, url: &str) -> anyhow::Result<Replayed> {
-    let pipeline = config::load(path)?;
+pub async fn replay_with(
+    path: &Path,
+    ids: &[i64],
+    steps: &[StepChoice],
+    opts: &EngineOptions,
+    url: &str,
+) -> anyhow::Result<Replayed> {
+    let mut pipeline = config::load(path)?;
     anyhow::ensure!(pipeline.sink.is_some(), "the pipeline has no [sink]");
     // First, whether the schema is there and the ids are the pipeline's.
     let client = connect(url).await?;
@@ -249,6 +256,7 @@ pub async fn replay_with(path: &Path, ids: &[i64], opts: &EngineOptions, url: &s
         return Ok(Replayed::default());
     }
     let engine = opts.engine()?;
+    crate::transform::choice::apply(&engine, &mut pipeline, steps)?;
     let report = |id: i64, result: &str| println!("dead letter {id}: {result}");
     let aws = crate::aws::Aws::from_env().await;
     match crate::source::dead_letters::replay(pipeline, engine, url, &aws, &ids, report).await {

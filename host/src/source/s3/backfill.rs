@@ -75,7 +75,7 @@ pub struct BackfillProgress {
 }
 
 impl BackfillProgress {
-    fn of(p: &Progress, objects: u64, total_bytes: u64, started: Instant) -> Self {
+    pub(super) fn of(p: &Progress, objects: u64, total_bytes: u64, started: Instant) -> Self {
         BackfillProgress {
             objects_done: p.objects.load(Ordering::Relaxed),
             objects,

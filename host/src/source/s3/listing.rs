@@ -19,6 +19,8 @@ pub struct Listed {
     /// Listed from a versioned bucket (ListObjectVersions), unless `null`
     /// (written while the bucket kept no versions, or had them suspended).
     pub version_id: Option<String>,
+    /// When it was written, as the listing says.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 impl Listed {
@@ -151,7 +153,8 @@ impl Loader {
 fn listed(o: &aws_sdk_s3::types::Object) -> Option<Listed> {
     let (Some(key), Some(etag)) = (o.key(), o.e_tag()) else { return None };
     let size = o.size().unwrap_or(0).max(0) as u64;
-    (!key.ends_with('/')).then(|| Listed { key: key.to_string(), etag: unquote(etag), size, version_id: None })
+    let modified = o.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok());
+    (!key.ends_with('/')).then(|| Listed { key: key.to_string(), etag: unquote(etag), size, version_id: None, modified })
 }
 
 /// The latest version of a key in a versioned listing.
@@ -163,5 +166,6 @@ fn latest(v: &aws_sdk_s3::types::ObjectVersion) -> Option<Listed> {
         etag: unquote(etag),
         size,
         version_id: version_id(Some(version)),
+        modified: v.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
     })
 }

@@ -18,6 +18,7 @@ mod lock;
 mod notifications;
 mod object;
 mod reconcile;
+pub mod replay;
 
 pub use backfill::{BackfillProgress, backfill};
 pub use listing::Listed;

@@ -169,6 +169,7 @@ impl Loader {
             replace: self.replace.clone(),
             sequencer: object.sequencer.clone(),
             end: None,
+            replay: None,
         };
         let sink_err = |error| LoadError::Sink { uri: uri.clone(), error };
         // Objects are divided between loaders (and hosts) by a lock of
@@ -240,15 +241,10 @@ impl Loader {
         }
     }
 
-    /// Reads the object from row `rows_done` on and commits its rows.
-    async fn stream(
-        &self,
-        mut chain: TransformChain,
-        object: &ObjectRef,
-        receipt: FileReceipt,
-        rows_done: u64,
-    ) -> (TransformChain, Result<Outcome, LoadError>) {
-        let uri = receipt.uri.clone();
+    /// The object version's reader, from row `rows_done` on: GetObject by
+    /// its version id, else by its ETag (a changed object is
+    /// [`Outcome::Superseded`], a missing one [`Outcome::Gone`]).
+    pub(super) async fn open(&self, object: &ObjectRef, uri: &str, rows_done: u64) -> Result<Opened, LoadError> {
         let mut get = self.s3.get_object().bucket(&object.bucket).key(&object.key);
         get = match (&object.version_id, &object.etag) {
             (Some(v), _) => get.version_id(v),
@@ -261,9 +257,9 @@ impl Loader {
                 let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default().to_string();
                 let status = e.raw_response().map(|r| r.status().as_u16());
                 return match (code.as_str(), status) {
-                    ("NoSuchKey" | "NoSuchVersion", _) | (_, Some(404)) => (chain, Ok(Outcome::Gone)),
-                    ("PreconditionFailed", _) | (_, Some(412)) => (chain, Ok(Outcome::Superseded)),
-                    _ => (chain, Err(s3_error(object, "GetObject", &e))),
+                    ("NoSuchKey" | "NoSuchVersion", _) | (_, Some(404)) => Ok(Opened::Not(Outcome::Gone)),
+                    ("PreconditionFailed", _) | (_, Some(412)) => Ok(Opened::Not(Outcome::Superseded)),
+                    _ => Err(s3_error(object, "GetObject", &e)),
                 };
             }
         };
@@ -275,16 +271,33 @@ impl Loader {
             max_row_bytes: self.flow.pipeline.max_record_bytes,
         };
         let body = Box::pin(out.body.into_async_read());
-        let mut reader = match FileReader::open(body, options, &object.key, encoding.as_deref()).await {
-            Ok(r) => r,
-            Err(e) if e.is_retryable() => {
-                return (
-                    chain,
-                    Err(LoadError::S3 { uri, action: "reading", reason: e.to_string(), kind: FaultKind::Unreachable }),
-                );
-            }
+        match FileReader::open(body, options, &object.key, encoding.as_deref()).await {
+            Ok(r) => Ok(Opened::Reader(r)),
+            Err(e) if e.is_retryable() => Err(LoadError::S3 {
+                uri: uri.into(),
+                action: "reading",
+                reason: e.to_string(),
+                kind: FaultKind::Unreachable,
+            }),
+            Err(e) => Ok(Opened::Unreadable(e.to_string())),
+        }
+    }
+
+    /// Reads the object from row `rows_done` on and commits its rows.
+    pub(super) async fn stream(
+        &self,
+        mut chain: TransformChain,
+        object: &ObjectRef,
+        receipt: FileReceipt,
+        rows_done: u64,
+    ) -> (TransformChain, Result<Outcome, LoadError>) {
+        let uri = receipt.uri.clone();
+        let mut reader = match self.open(object, &uri, rows_done).await {
+            Ok(Opened::Reader(r)) => r,
+            Ok(Opened::Not(outcome)) => return (chain, Ok(outcome)),
             // The object as a whole cannot be read: one dead letter says why.
-            Err(e) => return self.unreadable(chain, receipt, rows_done, e.to_string()).await,
+            Ok(Opened::Unreadable(reason)) => return self.unreadable(chain, receipt, rows_done, reason).await,
+            Err(e) => return (chain, Err(e)),
         };
         let columns = reader.columns().to_vec();
         let lineage = lineage(&chain);
@@ -349,7 +362,7 @@ impl Loader {
     /// Reads and transforms rows until there are `rows_per_commit` of them
     /// or the object ends (`end`: its row count) or breaks (`broken`: why).
     /// No rows and no end: the run is stopping.
-    async fn fill(
+    pub(super) async fn fill(
         &self,
         chain: TransformChain,
         reader: &mut FileReader,
@@ -504,10 +517,19 @@ impl Current {
 }
 
 /// Rows read and transformed for one commit.
-struct Filled {
-    units: Vec<Unit>,
-    end: Option<u64>,
-    broken: Option<String>,
+pub(super) struct Filled {
+    pub(super) units: Vec<Unit>,
+    pub(super) end: Option<u64>,
+    pub(super) broken: Option<String>,
+}
+
+/// An object version opened for reading, or why not.
+pub(super) enum Opened {
+    Reader(FileReader),
+    /// Gone, or no longer the version asked for.
+    Not(Outcome),
+    /// It cannot be read as a whole: why.
+    Unreadable(String),
 }
 
 /// Whether a request was answered (2xx) in a shape the SDK could not read,
