@@ -8,6 +8,7 @@ pub mod logs;
 pub mod plugins;
 pub mod run;
 pub mod scaffold;
+pub mod shadow;
 pub mod test;
 
 use crate::config::{self, Pipeline};

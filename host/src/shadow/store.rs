@@ -187,6 +187,14 @@ pub async fn decisions(client: &impl GenericClient, pipeline: &str) -> Result<Ve
     Ok(rows.iter().map(decision_of).collect())
 }
 
+/// Records a decision: pipeline, candidate, action (`promote` or
+/// `discard`), by whom; returns its id.
+pub const DECIDE_SQL: &str = "INSERT INTO etl.shadow_decisions (pipeline, candidate, action, decided_by) \
+     VALUES ($1, $2, $3, $4) RETURNING id";
+
+/// A decision's outcome and reason, by id.
+pub const OUTCOME_SQL: &str = "SELECT outcome, reason FROM etl.shadow_decisions WHERE id = $1";
+
 /// Records a decision (`promote` or `discard`) to be carried out; gives
 /// its id.
 pub async fn decide(
@@ -196,13 +204,7 @@ pub async fn decide(
     action: &str,
     by: &str,
 ) -> Result<i64, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "INSERT INTO etl.shadow_decisions (pipeline, candidate, action, decided_by) VALUES ($1, $2, $3, $4) \
-             RETURNING id",
-            &[&pipeline, &candidate, &action, &by],
-        )
-        .await?;
+    let row = client.query_one(DECIDE_SQL, &[&pipeline, &candidate, &action, &by]).await?;
     Ok(row.get(0))
 }
 
