@@ -25,6 +25,7 @@ mod run;
 mod sandbox;
 mod scaffold;
 mod services;
+mod shadow;
 mod sftp;
 mod sshd;
 mod swap;

@@ -427,7 +427,7 @@ pub struct ShadowConfig {
 }
 
 /// `[shadow]`: what holds for every candidate of the pipeline.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShadowSettingsConfig {
     /// Promote the candidate by itself once these bounds hold.
@@ -435,6 +435,12 @@ pub struct ShadowSettingsConfig {
     /// Batches waiting for the candidate, at most; more are skipped.
     #[serde(default = "default_shadow_queue")]
     pub queue: usize,
+}
+
+impl Default for ShadowSettingsConfig {
+    fn default() -> Self {
+        ShadowSettingsConfig { promote_when: None, queue: default_shadow_queue() }
+    }
 }
 
 fn default_shadow_queue() -> usize {
