@@ -25,8 +25,8 @@ fn pipeline(name: &str, schema: &str, shadow: &str) -> std::path::PathBuf {
     let mask = "algorithm = \"sha256\" }\n";
     assert!(text.contains(mask));
     let text = text.replacen(mask, &format!("{mask}shadow = {shadow}\n"), 1);
-    let cut = text.find("[[tests]]\nname = \"a message of the wrong type").expect("the reject cases");
-    let first = text.find("[[tests]]").unwrap();
+    let cut = text.find("\n[[tests]]\nname = \"a message of the wrong type").expect("the reject cases");
+    let first = text.find("\n[[tests]]").unwrap();
     std::fs::write(&file, format!("{}{}", &text[..first], &text[cut..])).unwrap();
     file
 }
@@ -91,6 +91,7 @@ async fn an_hmac_candidate_changes_the_masks_only_and_takes_over_when_promoted()
     let bodies = good_bodies(1000);
     send(&sqs, &url, &bodies).await;
     assert_eq!(rows_reach(&schema, 1000, Duration::from_secs(600)).await, 1000, "{}", host.log());
+    assert!(host.log().contains("a candidate runs in shadow"), "{}", host.log());
     assert_eq!(compared(&name, 1000, Duration::from_secs(60)).await, 1000, "{}", host.log());
     let (records, changed, same, columns, trapped, _, rejected) = shadow_row(&name).await.unwrap();
     assert_eq!((records, changed, same, trapped, rejected), (1000, 1000, 0, 0, 0));
