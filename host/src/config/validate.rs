@@ -674,3 +674,38 @@ fn test_case(t: TestCaseConfig) -> Result<TestCase, String> {
     };
     Ok(TestCase { name: t.name, input, expect })
 }
+
+#[cfg(test)]
+mod shadow_tests {
+    use std::path::Path;
+
+    fn pipeline(shadow: &str) -> super::Pipeline {
+        let text = format!(
+            "[[transforms]]\nuses = \"flatten\"\n\n[[transforms]]\nuses = \"mask\"\n\
+             digest = \"sha256:{}\"\nparams = {{ fields = [\"a\"] }}\ngrants = {{ secrets = {{ k = \"KEY\" }} }}\n{shadow}\n",
+            "a".repeat(64)
+        );
+        let path = Path::new("p.toml");
+        super::validate(path, crate::config::parse_str(path, &text, |_| None).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_candidate_is_production_with_the_shadows_keys() {
+        let p = pipeline("shadow = { params = { fields = [\"b\"] } }");
+        assert!(p.has_shadow());
+        let c = p.candidate().unwrap();
+        assert!(!c.has_shadow());
+        let (old, new) = (&p.steps[1], &c.steps[1]);
+        assert_eq!((new.uses.as_str(), new.params.as_str()), ("mask", r#"{"fields":["b"]}"#));
+        assert_eq!(new.digest, old.digest, "the same plugin keeps its pin");
+        assert_eq!(new.grants.secrets, old.grants.secrets, "grants left out are production's");
+        assert_eq!(c.steps[0].params, p.steps[0].params);
+
+        let other = pipeline("shadow = { uses = \"mask-v2.wasm\", grants = {} }").candidate().unwrap();
+        assert_eq!(other.steps[1].uses, "mask-v2.wasm");
+        assert_eq!(other.steps[1].digest, None, "another plugin is not held to production's pin");
+        assert!(other.steps[1].grants.secrets.is_empty(), "grants given are the candidate's whole");
+        assert_eq!(other.steps[1].line, 9, "errors point at the shadow");
+        assert!(pipeline("").candidate().is_none());
+    }
+}

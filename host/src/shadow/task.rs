@@ -354,3 +354,31 @@ fn record_metrics(pipeline: &str, d: &Delta) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(records: u64, changed: u64, rejected: u64) -> Delta {
+        let summary = crate::diff::Summary {
+            records,
+            changed,
+            same: records - changed - rejected,
+            rejected_by_candidate_only: rejected,
+            ..Default::default()
+        };
+        Delta { summary, ..Delta::default() }
+    }
+
+    #[test]
+    fn promote_when_needs_the_volume_and_both_bounds() {
+        let bounds = PromoteWhen { records: 1000, changed_at_most: 0.0, rejected_at_most: 0.001 };
+        assert!(!holds(&bounds, &totals(999, 0, 0)), "not enough records yet");
+        assert!(holds(&bounds, &totals(1000, 0, 1)), "one in a thousand rejected is within 0.001");
+        assert!(!holds(&bounds, &totals(1000, 0, 2)));
+        assert!(!holds(&bounds, &totals(5000, 1, 0)), "no change allowed");
+        let loose = PromoteWhen { records: 10, changed_at_most: 1.0, rejected_at_most: 0.0 };
+        assert!(holds(&loose, &totals(10, 10, 0)));
+        assert!(!holds(&PromoteWhen { records: 0, ..loose }, &totals(0, 0, 0)), "nothing compared holds nothing");
+    }
+}
