@@ -116,8 +116,13 @@ fn throughput(
                     done.fetch_add(b.records.len(), Ordering::Relaxed);
                     if let Some(tap) = tap.as_ref().filter(|t| t.active()) {
                         let labels = (0..b.records.len()).map(|i| format!("message {i}")).collect();
-                        let offer =
-                            Offer { lineage: lineage.clone(), batch: b.clone(), production: out, production_cpu: cpu, labels };
+                        let offer = Offer {
+                            lineage: lineage.clone(),
+                            batch: b.clone(),
+                            production: out,
+                            production_cpu: cpu,
+                            labels,
+                        };
                         tap.offer(offer);
                     }
                 }

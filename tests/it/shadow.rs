@@ -45,7 +45,15 @@ async fn shadow_row(name: &str) -> Option<(i64, i64, i64, serde_json::Value, i64
         .await
         .unwrap()?;
     let columns: String = row.get(3);
-    Some((row.get(0), row.get(1), row.get(2), serde_json::from_str(&columns).unwrap(), row.get(4), row.get(5), row.get(6)))
+    Some((
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        serde_json::from_str(&columns).unwrap(),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+    ))
 }
 
 /// Waits until the candidate compared `want` records (or `limit` passes).
@@ -101,7 +109,11 @@ async fn an_hmac_candidate_changes_the_masks_only_and_takes_over_when_promoted()
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(report.contains("records compared: 1000\n"), "{report}");
-    assert!(report.contains("changed columns:\n    masked_device_id  1000 rows\n    masked_ip         1000 rows\n  records"), "{report}");
+    assert!(
+        report
+            .contains("changed columns:\n    masked_device_id  1000 rows\n    masked_ip         1000 rows\n  records"),
+        "{report}"
+    );
     assert!(report.contains("step 3 mask params changed"), "{report}");
     assert!(!report.contains("199.172"), "no values in the report: {report}");
 
@@ -126,10 +138,7 @@ async fn an_hmac_candidate_changes_the_masks_only_and_takes_over_when_promoted()
 
     let decided = pg()
         .await
-        .query_one(
-            "SELECT action, decided_by, outcome FROM etl.shadow_decisions WHERE pipeline = $1",
-            &[&name],
-        )
+        .query_one("SELECT action, decided_by, outcome FROM etl.shadow_decisions WHERE pipeline = $1", &[&name])
         .await
         .unwrap();
     let (action, by, outcome): (String, String, Option<String>) = (decided.get(0), decided.get(1), decided.get(2));
@@ -148,7 +157,8 @@ async fn a_candidate_that_traps_costs_production_nothing_and_is_discarded_throug
     let port = free_port();
     let admin = format!("127.0.0.1:{port}");
     let args = ["--plugin-path", common::TEST_PLUGIN_DIR, "--admin", &admin];
-    let host = Host::run_all(&[&file], &args, &[("HOST_ADMIN_TOKEN", TOKEN)], &services::database_url(), services::endpoint());
+    let host =
+        Host::run_all(&[&file], &args, &[("HOST_ADMIN_TOKEN", TOKEN)], &services::database_url(), services::endpoint());
 
     send(&sqs, &url, &good_bodies(200)).await;
     assert_eq!(rows_reach(&schema, 200, Duration::from_secs(300)).await, 200, "{}", host.log());
@@ -169,12 +179,8 @@ async fn a_candidate_that_traps_costs_production_nothing_and_is_discarded_throug
     let answer = http(port, "POST", &format!("/pipelines/{name}/discard"), Some(TOKEN)).await.unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.body.contains("\"outcome\":\"done\""), "{}", answer.body);
-    let state: String = pg()
-        .await
-        .query_one("SELECT state FROM etl.shadows WHERE pipeline = $1", &[&name])
-        .await
-        .unwrap()
-        .get(0);
+    let state: String =
+        pg().await.query_one("SELECT state FROM etl.shadows WHERE pipeline = $1", &[&name]).await.unwrap().get(0);
     assert_eq!(state, "discarded");
     let again = http(port, "POST", &format!("/pipelines/{name}/promote"), Some(TOKEN)).await.unwrap();
     assert_eq!(again.status, 409, "nothing runs in shadow any more: {}", again.body);

@@ -383,7 +383,8 @@ async fn decide(admin: &Admin, name: &str, action: &str) -> Response {
         return (StatusCode::NOT_FOUND, format!("no pipeline `{name}` in this process\n")).into_response();
     };
     let Some(view) = panel.shadow().filter(|v| v.state == "running") else {
-        return (StatusCode::CONFLICT, format!("pipeline `{name}` has no candidate running in shadow\n")).into_response();
+        return (StatusCode::CONFLICT, format!("pipeline `{name}` has no candidate running in shadow\n"))
+            .into_response();
     };
     let (sql, limit) = (crate::shadow::store::DECIDE_SQL, COUNT_TIMEOUT);
     let id: i64 = match admin.db.query(sql, &[&name, &view.candidate, &action, &"admin token"], limit).await {

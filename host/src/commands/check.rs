@@ -13,12 +13,18 @@ use std::path::PathBuf;
 /// The candidate in shadow, if the pipeline names one: built as
 /// production is; a test case it fails is a warning (a promotion would
 /// be refused until the case is changed).
-fn candidate(engine: &std::sync::Arc<crate::transform::Engine>, pipeline: &crate::config::Pipeline) -> anyhow::Result<()> {
+fn candidate(
+    engine: &std::sync::Arc<crate::transform::Engine>,
+    pipeline: &crate::config::Pipeline,
+) -> anyhow::Result<()> {
     let Some(candidate) = pipeline.candidate() else { return Ok(()) };
     let mut chain = crate::transform::TransformChain::build(engine, &candidate)
         .map_err(|e| anyhow::anyhow!("the candidate in shadow: {e}"))?;
     if let Err(why) = crate::cases::first_failure(&candidate, &mut chain) {
-        eprintln!("warning: {}: the candidate in shadow fails a test case, so promoting it would be refused: {why}", pipeline.file.display());
+        eprintln!(
+            "warning: {}: the candidate in shadow fails a test case, so promoting it would be refused: {why}",
+            pipeline.file.display()
+        );
     }
     Ok(())
 }

@@ -67,7 +67,10 @@ fn text(pipeline: &Pipeline, s: &Shadow, decisions: &[&Decision]) -> String {
             (Some(o), at) => format!("{o} at {}", at.as_deref().unwrap_or("?")),
         };
         let reason = d.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-        out.push_str(&format!("    #{} {} by {} at {}: {outcome}{reason}\n", d.id, d.action, d.decided_by, d.decided_at));
+        out.push_str(&format!(
+            "    #{} {} by {} at {}: {outcome}{reason}\n",
+            d.id, d.action, d.decided_by, d.decided_at
+        ));
     }
     if s.state == "promoted" {
         out.push_str(&file_note(pipeline));

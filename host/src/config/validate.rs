@@ -318,7 +318,11 @@ fn shadow_settings(c: &super::ShadowSettingsConfig, steps: &[Step]) -> Result<Op
             return Err(format!("[shadow] promote_when.{what} = {v} is a share of the records: 0 to 1"));
         }
     }
-    Ok(Some(PromoteWhen { records: w.records, changed_at_most: w.changed_at_most, rejected_at_most: w.rejected_at_most }))
+    Ok(Some(PromoteWhen {
+        records: w.records,
+        changed_at_most: w.changed_at_most,
+        rejected_at_most: w.rejected_at_most,
+    }))
 }
 
 /// A batch's first message waits up to `max_wait_ms` for the rest while

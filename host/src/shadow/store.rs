@@ -142,8 +142,7 @@ pub async fn shadows(client: &impl GenericClient, pipeline: &str) -> Result<Vec<
     Ok(rows.iter().map(shadow_of).collect())
 }
 
-const DECISION_COLUMNS: &str =
-    "id, candidate, action, decided_by, decided_at::text, outcome, reason, settled_at::text";
+const DECISION_COLUMNS: &str = "id, candidate, action, decided_by, decided_at::text, outcome, reason, settled_at::text";
 
 fn decision_of(r: &tokio_postgres::Row) -> Decision {
     Decision {
@@ -241,8 +240,7 @@ pub async fn settle(
 
 /// A decision by id.
 pub async fn decision(client: &impl GenericClient, id: i64) -> Result<Option<Decision>, tokio_postgres::Error> {
-    let row = client
-        .query_opt(&format!("SELECT {DECISION_COLUMNS} FROM etl.shadow_decisions WHERE id = $1"), &[&id])
-        .await?;
+    let row =
+        client.query_opt(&format!("SELECT {DECISION_COLUMNS} FROM etl.shadow_decisions WHERE id = $1"), &[&id]).await?;
     Ok(row.as_ref().map(decision_of))
 }

@@ -145,8 +145,7 @@ impl Task {
         }
         if !same {
             self.settle().await;
-            let changes =
-                crate::reload::changes((&generation.pipeline, &generation.loaded), (&candidate, &loaded));
+            let changes = crate::reload::changes((&generation.pipeline, &generation.loaded), (&candidate, &loaded));
             tracing::info!(pipeline = %name, candidate = %short(&fingerprint), changes = %changes, "a candidate runs in shadow");
             self.current = Some(Current {
                 fingerprint: fingerprint.clone(),
@@ -221,17 +220,16 @@ impl Task {
             current.stored = true;
         }
         let db = &**client;
-        let mut standing = store::standing(db, &name, &current.fingerprint).await.map_err(|e| crate::report::report(&e))?;
+        let mut standing =
+            store::standing(db, &name, &current.fingerprint).await.map_err(|e| crate::report::report(&e))?;
         if standing.is_none()
             && current.state == "running"
-            && let Some(bounds) = current.promote_when.filter(|b| holds(b, &current.totals))
+            && let Some(by) = automatic(current)
         {
-            let by = format!(
-                "automatic: promote_when {{ records = {}, changed_at_most = {}, rejected_at_most = {} }} held over {} records",
-                bounds.records, bounds.changed_at_most, bounds.rejected_at_most, current.totals.summary.records
-            );
             tracing::info!(pipeline = %name, candidate = %short(&current.fingerprint), "promote_when holds: promoting");
-            store::decide(db, &name, &current.fingerprint, "promote", &by).await.map_err(|e| crate::report::report(&e))?;
+            store::decide(db, &name, &current.fingerprint, "promote", &by)
+                .await
+                .map_err(|e| crate::report::report(&e))?;
             standing = store::standing(db, &name, &current.fingerprint).await.map_err(|e| crate::report::report(&e))?;
         }
         let Some(decision) = standing else { return Ok(()) };
@@ -311,6 +309,15 @@ impl Task {
             updated: Some(SystemTime::now()),
         }));
     }
+}
+
+/// Who promotes the candidate by itself, if its `promote_when` holds.
+fn automatic(current: &Current) -> Option<String> {
+    let bounds = current.promote_when.filter(|b| holds(b, &current.totals))?;
+    Some(format!(
+        "automatic: promote_when {{ records = {}, changed_at_most = {}, rejected_at_most = {} }} held over {} records",
+        bounds.records, bounds.changed_at_most, bounds.rejected_at_most, current.totals.summary.records
+    ))
 }
 
 /// Whether `totals` keep `bounds`: enough records compared, and the shares
