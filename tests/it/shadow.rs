@@ -136,6 +136,16 @@ async fn an_hmac_candidate_changes_the_masks_only_and_takes_over_when_promoted()
     assert_eq!(hmac_rows, 10, "the rows after the promotion are HMACs\n{}", host.log());
     assert!(host.log().contains("promoted"), "{}", host.log());
 
+    // A restart on the unchanged file keeps the promotion: the decision
+    // stands, and is carried out before the first batch.
+    drop(host);
+    let host = Host::run_all(&[&file], &[], &envs, &services::database_url(), services::endpoint());
+    send(&sqs, &url, &bodies[..10]).await;
+    assert_eq!(rows_reach(&schema, 1020, Duration::from_secs(120)).await, 1020, "{}", host.log());
+    let hmac_rows =
+        count(&format!("SELECT count(*) FROM {schema}.user_logins WHERE masked_ip IN ({})", hmacs.join(", "))).await;
+    assert_eq!(hmac_rows, 20, "the rows after the restart are HMACs too\n{}", host.log());
+
     let decided = pg()
         .await
         .query_one("SELECT action, decided_by, outcome FROM etl.shadow_decisions WHERE pipeline = $1", &[&name])

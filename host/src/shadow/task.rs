@@ -194,56 +194,82 @@ impl Task {
         record_metrics(&self.setup.panel.name, &delta);
         current.unsaved.absorb(&delta);
         current.totals.absorb(&delta);
-        let looked = tokio::time::timeout(DATABASE_WITHIN, self.store_and_decide()).await;
-        match looked.unwrap_or_else(|_| Err(format!("no answer within {} s", DATABASE_WITHIN.as_secs()))) {
-            Ok(()) => self.database_failing = false,
-            Err(why) => {
-                if !self.database_failing {
-                    tracing::warn!(pipeline = %self.setup.panel.name, error = %why, "the shadow's summary cannot be stored now; kept and tried again");
-                }
-                self.database_failing = true;
-            }
+        let looked = within(self.store_and_look()).await;
+        let decision = self.database(looked).flatten();
+        if let Some(decision) = decision {
+            // Not under the database's bound: a promotion loads plugins.
+            let outcome = self.carry_out(&decision).await;
+            let name = self.setup.panel.name.clone();
+            let pool = self.setup.pool.clone();
+            let recorded = within(async move {
+                let client = pool.get().await.map_err(|e| e.to_string())?;
+                let outcome = outcome.as_ref().map(|_| ()).map_err(String::as_str);
+                store::settle(&**client, &name, &decision, outcome).await.map_err(|e| crate::report::report(&e))
+            })
+            .await;
+            self.database(recorded);
         }
         self.show();
     }
 
-    async fn store_and_decide(&mut self) -> Result<(), String> {
+    /// What a look at the database gave, noting (and logging once) when
+    /// it could not be reached.
+    fn database<T>(&mut self, looked: Result<T, String>) -> Option<T> {
+        match looked {
+            Ok(t) => {
+                self.database_failing = false;
+                Some(t)
+            }
+            Err(why) => {
+                if !self.database_failing {
+                    tracing::warn!(pipeline = %self.setup.panel.name, error = %why, "the shadow's summary or decisions cannot be stored or read now; kept and tried again");
+                }
+                self.database_failing = true;
+                None
+            }
+        }
+    }
+
+    /// Adds what was measured to the candidate's row, then reads the
+    /// decision that stands for it (making the automatic one when
+    /// `promote_when` holds): the decision to carry out, if any.
+    async fn store_and_look(&mut self) -> Result<Option<Decision>, String> {
         let name = self.setup.panel.name.clone();
+        let failed = |e: tokio_postgres::Error| crate::report::report(&e);
         let mut client = self.setup.pool.get().await.map_err(|e| e.to_string())?;
-        let Some(current) = self.current.as_mut() else { return Ok(()) };
+        let Some(current) = self.current.as_mut() else { return Ok(None) };
         if !current.stored || !current.unsaved.is_empty() {
             let shadow = store::add(&mut client, &name, &current.fingerprint, &current.changes, &current.unsaved)
                 .await
-                .map_err(|e| crate::report::report(&e))?;
+                .map_err(failed)?;
             current.unsaved = Delta::default();
             current.totals = shadow.totals;
             current.stored = true;
         }
         let db = &**client;
-        let mut standing =
-            store::standing(db, &name, &current.fingerprint).await.map_err(|e| crate::report::report(&e))?;
+        let mut standing = store::standing(db, &name, &current.fingerprint).await.map_err(failed)?;
         if standing.is_none()
             && current.state == "running"
             && let Some(by) = automatic(current)
         {
             tracing::info!(pipeline = %name, candidate = %short(&current.fingerprint), "promote_when holds: promoting");
-            store::decide(db, &name, &current.fingerprint, "promote", &by)
-                .await
-                .map_err(|e| crate::report::report(&e))?;
-            standing = store::standing(db, &name, &current.fingerprint).await.map_err(|e| crate::report::report(&e))?;
+            store::decide(db, &name, &current.fingerprint, "promote", &by).await.map_err(failed)?;
+            standing = store::standing(db, &name, &current.fingerprint).await.map_err(failed)?;
         }
-        let Some(decision) = standing else { return Ok(()) };
-        if current.state != "running" || decision.outcome.as_deref() == Some("refused") {
-            return Ok(());
-        }
+        let refused = standing.as_ref().is_some_and(|d| d.outcome.as_deref() == Some("refused"));
+        Ok(standing.filter(|_| current.state == "running" && !refused))
+    }
+
+    /// Promotes or discards the candidate as `decision` says.
+    async fn carry_out(&mut self, decision: &Decision) -> Result<(), String> {
         let outcome = match decision.action.as_str() {
-            "promote" => self.promote(&decision).await,
+            "promote" => self.promote(decision).await,
             _ => {
-                tracing::info!(pipeline = %name, candidate = %short(&decision.candidate), by = %decision.decided_by, "candidate discarded");
+                tracing::info!(pipeline = %self.setup.panel.name, candidate = %short(&decision.candidate), by = %decision.decided_by, "candidate discarded");
                 Ok(())
             }
         };
-        let current = self.current.as_mut().expect("still there");
+        let Some(current) = self.current.as_mut() else { return outcome };
         match &outcome {
             Ok(()) => {
                 current.state = if decision.action == "promote" { "promoted" } else { "discarded" };
@@ -254,9 +280,7 @@ impl Task {
         if current.state != "running" {
             self.use_candidate(None);
         }
-        store::settle(db, &name, &decision, outcome.as_ref().map(|_| ()).map_err(String::as_str))
-            .await
-            .map_err(|e| crate::report::report(&e))
+        outcome
     }
 
     /// Asks the watcher to swap the candidate in.
@@ -309,6 +333,13 @@ impl Task {
             updated: Some(SystemTime::now()),
         }));
     }
+}
+
+/// `f` within [`DATABASE_WITHIN`].
+async fn within<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(DATABASE_WITHIN, f)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", DATABASE_WITHIN.as_secs())))
 }
 
 /// Who promotes the candidate by itself, if its `promote_when` holds.
