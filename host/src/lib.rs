@@ -19,6 +19,7 @@ pub mod queue;
 pub mod reload;
 pub mod report;
 pub mod run;
+pub mod shadow;
 pub mod sink;
 pub mod source;
 pub mod status;

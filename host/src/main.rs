@@ -168,6 +168,10 @@ enum Command {
     /// List or replay the records a pipeline could not load.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
+    /// A candidate version running in shadow beside production: what it
+    /// would change, and promoting or discarding it.
+    #[command(subcommand)]
+    Shadow(ShadowCommand),
     /// Dry-run a pipeline's transforms on a local file (no AWS, no
     /// database), or run the test cases in the pipeline file.
     ///
@@ -232,6 +236,48 @@ enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum ShadowCommand {
+    /// Each candidate that ran in shadow (newest first): rows same,
+    /// changed (by column), added, dropped, rejected by one side only,
+    /// a sample of records that differ, CPU time of both sides, and every
+    /// decision with who made it and when.
+    Report {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Swap the running candidate in (its pipeline's [[tests]] must pass),
+    /// between batches, without a restart: recorded in the database, carried
+    /// out by every running host of the pipeline. Exits 1 if it was refused.
+    Promote {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        #[command(flatten)]
+        decision: DecisionArgs,
+    },
+    /// Stop running the candidate in shadow (production is untouched).
+    Discard {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        #[command(flatten)]
+        decision: DecisionArgs,
+    },
+}
+
+#[derive(Args)]
+struct DecisionArgs {
+    /// The candidate (its fingerprint, or the start of it) [default: the one running].
+    #[arg(long, value_name = "SHA256")]
+    candidate: Option<String>,
+    /// Seconds to wait for a running host to carry the decision out.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    wait: u64,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -431,7 +477,12 @@ impl Command {
             | Command::Test { log, .. }
             | Command::Check { log, .. }
             | Command::Plugins(Plugins::Inspect { log, .. })
-            | Command::Lineage { log, .. } => Some(log),
+            | Command::Lineage { log, .. }
+            | Command::Shadow(
+                ShadowCommand::Report { log, .. }
+                | ShadowCommand::Promote { decision: DecisionArgs { log, .. }, .. }
+                | ShadowCommand::Discard { decision: DecisionArgs { log, .. }, .. },
+            ) => Some(log),
             Command::Plugins(Plugins::New { .. }) | Command::Sink(SinkCommand::Ddl { .. }) => None,
         }
     }
@@ -616,10 +667,25 @@ fn run(command: Command) -> anyhow::Result<Exit> {
             runtime()?.block_on(commands::lineage::show(&pipeline, digest.as_deref(), limit, &url))?;
             Ok(Exit::Ok)
         }
+        Command::Shadow(ShadowCommand::Report { pipeline, .. }) => {
+            let url = commands::run::database_url()?;
+            runtime()?.block_on(commands::shadow::report(&pipeline, &url))?;
+            Ok(Exit::Ok)
+        }
+        Command::Shadow(ShadowCommand::Promote { pipeline, decision: d }) => decide(&pipeline, "promote", &d),
+        Command::Shadow(ShadowCommand::Discard { pipeline, decision: d }) => decide(&pipeline, "discard", &d),
         Command::Check { pipelines, db, plugins, .. } => commands::check::run(&pipelines, db, &plugins.options()),
         Command::Sink(SinkCommand::Ddl { pipeline, .. }) => {
             print!("{}", commands::check::ddl(&pipeline)?);
             Ok(Exit::Ok)
         }
     }
+}
+
+/// `host shadow promote | discard`.
+fn decide(pipeline: &std::path::Path, action: &str, d: &DecisionArgs) -> anyhow::Result<Exit> {
+    let url = commands::run::database_url()?;
+    let wait = std::time::Duration::from_secs(d.wait);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(commands::shadow::decide(pipeline, action, d.candidate.as_deref(), wait, &url))
 }

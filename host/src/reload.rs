@@ -6,6 +6,13 @@
 //! so a batch runs entirely on one version. A refused candidate is logged
 //! with its reason and not tried again until a file changes once more; the
 //! running version keeps going.
+//!
+//! A candidate in shadow (`crate::shadow`) is promoted through the same
+//! path: asked for by a [`Request`], checked as any new version (its
+//! plugins loaded, configured and run on the test cases), then published.
+//! The file still names the old step: a promotion lasts until the file
+//! changes (then the file's version is checked and taken, and the shadow
+//! module promotes the same candidate again if its decision stands).
 
 use crate::config::{self, Pipeline};
 use crate::status::Panel;
@@ -14,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// A pipeline version and its loaded plugins: what workers build their
 /// chains from.
@@ -34,11 +41,40 @@ struct Fingerprint {
     plugins: Vec<String>,
 }
 
+/// A decision the watcher carries out between two looks at the files.
+pub enum Request {
+    /// Swap in the candidate whose fingerprint is `candidate` (see
+    /// [`chain_fingerprint`]); the reply says what changed, or why not.
+    Promote { candidate: String, reply: oneshot::Sender<Result<String, String>> },
+}
+
+/// The fingerprint of a chain: each step's plugin name and digest, params
+/// and grants, as `sha256:...`. Two chains with the same one write the same
+/// rows.
+pub fn chain_fingerprint(pipeline: &Pipeline, loaded: &Loaded) -> String {
+    let steps: Vec<serde_json::Value> = pipeline
+        .steps
+        .iter()
+        .zip(&loaded.plugins)
+        .map(|(s, p)| {
+            serde_json::json!({
+                "plugin": p.name, "digest": p.digest, "params": s.params,
+                "grants": {"clock": s.grants.clock, "env": s.grants.env, "secrets": s.grants.secrets},
+            })
+        })
+        .collect();
+    digest_of(serde_json::Value::Array(steps).to_string().as_bytes())
+}
+
 /// Watches one pipeline; see the module docs.
 pub struct Watcher {
     engine: Arc<Engine>,
     path: PathBuf,
-    interval: Duration,
+    /// `None`: the files are not looked at (only requests are served).
+    interval: Option<Duration>,
+    requests: mpsc::Receiver<Request>,
+    /// Handed to the shadow module; kept so `requests` never closes.
+    requester: mpsc::Sender<Request>,
     text: String,
     current: Fingerprint,
     generation: Arc<Generation>,
@@ -57,10 +93,11 @@ impl Watcher {
         engine: Arc<Engine>,
         first: Arc<Generation>,
         text: String,
-        interval: Duration,
+        interval: Option<Duration>,
         panel: Arc<Panel>,
     ) -> Self {
         let path = first.pipeline.file.clone();
+        let (requester, requests) = mpsc::channel(4);
         // The revision the first version came from: a file changed since it
         // was read is a new version at the first look.
         let current = Fingerprint { pipeline: first.pipeline.revision.clone(), plugins: Vec::new() };
@@ -70,6 +107,8 @@ impl Watcher {
             engine,
             path,
             interval,
+            requests,
+            requester,
             text,
             current,
             generation: first,
@@ -86,23 +125,72 @@ impl Watcher {
         self.tx.subscribe()
     }
 
-    /// Looks for new versions until `stop` turns true.
+    /// Where to ask for promotions.
+    pub fn requester(&self) -> mpsc::Sender<Request> {
+        self.requester.clone()
+    }
+
+    /// Looks for new versions and serves requests until `stop` turns true.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.interval) => {}
+            let interval = self.interval;
+            let look = async move {
+                match interval {
+                    Some(every) => tokio::time::sleep(every).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let request = tokio::select! {
+                () = look => None,
+                r = self.requests.recv() => r,
                 _ = stop.changed() => return,
-            }
+            };
             if *stop.borrow() {
                 return;
             }
             self = tokio::task::spawn_blocking(move || {
-                self.poll();
+                match request {
+                    None => self.poll(),
+                    Some(Request::Promote { candidate, reply }) => {
+                        let _ = reply.send(self.promote(&candidate));
+                    }
+                }
                 self
             })
             .await
             .expect("the watcher does not panic");
         }
+    }
+
+    /// Swaps in the running generation's candidate, if its fingerprint is
+    /// `fingerprint` and it passes the checks of any new version; says what
+    /// changed.
+    pub fn promote(&mut self, fingerprint: &str) -> Result<String, String> {
+        let Some(candidate) = self.generation.pipeline.candidate() else {
+            return Err("no candidate runs in shadow now".into());
+        };
+        let loaded = Loaded::load(&self.engine, &candidate).map_err(|e| e.to_string())?;
+        let found = chain_fingerprint(&candidate, &loaded);
+        if found != fingerprint {
+            return Err(format!("the candidate in shadow is {} now, not {}", short(&found), short(fingerprint)));
+        }
+        let mut chain = TransformChain::instantiate(&self.engine, &candidate, &loaded).map_err(|e| e.to_string())?;
+        crate::cases::first_failure(&candidate, &mut chain)?;
+        let changes = format!("promoted: {}", self.describe_changes(&candidate, &loaded));
+        self.current.plugins = self.markers(&candidate);
+        self.publish(candidate, loaded, &changes);
+        Ok(changes)
+    }
+
+    /// Makes `pipeline` the version workers take from their next batch.
+    fn publish(&mut self, pipeline: Pipeline, loaded: Loaded, changes: &str) {
+        let number = self.generation.number + 1;
+        self.generation = Arc::new(Generation { number, pipeline, loaded });
+        self.panel.set_revision(&self.current.pipeline);
+        self.panel.event(true, changes);
+        self.panel.set_plugins(self.generation.loaded.versions());
+        tracing::info!(pipeline = %self.generation.pipeline.name, generation = number, changes = %changes, "new version checked and in use from the next batch");
+        self.tx.send_replace(self.generation.clone());
     }
 
     /// One look: publishes a new generation, refuses a candidate, or finds
@@ -130,15 +218,9 @@ impl Watcher {
         match candidate.and_then(|p| self.check(p)) {
             Ok((pipeline, loaded)) => {
                 let changes = self.describe_changes(&pipeline, &loaded);
-                let number = self.generation.number + 1;
-                self.generation = Arc::new(Generation { number, pipeline, loaded });
                 self.current = seen;
-                self.panel.set_revision(&self.current.pipeline);
                 self.text = text;
-                self.panel.event(true, &changes);
-                self.panel.set_plugins(self.generation.loaded.versions());
-                tracing::info!(pipeline = %self.generation.pipeline.name, generation = number, changes = %changes, "new version checked and in use from the next batch");
-                self.tx.send_replace(self.generation.clone());
+                self.publish(pipeline, loaded, &changes);
             }
             Err(reason) => {
                 self.panel.event(false, &reason);
@@ -153,7 +235,7 @@ impl Watcher {
     fn parse(&self, text: &str) -> Result<Pipeline, String> {
         let table = |t: &str| -> Option<toml::Table> {
             let mut t: toml::Table = toml::from_str(t).ok()?;
-            for live in ["transforms", "tests", "plugin_path", "reload"] {
+            for live in ["transforms", "tests", "plugin_path", "reload", "shadow"] {
                 t.remove(live);
             }
             Some(t)
@@ -162,7 +244,7 @@ impl Watcher {
         let pipeline = config::validate(&self.path, config).map_err(|e| e.to_string())?;
         if table(text) != table(&self.text) {
             return Err(format!(
-                "{}: only [[transforms]], [[tests]], plugin_path and [reload] change while running; restart the host for the rest",
+                "{}: only [[transforms]], [[tests]], plugin_path, [reload] and [shadow] change while running; restart the host for the rest",
                 self.path.display()
             ));
         }
@@ -222,20 +304,25 @@ impl Watcher {
         digest
     }
 
-    /// What the new version changes, step by step: each step inserted,
-    /// removed, replaced (another plugin, or another version of it) or
-    /// given other params; "pipeline file" when no step changed.
+    /// What the new version changes, step by step.
     fn describe_changes(&self, pipeline: &Pipeline, loaded: &Loaded) -> String {
-        let seen = |p: &Pipeline, l: &Loaded| -> Vec<(String, String, String)> {
-            l.plugins
-                .iter()
-                .zip(&p.steps)
-                .map(|(plugin, step)| (plugin.name.clone(), plugin.digest.clone(), step.params.clone()))
-                .collect()
-        };
-        let changes = step_changes(&seen(&self.generation.pipeline, &self.generation.loaded), &seen(pipeline, loaded));
-        if changes.is_empty() { "pipeline file".into() } else { changes.join(", ") }
+        changes((&self.generation.pipeline, &self.generation.loaded), (pipeline, loaded))
     }
+}
+
+/// What `new` changes from `old`, step by step: each step inserted,
+/// removed, replaced (another plugin, or another version of it) or given
+/// other params; "pipeline file" when no step changed.
+pub fn changes(old: (&Pipeline, &Loaded), new: (&Pipeline, &Loaded)) -> String {
+    let seen = |(p, l): (&Pipeline, &Loaded)| -> Vec<(String, String, String)> {
+        l.plugins
+            .iter()
+            .zip(&p.steps)
+            .map(|(plugin, step)| (plugin.name.clone(), plugin.digest.clone(), step.params.clone()))
+            .collect()
+    };
+    let changes = step_changes(&seen(old), &seen(new));
+    if changes.is_empty() { "pipeline file".into() } else { changes.join(", ") }
 }
 
 /// The changes from the steps `old` to `new`, each (plugin name, digest,

@@ -28,6 +28,7 @@ mod sandbox;
 mod scaffold;
 mod services;
 mod sftp;
+mod shadow;
 mod sshd;
 mod swap;
 mod tables;

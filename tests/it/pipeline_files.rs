@@ -7,11 +7,19 @@ use std::path::Path;
 /// The error `host check` would print for `path` (config, then plugins).
 fn check(path: &Path) -> String {
     let engine = common::engine();
+    let candidate = |p: &host::config::Pipeline| match p.candidate() {
+        Some(c) => host::transform::TransformChain::build(&engine, &c)
+            .map(|_| ())
+            .map_err(|e| format!("the candidate in shadow: {e}")),
+        None => Ok(()),
+    };
     match host::config::load(path) {
         Err(e) => e.to_string(),
-        Ok(p) => match host::transform::TransformChain::build(&engine, &p) {
-            Err(e) => {
-                let msg = e.to_string();
+        Ok(p) => match host::transform::TransformChain::build(&engine, &p)
+            .map_err(|e| e.to_string())
+            .and_then(|_| candidate(&p))
+        {
+            Err(msg) => {
                 // The search path and build folders differ between machines.
                 let msg = msg.split(" in: ").next().unwrap_or(&msg);
                 msg.replace(common::TEST_PLUGIN_DIR, "$TEST_PLUGINS").replace(common::PLUGIN_DIR, "$PLUGINS")

@@ -144,6 +144,8 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/pipelines", get(pipelines))
         .route("/pipelines/{name}/run", post(trigger))
         .route("/pipelines/{name}/runs/{id}", get(run_state))
+        .route("/pipelines/{name}/promote", post(promote))
+        .route("/pipelines/{name}/discard", post(discard))
         .layer(axum::middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
 }
@@ -273,10 +275,35 @@ async fn pipelines(With(admin): With<Arc<Admin>>) -> Response {
                 "counts": counts_json(&p.counts()),
                 "plugins": p.plugins().iter().map(|v| serde_json::json!({"step": v.step, "name": v.name, "digest": v.digest})).collect::<Vec<_>>(),
                 "oldest_message_age_s": p.oldest_age().map(|a| a.as_secs_f64()),
+                "shadow": p.shadow().map(|v| shadow_json(&v)),
             })
         })
         .collect();
     axum::Json(list).into_response()
+}
+
+fn shadow_json(v: &crate::status::ShadowView) -> serde_json::Value {
+    serde_json::json!({
+        "candidate": v.candidate,
+        "changes": v.changes,
+        "state": v.state,
+        "reason": v.reason,
+        "records": v.records,
+        "same": v.same,
+        "changed": v.changed,
+        "added": v.added,
+        "dropped": v.dropped,
+        "rejected_by_production_only": v.rejected_by_production_only,
+        "rejected_by_candidate_only": v.rejected_by_candidate_only,
+        "columns": v.columns,
+        "sample": v.sample,
+        "batches": v.batches,
+        "skipped": v.skipped,
+        "trapped": v.trapped,
+        "production_cpu_s": v.production_cpu_s,
+        "candidate_cpu_s": v.candidate_cpu_s,
+        "updated": v.updated.map(rfc3339),
+    })
 }
 
 /// A time as RFC 3339, in UTC.
@@ -330,6 +357,59 @@ async fn run_state(With(admin): With<Arc<Admin>>, Path((name, id)): Path<(String
         Some(r) => axum::Json(run_json(&name, &r)).into_response(),
         None => (StatusCode::NOT_FOUND, format!("pipeline `{name}` has no run {id}\n")).into_response(),
     }
+}
+
+/// How long a promotion or discard through the endpoint waits for the
+/// pipeline's shadow to carry it out before answering 202.
+pub const DECISION_WAIT: Duration = Duration::from_secs(10);
+
+/// `POST /pipelines/NAME/promote`: see [`decide`].
+async fn promote(With(admin): With<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    decide(&admin, &name, "promote").await
+}
+
+/// `POST /pipelines/NAME/discard`: see [`decide`].
+async fn discard(With(admin): With<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    decide(&admin, &name, "discard").await
+}
+
+/// Records a decision on the pipeline's running candidate (by `admin
+/// token`) in `etl.shadow_decisions`, where the pipeline's shadow (and any
+/// other host's) takes it up within a second; answers 200 with its outcome
+/// (`done`, or `refused` and why), 202 if not carried out within
+/// [`DECISION_WAIT`], 409 if no candidate runs.
+async fn decide(admin: &Admin, name: &str, action: &str) -> Response {
+    let Some(panel) = admin.board.get(name) else {
+        return (StatusCode::NOT_FOUND, format!("no pipeline `{name}` in this process\n")).into_response();
+    };
+    let Some(view) = panel.shadow().filter(|v| v.state == "running") else {
+        return (StatusCode::CONFLICT, format!("pipeline `{name}` has no candidate running in shadow\n"))
+            .into_response();
+    };
+    let (sql, limit) = (crate::shadow::store::DECIDE_SQL, COUNT_TIMEOUT);
+    let id: i64 = match admin.db.query(sql, &[&name, &view.candidate, &action, &"admin token"], limit).await {
+        Ok(rows) => rows[0].get(0),
+        Err(why) => {
+            let msg = format!("the decision could not be recorded: {why}\n");
+            return (StatusCode::SERVICE_UNAVAILABLE, msg).into_response();
+        }
+    };
+    tracing::info!(pipeline = %name, decision = id, action, "shadow decision asked for through the admin endpoint");
+    let until = tokio::time::Instant::now() + DECISION_WAIT;
+    let mut body = serde_json::json!({"pipeline": name, "candidate": view.candidate, "decision": id, "action": action});
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(rows) = admin.db.query(crate::shadow::store::OUTCOME_SQL, &[&id], limit).await else { continue };
+        let Some(row) = rows.first() else { continue };
+        let (outcome, reason): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+        if let Some(outcome) = outcome {
+            body["outcome"] = outcome.into();
+            body["reason"] = reason.into();
+            return (StatusCode::OK, axum::Json(body)).into_response();
+        }
+    }
+    body["outcome"] = serde_json::Value::Null;
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
 fn run_json(name: &str, r: &RunRecord) -> serde_json::Value {

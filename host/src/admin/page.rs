@@ -3,8 +3,8 @@
 //! not answer), source, file and the revision of it that runs, counts since
 //! the start, rows per second over the last minutes (an inline SVG chart),
 //! the age of the oldest message, the plugin versions running, the last
-//! swaps and refusals, and its dead letters by stage and reason (all time;
-//! never payloads).
+//! swaps and refusals, the candidate in shadow and what it would change,
+//! and its dead letters by stage and reason (all time; never payloads).
 //!
 //! Written with `maud`: every value put in the page is escaped by
 //! construction; only the style sheet is inserted as it is.
@@ -124,6 +124,9 @@ fn pipeline(p: &Panel, dead: Result<&[(String, String, i64)], &str>) -> Markup {
                     }
                 }
             }
+            @if let Some(v) = p.shadow() {
+                (shadow(&v))
+            }
             h3 { "Versions swapped and refused" }
             @if events.is_empty() {
                 p.none { "none since the start" }
@@ -153,6 +156,51 @@ fn pipeline(p: &Panel, dead: Result<&[(String, String, i64)], &str>) -> Markup {
                     }
                 },
             }
+        }
+    }
+}
+
+/// The candidate in shadow: what it changes, its counts (every host's,
+/// as stored), the columns it changes and the records that differ.
+fn shadow(v: &crate::status::ShadowView) -> Markup {
+    html! {
+        h3 { "Candidate in shadow " code.candidate title=(v.candidate) { (short(&v.candidate)) } " "
+             span class={ "state " (v.state) } { (v.state) } }
+        p.meta { (v.changes) }
+        @if let Some(why) = &v.reason {
+            p.error { (why) }
+        }
+        div.row {
+            table.shadow {
+                @for (label, class, n) in [
+                    ("records compared", "records", v.records),
+                    ("rows the same", "same", v.same),
+                    ("rows changed", "changed", v.changed),
+                    ("rows added", "added", v.added),
+                    ("rows dropped", "dropped", v.dropped),
+                    ("rejected by production only", "rejected-production", v.rejected_by_production_only),
+                    ("rejected by the candidate only", "rejected-candidate", v.rejected_by_candidate_only),
+                    ("batches compared", "batches", v.batches),
+                    ("batches skipped", "skipped", v.skipped),
+                    ("batches with failed calls", "trapped", v.trapped),
+                ] {
+                    tr { th { (label) } td class=(class) { (n) } }
+                }
+                tr { th { "CPU production / candidate" }
+                     td.cpu { (format!("{:.2} s / {:.2} s", v.production_cpu_s, v.candidate_cpu_s)) } }
+            }
+            @if !v.columns.is_empty() {
+                table.columns {
+                    tr { th { "column" } th { "rows changed" } }
+                    @for (column, n) in &v.columns {
+                        tr { td { (column) } td { (n) } }
+                    }
+                }
+            }
+        }
+        @if !v.sample.is_empty() {
+            p.sample { "records that differ: " @for (i, label) in v.sample.iter().enumerate() {
+                @if i > 0 { ", " } code { (label) } } }
         }
     }
 }

@@ -10,6 +10,25 @@ use super::{EngineOptions, load, pipeline_files};
 use crate::transform::short;
 use std::path::PathBuf;
 
+/// The candidate in shadow, if the pipeline names one: built as
+/// production is; a test case it fails is a warning (a promotion would
+/// be refused until the case is changed).
+fn candidate(
+    engine: &std::sync::Arc<crate::transform::Engine>,
+    pipeline: &crate::config::Pipeline,
+) -> anyhow::Result<()> {
+    let Some(candidate) = pipeline.candidate() else { return Ok(()) };
+    let mut chain = crate::transform::TransformChain::build(engine, &candidate)
+        .map_err(|e| anyhow::anyhow!("the candidate in shadow: {e}"))?;
+    if let Err(why) = crate::cases::first_failure(&candidate, &mut chain) {
+        eprintln!(
+            "warning: {}: the candidate in shadow fails a test case, so promoting it would be refused: {why}",
+            pipeline.file.display()
+        );
+    }
+    Ok(())
+}
+
 /// Checks each pipeline (files, or folders of them); prints one line per
 /// pipeline, and with `db` one more for its table. [`Exit::Error`] if one is
 /// not valid (or its chain fails), else [`Exit::Failed`] if a test case of
@@ -29,6 +48,10 @@ pub fn run(paths: &[PathBuf], db: bool, opts: &EngineOptions) -> anyhow::Result<
                 }
                 None => Ok((pipeline, chain)),
             }
+        });
+        let checked = checked.and_then(|(pipeline, chain)| {
+            candidate(&engine, &pipeline).map_err(|e| (Exit::Error, e))?;
+            Ok((pipeline, chain))
         });
         match checked {
             Ok((pipeline, chain)) => {

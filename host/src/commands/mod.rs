@@ -9,6 +9,7 @@ pub mod plugins;
 pub mod replay;
 pub mod run;
 pub mod scaffold;
+pub mod shadow;
 pub mod test;
 
 use crate::config::{self, Pipeline};

@@ -12,10 +12,14 @@ pub(super) fn param_lines(text: &str, steps: &mut [StepConfig]) {
     let Ok(doc) = DeTable::parse(text) else { return };
     let Some(DeValue::Array(written)) = doc.get_ref().get("transforms").map(|t| t.get_ref()) else { return };
     for (step, written) in steps.iter_mut().zip(written) {
-        if let DeValue::Table(t) = written.get_ref()
-            && let Some(params) = t.get("params")
-        {
+        let DeValue::Table(t) = written.get_ref() else { continue };
+        if let Some(params) = t.get("params") {
             key_lines(text, "", params.get_ref(), &mut step.param_lines);
+        }
+        if let (Some(shadow), Some(DeValue::Table(s))) = (step.shadow.as_mut(), t.get("shadow").map(|s| s.get_ref()))
+            && let Some(params) = s.get("params")
+        {
+            key_lines(text, "", params.get_ref(), &mut shadow.param_lines);
         }
     }
 }

@@ -17,8 +17,8 @@ pub use canonical::{canonical_json, params_digest};
 pub use interpolate::{InterpolateError, interpolate};
 pub use sftp::{Compare, HostKeyCheck, SftpAuth, SftpSettings};
 pub use validate::{
-    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, RowsFrom, S3Mode, S3SourceConfig, Sink,
-    Source, SqsSourceConfig, Step, TestCase, TestExpect, validate,
+    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, PromoteWhen, RowsFrom, S3Mode,
+    S3SourceConfig, ShadowStep, Sink, Source, SqsSourceConfig, Step, TestCase, TestExpect, validate,
 };
 
 use indexmap::IndexMap;
@@ -49,6 +49,9 @@ pub struct PipelineConfig {
     pub logging: LoggingConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// Shadow runs: when a candidate may take over by itself.
+    #[serde(default)]
+    pub shadow: ShadowSettingsConfig,
     /// Line of each step's `uses`, filled in by [`parse_str`].
     #[serde(skip)]
     pub step_lines: Vec<usize>,
@@ -407,6 +410,62 @@ pub struct StepConfig {
     pub max_call_ms: u64,
     #[serde(default)]
     pub grants: GrantsConfig,
+    /// A candidate run beside this step on the same batches, compared and
+    /// never loaded (see `crate::shadow`).
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// A step's candidate: any key left out is the production step's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Plugin name, path to a `.wasm` file, or `s3://bucket/key`.
+    pub uses: Option<Spanned<String>>,
+    /// `sha256:` and 64 hex digits: the only candidate bytes accepted.
+    pub digest: Option<String>,
+    /// The candidate's params, whole (not merged into production's).
+    pub params: Option<toml::Table>,
+    /// The candidate's grants, whole.
+    pub grants: Option<GrantsConfig>,
+    /// The line of each key of `params`; set by [`parse_str`].
+    #[serde(skip)]
+    pub param_lines: Vec<(String, usize)>,
+    /// The line of `uses`, if given; set by [`parse_str`].
+    #[serde(skip)]
+    pub line: Option<usize>,
+}
+
+/// `[shadow]`: what holds for every candidate of the pipeline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSettingsConfig {
+    /// Promote the candidate by itself once these bounds hold.
+    pub promote_when: Option<PromoteWhenConfig>,
+    /// Batches waiting for the candidate, at most; more are skipped.
+    #[serde(default = "default_shadow_queue")]
+    pub queue: usize,
+}
+
+impl Default for ShadowSettingsConfig {
+    fn default() -> Self {
+        ShadowSettingsConfig { promote_when: None, queue: default_shadow_queue() }
+    }
+}
+
+fn default_shadow_queue() -> usize {
+    4
+}
+
+/// Bounds over a volume: after `records` compared records, promote if at
+/// most these shares of them changed and were rejected by one side only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteWhenConfig {
+    pub records: u64,
+    #[serde(default)]
+    pub changed_at_most: f64,
+    #[serde(default)]
+    pub rejected_at_most: f64,
 }
 
 fn default_max_memory_mb() -> u32 {
@@ -616,6 +675,9 @@ pub fn parse_str(
         return Err(ConfigError::Parse { path: path.into(), line, column, message });
     };
     config.step_lines = config.transforms.iter().map(|s| interpolate::position(&text, s.uses.span().start).0).collect();
+    for shadow in config.transforms.iter_mut().filter_map(|s| s.shadow.as_mut()) {
+        shadow.line = shadow.uses.as_ref().map(|u| interpolate::position(&text, u.span().start).0);
+    }
     lines::param_lines(&text, &mut config.transforms);
     config.column_lines = lines::column_lines(&text);
     config.revision = revision(written.as_bytes());

@@ -11,6 +11,7 @@ use super::{
 use readers::file::{Compression, CsvOptions, EmptyAs, Format};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::Spanned;
 
 /// A checked pipeline.
 #[derive(Debug, Clone)]
@@ -36,6 +37,64 @@ pub struct Pipeline {
     pub reload: Option<Duration>,
     /// The revision of the file it came from (`config::revision`).
     pub revision: String,
+    /// `[shadow] promote_when`: a candidate takes over by itself.
+    pub promote_when: Option<PromoteWhen>,
+    /// `[shadow] queue`: batches waiting for the candidate, at most.
+    pub shadow_queue: usize,
+}
+
+/// Bounds a candidate must keep over a volume of records to take over by
+/// itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromoteWhen {
+    pub records: u64,
+    /// Largest share of compared records with a changed row (0 to 1).
+    pub changed_at_most: f64,
+    /// Largest share rejected by one side only (0 to 1).
+    pub rejected_at_most: f64,
+}
+
+/// A step's candidate, complete: what production's step has where the
+/// file left a key out.
+#[derive(Debug, Clone)]
+pub struct ShadowStep {
+    pub uses: String,
+    /// Line of the shadow's `uses` (else of the step's).
+    pub line: usize,
+    pub digest: Option<String>,
+    pub params: String,
+    pub param_lines: Vec<(String, usize)>,
+    pub grants: Grants,
+}
+
+impl Pipeline {
+    /// Whether any step names a candidate.
+    pub fn has_shadow(&self) -> bool {
+        self.steps.iter().any(|s| s.shadow.is_some())
+    }
+
+    /// The pipeline as it would be with every candidate promoted: the same
+    /// file, source and sink, each shadowed step replaced by its
+    /// candidate, and no shadows left.
+    pub fn candidate(&self) -> Option<Pipeline> {
+        if !self.has_shadow() {
+            return None;
+        }
+        let mut p = self.clone();
+        for step in &mut p.steps {
+            if let Some(c) = step.shadow.take() {
+                step.uses = c.uses;
+                step.line = c.line;
+                step.digest = c.digest;
+                step.params_digest = super::params_digest(&c.params);
+                step.params = c.params;
+                step.param_lines = c.param_lines;
+                step.grants = c.grants;
+            }
+        }
+        p.promote_when = None;
+        Some(p)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +160,8 @@ pub struct Step {
     pub param_lines: Vec<(String, usize)>,
     pub limits: Limits,
     pub grants: Grants,
+    /// The candidate run beside this step in shadow, if any.
+    pub shadow: Option<ShadowStep>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -239,9 +300,14 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
         .map(|(i, s)| step(i + 1, s, lines.get(i).copied().unwrap_or(0)).map_err(&err))
         .collect::<Result<Vec<_>, _>>()?;
     // A key granted for keyed hashing is not readable as plain text.
-    let keys: Vec<&String> = steps.iter().flat_map(|s| s.grants.secrets.iter().map(|(_, var)| var)).collect();
+    // Candidates' grants count too: they run in the same process.
+    fn all_grants(s: &Step) -> impl Iterator<Item = &Grants> {
+        [Some(&s.grants), s.shadow.as_ref().map(|c| &c.grants)].into_iter().flatten()
+    }
+    let keys: Vec<&String> =
+        steps.iter().flat_map(all_grants).flat_map(|g| g.secrets.iter().map(|(_, var)| var)).collect();
     for s in &steps {
-        if let Some(var) = s.grants.env.iter().find(|v| keys.contains(v)) {
+        if let Some(var) = all_grants(s).flat_map(|g| g.env.iter()).find(|v| keys.contains(v)) {
             return Err(err(format!(
                 "[[transforms]] #{}: grants.env may not hand a plugin `{var}`: it holds a key granted as a secret",
                 s.index
@@ -266,6 +332,7 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
         batch_fits(c.batch.max_wait_ms, q.visibility).map_err(&err)?;
     }
     let tests = c.tests.into_iter().map(test_case).collect::<Result<Vec<_>, _>>().map_err(&err)?;
+    let promote_when = shadow_settings(&c.shadow, &steps).map_err(&err)?;
     Ok(Pipeline {
         name,
         file: path.to_path_buf(),
@@ -282,6 +349,8 @@ pub fn validate(path: &Path, c: PipelineConfig) -> Result<Pipeline, ConfigError>
         record_values_in_logs: c.logging.record_values,
         reload: c.reload.enabled.then(|| Duration::from_millis(c.reload.interval_ms)),
         revision: c.revision,
+        promote_when,
+        shadow_queue: c.shadow.queue,
     })
 }
 
@@ -306,6 +375,26 @@ fn columns_fill(path: &Path, source: &Source, sink: &Sink, lines: &[(String, usi
         }
     }
     Ok(())
+}
+
+/// `[shadow]`: its bounds, which only a pipeline with a candidate may have.
+fn shadow_settings(c: &super::ShadowSettingsConfig, steps: &[Step]) -> Result<Option<PromoteWhen>, String> {
+    range("[shadow] queue", c.queue as u64, 1, 64)?;
+    let Some(w) = &c.promote_when else { return Ok(None) };
+    if !steps.iter().any(|s| s.shadow.is_some()) {
+        return Err("[shadow] promote_when: no [[transforms]] step has a `shadow` to promote".into());
+    }
+    range("[shadow] promote_when.records", w.records, 1, u64::MAX)?;
+    for (what, v) in [("changed_at_most", w.changed_at_most), ("rejected_at_most", w.rejected_at_most)] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(format!("[shadow] promote_when.{what} = {v} is a share of the records: 0 to 1"));
+        }
+    }
+    Ok(Some(PromoteWhen {
+        records: w.records,
+        changed_at_most: w.changed_at_most,
+        rejected_at_most: w.rejected_at_most,
+    }))
 }
 
 /// A batch's first message waits up to `max_wait_ms` for the rest while
@@ -466,27 +555,43 @@ fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
     if uses.trim().is_empty() {
         return Err(format!("{at}: `uses` is empty"));
     }
-    if let Some(d) = &s.digest {
-        let hex = d.strip_prefix("sha256:").unwrap_or("");
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(format!("{at}: digest must be `sha256:` and 64 lowercase hex digits"));
-        }
-    }
+    check_digest(&at, s.digest.as_deref())?;
     range(&format!("{at}: max_memory_mb"), s.max_memory_mb.into(), 1, 4096)?;
     range(&format!("{at}: max_call_ms"), s.max_call_ms, 1, 600_000)?;
-    for var in s.grants.env.iter().chain(s.grants.secrets.values()) {
-        if !is_env_name(var) {
-            return Err(format!("{at}: `{var}` is not an environment variable name"));
+    let granted = grants(&at, s.grants)?;
+    let params = params_json(s.params);
+    let shadow = match s.shadow {
+        None => None,
+        Some(c) => {
+            let at = format!("{at} shadow");
+            if c.uses.is_none() && c.digest.is_none() && c.params.is_none() && c.grants.is_none() {
+                return Err(format!("{at}: names nothing to try: give `uses`, `digest`, `params` or `grants`"));
+            }
+            check_digest(&at, c.digest.as_deref())?;
+            let given_uses = c.uses.map(Spanned::into_inner);
+            if given_uses.as_deref().is_some_and(|u| u.trim().is_empty()) {
+                return Err(format!("{at}: `uses` is empty"));
+            }
+            // Another plugin (or file) is its own version: production's
+            // pin says nothing about it.
+            let digest = match (&c.digest, &given_uses) {
+                (Some(d), _) => Some(d.clone()),
+                (None, Some(_)) => None,
+                (None, None) => s.digest.clone(),
+            };
+            Some(ShadowStep {
+                uses: given_uses.unwrap_or_else(|| uses.clone()),
+                line: c.line.unwrap_or(line),
+                digest,
+                params: c.params.map_or_else(|| params.clone(), params_json),
+                param_lines: if c.param_lines.is_empty() { s.param_lines.clone() } else { c.param_lines },
+                grants: match c.grants {
+                    Some(g) => grants(&at, g)?,
+                    None => granted.clone(),
+                },
+            })
         }
-    }
-    if let Some(var) = s.grants.env.iter().find(|v| is_host_secret(v)) {
-        return Err(format!(
-            "{at}: grants.env may not hand a plugin `{var}`: it is one of the host's own secrets \
-             (DATABASE_URL, PG*, AWS_*, HOST_*)"
-        ));
-    }
-    let params = serde_json::Value::Object(s.params.into_iter().map(|(k, v)| (k, json(v))).collect());
-    let params = super::canonical_json(&params);
+    };
     Ok(Step {
         index,
         uses,
@@ -499,12 +604,40 @@ fn step(index: usize, s: StepConfig, line: usize) -> Result<Step, String> {
             max_memory_bytes: (s.max_memory_mb as usize) << 20,
             max_call: Duration::from_millis(s.max_call_ms),
         },
-        grants: super::Grants {
-            clock: s.grants.clock,
-            env: s.grants.env,
-            secrets: s.grants.secrets.into_iter().collect(),
-        },
+        grants: granted,
+        shadow,
     })
+}
+
+fn check_digest(at: &str, digest: Option<&str>) -> Result<(), String> {
+    if let Some(d) = digest {
+        let hex = d.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(format!("{at}: digest must be `sha256:` and 64 lowercase hex digits"));
+        }
+    }
+    Ok(())
+}
+
+fn grants(at: &str, g: super::GrantsConfig) -> Result<Grants, String> {
+    for var in g.env.iter().chain(g.secrets.values()) {
+        if !is_env_name(var) {
+            return Err(format!("{at}: `{var}` is not an environment variable name"));
+        }
+    }
+    if let Some(var) = g.env.iter().find(|v| is_host_secret(v)) {
+        return Err(format!(
+            "{at}: grants.env may not hand a plugin `{var}`: it is one of the host's own secrets \
+             (DATABASE_URL, PG*, AWS_*, HOST_*)"
+        ));
+    }
+    Ok(Grants { clock: g.clock, env: g.env, secrets: g.secrets.into_iter().collect() })
+}
+
+/// Params as canonical JSON (`config::canonical_json`): what lineage
+/// records and digests.
+fn params_json(params: toml::Table) -> String {
+    super::canonical_json(&serde_json::Value::Object(params.into_iter().map(|(k, v)| (k, json(v))).collect()))
 }
 
 /// Variables that hold the host's own credentials and keys: no plugin may
@@ -623,4 +756,39 @@ fn test_case(t: TestCaseConfig) -> Result<TestCase, String> {
         }
     };
     Ok(TestCase { name: t.name, input, expect })
+}
+
+#[cfg(test)]
+mod shadow_tests {
+    use std::path::Path;
+
+    fn pipeline(shadow: &str) -> super::Pipeline {
+        let text = format!(
+            "[[transforms]]\nuses = \"flatten\"\n\n[[transforms]]\nuses = \"mask\"\n\
+             digest = \"sha256:{}\"\nparams = {{ fields = [\"a\"] }}\ngrants = {{ secrets = {{ k = \"KEY\" }} }}\n{shadow}\n",
+            "a".repeat(64)
+        );
+        let path = Path::new("p.toml");
+        super::validate(path, crate::config::parse_str(path, &text, |_| None).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_candidate_is_production_with_the_shadows_keys() {
+        let p = pipeline("shadow = { params = { fields = [\"b\"] } }");
+        assert!(p.has_shadow());
+        let c = p.candidate().unwrap();
+        assert!(!c.has_shadow());
+        let (old, new) = (&p.steps[1], &c.steps[1]);
+        assert_eq!((new.uses.as_str(), new.params.as_str()), ("mask", r#"{"fields":["b"]}"#));
+        assert_eq!(new.digest, old.digest, "the same plugin keeps its pin");
+        assert_eq!(new.grants.secrets, old.grants.secrets, "grants left out are production's");
+        assert_eq!(c.steps[0].params, p.steps[0].params);
+
+        let other = pipeline("shadow = { uses = \"mask-v2.wasm\", grants = {} }").candidate().unwrap();
+        assert_eq!(other.steps[1].uses, "mask-v2.wasm");
+        assert_eq!(other.steps[1].digest, None, "another plugin is not held to production's pin");
+        assert!(other.steps[1].grants.secrets.is_empty(), "grants given are the candidate's whole");
+        assert_eq!(other.steps[1].line, 9, "errors point at the shadow");
+        assert!(pipeline("").candidate().is_none());
+    }
 }

@@ -4,7 +4,7 @@
 //! only then the messages deleted. [`prepare`] is shared with the replay of
 //! dead letters, which acknowledges in its own way.
 
-use super::units::{fill_units, lineage, load_time, run_chain};
+use super::units::{Ran, fill_units, lineage, load_time, plugins_json, run_chain_kept};
 use super::{Flow, Hold, Job, Outage, Received, release};
 use crate::batch::BatchBuilder;
 use crate::mapping::RowOrigin;
@@ -189,7 +189,7 @@ async fn prepare_with(
             }
         }
     }
-    let (chain, out) = run_chain(chain, builder.finish()).await;
+    let Ran { chain, batch, out, cpu } = run_chain_kept(chain, builder.finish()).await;
     let out = match out {
         Ok(out) => out,
         Err(e) => return (chain, Err(e.to_string())),
@@ -204,6 +204,14 @@ async fn prepare_with(
         None => RowOrigin { message_id: Some(messages[i].id.as_str()), line: None },
     };
     fill_units(&flow.mapping, &load, &out, &record_message, &mut units, |i| messages[i].receive_count as i32, origin);
+    let plugins = plugins_json(&chain);
+    flow.shadow(|| crate::shadow::Offer {
+        lineage: plugins,
+        batch,
+        production: out,
+        production_cpu: cpu,
+        labels: record_message.iter().map(|&i| messages[i].id.clone()).collect(),
+    });
     // Every message keeps its body with the batch: the database may still
     // refuse its row, and then it becomes a dead letter that can be replayed.
     for (u, m) in units.iter_mut().zip(messages) {

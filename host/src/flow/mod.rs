@@ -25,7 +25,7 @@ mod work;
 
 pub use batcher::batch_loop;
 pub use receive::{Hold, Holder, Received, Receiving, receive_loop, release};
-pub use units::{fill_units, lineage, load_time, run_chain};
+pub use units::{Ran, fill_units, lineage, load_time, plugins_json, run_chain, run_chain_kept};
 pub use versions::{Versions, Watching, take_new_version};
 pub use work::{Dispatch, Job, Room, UNIT_GRACE, Workers};
 
@@ -201,6 +201,12 @@ pub struct Flow {
     /// receivers wait, units in work hold their messages and try again.
     sink_up: watch::Sender<bool>,
     started: Instant,
+    /// Where batches go to a candidate in shadow, once the run started
+    /// (see `crate::shadow`).
+    shadow: std::sync::OnceLock<Arc<crate::shadow::Tap>>,
+    /// The shadow's own connection (its summary and decisions), made when
+    /// first used: never one of the sink's.
+    shadow_pool: Option<deadpool_postgres::Pool>,
 }
 
 /// The workers' first chains, and the versions to come.
@@ -225,6 +231,10 @@ impl Flow {
             return Err(RunError::Incomplete(pipeline.file.display().to_string()));
         };
         let pool = crate::sink::pool(database_url, connections)?;
+        // A candidate may come with a new version of the file.
+        let shadow_pool = (pipeline.has_shadow() || pipeline.reload.is_some())
+            .then(|| crate::sink::pool(database_url, 1))
+            .transpose()?;
         let sealer = crate::sink::dead_letter::Sealer::from_env().map_err(RunError::Stopped)?;
         let unsealed = sealer.is_none();
         let flow = Flow {
@@ -240,6 +250,8 @@ impl Flow {
             stop: watch::channel(false).0,
             sink_up: watch::channel(true).0,
             started: Instant::now(),
+            shadow: std::sync::OnceLock::new(),
+            shadow_pool,
         };
         flow.panel.set_source(source);
         if unsealed {
@@ -253,6 +265,19 @@ impl Flow {
     pub async fn chains(&self) -> Result<Chains, RunError> {
         let versions = Versions::start(&self.engine, &self.pipeline, &self.panel).await?;
         let (chains, generations, watching) = versions.watch(self.stop_signal());
+        if let Some(pool) = &self.shadow_pool
+            && self.shadow.get().is_none()
+        {
+            let setup = crate::shadow::Setup {
+                engine: self.engine.clone(),
+                panel: self.panel.clone(),
+                pool: pool.clone(),
+                generations: generations.clone(),
+                requests: watching.requests.clone(),
+                stop: self.stop_signal(),
+            };
+            let _ = self.shadow.set(crate::shadow::start(setup).await);
+        }
         self.panel.set_state(crate::status::State::Running);
         Ok(Chains { chains, generations, watching })
     }
@@ -380,6 +405,14 @@ impl Flow {
 
     pub fn fatal(&self) -> bool {
         self.fatal.lock().expect("not poisoned").is_some()
+    }
+
+    /// Offers a batch production ran to the candidate in shadow, if one
+    /// runs (`offer` is made only then); never waits.
+    pub fn shadow(&self, offer: impl FnOnce() -> crate::shadow::Offer) {
+        if let Some(tap) = self.shadow.get().filter(|t| t.active()) {
+            tap.offer(offer());
+        }
     }
 
     /// Adds to the run's counts.

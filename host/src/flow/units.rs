@@ -13,10 +13,27 @@ use crate::transform::{ChainOutput, StepError, TransformChain};
 
 /// Runs `batch` through `chain` on a blocking thread; gives the chain back.
 pub async fn run_chain(chain: TransformChain, batch: Batch) -> (TransformChain, Result<ChainOutput, StepError>) {
+    let ran = run_chain_kept(chain, batch).await;
+    (ran.chain, ran.out)
+}
+
+/// A batch through the chain, kept for the shadow with the CPU time the
+/// chain took.
+pub struct Ran {
+    pub chain: TransformChain,
+    pub batch: Batch,
+    pub out: Result<ChainOutput, StepError>,
+    pub cpu: std::time::Duration,
+}
+
+/// [`run_chain`] that gives the batch back too, and the CPU time taken.
+pub async fn run_chain_kept(chain: TransformChain, batch: Batch) -> Ran {
     tokio::task::spawn_blocking(move || {
         let mut chain = chain;
+        let start = crate::shadow::thread_cpu();
         let out = chain.run(&batch);
-        (chain, out)
+        let cpu = crate::shadow::thread_cpu().saturating_sub(start);
+        Ran { chain, batch, out, cpu }
     })
     .await
     .expect("the chain does not panic")
@@ -68,4 +85,10 @@ pub fn lineage(chain: &TransformChain) -> Lineage {
 /// revision.
 pub fn load_time(chain: &TransformChain) -> LoadTime {
     LoadTime { revision: Some(chain.revision().to_string()), ..LoadTime::now() }
+}
+
+/// The lineage of what `chain` writes: its plugins' names and digests as
+/// JSON.
+pub fn plugins_json(chain: &TransformChain) -> String {
+    crate::transform::lineage(chain.plugins())
 }

@@ -5,7 +5,7 @@
 
 use super::RunError;
 use crate::config::Pipeline;
-use crate::reload::{Generation, Watcher};
+use crate::reload::{Generation, Request, Watcher};
 use crate::status::Panel;
 use crate::transform::{Engine, Loaded, TransformChain};
 use std::sync::Arc;
@@ -23,6 +23,8 @@ pub struct Versions {
 pub struct Watching {
     task: Option<tokio::task::JoinHandle<()>>,
     _keep_first: watch::Sender<Arc<Generation>>,
+    /// Where promotions are asked for (`None`: nothing watches the file).
+    pub requests: Option<tokio::sync::mpsc::Sender<Request>>,
 }
 
 impl Versions {
@@ -43,8 +45,11 @@ impl Versions {
             .expect("no panic")?;
             chains.push(chain);
         }
-        // Watch the file the pipeline came from (a pipeline built in memory has none).
-        let text = pipeline.reload.and_then(|every| Some((every, std::fs::read_to_string(&pipeline.file).ok()?)));
+        // Watch the file the pipeline came from (a pipeline built in memory
+        // has none); a pipeline with a candidate in shadow has a watcher
+        // for its promotion, looking at the file only if reloads are on.
+        let watched = pipeline.reload.is_some() || pipeline.has_shadow();
+        let text = watched.then(|| Some((pipeline.reload, std::fs::read_to_string(&pipeline.file).ok()?))).flatten();
         let watcher = match text {
             // Off the async threads: looking at S3 plugins blocks.
             Some((every, text)) => {
@@ -68,8 +73,9 @@ impl Versions {
         stop: watch::Receiver<bool>,
     ) -> (Vec<TransformChain>, watch::Receiver<Arc<Generation>>, Watching) {
         let generations = self.watcher.as_ref().map_or_else(|| self.keep_first.subscribe(), Watcher::subscribe);
+        let requests = self.watcher.as_ref().map(Watcher::requester);
         let task = self.watcher.map(|w| tokio::spawn(w.run(stop)));
-        (self.chains, generations, Watching { task, _keep_first: self.keep_first })
+        (self.chains, generations, Watching { task, _keep_first: self.keep_first, requests })
     }
 }
 

@@ -41,6 +41,10 @@ pub const S3_BYTES_READ: &str = "etl_s3_bytes_read_total";
 pub const PIPELINE_UP: &str = "etl_pipeline_up";
 pub const SOURCE_UP: &str = "etl_source_up";
 pub const SOURCE_ERRORS: &str = "etl_source_errors_total";
+pub const SHADOW_RECORDS: &str = "etl_shadow_records_total";
+pub const SHADOW_COLUMNS: &str = "etl_shadow_column_changes_total";
+pub const SHADOW_BATCHES: &str = "etl_shadow_batches_total";
+pub const SHADOW_CPU: &str = "etl_shadow_cpu_seconds_total";
 
 /// Every metric with its one-line meaning (for `# HELP` and the README).
 pub const DESCRIPTIONS: &[(&str, &str)] = &[
@@ -72,6 +76,13 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (SFTP_BYTES_COPIED, "Bytes copied from the SFTP server into the bucket."),
     (SFTP_PASSES_FAILED, "SFTP passes that failed (the server unreachable, refused, or a copy failed)."),
     (
+        SHADOW_RECORDS,
+        "Records a shadow candidate was compared on, by outcome (same, changed, added, dropped, rejected_by_production_only, rejected_by_candidate_only).",
+    ),
+    (SHADOW_COLUMNS, "Rows a shadow candidate changed, by column."),
+    (SHADOW_BATCHES, "Batches offered to a shadow candidate, by outcome (compared, skipped, trapped)."),
+    (SHADOW_CPU, "CPU time spent in the chain, by side (production, candidate), while a candidate runs in shadow."),
+    (
         PIPELINE_UP,
         "1 while the pipeline runs and every part of its source answers; 0 when a part is degraded, or it is starting, stopped or failed.",
     ),
@@ -101,7 +112,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
     for (name, help) in DESCRIPTIONS {
         if name.ends_with("_seconds") && *name != OLDEST_MESSAGE_AGE || *name == BATCH_SIZE {
             metrics::describe_histogram!(*name, *help);
-        } else if [OLDEST_MESSAGE_AGE, PIPELINE_UP, SOURCE_UP].contains(name) {
+        } else if [OLDEST_MESSAGE_AGE, PIPELINE_UP, SOURCE_UP, SHADOW_CPU].contains(name) {
             metrics::describe_gauge!(*name, *help);
         } else {
             metrics::describe_counter!(*name, *help);

@@ -14,8 +14,10 @@
 
 pub mod metrics;
 mod runs;
+mod shadow;
 
 pub use runs::{RunRecord, RunState, Runs};
+pub use shadow::ShadowView;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -224,6 +226,8 @@ pub struct Panel {
     revision: Mutex<Option<String>>,
     pub runs: Runs,
     counters: metrics::Counters,
+    /// The candidate in shadow, if any, and what it would change so far.
+    shadow: Mutex<Option<ShadowView>>,
 }
 
 impl Panel {
@@ -244,6 +248,7 @@ impl Panel {
             revision: Mutex::default(),
             runs: Runs::default(),
             counters: metrics::Counters::new(name),
+            shadow: Mutex::default(),
         }
     }
 
@@ -436,6 +441,15 @@ impl Panel {
             events.pop_front();
         }
         events.push_back(Event { at: SystemTime::now(), swapped, text: text.to_string() });
+    }
+
+    /// Shows the candidate in shadow (`None`: there is none).
+    pub fn set_shadow(&self, view: Option<ShadowView>) {
+        *self.shadow.lock().expect("not poisoned") = view;
+    }
+
+    pub fn shadow(&self) -> Option<ShadowView> {
+        self.shadow.lock().expect("not poisoned").clone()
     }
 
     /// The last swaps and refusals, newest first.

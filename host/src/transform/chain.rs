@@ -106,6 +106,14 @@ impl Loaded {
     }
 }
 
+/// The lineage of what a chain of `plugins` writes: their names and
+/// digests as JSON (what `etl.batches.plugins` holds).
+pub fn lineage<'a>(plugins: impl Iterator<Item = &'a Arc<Plugin>>) -> String {
+    let plugins: Vec<serde_json::Value> =
+        plugins.map(|p| serde_json::json!({"name": p.name, "digest": p.digest})).collect();
+    serde_json::Value::Array(plugins).to_string()
+}
+
 /// The `.wasm` file each step uses, looked up now.
 pub fn plugin_files(engine: &Engine, pipeline: &Pipeline) -> Vec<Result<std::path::PathBuf, PluginError>> {
     let dir = pipeline.file.parent().unwrap_or(Path::new("."));
@@ -150,6 +158,12 @@ impl TransformChain {
     /// The plugins in step order.
     pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
         self.steps.iter().map(|s| &s.plugin)
+    }
+
+    /// Batches on which a call of any step failed (trapped, ran out of time
+    /// or memory, returned malformed output), so far, summed over steps.
+    pub fn failed_batches(&self) -> u64 {
+        self.steps.iter().map(StepRunner::failed_batches).sum()
     }
 
     /// Runs `input` through every step.

@@ -21,6 +21,6 @@ mod sandbox;
 mod step;
 pub mod wit;
 
-pub use chain::{ChainError, ChainOutput, Loaded, Rejection, TransformChain, plugin_files};
+pub use chain::{ChainError, ChainOutput, Loaded, Rejection, TransformChain, lineage, plugin_files};
 pub use engine::{BLOCKED, Engine, Plugin, PluginError, TICK, digest_of, resolve, short};
 pub use step::{CallFailure, StepError, StepOutput, StepRunner};

@@ -99,6 +99,9 @@ pub struct StepRunner {
     show_panics: bool,
     live: Option<Live>,
     metrics: crate::status::metrics::Step,
+    /// Batches on which a call failed (trap, timeout, memory, malformed
+    /// output), so far.
+    failed_batches: u64,
 }
 
 struct Live {
@@ -143,6 +146,7 @@ impl StepRunner {
             show_panics,
             live: None,
             metrics,
+            failed_batches: 0,
         };
         runner.check_params()?;
         runner.live = Some(runner.instantiate()?);
@@ -271,6 +275,7 @@ impl StepRunner {
             }
             Err(f) => f,
         };
+        self.failed_batches += 1;
         tracing::warn!(step = self.step.index, plugin = %self.plugin.name, records = n, cause = %first, "call failed; isolating");
         let mut acc = Isolation { rows: BatchBuilder::new(), outcomes: Vec::with_capacity(n), failed: 1, last: first };
         if n == 1 {
@@ -319,6 +324,11 @@ impl StepRunner {
             }
         }
         Ok(())
+    }
+
+    /// Batches on which a call of this step failed, so far.
+    pub fn failed_batches(&self) -> u64 {
+        self.failed_batches
     }
 
     fn reason(&self, f: &CallFailure) -> String {

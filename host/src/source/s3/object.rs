@@ -13,7 +13,7 @@ use super::{LoadError, ObjectRef, Outcome, s3_error, unquote};
 use crate::aws::FaultKind;
 use crate::batch::BatchBuilder;
 use crate::config::{Generated, S3SourceConfig};
-use crate::flow::{Flow, fill_units, lineage, load_time, run_chain};
+use crate::flow::{Flow, Ran, fill_units, lineage, load_time, plugins_json, run_chain_kept};
 use crate::input::fields_json;
 use crate::mapping::{LoadTime, RowOrigin};
 use crate::sink::dead_letter::{DeadLetter, PayloadForm};
@@ -452,11 +452,19 @@ impl Loader {
             }
             units.push(unit);
         }
-        let (chain, out) = run_chain(chain, builder.finish()).await;
+        let Ran { chain, batch, out, cpu } = run_chain_kept(chain, builder.finish()).await;
         match out {
             Ok(out) => {
                 let origin = |i: usize| RowOrigin { message_id: None, line: Some(lines[i]) };
                 fill_units(&self.flow.mapping, load, &out, &record_unit, &mut units[start..], |_| 1, origin);
+                let object = load.source_file.as_deref().unwrap_or_default();
+                self.flow.shadow(|| crate::shadow::Offer {
+                    lineage: plugins_json(&chain),
+                    batch,
+                    production: out,
+                    production_cpu: cpu,
+                    labels: record_unit.iter().map(|&u| format!("{object} {}", units[start + u].message_id)).collect(),
+                });
                 Ok(chain)
             }
             Err(e) => Err((chain, e.to_string())),
