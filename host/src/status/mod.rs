@@ -324,7 +324,10 @@ impl Panel {
     pub fn source_ok(&self, part: &'static str) {
         {
             let sources = self.sources.lock().expect("not poisoned");
-            if sources.iter().any(|s| s.part == part && s.health == Health::Ok) {
+            // Failed is for good: the run stops on it. A call that was on
+            // its way before (another receiver's long poll) and answers
+            // after does not make it ok again.
+            if sources.iter().any(|s| s.part == part && matches!(s.health, Health::Ok | Health::Failed(_))) {
                 return;
             }
         }
@@ -639,6 +642,9 @@ mod tests {
         assert_eq!(p.label(), ("running", None));
         p.source_error("bucket", "not_found", "NoSuchBucket", true);
         assert_eq!(p.sources()[1].health, Health::Failed("NoSuchBucket".into()));
+        // A call on its way before the failure that answers after it.
+        p.source_ok("bucket");
+        assert_eq!(p.sources()[1].health, Health::Failed("NoSuchBucket".into()), "failed stays failed");
         p.set_state(State::Failed("bucket: NoSuchBucket".into()));
         assert_eq!(p.label(), ("failed", Some("bucket: NoSuchBucket".to_string())));
     }
