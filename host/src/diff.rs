@@ -129,7 +129,12 @@ struct Row {
 
 fn rows(mapping: &Mapping, output: &ChainOutput) -> Vec<Row> {
     let rows = mapping.rows(&output.batch);
-    output.batch.iter().zip(&output.origin).map(|(cells, &origin)| Row { origin, cells: rows.cells_text(cells) }).collect()
+    output
+        .batch
+        .iter()
+        .zip(&output.origin)
+        .map(|(cells, &origin)| Row { origin, cells: rows.cells_text(cells) })
+        .collect()
 }
 
 /// Compares `production` and `candidate`, the outputs of two chains on the
@@ -165,8 +170,10 @@ pub fn compare(
     // added or dropped.
     let counted = |r: u32| only_p.binary_search(&r).is_ok() || only_c.binary_search(&r).is_ok();
     let (p, c) = (rows(mapping, production), rows(mapping, candidate));
-    let (p, c): (Vec<Row>, Vec<Row>) =
-        (p.into_iter().filter(|r| !counted(r.origin)).collect(), c.into_iter().filter(|r| !counted(r.origin)).collect());
+    let (p, c): (Vec<Row>, Vec<Row>) = (
+        p.into_iter().filter(|r| !counted(r.origin)).collect(),
+        c.into_iter().filter(|r| !counted(r.origin)).collect(),
+    );
 
     let compare_rows = |summary: &mut Summary, a: &Row, b: &Row, key: Option<&str>| {
         let mut differs = false;
@@ -185,8 +192,7 @@ pub fn compare(
     };
     match by {
         Match::Key(key) => {
-            let at: Vec<usize> =
-                key.iter().filter_map(|k| names.iter().position(|n| n == k)).collect();
+            let at: Vec<usize> = key.iter().filter_map(|k| names.iter().position(|n| n == k)).collect();
             let key_of = |row: &Row| -> Vec<u8> {
                 let mut k = Vec::new();
                 for &i in &at {

@@ -613,7 +613,8 @@ fn run(command: Command) -> anyhow::Result<Exit> {
                 until: until.map(time_of),
                 action: action.clone(),
             };
-            let done = runtime()?.block_on(commands::replay::replay(&pipeline, &request, &steps, &plugins.options()))?;
+            let done =
+                runtime()?.block_on(commands::replay::replay(&pipeline, &request, &steps, &plugins.options()))?;
             print!("{}", report(&done, &action));
             Ok(Exit::failed_if(done.failed > 0))
         }

@@ -111,7 +111,10 @@ async fn a_prefix_replayed_with_a_fixed_step_is_diffed_written_aside_and_applied
     let (code, out, err) = host(&["replay", file, "--from", &from, "--step", &step, "--diff"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("objects compared: 3, candidate rows: 6"), "{out}");
-    assert!(out.contains("records compared: 6\nrows same: 0\nrows changed: 6\nrows added: 0\nrows dropped: 0\n"), "{out}");
+    assert!(
+        out.contains("records compared: 6\nrows same: 0\nrows changed: 6\nrows added: 0\nrows dropped: 0\n"),
+        "{out}"
+    );
     assert!(out.contains("changed columns:\n  buyer  6 rows\nrecords that differ"), "{out}");
     assert!(out.contains(&format!("s3://{bucket}/in/a.csv line 2")), "{out}");
     assert!(!out.contains("Alice") && !err.contains("Alice"), "no values: {out}\n{err}");
@@ -137,7 +140,10 @@ async fn a_prefix_replayed_with_a_fixed_step_is_diffed_written_aside_and_applied
     assert!(out.contains("objects applied: 3, candidate rows: 6"), "{out}");
     assert_eq!(one(&format!("SELECT count(*) FROM {schema}.tx")).await, 8);
     assert_eq!(one(&lengths("tx")).await, 6);
-    assert_eq!(one(&format!("SELECT count(*) FROM {schema}.tx WHERE file LIKE '%/out/%' AND length(buyer) = 64")).await, 2);
+    assert_eq!(
+        one(&format!("SELECT count(*) FROM {schema}.tx WHERE file LIKE '%/out/%' AND length(buyer) = 64")).await,
+        2
+    );
     let applied = one(&batches).await;
     assert_eq!(applied, before + 3, "one commit per object");
     let lineage = format!(
@@ -177,13 +183,13 @@ async fn bad_replays_fail_clearly_and_change_nothing() {
             vec![from.clone(), "--step".into(), format!("2=sha256:{}", "0".repeat(64)), "--diff".into()],
             "no plugin with digest",
         ),
-        (vec![from.clone(), "--step".into(), step.clone(), "--into".into(), "narrow".into()], "exists with other columns"),
+        (
+            vec![from.clone(), "--step".into(), step.clone(), "--into".into(), "narrow".into()],
+            "exists with other columns",
+        ),
         (vec![from.clone(), "--into".into(), "a.b.c".into()], "expected TABLE or SCHEMA.TABLE"),
         (vec![from.clone()], "--diff"),
-        (
-            vec![from.clone(), "--until".into(), "2001-01-01T00:00:00Z".into(), "--diff".into()],
-            "no objects under",
-        ),
+        (vec![from.clone(), "--until".into(), "2001-01-01T00:00:00Z".into(), "--diff".into()], "no objects under"),
         (vec!["http://x".into(), "--apply".into()], "is not s3://BUCKET/PREFIX"),
     ];
     for (args, says) in cases {

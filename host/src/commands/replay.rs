@@ -61,12 +61,10 @@ pub async fn replay(
     bar.finish();
     match done {
         Ok(done) => Ok(done),
-        Err(ReplayError::Db { what, source }) => {
-            match crate::migrate::not_migrated(&source, true, &url, path) {
-                Some(not) => Err(not.into()),
-                None => Err(ReplayError::Db { what, source }.into()),
-            }
-        }
+        Err(ReplayError::Db { what, source }) => match crate::migrate::not_migrated(&source, true, &url, path) {
+            Some(not) => Err(not.into()),
+            None => Err(ReplayError::Db { what, source }.into()),
+        },
         Err(e) => Err(e.into()),
     }
 }

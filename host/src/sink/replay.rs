@@ -114,7 +114,8 @@ pub fn compare(target: &str, fields: &[String], by: By<'_>) -> String {
     } else {
         (0..fields.len()).map(|i| format!("_d{i}")).collect::<Vec<_>>().join(" OR ")
     };
-    let per_column: String = (0..fields.len()).map(|i| format!(", count(*) FILTER (WHERE _p AND _c AND _d{i})")).collect();
+    let per_column: String =
+        (0..fields.len()).map(|i| format!(", count(*) FILTER (WHERE _p AND _c AND _d{i})")).collect();
     let differs = if differs.is_empty() { String::new() } else { format!(", {}", differs.join(", ")) };
     format!(
         "WITH pd AS (SELECT DISTINCT message_id AS _id FROM etl.dead_letters \

@@ -108,13 +108,11 @@ pub fn apply(engine: &Engine, pipeline: &mut Pipeline, choices: &[StepChoice]) -
 /// The first `.wasm` file in `dirs` (not recursively) whose digest is
 /// `digest`.
 fn find_digest(dirs: &[PathBuf], digest: &str) -> Option<PathBuf> {
-    dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flatten().filter_map(Result::ok).map(|e| e.path()).find(
-        |p| {
-            p.extension().is_some_and(|e| e == "wasm")
-                && p.is_file()
-                && std::fs::read(p).is_ok_and(|bytes| digest_of(&bytes) == digest)
-        },
-    )
+    dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flatten().filter_map(Result::ok).map(|e| e.path()).find(|p| {
+        p.extension().is_some_and(|e| e == "wasm")
+            && p.is_file()
+            && std::fs::read(p).is_ok_and(|bytes| digest_of(&bytes) == digest)
+    })
 }
 
 #[cfg(test)]

@@ -13,12 +13,12 @@ mod filter;
 mod print;
 mod read;
 
-use crate::transform::choice::StepChoice;
 use super::EngineOptions;
 use crate::config;
 use crate::sink::dead_letter::Sealer;
 use crate::source::dead_letters::ReplayError;
 pub use crate::source::dead_letters::Replayed;
+use crate::transform::choice::StepChoice;
 pub use filter::{Filter, STAGES, Since};
 pub use print::table;
 pub use read::{Listed, Origin};

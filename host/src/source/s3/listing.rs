@@ -154,7 +154,13 @@ fn listed(o: &aws_sdk_s3::types::Object) -> Option<Listed> {
     let (Some(key), Some(etag)) = (o.key(), o.e_tag()) else { return None };
     let size = o.size().unwrap_or(0).max(0) as u64;
     let modified = o.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok());
-    (!key.ends_with('/')).then(|| Listed { key: key.to_string(), etag: unquote(etag), size, version_id: None, modified })
+    (!key.ends_with('/')).then(|| Listed {
+        key: key.to_string(),
+        etag: unquote(etag),
+        size,
+        version_id: None,
+        modified,
+    })
 }
 
 /// The latest version of a key in a versioned listing.

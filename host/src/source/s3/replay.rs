@@ -40,7 +40,10 @@ pub use super::backfill::BackfillProgress as ReplayProgress;
 pub enum Action {
     Diff,
     /// A side table: schema (the sink's when not given) and name.
-    Into { schema: Option<String>, table: String },
+    Into {
+        schema: Option<String>,
+        table: String,
+    },
     Apply,
 }
 
@@ -385,9 +388,7 @@ impl Run<'_> {
     ) -> TransformChain {
         let uri = format!("s3://{}/{}", self.bucket, listed.key);
         let (chain, outcome) = match (&self.request.action, recorded) {
-            (Action::Apply, None) => {
-                (chain, Err(Skip::Left("never loaded by the pipeline; left to it".into())))
-            }
+            (Action::Apply, None) => (chain, Err(Skip::Left("never loaded by the pipeline; left to it".into()))),
             (Action::Apply, Some(object)) => self.apply(chain, &object, &uri, done).await,
             (_, recorded) => {
                 let object = recorded.unwrap_or_else(|| listed.object(&self.bucket));
