@@ -7,8 +7,8 @@
 //! PostgreSQL every second), its candidate the same chain masking with
 //! SHA-512. Rounds with and without the shadow alternate.
 //!
-//! `DATABASE_URL=... cargo bench -p tests --bench shadow` (the database
-//! must be migrated: `host migrate`).
+//! `cargo bench -p tests --bench shadow` (PostgreSQL at DATABASE_URL or the
+//! tests' server, migrated first).
 
 use host::batch::{self, Batch, BatchBuilder};
 use host::config;
@@ -30,7 +30,11 @@ fn main() {
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let plugins = vec![PathBuf::from(env!("PLUGIN_DIR"))];
     let engine = Arc::new(Engine::new(None, plugins).expect("engine"));
-    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL (a migrated database)");
+    // The tests' server unless DATABASE_URL says another; migrated here.
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(host::migrate::run(&url)).expect("migrations apply");
+    drop(runtime);
     let file = ws.join("pipelines/logins.toml");
     let text = std::fs::read_to_string(&file).unwrap().replacen(
         "algorithm = \"sha256\" }\n",
