@@ -80,6 +80,12 @@ const DEAD_LETTERS: &str = "SELECT count(*) FROM etl.dead_letters WHERE pipeline
 async fn a_malformed_csv_line_keeps_its_text_and_replays_through_a_fixed_pipeline() {
     let (name, schema, bucket) = (unique("dlraw"), unique("s"), bucket_name("dlraw"));
     schema_with_customers(&schema).await;
+    // Rows keep their line, a replayed one too.
+    pg().await.batch_execute(&format!("ALTER TABLE {schema}.customers ADD COLUMN line bigint")).await.unwrap();
+    let line = |t: String| {
+        let file = "source_file = { generated = \"source-file\" }";
+        t.replace(file, &format!("{file}\nline = {{ generated = \"source-line\" }}"))
+    };
     let s3 = s3_at(services::endpoint()).await;
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let bad = "3,33101,Miami,FL,2023-01-05 10:00:00,2023-01-05 10:00:00,vip";
@@ -90,7 +96,7 @@ async fn a_malformed_csv_line_keeps_its_text_and_replays_through_a_fixed_pipelin
     );
     put(&s3, &bucket, "customers/a.csv", file).await;
     // At most 100 bytes a row: the fourth line is too long.
-    let small = |t: String| t.replace("[input]\n", "[input]\nmax_record_bytes = 100\n");
+    let small = |t: String| line(t).replace("[input]\n", "[input]\nmax_record_bytes = 100\n");
     let s = run_once(customers(&schema, &name, &bucket, small)).await;
     assert_eq!((s.rows, s.dead_letters), (2, 2), "{s}");
     let cut: Vec<u8> = pg()
@@ -121,19 +127,21 @@ async fn a_malformed_csv_line_keeps_its_text_and_replays_through_a_fixed_pipelin
     assert_eq!(String::from_utf8_lossy(&payload), bad, "the line as the file held it");
 
     // As it is: the same clear reason again, on the same dead letter.
-    let (done, results) = replay(customers(&schema, &name, &bucket, |t| t)).await;
+    let (done, results) = replay(customers(&schema, &name, &bucket, line)).await;
     assert_eq!(done, (0, 1, 1), "{results:?}");
     assert_eq!(results[0], (id, format!("failed again: {reason}")));
     assert_eq!(results[1].1, cut_result);
     assert_eq!(state(id).await.4.as_deref(), Some(reason.as_str()));
 
     // Fixed by hand: the new seventh column is named.
-    let fixed = |t: String| t.replace("\"datetime_updated\"] }", "\"datetime_updated\", \"tier\"] }");
+    let fixed = |t: String| line(t).replace("\"datetime_updated\"] }", "\"datetime_updated\", \"tier\"] }");
     let (done, results) = replay(customers(&schema, &name, &bucket, fixed)).await;
     assert_eq!(done, (1, 0, 1), "{results:?}");
-    let sql = format!("SELECT count(*) FROM {schema}.customers WHERE city = 'Miami' AND source_file = $1");
+    let sql = format!("SELECT count(*) FROM {schema}.customers WHERE city = 'Miami' AND source_file = $1 AND line = 2");
     assert_eq!(count(&sql, &format!("s3://{bucket}/customers/a.csv")).await, 1);
     assert!(state(id).await.2, "replayed");
+    let lines = pg().await.query(&format!("SELECT line FROM {schema}.customers ORDER BY line"), &[]).await.unwrap();
+    assert_eq!(lines.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), [1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
