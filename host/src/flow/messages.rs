@@ -204,9 +204,9 @@ async fn prepare_with(
         None => RowOrigin { message_id: Some(messages[i].id.as_str()), line: None },
     };
     fill_units(&flow.mapping, &load, &out, &record_message, &mut units, |i| messages[i].receive_count as i32, origin);
-    let plugins = plugins_json(&chain);
+    // Only when a candidate runs: the offer's parts cost nothing otherwise.
     flow.shadow(|| crate::shadow::Offer {
-        lineage: plugins,
+        lineage: plugins_json(&chain),
         batch,
         production: out,
         production_cpu: cpu,
