@@ -11,14 +11,16 @@ mod canonical;
 mod interpolate;
 mod lines;
 mod sftp;
+mod shadow;
 mod validate;
 
 pub use canonical::{canonical_json, params_digest};
 pub use interpolate::{InterpolateError, interpolate};
 pub use sftp::{Compare, HostKeyCheck, SftpAuth, SftpSettings};
+pub use shadow::{PromoteWhen, ShadowStep};
 pub use validate::{
-    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, PromoteWhen, RowsFrom, S3Mode,
-    S3SourceConfig, ShadowStep, Sink, Source, SqsSourceConfig, Step, TestCase, TestExpect, validate,
+    Column, ColumnSource, Generated, Grants, Limits, MergeMode, Pipeline, RowsFrom, S3Mode, S3SourceConfig, Sink,
+    Source, SqsSourceConfig, Step, TestCase, TestExpect, validate,
 };
 
 use indexmap::IndexMap;
