@@ -292,20 +292,25 @@ enum Plugins {
         #[command(flatten)]
         plugins: PluginArgs,
     },
-    /// Creates a plugin crate in DIR/NAME that builds on the first try: a
-    /// minimal transform with a unit test, the wasm target in
-    /// `.cargo/config.toml`, and a pipeline with test cases using it.
+    /// Creates a plugin project in DIR/NAME that builds and tests on the
+    /// first try: a minimal transform with its tests, and a pipeline with
+    /// test cases using it. Rust: a crate (the wasm target in
+    /// `.cargo/config.toml`); Python: a module, pytest tests, the SDK and
+    /// componentize-py pinned.
     New {
         /// Lowercase letters, digits and `-` (`lowercase-locale`).
         name: String,
-        /// The folder the crate's folder goes in. In this repository's
-        /// `plugins/` the crate is a workspace member.
+        /// The folder the project's folder goes in. In this repository's
+        /// `plugins/` a Rust crate is a workspace member.
         #[arg(long, value_name = "DIR", default_value = ".")]
         dir: PathBuf,
-        /// Where `plugin-sdk` comes from outside this workspace: its folder
-        /// (`plugins/plugin-sdk` of a checkout) or a git URL of the
-        /// repository [default: $HOST_PLUGIN_SDK, else the checkout this
-        /// binary was built from].
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: NewLang,
+        /// Rust only: where `plugin-sdk` comes from outside this workspace:
+        /// its folder (`plugins/plugin-sdk` of a checkout) or a git URL of
+        /// the repository [default: $HOST_PLUGIN_SDK, else the checkout
+        /// this binary was built from].
         #[arg(long, value_name = "PATH|URL")]
         sdk: Option<String>,
     },
@@ -443,6 +448,12 @@ impl DeadLetterFilters {
         let DeadLetterFilters { stage, source, since, reason } = self;
         commands::dead_letters::Filter { stage, source, since, reason, all }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum NewLang {
+    Rust,
+    Python,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -654,8 +665,15 @@ fn run(command: Command) -> anyhow::Result<Exit> {
             println!("{} passed, {failed} failed", results.len() - failed);
             Ok(Exit::failed_if(failed > 0))
         }
-        Command::Plugins(Plugins::New { name, dir, sdk }) => {
-            let made = commands::scaffold::new_plugin(&name, &dir, || commands::scaffold::sdk(sdk.as_deref()))?;
+        Command::Plugins(Plugins::New { name, dir, lang, sdk }) => {
+            use commands::scaffold::{self, Lang};
+            let made = match lang {
+                NewLang::Rust => scaffold::new_plugin(&name, &dir, || scaffold::sdk(sdk.as_deref()))?,
+                NewLang::Python if sdk.is_some() => {
+                    anyhow::bail!("--sdk is for Rust plugins; a Python project gets a copy of the SDK")
+                }
+                NewLang::Python => scaffold::new_project(&name, &dir, Lang::Python)?,
+            };
             print!("{}", commands::scaffold::report(&made));
             Ok(Exit::Ok)
         }

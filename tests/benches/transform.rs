@@ -44,6 +44,7 @@ fn main() {
         println!("{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2}", wasm / native);
     }
     filter_convert(&engine, &lines);
+    polyglot(&engine, &lines);
     metrics_cost(&ws, &engine, &lines);
     decode_rate(&lines);
     sandbox_stops(&engine);
@@ -106,6 +107,85 @@ fn filter_convert(engine: &Arc<Engine>, lines: &[String]) {
         );
         println!("{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2}", wasm / native);
     }
+}
+
+/// The logins chain's `mask` step alone (sha256 of two fields of six, into
+/// renamed fields) as the Rust plugin and its Python and JavaScript ports
+/// (`cargo xtask polyglot` builds those; a missing one is said and
+/// skipped): records/s at batches of 100 and 1,000, the instance's memory
+/// after them, and start-up (compile, and from the compiled cache).
+fn polyglot(engine: &Arc<Engine>, lines: &[String]) {
+    const MASK: &str = r#"fields = { ip = "masked_ip", device_id = "masked_device_id" }, algorithm = "sha256""#;
+    let dir = PathBuf::from(env!("PLUGIN_DIR"));
+    println!(
+        "
+mask (sha256 x2 of six fields) by language, in WebAssembly, the same records"
+    );
+    println!(
+        "{:<11} | {:>12} | {:>12} | {:>9} | {:>9} | {:>10} | {:>10} | {:>8}",
+        "plugin", "rec/s @100", "rec/s @1000", "vs Rust", "memory", "compile", "cached", ".wasm"
+    );
+    println!(
+        "{:-<11}-+-{:->12}-+-{:->12}-+-{:->9}-+-{:->9}-+-{:->10}-+-{:->10}-+-{:->8}",
+        "", "", "", "", "", "", "", ""
+    );
+    let mut rust_rate = None;
+    for name in ["mask", "py-mask", "js-mask"] {
+        let file = dir.join(format!("{name}.wasm"));
+        if !file.is_file() {
+            println!("{name:<11} | not built ({} is missing: cargo xtask polyglot)", file.display());
+            continue;
+        }
+        let body = format!("[[transforms]]\nuses = \"{name}\"\nmax_memory_mb = 256\nparams = {{ {MASK} }}\n");
+        let path = Path::new("polyglot.toml");
+        let pipeline =
+            config::validate(path, config::parse_str(path, &body, |_| None).expect("parses")).expect("valid");
+        let mut rates = Vec::new();
+        let mut memory = 0;
+        for size in [100usize, 1000] {
+            let batches = make_batches(lines, size, 20_000);
+            let mut chain = TransformChain::build(engine, &pipeline).expect("chain");
+            rates.push(rate(&batches, || (), |_, b| chain.run(b).expect("runs").batch.records.len()));
+            memory = memory.max(chain.memory_bytes()[0].unwrap_or(0));
+        }
+        let versus = match rust_rate {
+            None => {
+                rust_rate = Some(rates[1]);
+                1.0
+            }
+            Some(r) => rates[1] / r,
+        };
+        let (compiled, cached) = start_up(&pipeline);
+        println!(
+            "{name:<11} | {:>12.0} | {:>12.0} | {:>9.3} | {:>6} MiB | {:>7.0} ms | {:>7.0} ms | {:>5} MB",
+            rates[0],
+            rates[1],
+            versus,
+            memory >> 20,
+            compiled.as_secs_f64() * 1e3,
+            cached.as_secs_f64() * 1e3,
+            std::fs::metadata(&file).map_or(0, |m| m.len()) / 1_000_000
+        );
+    }
+}
+
+/// Start-up of a one-step chain in a fresh engine: compiling (once), and
+/// from the compiled cache (median of three).
+fn start_up(pipeline: &config::Pipeline) -> (Duration, Duration) {
+    let plugins = vec![PathBuf::from(env!("PLUGIN_DIR"))];
+    let cache = std::env::temp_dir().join(format!("bench-cache-polyglot-{}", std::process::id()));
+    let start = |cache: Option<PathBuf>| {
+        let t = Instant::now();
+        let engine = Arc::new(Engine::new(cache, plugins.clone()).expect("engine"));
+        TransformChain::build(&engine, pipeline).expect("chain");
+        t.elapsed()
+    };
+    let _ = std::fs::remove_dir_all(&cache);
+    let compiled = start(Some(cache.clone()));
+    let mut cached: Vec<Duration> = (0..3).map(|_| start(Some(cache.clone()))).collect();
+    cached.sort();
+    let _ = std::fs::remove_dir_all(&cache);
+    (compiled, cached[1])
 }
 
 /// A JSON object as a TOML inline table (keys quoted, the rest as JSON,

@@ -21,6 +21,7 @@ mod lineage;
 mod objects;
 mod outages;
 mod pipeline_files;
+mod polyglot;
 mod proxy;
 mod replay;
 mod run;

@@ -1,6 +1,7 @@
 //! `cargo xtask build | test | history | bench | demo | postgres`.
 
 mod packages;
+mod polyglot;
 mod postgres;
 
 use packages::Need;
@@ -8,8 +9,10 @@ use postgres::{Choice, Postgres};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <build|test|history|bench|demo|postgres>
+const USAGE: &str = "usage: cargo xtask <build|polyglot|test|history|bench|demo|postgres>
   build   the host (release) and every plugin; components land in target/plugins/
+  polyglot  the Python and JavaScript plugin tools (pinned, in target/polyglot/)
+          and the SDKs' examples, built into target/plugins/ (py-mask.wasm...)
   test [ARGS]  build, then run every test (the README's test command); with
           ARGS, `cargo test --release ARGS` instead (-p tests --test it -- tls)
   history [--seeds N] [--from S] [--ops M] [--seed S]
@@ -30,13 +33,20 @@ const DEMO: &[Need] = &[packages::PYTHON_VENV, packages::PSQL];
 const HISTORY: &[Need] = &[packages::PYTHON_VENV, packages::SSHD, packages::SSH_KEYGEN];
 const TEST: &[Need] =
     &[packages::PYTHON_VENV, packages::PSQL, packages::CHROMIUM, packages::CURL, packages::SSHD, packages::SSH_KEYGEN];
+const POLYGLOT: &[Need] = &[packages::PYTHON_VENV];
 
 fn main() -> ExitCode {
     let arg = std::env::args().nth(1).unwrap_or_default();
     let result = match arg.as_str() {
         "build" => build(),
-        "test" => with_services(TEST, |pg| build().and_then(|()| ensure_moto()).and_then(|()| test(&pg.env()))),
-        "bench" => build().and_then(|()| cargo(&["bench", "-p", "tests"], &[])),
+        "polyglot" => packages::ensure(POLYGLOT).and_then(|()| polyglot()),
+        "test" => with_services(TEST, |pg| {
+            build().and_then(|()| polyglot()).and_then(|()| ensure_moto()).and_then(|()| test(&pg.env()))
+        }),
+        "bench" => packages::ensure(POLYGLOT)
+            .and_then(|()| build())
+            .and_then(|()| polyglot())
+            .and_then(|()| cargo(&["bench", "-p", "tests"], &[])),
         "history" => {
             with_services(HISTORY, |pg| build().and_then(|()| ensure_moto()).and_then(|()| history(&pg.env())))
         }
@@ -101,6 +111,14 @@ fn build() -> Result<(), String> {
     for f in files {
         println!("built {}", f.display());
     }
+    Ok(())
+}
+
+/// The Python and JavaScript tools, and the SDKs' examples built.
+fn polyglot() -> Result<(), String> {
+    let (ws, target) = (workspace(), target_dir());
+    let venv = polyglot::python_tools(&ws, &target)?;
+    polyglot::build_python_examples(&ws, &venv, &target.join("plugins"))?;
     Ok(())
 }
 

@@ -166,6 +166,11 @@ impl TransformChain {
         self.steps.iter().map(StepRunner::failed_batches).sum()
     }
 
+    /// Each step's instance memory, as [`StepRunner::memory_bytes`].
+    pub fn memory_bytes(&self) -> Vec<Option<usize>> {
+        self.steps.iter().map(StepRunner::memory_bytes).collect()
+    }
+
     /// Runs `input` through every step.
     pub fn run(&mut self, input: &Batch) -> Result<ChainOutput, StepError> {
         let mut origin: Vec<u32> = (0..input.records.len() as u32).collect();

@@ -111,6 +111,14 @@ pub struct MemoryLimiter {
     pub refused: bool,
 }
 
+impl MemoryLimiter {
+    /// Bytes of the store's memories and tables: its peak, as they never
+    /// shrink.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
 /// What one table element costs the host, as the cap counts it.
 const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
 

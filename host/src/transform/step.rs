@@ -331,6 +331,12 @@ impl StepRunner {
         self.failed_batches
     }
 
+    /// The live instance's memory (linear memories and tables), the most it
+    /// has held; None between a failed call and the next.
+    pub fn memory_bytes(&self) -> Option<usize> {
+        self.live.as_ref().map(|l| l.store.data().limiter.total())
+    }
+
     fn reason(&self, f: &CallFailure) -> String {
         f.to_string()
     }

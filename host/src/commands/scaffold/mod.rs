@@ -9,6 +9,10 @@
 //!
 //! Must not overwrite anything.
 
+mod polyglot;
+
+pub use polyglot::{Lang, PYTHON_MEMORY_MB, new_project};
+
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 
@@ -46,6 +50,8 @@ pub fn sdk(given: Option<&str>) -> anyhow::Result<Sdk> {
 pub struct Made {
     pub dir: PathBuf,
     pub member: bool,
+    /// None for Rust.
+    pub lang: Option<Lang>,
     pub files: Vec<PathBuf>,
 }
 
@@ -91,11 +97,11 @@ pub fn new_plugin(name: &str, parent: &Path, sdk: impl FnOnce() -> anyhow::Resul
             .replace("{{host_triple}}", &host_triple())
     };
     let manifest = if member {
-        include_str!("../../templates/plugin/Cargo.member.toml.tmpl")
+        include_str!("../../../templates/plugin/Cargo.member.toml.tmpl")
     } else {
-        include_str!("../../templates/plugin/Cargo.toml.tmpl")
+        include_str!("../../../templates/plugin/Cargo.toml.tmpl")
     };
-    let mut pipeline = fill(include_str!("../../templates/plugin/pipeline.toml.tmpl"));
+    let mut pipeline = fill(include_str!("../../../templates/plugin/pipeline.toml.tmpl"));
     if member {
         pipeline = pipeline.replace(
             "#   cargo build --release        # the component (see .cargo/config.toml)",
@@ -104,8 +110,8 @@ pub fn new_plugin(name: &str, parent: &Path, sdk: impl FnOnce() -> anyhow::Resul
     }
     let files: Vec<(&str, String)> = vec![
         ("Cargo.toml", fill(manifest)),
-        ("src/lib.rs", fill(include_str!("../../templates/plugin/lib.rs.tmpl"))),
-        (".cargo/config.toml", fill(include_str!("../../templates/plugin/cargo-config.toml.tmpl"))),
+        ("src/lib.rs", fill(include_str!("../../../templates/plugin/lib.rs.tmpl"))),
+        (".cargo/config.toml", fill(include_str!("../../../templates/plugin/cargo-config.toml.tmpl"))),
         ("pipeline.toml", pipeline),
         (".gitignore", "/target\n".to_string()),
     ];
@@ -120,7 +126,7 @@ pub fn new_plugin(name: &str, parent: &Path, sdk: impl FnOnce() -> anyhow::Resul
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
-    Ok(Made { dir, member, files: written })
+    Ok(Made { dir, member, lang: None, files: written })
 }
 
 /// What `new` prints: the files and the loop.
@@ -130,7 +136,10 @@ pub fn report(made: &Made) -> String {
     for f in &made.files {
         out.push_str(&format!("  {}\n", f.strip_prefix(&made.dir).unwrap_or(f).display()));
     }
-    if made.member {
+    if let Some(lang) = made.lang {
+        let name = made.dir.file_name().unwrap_or_default().to_string_lossy();
+        out.push_str(&polyglot::next_steps(&made.dir, &name, lang));
+    } else if made.member {
         out.push_str(&format!(
             "a member of this workspace; from its root:\n  cargo test -p {0}\n  cargo xtask build\n  host test {dir}/pipeline.toml\n",
             made.dir.file_name().unwrap_or_default().to_string_lossy()

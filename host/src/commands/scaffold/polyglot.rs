@@ -1,0 +1,128 @@
+//! `host plugins new NAME --lang python|js`: a plugin project in Python
+//! or JavaScript that tests and builds on the first try: the plugin, its
+//! tests in the language's own runner, a pipeline with test cases, the
+//! pinned build tools, the WIT contract, and a copy of the SDK.
+//!
+//! The SDK is vendored (copied from what this binary was built with) rather
+//! than fetched: the project then builds offline, and its SDK always speaks
+//! the contract of the host that made it.
+
+use super::{Made, check_name, type_name};
+use anyhow::{Context, bail};
+use std::path::Path;
+
+/// The languages besides Rust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    Python,
+}
+
+/// What a new Python plugin's step gets as `max_memory_mb`: CPython and
+/// its heap start at about 40 MiB of linear memory (measured with
+/// componentize-py 0.25.1), and a batch of 1,000 records needs a few MiB
+/// more.
+pub const PYTHON_MEMORY_MB: u32 = 128;
+
+const WIT: &str = include_str!("../../../../wit/transform.wit");
+
+/// The Python SDK, as `etl_plugin/` in the project.
+const PYTHON_SDK: &[(&str, &str)] = &[
+    ("etl_plugin/__init__.py", include_str!("../../../../sdk/python/etl_plugin/__init__.py")),
+    ("etl_plugin/_codec.py", include_str!("../../../../sdk/python/etl_plugin/_codec.py")),
+    ("etl_plugin/_params.py", include_str!("../../../../sdk/python/etl_plugin/_params.py")),
+    ("etl_plugin/_component.py", include_str!("../../../../sdk/python/etl_plugin/_component.py")),
+    ("etl_plugin/testing.py", include_str!("../../../../sdk/python/etl_plugin/testing.py")),
+];
+
+const PYTHON: &[(&str, &str)] = &[
+    ("plugin.py", include_str!("../../../templates/plugin-python/plugin.py.tmpl")),
+    ("test_plugin.py", include_str!("../../../templates/plugin-python/test_plugin.py.tmpl")),
+    ("pipeline.toml", include_str!("../../../templates/plugin-python/pipeline.toml.tmpl")),
+    ("requirements-dev.txt", include_str!("../../../templates/plugin-python/requirements-dev.txt")),
+    ("README.md", include_str!("../../../templates/plugin-python/README.md.tmpl")),
+    (".gitignore", include_str!("../../../templates/plugin-python/gitignore")),
+];
+
+/// Creates the project `name` in `parent/name`; never over anything.
+pub fn new_project(name: &str, parent: &Path, lang: Lang) -> anyhow::Result<Made> {
+    check_name(name)?;
+    let ty = type_name(name);
+    if ["Params", "Etl"].contains(&ty.as_str()) {
+        bail!(
+            "`{name}` would make the class `{ty}`, which the plugin's code needs for something else; choose another name"
+        );
+    }
+    let parent = match parent.canonicalize() {
+        Ok(p) => p,
+        Err(_) => std::path::absolute(parent)?,
+    };
+    let dir = parent.join(name);
+    if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("{} exists and is not empty; nothing was written", dir.display());
+    }
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{type}}", &ty)
+            .replace("{{file}}", &name.replace('-', "_"))
+            .replace("{{table}}", &name.replace('-', "_"))
+            .replace("{{summary}}", "Changes one text field (write what this plugin does here)")
+            .replace("{{python_memory_mb}}", &PYTHON_MEMORY_MB.to_string())
+    };
+    let (templates, sdk) = match lang {
+        Lang::Python => (PYTHON, PYTHON_SDK),
+    };
+    let mut files: Vec<(&str, String)> = templates.iter().map(|(rel, t)| (*rel, fill(t))).collect();
+    files.extend(sdk.iter().map(|(rel, t)| (*rel, t.to_string())));
+    files.push(("wit/transform.wit", WIT.to_string()));
+    let mut written = Vec::new();
+    for (rel, text) in files {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().expect("a file in a folder"))
+            .with_context(|| format!("cannot create {}", path.parent().unwrap_or(&dir).display()))?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(Made { dir, member: false, lang: Some(lang), files: written })
+}
+
+/// The loop, for `report`.
+pub fn next_steps(dir: &Path, name: &str, lang: Lang) -> String {
+    let dir = dir.display();
+    match lang {
+        Lang::Python => format!(
+            "next:\n  cd {dir}\n  python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt\n  \
+             .venv/bin/pytest                   # the plugin's tests, natively\n  \
+             .venv/bin/componentize-py -d wit -w plugin componentize plugin -o {name}.wasm\n  \
+             host test pipeline.toml            # the pipeline's cases, through the component\n"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_python_project_with_the_sdk_and_the_contract() {
+        let parent = std::env::temp_dir().join(format!("scaffold-py-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&parent);
+        let made = new_project("my-step", &parent, Lang::Python).unwrap();
+        let plugin = std::fs::read_to_string(made.dir.join("plugin.py")).unwrap();
+        assert!(plugin.contains("class MyStep:") && plugin.contains("name=\"my-step\""), "{plugin}");
+        let pipeline = std::fs::read_to_string(made.dir.join("pipeline.toml")).unwrap();
+        assert!(pipeline.contains("uses = \"my-step.wasm\"") && pipeline.contains("max_memory_mb = 128"));
+        for f in ["etl_plugin/__init__.py", "etl_plugin/testing.py", "wit/transform.wit", ".gitignore"] {
+            assert!(made.dir.join(f).is_file(), "{f}");
+        }
+        for f in &made.files {
+            let text = std::fs::read_to_string(f).unwrap();
+            assert!(!text.contains("{{"), "{} keeps a placeholder", f.display());
+        }
+        let again = new_project("my-step", &parent, Lang::Python).err().unwrap().to_string();
+        assert!(again.contains("exists and is not empty"), "{again}");
+        let clash = new_project("etl", &parent, Lang::Python).err().unwrap().to_string();
+        assert!(clash.contains("the class `Etl`"), "{clash}");
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+}

@@ -1,0 +1,1 @@
+# pytest from here finds the SDK (etl_plugin) beside this file.

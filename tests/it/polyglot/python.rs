@@ -1,0 +1,240 @@
+//! Python plugins: the SDK (componentize-py 0.25.1 and pytest, pinned in
+//! `sdk/python/requirements-dev.txt`).
+
+use super::{edit, fetch_results, host, ok, tools};
+use crate::common::{self, batch, chain, results};
+use crate::services::{self, pg, queue, send, unique};
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+
+fn pytest(dir: &Path) -> String {
+    let out = Command::new(tools("venv").join("bin/pytest"))
+        .current_dir(dir)
+        .args(["-q", "-p", "no:cacheprovider"])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    ok(&format!("pytest in {}", dir.display()), &out)
+}
+
+#[test]
+fn the_sdk_and_its_examples_pass_their_own_tests() {
+    let sdk = common::workspace().join("sdk/python");
+    for dir in [sdk.clone(), sdk.join("examples/mask"), sdk.join("examples/filter")] {
+        let said = pytest(&dir);
+        assert!(said.contains(" passed") && !said.contains("failed"), "{}: {said}", dir.display());
+    }
+}
+
+#[test]
+fn the_examples_pass_their_pipelines_cases_through_the_component() {
+    let sdk = common::workspace().join("sdk/python");
+    for example in ["mask", "filter"] {
+        let pipeline = sdk.join("examples").join(example).join("pipeline.toml");
+        let said = ok("host test", &host(&sdk, &["test", pipeline.to_str().unwrap()]));
+        assert!(said.contains(" passed, 0 failed"), "{example}: {said}");
+    }
+}
+
+#[test]
+fn the_python_mask_gives_the_rust_masks_rows_byte_for_byte() {
+    let ws = common::workspace();
+    let rust = fetch_results(&ws.join("pipelines/logins.toml"));
+    let python = fetch_results(&ws.join("sdk/python/examples/mask/pipeline.toml"));
+    assert_eq!(rust.lines().count(), 99, "99 rows (one message is not a login): {rust}");
+    assert_eq!(python, rust);
+}
+
+/// The golden fixtures of the Rust `mask` and `filter`, through the Python
+/// ports: the same results (reasons name the step's plugin, so its name
+/// is put back before comparing).
+#[test]
+fn the_python_ports_pass_the_rust_plugins_fixtures() {
+    let fixtures = common::workspace().join("tests/fixtures");
+    for (case, rust, python) in [("mask-sha512", "mask", "py-mask"), ("filter-conditions", "filter", "py-filter")] {
+        let dir = fixtures.join(case);
+        let body = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+        let ported = body.replace(&format!("uses = \"{rust}\""), &format!("uses = \"{python}\"\nmax_memory_mb = 128"));
+        assert_ne!(ported, body, "{case} uses {rust}");
+        let (got, want) = crate::golden::run_case_with(&dir, &ported);
+        let got: Vec<serde_json::Value> = got
+            .into_iter()
+            .map(|v| {
+                serde_json::from_str(&v.to_string().replace(&format!("(`{python}`)"), &format!("(`{rust}`)"))).unwrap()
+            })
+            .collect();
+        assert_eq!(got, want, "{case}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_python_plugin_tests_builds_and_loads_rows() {
+    let parent = std::env::temp_dir().join(unique("py-author"));
+    let said = ok(
+        "plugins new",
+        &host(
+            Path::new("/"),
+            &["plugins", "new", "upper-locale", "--lang", "python", "--dir", parent.to_str().unwrap()],
+        ),
+    );
+    assert!(said.contains("pytest") && said.contains("componentize-py"), "{said}");
+    let dir = parent.join("upper-locale");
+
+    // The author's two lines, and the expectations that follow from them.
+    edit(
+        &dir.join("plugin.py"),
+        "            record[self.field] = value  # change the text here",
+        "            # Locales in capitals, as the country codes are.\n            record[self.field] = value.upper()",
+    );
+    edit(
+        &dir.join("test_plugin.py"),
+        r#"[emit({"locale": "en-US", "n": 1})]"#,
+        r#"[emit({"locale": "EN-US", "n": 1})]"#,
+    );
+    edit(
+        &dir.join("pipeline.toml"),
+        r#"expect = '{"locale": "en-US", "n": 1}'"#,
+        r#"expect = '{"locale": "EN-US", "n": 1}'"#,
+    );
+
+    let tested = pytest(&dir);
+    assert!(tested.contains("3 passed"), "{tested}");
+    let venv = tools("venv");
+    let built = Command::new(venv.join("bin/componentize-py"))
+        .current_dir(&dir)
+        .args(["-d", "wit", "-w", "plugin", "componentize", "plugin", "-o", "upper-locale.wasm"])
+        .output()
+        .unwrap();
+    ok("componentize-py", &built);
+
+    let cases = ok("host test", &host(&dir, &["test", "pipeline.toml"]));
+    assert!(cases.contains("1 passed, 0 failed"), "{cases}");
+    let checked = ok("host check", &host(&dir, &["check", "pipeline.toml"]));
+    assert!(checked.starts_with("ok: pipeline.toml"), "{checked}");
+    let inspected = ok("inspect", &host(&dir, &["plugins", "inspect", "upper-locale.wasm"]));
+    assert!(inspected.contains("upper-locale") && inspected.contains("\"field\""), "{inspected}");
+    // A misspelt param is named by the schema the dataclass made.
+    edit(&dir.join("pipeline.toml"), "params = { field = \"locale\" }", "params = { feild = \"locale\" }");
+    let refused = host(&dir, &["check", "pipeline.toml"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("feild"), "{err}");
+    edit(&dir.join("pipeline.toml"), "params = { feild = \"locale\" }", "params = { field = \"locale\" }");
+
+    // Rows through `host run --once`: the queue, a table of the pipeline's shape.
+    let (schema, q) = (unique("s"), unique("py-author"));
+    services::migrated().await;
+    pg().await
+        .batch_execute(&format!("CREATE SCHEMA {schema}; CREATE TABLE {schema}.upper_locale (locale text, n bigint)"))
+        .await
+        .unwrap();
+    let sqs = services::sqs().await;
+    let url = queue(&sqs, &q).await;
+    let bodies: Vec<String> =
+        ["en-US", "ru", "pt-BR"].iter().enumerate().map(|(i, l)| format!(r#"{{"locale": "{l}", "n": {i}}}"#)).collect();
+    send(&sqs, &url, &bodies).await;
+    let run = Command::new(crate::objects::host_binary())
+        .current_dir(&dir)
+        .args(["run", "pipeline.toml", "--once"])
+        .env("HOST_CACHE_DIR", common::cache_dir())
+        .env("QUEUE", &q)
+        .env("SCHEMA", &schema)
+        .env("DATABASE_URL", services::database_url())
+        .env("AWS_ENDPOINT_URL", services::endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    ok("host run --once", &run);
+    let rows = pg().await.query(&format!("SELECT locale, n FROM {schema}.upper_locale ORDER BY n"), &[]).await.unwrap();
+    let rows: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, [("EN-US".into(), 0), ("RU".into(), 1), ("PT-BR".into(), 2)]);
+    let _ = std::fs::remove_dir_all(&parent);
+}
+
+fn hostile(mode: &str, extra: &str) -> String {
+    format!(
+        "[[transforms]]\nuses = \"py-hostile\"\nmax_call_ms = 500\nmax_memory_mb = 128\n{extra}\nparams = {{ mode = \"{mode}\", trigger = \"bad\" }}\n"
+    )
+}
+
+/// Runs `mode` on eight records, the fourth of which sets it off, then a
+/// clean batch; the fourth's rejection reason.
+fn isolate(mode: &str, extra: &str) -> String {
+    let mut c = chain(&hostile(mode, extra));
+    let lines: Vec<String> =
+        (0..8).map(|i| if i == 3 { json!({"i": i, "bad": true}) } else { json!({"i": i}) }.to_string()).collect();
+    let out = c.run(&batch(&lines)).expect("a failing call costs records, not the chain");
+    let res = results(8, &out);
+    for (i, r) in res.iter().enumerate() {
+        if i != 3 {
+            assert_eq!(r, &json!({"emit": [{"i": i}]}), "{mode}: record {i} is unharmed");
+        }
+    }
+    let reason = res[3]["reject"].as_str().unwrap_or_else(|| panic!("{mode}: record 3 rejected, got {}", res[3]));
+    let clean: Vec<String> = (0..3).map(|i| json!({"i": i}).to_string()).collect();
+    assert_eq!(c.run(&batch(&clean)).expect("next batch").batch.records.len(), 3, "{mode}: the next batch runs");
+    reason.to_string()
+}
+
+#[test]
+fn a_python_endless_loop_is_interrupted_at_its_budget() {
+    assert_eq!(isolate("loop", ""), "step 1 (`py-hostile`): exceeded its time budget of 500 ms per call");
+}
+
+#[test]
+fn a_python_hoard_is_stopped_by_the_memory_cap() {
+    assert_eq!(isolate("alloc", ""), "step 1 (`py-hostile`): ran out of memory (cap 128 MiB)");
+}
+
+#[test]
+fn a_python_sleep_is_refused_not_waited_for() {
+    let reason = isolate("sleep", "");
+    assert!(reason.contains(host::transform::BLOCKED), "{reason}");
+}
+
+#[test]
+fn a_python_exit_costs_only_its_record() {
+    let reason = isolate("exit", "");
+    assert!(reason.starts_with("step 1 (`py-hostile`): "), "{reason}");
+}
+
+fn seen(mode: &str, extra: &str) -> String {
+    seen_with(&format!("mode = \"{mode}\""), extra)
+}
+
+fn seen_with(params: &str, extra: &str) -> String {
+    let mode = params.to_string();
+    let body =
+        format!("[[transforms]]\nuses = \"py-hostile\"\nmax_memory_mb = 128\n{extra}\nparams = {{ {params} }}\n");
+    let out = chain(&body).run(&batch(&[json!({"i": 1}).to_string()])).unwrap();
+    let res = results(1, &out);
+    res[0]["emit"][0]["seen"].as_str().unwrap_or_else(|| panic!("{mode}: {}", res[0])).to_string()
+}
+
+#[test]
+fn python_sees_no_files_network_environment_or_clock_unless_granted() {
+    assert!(seen("read-file", "").starts_with("file=false"), "no files");
+    assert!(seen("list-dir", "").starts_with("dir=false"), "no folders");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connect = seen_with(&format!("mode = \"connect\", port = {port}"), "");
+    assert!(connect.starts_with("connect=false"), "{connect}");
+    assert!(listener.accept().is_err(), "nothing reached the listener");
+    assert_eq!(seen("read-env", ""), "env=0");
+    assert_eq!(seen("clock", ""), "clock=0");
+    assert_eq!(seen("read-env", "grants = { env = [\"PATH\"] }"), "env=1");
+    let granted = seen("clock", "grants = { clock = true }");
+    assert!(granted.trim_start_matches("clock=").parse::<u64>().unwrap() > 1_700_000_000, "{granted}");
+}
+
+#[test]
+fn a_python_plugin_that_refuses_its_params_is_named() {
+    let p = common::pipeline(
+        "[[transforms]]\nuses = \"py-hostile\"\nmax_memory_mb = 128\nparams = { mode = \"configure-fails\" }\n",
+    );
+    let err = host::transform::TransformChain::build(&common::engine(), &p).err().expect("refused");
+    assert_eq!(err.to_string(), "test.toml:2: step 1 (`py-hostile`) refused its params: configure failed on purpose");
+}

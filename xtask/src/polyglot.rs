@@ -1,0 +1,120 @@
+//! The Python and JavaScript SDKs' tools and shipped examples: the pinned
+//! build tools in `target/polyglot/`, and each example built into
+//! `target/plugins/` (`sdk/python/examples/mask` -> `py-mask.wasm`).
+//!
+//! A build takes 15-25 s per Python component, so each is rebuilt only
+//! when its inputs change: a key of the example's files, the SDK, the WIT
+//! and the pinned tools sits beside the `.wasm`.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Python tools (componentize-py, pytest) in a venv of their own, made
+/// or remade when `sdk/python/requirements-dev.txt` changes.
+pub fn python_tools(ws: &Path, target: &Path) -> Result<PathBuf, String> {
+    let venv = target.join("polyglot/venv");
+    let requirements = ws.join("sdk/python/requirements-dev.txt");
+    let wanted = std::fs::read_to_string(&requirements).map_err(|e| format!("{}: {e}", requirements.display()))?;
+    let stamp = venv.join(".requirements");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && venv.join("bin/componentize-py").is_file() {
+        return Ok(venv);
+    }
+    println!("xtask: installing the Python plugin tools into {}", venv.display());
+    let _ = std::fs::remove_dir_all(&venv);
+    crate::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    crate::run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "-r"]).arg(&requirements))?;
+    std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
+    Ok(venv)
+}
+
+/// Builds every Python example (and the tests' Python plugins, in
+/// `tests/plugins-py/`) whose inputs changed; the components' paths.
+pub fn build_python_examples(ws: &Path, venv: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
+    let sdk = ws.join("sdk/python");
+    let mut common = files_under(&sdk.join("etl_plugin"))?;
+    common.push(ws.join("wit/transform.wit"));
+    common.push(sdk.join("requirements-dev.txt"));
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let mut built = Vec::new();
+    let mut all = examples(&sdk.join("examples"))?;
+    all.extend(examples(&ws.join("tests/plugins-py"))?);
+    for example in all {
+        let name = format!("py-{}", example.file_name().unwrap_or_default().to_string_lossy());
+        let wasm = out.join(format!("{name}.wasm"));
+        let mut inputs = files_under(&example)?;
+        inputs.extend(common.iter().cloned());
+        let key = key_of(&inputs)?;
+        let stamp = out.join(format!(".{name}.key"));
+        if wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
+            built.push(wasm);
+            continue;
+        }
+        let partial = out.join(format!(".{name}.wasm.partial"));
+        let start = std::time::Instant::now();
+        crate::run(
+            Command::new(venv.join("bin/componentize-py"))
+                .arg("-d")
+                .arg(ws.join("wit"))
+                .args(["-w", "plugin", "componentize", "plugin", "-o"])
+                .arg(&partial)
+                .arg("-p")
+                .arg(&example)
+                .arg("-p")
+                .arg(&sdk)
+                .stdout(std::process::Stdio::null()),
+        )?;
+        std::fs::rename(&partial, &wasm).map_err(|e| e.to_string())?;
+        std::fs::write(&stamp, key).map_err(|e| e.to_string())?;
+        println!("built {} in {:.0} s", wasm.display(), start.elapsed().as_secs_f64());
+        built.push(wasm);
+    }
+    Ok(built)
+}
+
+/// The folders under `dir` that hold an example (in name order).
+fn examples(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("plugin.py").is_file() || p.join("package.json").is_file())
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// Source files under `dir`, caches and build products left out.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ["__pycache__", ".pytest_cache", "node_modules", "dist", ".venv"].contains(&name.as_str())
+                || name.ends_with(".wasm")
+            {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A key of the files' names and contents. std's hasher: its values may
+/// change with the toolchain, which costs one rebuild, never a stale one.
+fn key_of(files: &[PathBuf]) -> Result<String, String> {
+    let mut h = std::hash::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?.hash(&mut h);
+    }
+    Ok(format!("{:016x}", h.finish()))
+}
