@@ -13,6 +13,8 @@ WORKDIR /src
 COPY rust-toolchain.toml Cargo.toml Cargo.lock rustfmt.toml ./
 COPY .cargo .cargo
 COPY wit wit
+# The Python and JavaScript SDKs: `host plugins new --lang` copies them into a project.
+COPY sdk sdk
 COPY host host
 COPY digests digests
 COPY readers readers

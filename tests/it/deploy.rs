@@ -49,6 +49,7 @@ fn the_dockerfile_names_only_files_that_exist_and_runs_host_as_a_user() {
     assert!(stages[1].starts_with("debian:bookworm-slim"), "a slim runtime: {stages:?}");
     let mut stage = 0;
     let mut plugins_at = None;
+    let mut copied = Vec::new();
     for (word, args) in &steps {
         match word.as_str() {
             "FROM" => stage += 1,
@@ -65,6 +66,7 @@ fn the_dockerfile_names_only_files_that_exist_and_runs_host_as_a_user() {
                             let first = source.trim_end_matches('/').split('/').next().unwrap();
                             assert!(ws.join(source).exists(), "COPY {source}: no such file in the repository");
                             assert!(!ignored.iter().any(|i| i == first), "COPY {source}: .dockerignore leaves it out");
+                            copied.push(first.to_string());
                         }
                         Some("build") => {
                             let made = source.strip_prefix("/src/").expect("the build stage works in /src");
@@ -91,8 +93,39 @@ fn the_dockerfile_names_only_files_that_exist_and_runs_host_as_a_user() {
     assert!(
         text.contains(&format!("useradd --system --uid 10001 --home-dir /opt/etl --shell /usr/sbin/nologin {user}"))
     );
+    // What the host's source embeds from outside its crate (the WIT, the
+    // SDKs that `plugins new` copies) is in the build stage too.
+    for folder in embedded_folders(&ws.join("host/src")) {
+        assert!(copied.contains(&folder), "host embeds files of {folder}/, which the Dockerfile does not COPY");
+    }
     let plugins_at = plugins_at.expect("the plugins are copied from the build stage");
     assert!(last("ENV").contains(&format!("HOST_PLUGIN_PATH={plugins_at}")), "the host finds the plugins it ships");
+}
+
+/// The workspace's top folders (other than `host`) that `include_str!` and
+/// `include_bytes!` in `dir` reach into.
+fn embedded_folders(dir: &std::path::Path) -> Vec<String> {
+    let ws = common::workspace().canonicalize().unwrap();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(embedded_folders(&path));
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for part in text.split("include_str!(\"").chain(text.split("include_bytes!(\"")).skip(1) {
+            let Some(rel) = part.split('"').next() else { continue };
+            let Ok(target) = path.parent().unwrap().join(rel).canonicalize() else { continue };
+            if let Ok(inside) = target.strip_prefix(&ws) {
+                let top = inside.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+                if top != "host" && !found.contains(&top) {
+                    found.push(top);
+                }
+            }
+        }
+    }
+    found
 }
 
 /// docker-compose.yml as JSON (read by PyYAML from `.venv`).
