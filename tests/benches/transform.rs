@@ -7,6 +7,8 @@
 //!
 //! `cargo bench -p tests --bench transform` (or `cargo xtask bench`). Prints
 //! a table; figures are medians of several rounds on one thread.
+//! `BENCH_SECTION=polyglot` prints only the Rust / Python / JavaScript
+//! table.
 
 use host::batch::{self, Batch, BatchBuilder};
 use host::config;
@@ -30,6 +32,11 @@ fn main() {
         let batches = make_batches(&lines, size, 20_000);
         let r = rate(&batches, || (), |_, b| chain.run(b).expect("runs").batch.records.len());
         println!("wasm rec/s at {size}: {r:.0}");
+        return;
+    }
+    if std::env::var("BENCH_SECTION").is_ok_and(|s| s == "polyglot") {
+        // `BENCH_SECTION=polyglot`: only the languages' table.
+        polyglot(&engine, &lines);
         return;
     }
     println!("logins chain: flatten -> app-version -> mask (sha256 x2); {} distinct Fetch records", lines.len());

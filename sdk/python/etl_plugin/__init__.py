@@ -30,6 +30,7 @@ the component that `componentize-py` builds against the host's WIT.
 
 import json
 import sys
+from itertools import accumulate
 
 from . import _codec
 from ._params import ParamsError, param, schema
@@ -141,11 +142,17 @@ def hex_digests(algorithm, values, secret=None):
     width = _ALGORITHMS.get(algorithm)
     if width is None:
         raise ValueError(f"unknown algorithm {algorithm!r}; use sha256, sha512 or hmac-sha256")
-    data = bytearray()
-    ends = []
-    for v in values:
-        data += v.encode() if type(v) is str else v
-        ends.append(len(data))
+    values = values if isinstance(values, list) else list(values)
+    if all(type(v) is str for v in values):
+        joined = "".join(values)
+        data = joined.encode()
+        if len(data) == len(joined):  # ASCII: a character is a byte
+            ends = list(accumulate(map(len, values)))
+        else:
+            ends = list(accumulate(len(v.encode()) for v in values))
+    else:
+        data = b"".join(v.encode() if type(v) is str else bytes(v) for v in values)
+        ends = list(accumulate(len(v.encode()) if type(v) is str else len(v) for v in values))
     if _host is not None:
         from componentize_py_types import Err  # type: ignore[import-not-found]
 
@@ -244,11 +251,9 @@ class Step:
 
     def transform(self, batch, emit_outcome, drop_outcome, reject_outcome):
         """None (every record passes unchanged), or (columns, outcomes)."""
-        records = _codec.decode(batch)
+        records, source = _codec.decode_columns(batch)
         if self.mode == "keep":
             return self._keep(batch, records, emit_outcome(1), drop_outcome, reject_outcome)
-        enc = _codec.Encoder()
-        outcomes = []
         if self.mode == "transform":
             f = self.plugin.transform
             results = []
@@ -273,6 +278,39 @@ class Step:
             if not isinstance(results, list) or len(results) != len(records):
                 results = self._one_by_one(batch)
         one = emit_outcome(1)
+        if all(type(r) is dict for r in results):
+            columns = _codec.encode_uniform(results, source)
+            if columns is not None:
+                return columns, [one] * len(results)
+        else:
+            emitted = []
+            outcomes = []
+            for result in results:
+                t = type(result)
+                if t is dict:
+                    emitted.append(result)
+                    outcomes.append(one)
+                elif t is Emitted:
+                    n = len(result.records)
+                    emitted.extend(result.records)
+                    outcomes.append(one if n == 1 else emit_outcome(n) if n else drop_outcome)
+                elif t is Dropped:
+                    outcomes.append(drop_outcome)
+                elif t is Rejected:
+                    outcomes.append(reject_outcome(result.reason))
+                else:
+                    break
+            else:
+                columns = _codec.encode_uniform(emitted)
+                if columns is not None:
+                    return columns, outcomes
+        return self._encode_each(results, one, emit_outcome, drop_outcome, reject_outcome)
+
+    def _encode_each(self, results, one, emit_outcome, drop_outcome, reject_outcome):
+        """Record by record: what cannot be encoded (or is not a result)
+        rejects its own record only, saying why."""
+        enc = _codec.Encoder()
+        outcomes = []
         for result in results:
             t = type(result)
             try:

@@ -57,8 +57,43 @@ class Mask:
         self.index = {src: i for i, (src, _) in enumerate(self.fields)}
         self.outputs = {dst for _, dst in self.fields}
         self.in_place = all(src == dst for src, dst in self.fields) and not self.keep_original
+        # Renamed without the originals: each output takes its input's place.
+        self.renamed = not self.in_place and not self.keep_original and len(self.outputs) == len(self.fields)
+        self.rename = {src: dst for src, dst in self.fields}
+        # Output names that are not inputs: a record holding one of them
+        # loses it (the output wins), which the quick path cannot do.
+        self.clashes = self.outputs - set(self.index)
 
     def transform_batch(self, records):
+        # The usual batch: every field to mask is text in every record.
+        columns = [[r.get(src, _ABSENT) for r in records] for src, _ in self.fields]
+        if all(set(map(type, column)) == {str} for column in columns) and not self.keep_original:
+            return self._all_text(records, columns)
+        return self._each(records)
+
+    def _all_text(self, records, columns):
+        try:
+            digests = etl.hex_digests(self.algorithm, [v for column in columns for v in column], secret=self.secret)
+        except etl.DigestError as e:
+            return [etl.reject(f"hashing failed: {e}")] * len(records)
+        n = len(records)
+        per_field = [digests[i * n : (i + 1) * n] for i in range(len(columns))]
+        if self.in_place:
+            for (src, _), column in zip(self.fields, per_field):
+                for r, d in zip(records, column):
+                    r[src] = d
+            return records
+        if not self.renamed or any(not self.clashes.isdisjoint(r) for r in records):
+            return self._each(records)
+        rename = self.rename.get
+        out = [dict(zip(map(rename, r, r), r.values())) for r in records]
+        for (_, dst), column in zip(self.fields, per_field):
+            for r, d in zip(out, column):
+                r[dst] = d
+        return out
+
+    def _each(self, records):
+        """Record by record: nulls, missing fields, non-text values."""
         # Pass 1: the texts to hash, and each record's verdict.
         values = []
         plans = []
@@ -94,6 +129,13 @@ class Mask:
                 for (src, _), s in zip(self.fields, slots):
                     r[src] = digests[s] if s >= 0 else None
                 out.append(r)
+                continue
+            if self.renamed and self.clashes.isdisjoint(r):
+                rename = self.rename.get
+                new = {rename(k, k): v for k, v in r.items()}
+                for (_, dst), s in zip(self.fields, slots):
+                    new[dst] = digests[s] if s >= 0 else None
+                out.append(new)
                 continue
             new = {}
             for k, v in r.items():
