@@ -232,3 +232,38 @@ def test_native_digests_match_the_host_vectors():
     ]
     with pytest.raises(etl.DigestError, match="secret `other` is not granted"):
         etl.hex_digests("hmac-sha256", ["x"], secret="other")
+
+
+def test_uniform_batches_take_the_column_path_and_round_trip():
+    records = [
+        {"s": "a", "i": -1, "f": 0.5, "b": True, "mixed": None, "u": "é"},
+        {"s": "bb", "i": 2**63 - 1, "f": -0.0, "b": False, "mixed": "text", "u": "東京"},
+        {"s": "", "i": 0, "f": 1e300, "b": True, "mixed": 3, "u": "x"},
+    ]
+    batch = _codec.encode(records)
+    decoded, source = _codec.decode_columns(batch)
+    assert source is not None and decoded == records
+    again = _codec.encode_uniform(decoded, source)
+    assert _codec.decode(again) == records
+    # Unchanged columns are copied as cells: their spans point into the
+    # input's arena, which leads the output's.
+    assert again.text.startswith(batch.text)
+    assert again.cell_values[0::6] == batch.cell_values[0::6]
+    assert _codec.encode_uniform([{"a": 1}, {"b": 1}]) is None, "another shape"
+    assert _codec.encode_uniform([{"a": 2**64}]) is None, "out of range: the slow path names it"
+    assert _codec.encode_uniform([{"a": [1]}]) is None, "containers: the slow path"
+
+
+@etl.plugin(name="upper-s", version="0", summary="s")
+class UpperS:
+    def transform(self, record):
+        record["s"] = record["s"].upper()
+        return record
+
+
+def test_a_changed_column_is_encoded_and_the_others_copied():
+    records = [{"s": "a", "t": "keep", "n": 1}, {"s": "ü", "t": "also", "n": -2}]
+    assert run(configure(UpperS), records) == [
+        etl.emit({"s": "A", "t": "keep", "n": 1}),
+        etl.emit({"s": "Ü", "t": "also", "n": -2}),
+    ]
