@@ -92,13 +92,6 @@ function place(e) {
 const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 const encoder = new TextEncoder();
 
-/** A reader of the arena's text spans: substrings of one decode if ASCII. */
-function textReader(bytes) {
-  const all = decoder.decode(bytes);
-  if (all.length === bytes.length) return (at, len) => all.substring(at, at + len);
-  return (at, len) => decoder.decode(bytes.subarray(at, at + len));
-}
-
 /** UTF-8 length of a string (for batches that are not all ASCII). */
 function utf8Length(s) {
   let n = s.length;
@@ -163,21 +156,43 @@ class Decoder {
     this.big = v;
     this.words = new Uint32Array(v.buffer, v.byteOffset, v.length * 2);
     this.floats = new Float64Array(v.buffer, v.byteOffset, v.length);
-    this.text = textReader(b.text);
-    this.next = 0; // the cell after the last value read
+    // One decode of the arena; if it is all ASCII (the usual case), every
+    // text value is a substring of it.
+    const all = decoder.decode(b.text);
+    this.all = all.length === b.text.length ? all : null;
+    this.bytes = b.text;
+    this.next = 0; // the cell after the last value read by `value`
   }
 
-  /** The fields in cells [c, end) as an object. */
+  /**
+   * The fields in cells [c, end) as an object. The common kinds are inlined:
+   * in the component, JavaScript is interpreted and every call counts.
+   */
   object(c, end) {
     const o = {};
-    const names = this.names, keys = this.keys;
+    const names = this.names, keys = this.keys, kinds = this.kinds, w = this.words, all = this.all, proto = this.proto;
     while (c < end) {
       const name = names[keys[c]];
-      const v = this.value(c);
-      if (this.proto && name === "__proto__") {
+      const k = kinds[c];
+      let v;
+      if (k === KIND_TEXT && all !== null) {
+        const at = w[2 * c + 1];
+        v = all.substring(at, at + w[2 * c]);
+        c++;
+      } else if (k === KIND_INTEGER) {
+        const hi = w[2 * c + 1] | 0;
+        v = hi >= -0x200000 && hi < 0x200000 ? hi * TWO_32 + w[2 * c] : BigInt.asIntN(64, this.big[c]);
+        c++;
+      } else if (k === KIND_NULL) {
+        v = null;
+        c++;
+      } else {
+        v = this.value(c);
+        c = this.next;
+      }
+      if (proto && name === "__proto__") {
         Object.defineProperty(o, name, { value: v, enumerable: true, writable: true, configurable: true });
       } else o[name] = v;
-      c = this.next;
     }
     return o;
   }
@@ -201,9 +216,11 @@ class Decoder {
       case KIND_FLOAT:
         this.next = c + 1;
         return this.floats[c];
-      case KIND_TEXT:
+      case KIND_TEXT: {
         this.next = c + 1;
-        return this.text(w[2 * c + 1], w[2 * c]);
+        const at = w[2 * c + 1], len = w[2 * c];
+        return this.all !== null ? this.all.substring(at, at + len) : decoder.decode(this.bytes.subarray(at, at + len));
+      }
       case KIND_OBJECT: {
         const end = c + 1 + w[2 * c];
         const o = this.object(c + 1, end);
@@ -297,16 +314,39 @@ export class Encoder {
     this.counts[this.records++] = this.cells - start;
   }
 
+  /** Appends the fields of object `o`; strings inline, the rest by `cell`. */
   fields(o, depth, path) {
-    for (const name in o) {
-      if (!Object.prototype.hasOwnProperty.call(o, name)) continue;
+    const names = Object.keys(o);
+    const index = this.index;
+    if (this.cells + names.length > this.keys.length) this.grow(Math.max(this.keys.length * 2, this.cells + names.length));
+    let keys = this.keys, kinds = this.kinds;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i];
       const v = o[name];
-      if (v === undefined) continue;
-      this.cell(this.key(name), v, depth, path ? `${path}.${name}` : name);
+      let k = index.get(name);
+      if (k === undefined) k = this.key(name);
+      if (typeof v === "string") {
+        const c = this.cells++;
+        keys[c] = k;
+        kinds[c] = KIND_TEXT;
+        this.stringCells[this.nstrings] = c;
+        this.strings[this.nstrings++] = v;
+      } else if (v !== undefined) {
+        this.cell(k, v, depth, path, name);
+        keys = this.keys;
+        kinds = this.kinds;
+        // Containers may have used the room reserved for the rest.
+        if (this.cells + names.length - i > keys.length) {
+          this.grow(Math.max(keys.length * 2, this.cells + names.length));
+          keys = this.keys;
+          kinds = this.kinds;
+        }
+      }
     }
   }
 
-  cell(key, v, depth, path) {
+  /** Appends one cell (and a container's members); `path`/`name` are for errors. */
+  cell(key, v, depth, path, name) {
     const c = this.cells;
     if (c === this.keys.length) this.grow(c * 2);
     this.cells = c + 1;
@@ -319,7 +359,11 @@ export class Encoder {
         this.stringCells[this.nstrings++] = c;
         return;
       case "number":
-        if (Number.isInteger(v) && v <= TWO_53 && v >= -TWO_53) {
+        if ((v | 0) === v) {
+          this.kinds[c] = KIND_INTEGER;
+          w[2 * c] = v;
+          w[2 * c + 1] = v < 0 ? 0xffffffff : 0;
+        } else if (Number.isInteger(v) && v <= TWO_53 && v >= -TWO_53) {
           this.kinds[c] = KIND_INTEGER;
           const hi = Math.floor(v / TWO_32);
           w[2 * c] = v - hi * TWO_32;
@@ -335,7 +379,7 @@ export class Encoder {
         w[2 * c + 1] = 0;
         return;
       case "bigint":
-        if (BigInt.asIntN(64, v) !== v) throw new Unencodable(`\`${path}\` is an integer outside 64 bits`);
+        if (BigInt.asIntN(64, v) !== v) throw new Unencodable(`\`${join(path, name)}\` is an integer outside 64 bits`);
         this.kinds[c] = KIND_INTEGER;
         this.big[c] = BigInt.asUintN(64, v);
         return;
@@ -346,24 +390,25 @@ export class Encoder {
           w[2 * c + 1] = 0;
           return;
         }
-        if (depth + 1 >= MAX_DEPTH) throw new Unencodable(`\`${path}\` is nested deeper than ${MAX_DEPTH}`);
+        const here = join(path, name);
+        if (depth + 1 >= MAX_DEPTH) throw new Unencodable(`\`${here}\` is nested deeper than ${MAX_DEPTH}`);
         if (Array.isArray(v)) {
           this.kinds[c] = KIND_ARRAY;
           for (let i = 0; i < v.length; i++) {
             const e = v[i];
-            this.cell(NO_KEY, e === undefined ? null : e, depth + 1, `${path}[${i}]`);
+            this.cell(NO_KEY, e === undefined ? null : e, depth + 1, here, i);
           }
         } else if (plain(v)) {
           this.kinds[c] = KIND_OBJECT;
-          this.fields(v, depth + 1, path);
-        } else throw new Unencodable(`\`${path}\` is ${describeType(v)}, not a record value`);
+          this.fields(v, depth + 1, here);
+        } else throw new Unencodable(`\`${here}\` is ${describeType(v)}, not a record value`);
         // The columns may have grown (new buffers) while the members were added.
         this.words[2 * c] = this.cells - c - 1;
         this.words[2 * c + 1] = 0;
         return;
       }
       default:
-        throw new Unencodable(`\`${path}\` is ${describeType(v)}, not a record value`);
+        throw new Unencodable(`\`${join(path, name)}\` is ${describeType(v)}, not a record value`);
     }
   }
 
@@ -403,6 +448,12 @@ export class Encoder {
       records: this.counts.subarray(0, this.records),
     };
   }
+}
+
+/** A field's path for errors: `a.b`, `a[2]`. */
+function join(path, name) {
+  if (typeof name === "number") return `${path}[${name}]`;
+  return path ? `${path}.${name}` : name;
 }
 
 function plain(o) {
