@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Golden check: the JS mask gives byte-identical output to the Rust mask on
+# the 100 Fetch messages, through the logins chain (flatten -> app-version ->
+# mask), once as pipelines/logins.toml maps rows onto its sink's columns and
+# once without the sink (records as they are: field order shows).
+#
+#   sdk/js/examples/golden.sh          (from the repository root)
+#
+# HOST: the host binary (default target/release/host); HOST_PLUGIN_PATH: the
+# Rust components (default target/plugins); JS_MASK: the JS component
+# (default sdk/js/examples/mask/dist/js-mask.wasm, built if missing).
+# Exits non-zero, printing the diff, if any line differs.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../../.." && pwd)
+host=${HOST:-$repo/target/release/host}
+export HOST_PLUGIN_PATH=${HOST_PLUGIN_PATH:-$repo/target/plugins}
+js=${JS_MASK:-$repo/sdk/js/examples/mask/dist/js-mask.wasm}
+data=$repo/tests/data/fetch_login_queue_bodies.jsonl
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if [ ! -f "$js" ]; then
+  (cd "$repo/sdk/js/examples/mask" && node ../../build.js plugin.js -o "$js" --wit ../../../../wit)
+fi
+
+# The same pipeline with the mask step's `uses` pointing at the JS component.
+cp "$repo/pipelines/logins.toml" "$work/rust.toml"
+sed "s#^uses = \"mask\"\$#uses = \"$js\"#" "$repo/pipelines/logins.toml" > "$work/js.toml"
+if cmp -s "$work/rust.toml" "$work/js.toml"; then
+  echo "golden: no 'uses = \"mask\"' line in pipelines/logins.toml" >&2
+  exit 1
+fi
+# And both without [sink] (and the [[tests]] after it, which expect rows).
+for v in rust js; do sed '/^\[sink\]$/,$d' "$work/$v.toml" > "$work/$v-records.toml"; done
+
+status=0
+for v in "" -records; do
+  "$host" test "$work/rust$v.toml" --input "$data" > "$work/rust$v.out"
+  "$host" test "$work/js$v.toml" --input "$data" > "$work/js$v.out"
+  lines=$(wc -l < "$work/rust$v.out")
+  if cmp -s "$work/rust$v.out" "$work/js$v.out"; then
+    echo "golden${v:- (rows)}: identical, $lines lines ($(sha256sum < "$work/js$v.out" | cut -c1-16))"
+  else
+    echo "golden${v:- (rows)}: the JS mask differs from the Rust mask:" >&2
+    diff "$work/rust$v.out" "$work/js$v.out" >&2 || true
+    status=1
+  fi
+done
+exit $status
