@@ -288,20 +288,10 @@ export class Encoder {
     return k;
   }
 
-  /** A mark to roll back to if a record turns out unencodable. */
-  mark() {
-    return [this.cells, this.records, this.nstrings];
-  }
-
-  reset(m) {
-    this.cells = m[0];
-    this.records = m[1];
-    this.nstrings = m[2];
-  }
-
-  /** Appends one record; throws Unencodable (and leaves junk: reset). */
+  /** Appends one record; throws Unencodable, after which the caller rolls the counters back. */
   record(r) {
-    if (r === null || typeof r !== "object" || Array.isArray(r) || !plain(r)) {
+    const proto = r !== null && typeof r === "object" ? Object.getPrototypeOf(r) : undefined;
+    if (proto !== Object.prototype && proto !== null) {
       throw new Unencodable(`a record must be a plain object, not ${describeType(r)}`);
     }
     const start = this.cells;
@@ -314,35 +304,49 @@ export class Encoder {
     this.counts[this.records++] = this.cells - start;
   }
 
-  /** Appends the fields of object `o`; strings inline, the rest by `cell`. */
+  /**
+   * Appends the fields of object `o`. Strings, null and small integers are
+   * inlined with the counters in locals: in the component JavaScript is
+   * interpreted, and every call and property access counts.
+   */
   fields(o, depth, path) {
     const names = Object.keys(o);
-    const index = this.index;
+    const index = this.index, strings = this.strings, stringCells = this.stringCells;
     if (this.cells + names.length > this.keys.length) this.grow(Math.max(this.keys.length * 2, this.cells + names.length));
-    let keys = this.keys, kinds = this.kinds;
+    let keys = this.keys, kinds = this.kinds, w = this.words;
+    let cells = this.cells, ns = this.nstrings;
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
       const v = o[name];
       let k = index.get(name);
       if (k === undefined) k = this.key(name);
       if (typeof v === "string") {
-        const c = this.cells++;
-        keys[c] = k;
-        kinds[c] = KIND_TEXT;
-        this.stringCells[this.nstrings] = c;
-        this.strings[this.nstrings++] = v;
+        keys[cells] = k;
+        kinds[cells] = KIND_TEXT;
+        stringCells[ns] = cells;
+        strings[ns++] = v;
+        cells++;
+      } else if (v === null) {
+        keys[cells] = k;
+        kinds[cells] = KIND_NULL;
+        w[2 * cells] = 0;
+        w[2 * cells + 1] = 0;
+        cells++;
       } else if (v !== undefined) {
+        this.cells = cells;
+        this.nstrings = ns;
         this.cell(k, v, depth, path, name);
+        cells = this.cells;
+        ns = this.nstrings;
+        // Containers may have used the room reserved for the rest.
+        if (cells + names.length - i > this.keys.length) this.grow(Math.max(this.keys.length * 2, cells + names.length));
         keys = this.keys;
         kinds = this.kinds;
-        // Containers may have used the room reserved for the rest.
-        if (this.cells + names.length - i > keys.length) {
-          this.grow(Math.max(keys.length * 2, this.cells + names.length));
-          keys = this.keys;
-          kinds = this.kinds;
-        }
+        w = this.words;
       }
     }
+    this.cells = cells;
+    this.nstrings = ns;
   }
 
   /** Appends one cell (and a container's members); `path`/`name` are for errors. */
@@ -732,27 +736,47 @@ export function run(p, state, b) {
 /** Encodes one result; its WIT outcome. */
 function settle(enc, r, mode) {
   if (r instanceof Outcome) {
-    if (r.kind === 1) return { tag: "drop" };
+    if (r.kind === 1) return DROP;
     if (r.kind === 2) return { tag: "reject", val: r.reason };
     return encodeAll(enc, r.records);
   }
   if (r === undefined) {
     return { tag: "reject", val: `${mode} returned nothing; return the record, emit(...), drop() or reject(...)` };
   }
-  return encodeAll(enc, [r]);
+  return encodeOne(enc, r);
 }
 
-function encodeAll(enc, records) {
-  const m = enc.mark();
+function encodeOne(enc, r) {
+  const cells = enc.cells, count = enc.records, strings = enc.nstrings;
   try {
-    for (const r of records) enc.record(r);
+    enc.record(r);
   } catch (e) {
-    enc.reset(m);
+    enc.cells = cells;
+    enc.records = count;
+    enc.nstrings = strings;
     if (e instanceof Unencodable) return { tag: "reject", val: `output record: ${e.message}` };
     if (e instanceof RangeError) return { tag: "reject", val: "output record: too large or circular" };
     throw e;
   }
-  return { tag: "emit", val: records.length };
+  return EMIT_ONE;
+}
+
+/** Encodes a record or an array of records; on failure, leaves nothing behind. */
+function encodeAll(enc, records) {
+  const cells = enc.cells, count = enc.records, strings = enc.nstrings;
+  let n = 1;
+  try {
+    n = records.length;
+    for (let i = 0; i < n; i++) enc.record(records[i]);
+  } catch (e) {
+    enc.cells = cells;
+    enc.records = count;
+    enc.nstrings = strings;
+    if (e instanceof Unencodable) return { tag: "reject", val: `output record: ${e.message}` };
+    if (e instanceof RangeError) return { tag: "reject", val: "output record: too large or circular" };
+    throw e;
+  }
+  return n === 1 ? EMIT_ONE : { tag: "emit", val: n };
 }
 
 function runKeep(p, state, b, records, starts) {
