@@ -2,25 +2,31 @@
 # Golden check: the JS mask gives byte-identical output to the Rust mask on
 # the 100 Fetch messages, through the logins chain (flatten -> app-version ->
 # mask), once as pipelines/logins.toml maps rows onto its sink's columns and
-# once without the sink (records as they are: field order shows).
+# once without the sink (records as they are: field order shows). Then the
+# same for the JS filter against the Rust filter (a set and a null test).
 #
 #   sdk/js/examples/golden.sh          (from the repository root)
 #
 # HOST: the host binary (default target/release/host); HOST_PLUGIN_PATH: the
 # Rust components (default target/plugins); JS_MASK: the JS component
-# (default sdk/js/examples/mask/dist/js-mask.wasm, built if missing).
+# (default sdk/js/examples/mask/dist/js-mask.wasm, built if missing);
+# JS_FILTER likewise.
 # Exits non-zero, printing the diff, if any line differs.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../../.." && pwd)
 host=${HOST:-$repo/target/release/host}
 export HOST_PLUGIN_PATH=${HOST_PLUGIN_PATH:-$repo/target/plugins}
 js=${JS_MASK:-$repo/sdk/js/examples/mask/dist/js-mask.wasm}
+jsf=${JS_FILTER:-$repo/sdk/js/examples/filter/dist/js-filter.wasm}
 data=$repo/tests/data/fetch_login_queue_bodies.jsonl
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 if [ ! -f "$js" ]; then
   (cd "$repo/sdk/js/examples/mask" && node ../../build.js plugin.js -o "$js" --wit ../../../../wit)
+fi
+if [ ! -f "$jsf" ]; then
+  (cd "$repo/sdk/js/examples/filter" && node ../../build.js plugin.js -o "$jsf" --wit ../../../../wit)
 fi
 
 # The same pipeline with the mask step's `uses` pointing at the JS component.
@@ -32,9 +38,20 @@ if cmp -s "$work/rust.toml" "$work/js.toml"; then
 fi
 # And both without [sink] (and the [[tests]] after it, which expect rows).
 for v in rust js; do sed '/^\[sink\]$/,$d' "$work/$v.toml" > "$work/$v-records.toml"; done
+# The filters, alone on the records.
+for v in rust js; do
+  uses=filter
+  [ "$v" = js ] && uses=$jsf
+  cat > "$work/$v-filter.toml" <<TOML
+name = "golden-filter"
+[[transforms]]
+uses = "$uses"
+params = { all = [{ field = "device_type", in = ["android", "ios"] }, { field = "locale", is_null = false }, { field = "app_version", matches = "^[0-2]\\\\." }] }
+TOML
+done
 
 status=0
-for v in "" -records; do
+for v in "" -records -filter; do
   "$host" test "$work/rust$v.toml" --input "$data" > "$work/rust$v.out"
   "$host" test "$work/js$v.toml" --input "$data" > "$work/js$v.out"
   lines=$(wc -l < "$work/rust$v.out")
