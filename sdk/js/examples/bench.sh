@@ -7,7 +7,8 @@
 # un-caching the component, configure) is subtracted. The same file through
 # a pipeline with no step gives the host's own cost per record (JSON in,
 # rows out), subtracted too to get the step's rate. Rounds alternate;
-# medians are printed.
+# medians are printed. Times are CPU seconds (user + sys), so that a busy
+# machine does not skew them.
 #
 #   sdk/js/examples/bench.sh [N] [ROUNDS]        (from the repository root)
 set -euo pipefail
@@ -38,14 +39,11 @@ pipeline() { # name batch uses
   } > "$work/$1-$2.toml"
 }
 
-secs() { # pipeline -> seconds of the N-record run less the one-record run
-  local t0 t1 t2
-  t0=$(date +%s.%N)
-  "$host" test "$1" --input "$work/one.jsonl" > /dev/null
-  t1=$(date +%s.%N)
-  "$host" test "$1" --input "$work/in.jsonl" > /dev/null
-  t2=$(date +%s.%N)
-  echo "($t2 - $t1) - ($t1 - $t0)" | bc
+secs() { # pipeline -> CPU seconds (user + sys) of the N-record run less the one-record run
+  # CPU time, not wall time: the figures hold on a machine busy with other work.
+  /usr/bin/time -o "$work/t1" -f "%U %S" "$host" test "$1" --input "$work/one.jsonl" > /dev/null 2>&1
+  /usr/bin/time -o "$work/t2" -f "%U %S" "$host" test "$1" --input "$work/in.jsonl" > /dev/null 2>&1
+  cat "$work/t2" "$work/t1" | tr '\n' ' ' | awk '{print ($1 + $2) - ($3 + $4)}'
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
