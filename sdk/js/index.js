@@ -259,8 +259,7 @@ export class Encoder {
     this.grow(Math.max(cells, 16));
     this.counts = new Uint32Array(Math.max(records, 4));
     this.records = 0;
-    this.strings = [];
-    this.stringCells = [];
+    this.strings = []; // the text cells' strings, in cell order
     this.nstrings = 0;
     // UTF-16 offset of the next string in the joined output text: its byte
     // offset too when the text is ASCII, as it usually is (see `finish`).
@@ -314,7 +313,7 @@ export class Encoder {
    */
   fields(o, depth, path) {
     const names = Object.keys(o);
-    const index = this.index, strings = this.strings, stringCells = this.stringCells;
+    const index = this.index, strings = this.strings;
     if (this.cells + names.length > this.keys.length) this.grow(Math.max(this.keys.length * 2, this.cells + names.length));
     let keys = this.keys, kinds = this.kinds, w = this.words;
     let cells = this.cells, ns = this.nstrings, chars = this.chars;
@@ -329,7 +328,6 @@ export class Encoder {
         w[2 * cells] = v.length;
         w[2 * cells + 1] = chars;
         chars += v.length;
-        stringCells[ns] = cells;
         strings[ns++] = v;
         cells++;
       } else if (v === null) {
@@ -371,8 +369,7 @@ export class Encoder {
         w[2 * c] = v.length;
         w[2 * c + 1] = this.chars;
         this.chars += v.length;
-        this.strings[this.nstrings] = v;
-        this.stringCells[this.nstrings++] = c;
+        this.strings[this.nstrings++] = v;
         return;
       case "number":
         if ((v | 0) === v) {
@@ -428,7 +425,7 @@ export class Encoder {
     }
   }
 
-  /** Appends cells [from, to) of a decoded batch `b` as they are. */
+  /** Appends cells [from, to) of a decoded batch `b` as they are (for `keep`; never mixed with `record`, whose text `finish` lays out). */
   copy(b, from, to, count) {
     const n = to - from;
     while (this.cells + n > this.keys.length) this.grow(this.keys.length * 2);
@@ -450,11 +447,13 @@ export class Encoder {
     const joined = n === this.strings.length ? this.strings.join("") : this.strings.slice(0, n).join("");
     const bytes = encoder.encode(joined);
     if (bytes.length !== joined.length) {
-      // Not all ASCII: spans in bytes, string by string.
-      const w = this.words, cells = this.stringCells, strings = this.strings;
-      let at = 0;
-      for (let i = 0; i < n; i++) {
-        const c = cells[i], len = utf8Length(strings[i]);
+      // Not all ASCII: spans in bytes, string by string (the text cells
+      // hold the strings in order).
+      const w = this.words, kinds = this.kinds, strings = this.strings;
+      let at = 0, i = 0;
+      for (let c = 0; c < this.cells; c++) {
+        if (kinds[c] !== KIND_TEXT) continue;
+        const len = utf8Length(strings[i++]);
         w[2 * c] = len;
         w[2 * c + 1] = at;
         at += len;
