@@ -49,6 +49,8 @@ test("returning undefined is an error, and so is a value that is not a record", 
   assert.match(got[0].reject, /transform returned nothing/);
   assert.equal(got[1].reject, "output record: a record must be a plain object, not an array");
   assert.equal(got[2].reject, "output record: `when` is a Date, not a record value");
+  const later = echo(async (r) => r);
+  assert.deepEqual(run(later, {}, [{ n: 1 }]), [{ reject: "output record: a record must be a plain object, not a Promise" }]);
 });
 
 test("a record that fails to encode leaves no cells behind", () => {
