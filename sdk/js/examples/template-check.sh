@@ -16,17 +16,19 @@ tpl=$repo/host/templates/plugin-js
 host=${HOST:-$repo/target/release/host}
 
 rm -rf "$dir"
-mkdir -p "$dir/src" "$dir/test" "$dir/wit" "$dir/etl-plugin"
-fill() { sed -e "s/{{name}}/$name/g" -e "s/{{file}}/$file/g" "$tpl/$1" > "$dir/$2"; }
+mkdir -p "$dir/wit" "$dir/etl-plugin"
+fill() { sed -e "s/{{name}}/$name/g" -e "s/{{table}}/$file/g" -e "s/{{file}}/$file/g" "$tpl/$1" > "$dir/$2"; }
 fill package.json.tmpl package.json
-[ -f "$tpl/package-lock.json.tmpl" ] && fill package-lock.json.tmpl package-lock.json
+fill package-lock.json.tmpl package-lock.json
+fill plugin.js.tmpl plugin.js
+fill plugin.test.js.tmpl plugin.test.js
 fill pipeline.toml.tmpl pipeline.toml
-fill plugin.js.tmpl "src/$file.js"
-fill plugin.test.js.tmpl "test/$file.test.js"
-fill gitignore.tmpl .gitignore
-fill etl-plugin.package.json.tmpl etl-plugin/package.json
-cp "$repo/wit/transform.wit" "$dir/wit/"
+fill README.md.tmpl README.md
+cp "$tpl/gitignore" "$dir/.gitignore"
+cp "$tpl/etl-plugin-package.json" "$dir/etl-plugin/package.json"
 cp "$repo"/sdk/js/{index.js,index.d.ts,testing.js,testing.d.ts,build.js} "$dir/etl-plugin/"
+cp "$repo/wit/transform.wit" "$dir/wit/"
+if grep -rn "{{" "$dir" --exclude-dir=node_modules; then echo "a placeholder is left" >&2; exit 1; fi
 
 cd "$dir"
 npm install --no-audit --no-fund
