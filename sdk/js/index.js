@@ -63,7 +63,7 @@ function thrown(e, what) {
     type = c && typeof c.name === "string" && c.name ? c.name : "object";
   }
   const where = place(e);
-  return `${what} threw ${type}${where ? ` at ${where}` : ""}`;
+  return `${type} in ${what}${where ? ` (${where})` : ""}`;
 }
 
 /** `file:line:column` of the innermost frame of `e`'s stack, if known. */
@@ -734,19 +734,40 @@ export function run(p, state, b) {
   } else {
     try {
       results = p.transformBatch(records, state);
-    } catch (e) {
-      results = records.map(() => new Outcome(2, null, thrown(e, "transformBatch")));
+    } catch {
+      results = null;
     }
-    if (!Array.isArray(results) || results.length !== records.length) {
-      const why = `transformBatch must return an array of one result per record (${records.length}), got ${Array.isArray(results) ? results.length : describeType(results)}`;
-      results = records.map(() => new Outcome(2, null, why));
-    }
+    if (!Array.isArray(results) || results.length !== records.length) results = oneByOne(p, state, b);
   }
   const enc = new Encoder(b.cellKeys.length + records.length * 2, records.length);
   for (const name of b.keys) enc.key(name); // input key order first: cheaper lookups and stable ids
   const outcomes = new Array(records.length);
   for (let i = 0; i < records.length; i++) outcomes[i] = settle(enc, results[i], mode);
   return { tag: "changed", val: { batch: enc.finish(), outcomes } };
+}
+
+/**
+ * After a transformBatch that threw or answered the wrong number of
+ * results: each record alone (decoded afresh: the failed call may have
+ * changed them), so that one bad record fails only itself.
+ */
+function oneByOne(p, state, b) {
+  const { records } = decodeBatch(b);
+  const results = new Array(records.length);
+  for (let i = 0; i < records.length; i++) {
+    let answer;
+    try {
+      answer = p.transformBatch([records[i]], state);
+    } catch (e) {
+      answer = [new Outcome(2, null, thrown(e, "transformBatch"))];
+    }
+    if (!Array.isArray(answer) || answer.length !== 1) {
+      const n = Array.isArray(answer) ? answer.length : describeType(answer);
+      answer = [new Outcome(2, null, `transformBatch returned ${n} results for 1 record`)];
+    }
+    results[i] = answer[0];
+  }
+  return results;
 }
 
 /** Encodes one result; its WIT outcome. */
@@ -757,7 +778,7 @@ function settle(enc, r, mode) {
     return encodeAll(enc, r.records);
   }
   if (r === undefined) {
-    return { tag: "reject", val: `${mode} returned nothing; return the record, emit(...), drop() or reject(...)` };
+    return { tag: "reject", val: `${mode} returned undefined: return the record, emit(...), drop() or reject(reason)` };
   }
   return encodeOne(enc, r);
 }
@@ -771,8 +792,8 @@ function encodeOne(enc, r) {
     enc.records = count;
     enc.nstrings = strings;
     enc.chars = chars;
-    if (e instanceof Unencodable) return { tag: "reject", val: `output record: ${e.message}` };
-    if (e instanceof RangeError) return { tag: "reject", val: "output record: too large or circular" };
+    if (e instanceof Unencodable) return { tag: "reject", val: `cannot emit the record: ${e.message}` };
+    if (e instanceof RangeError) return { tag: "reject", val: "cannot emit the record: too large or circular" };
     throw e;
   }
   return EMIT_ONE;
@@ -790,8 +811,8 @@ function encodeAll(enc, records) {
     enc.records = count;
     enc.nstrings = strings;
     enc.chars = chars;
-    if (e instanceof Unencodable) return { tag: "reject", val: `output record: ${e.message}` };
-    if (e instanceof RangeError) return { tag: "reject", val: "output record: too large or circular" };
+    if (e instanceof Unencodable) return { tag: "reject", val: `cannot emit the record: ${e.message}` };
+    if (e instanceof RangeError) return { tag: "reject", val: "cannot emit the record: too large or circular" };
     throw e;
   }
   return n === 1 ? EMIT_ONE : { tag: "emit", val: n };
