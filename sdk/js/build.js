@@ -13,9 +13,9 @@
 //    filesystem, which the host links (clocks read zero unless granted, no
 //    file is ever preopened).
 
-import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdtemp, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join, relative, resolve } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const SDK = dirname(fileURLToPath(import.meta.url));
@@ -51,7 +51,10 @@ try {
     `export function configure(params) { return c.configure(params); }`,
     `export function transform(batch) { return c.transform(batch); }`,
   ].join("\n");
-  const bundle = join(work, "plugin.bundle.js");
+  // Named after the output and kept beside it: a reject reason's place
+  // ("TypeError in transform (NAME.bundle.js:737:28)") is in this file.
+  const bundleName = `${basename(out).replace(/\.wasm$/, "")}.bundle.js`;
+  const bundle = join(work, bundleName);
   await build({
     stdin: { contents: entry, resolveDir: process.cwd(), sourcefile: "component.js" },
     bundle: true,
@@ -82,8 +85,8 @@ try {
   });
   await mkdir(dirname(resolve(out)), { recursive: true });
   await writeFile(`${out}.tmp`, component);
-  const { rename } = await import("node:fs/promises");
   await rename(`${out}.tmp`, out);
+  await copyFile(bundle, join(dirname(resolve(out)), bundleName));
   const secs = ((Date.now() - started) / 1000).toFixed(1);
   console.error(`built ${out}: ${(component.length / 1048576).toFixed(1)} MiB in ${secs} s`);
 } finally {
