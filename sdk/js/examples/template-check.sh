@@ -26,7 +26,7 @@ fill pipeline.toml.tmpl pipeline.toml
 fill README.md.tmpl README.md
 cp "$tpl/gitignore" "$dir/.gitignore"
 cp "$tpl/etl-plugin-package.json" "$dir/etl-plugin/package.json"
-cp "$repo"/sdk/js/{index.js,index.d.ts,testing.js,testing.d.ts,build.js} "$dir/etl-plugin/"
+cp "$repo"/sdk/js/{index.js,codec.js,params.js,testing.js,build.js,index.d.ts,testing.d.ts} "$dir/etl-plugin/"
 cp "$repo/wit/transform.wit" "$dir/wit/"
 if grep -rn "{{" "$dir" --exclude-dir=node_modules; then echo "a placeholder is left" >&2; exit 1; fi
 
