@@ -1,0 +1,121 @@
+// js-mask: the Rust `mask` plugin in JavaScript. Replaces text fields by
+// lowercase hex digests of their UTF-8 bytes; null stays null; a non-text
+// value is rejected; a missing field is rejected unless `missing = "null"`.
+// One `hexDigests` call (one call into the host) per batch.
+//
+// Output field order is the Rust plugin's: an output takes its input field's
+// place; with `missing = "null"` the missing outputs are appended in field
+// order (a table's fields sorted by input name, as Rust's BTreeMap does).
+
+import { plugin, reject, hexDigests, t } from "etl-plugin";
+
+const NULL = -1, MISSING = -2;
+
+export default plugin({
+  name: "js-mask",
+  version: "0.1.0",
+  summary: "Replaces text fields by hex SHA-256, SHA-512 or keyed HMAC-SHA-256 digests",
+  params: t.object({
+    fields: t.union([t.array(t.string()), t.map(t.string())], {
+      expecting: 'a list of field names or a table of field = "output name"',
+      description: "Fields to mask: a list (masked in place) or a table `field = \"output\"`.",
+    }),
+    algorithm: t.enum(["sha256", "sha512", "hmac-sha256"], { default: "sha256" }),
+    secret: t.string({ optional: true, description: "Name of the secret granted to the step (hmac-sha256 only)." }),
+    keep_original: t.boolean({
+      default: false,
+      description: "Keep the raw field next to its masked output. Off by default: the raw value is usually the PII being masked.",
+    }),
+    missing: t.enum(["reject", "null"], { default: "reject" }),
+  }),
+
+  init(p) {
+    const fields = Array.isArray(p.fields) ? p.fields.map((n) => [n, n]) : Object.entries(p.fields).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    if (fields.length === 0) throw new Error("`fields` must name at least one field");
+    if (p.algorithm === "hmac-sha256" && p.secret === undefined) {
+      throw new Error("hmac-sha256 needs `secret`, the name of a secret granted to this step");
+    }
+    if (p.algorithm !== "hmac-sha256" && p.secret !== undefined) throw new Error("`secret` is only used by hmac-sha256");
+    // Lookups by property on prototype-less objects: in the component, a
+    // property read is cheaper than a method call.
+    const fromIndex = Object.create(null), isOutput = Object.create(null);
+    fields.forEach(([f, o], i) => {
+      if (!(f in fromIndex)) fromIndex[f] = i;
+      isOutput[o] = true;
+    });
+    return {
+      from: fields.map(([f]) => f),
+      to: fields.map(([, o]) => o),
+      fromIndex,
+      isOutput,
+      // A field named like an Object.prototype member needs an own-property check.
+      inherited: fields.map(([f]) => f in Object.prototype),
+      algorithm: p.algorithm,
+      secret: p.secret,
+      keepOriginal: p.keep_original,
+      missingNull: p.missing === "null",
+    };
+  },
+
+  transformBatch(records, s) {
+    const k = s.from.length;
+    const has = Object.prototype.hasOwnProperty;
+    // Pass 1: the texts to hash; slots[r * k + i] is the digest index of
+    // record r's field i, or NULL / MISSING.
+    const texts = [];
+    const slots = new Int32Array(records.length * k);
+    const verdicts = new Array(records.length);
+    for (let r = 0; r < records.length; r++) {
+      const record = records[r];
+      let verdict;
+      for (let i = 0; i < k; i++) {
+        const name = s.from[i];
+        const v = !s.inherited[i] || has.call(record, name) ? record[name] : undefined;
+        let slot;
+        if (typeof v === "string") {
+          slot = texts.length;
+          texts.push(v);
+        } else if (v === null) slot = NULL;
+        else if (v === undefined) {
+          slot = MISSING;
+          if (!s.missingNull) verdict = `\`${name}\` is missing`;
+        } else {
+          slot = NULL;
+          verdict = `\`${name}\` is not text; mask takes text`;
+        }
+        slots[r * k + i] = slot;
+      }
+      verdicts[r] = verdict;
+    }
+    let digests;
+    try {
+      digests = hexDigests(s.algorithm, texts, { secret: s.secret });
+    } catch (e) {
+      const why = reject(`hashing failed: ${e.message}`);
+      return records.map(() => why);
+    }
+    // Pass 2: each digest in its field's place.
+    const out = new Array(records.length);
+    for (let r = 0; r < records.length; r++) {
+      if (verdicts[r] !== undefined) {
+        out[r] = reject(verdicts[r]);
+        continue;
+      }
+      const record = records[r];
+      const o = {};
+      const names = Object.keys(record);
+      for (let j = 0; j < names.length; j++) {
+        const name = names[j];
+        const i = s.fromIndex[name];
+        if (i !== undefined) {
+          if (s.keepOriginal) o[name] = record[name];
+          const slot = slots[r * k + i];
+          o[s.to[i]] = slot < 0 ? null : digests[slot];
+        } else if (s.isOutput[name] !== true) o[name] = record[name];
+      }
+      for (let i = 0; i < k; i++) if (slots[r * k + i] === MISSING) o[s.to[i]] = null;
+      out[r] = o;
+    }
+    return out;
+  },
+});
