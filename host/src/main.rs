@@ -296,7 +296,8 @@ enum Plugins {
     /// first try: a minimal transform with its tests, and a pipeline with
     /// test cases using it. Rust: a crate (the wasm target in
     /// `.cargo/config.toml`); Python: a module, pytest tests, the SDK and
-    /// componentize-py pinned.
+    /// componentize-py pinned; js: an ES module, `node --test` tests, the
+    /// SDK and componentize-js pinned.
     New {
         /// Lowercase letters, digits and `-` (`lowercase-locale`).
         name: String,
@@ -454,6 +455,7 @@ impl DeadLetterFilters {
 enum NewLang {
     Rust,
     Python,
+    Js,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -669,10 +671,11 @@ fn run(command: Command) -> anyhow::Result<Exit> {
             use commands::scaffold::{self, Lang};
             let made = match lang {
                 NewLang::Rust => scaffold::new_plugin(&name, &dir, || scaffold::sdk(sdk.as_deref()))?,
-                NewLang::Python if sdk.is_some() => {
-                    anyhow::bail!("--sdk is for Rust plugins; a Python project gets a copy of the SDK")
+                NewLang::Python | NewLang::Js if sdk.is_some() => {
+                    anyhow::bail!("--sdk is for Rust plugins; a Python or JavaScript project gets a copy of its SDK")
                 }
                 NewLang::Python => scaffold::new_project(&name, &dir, Lang::Python)?,
+                NewLang::Js => scaffold::new_project(&name, &dir, Lang::Js)?,
             };
             print!("{}", commands::scaffold::report(&made));
             Ok(Exit::Ok)

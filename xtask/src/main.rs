@@ -33,7 +33,7 @@ const DEMO: &[Need] = &[packages::PYTHON_VENV, packages::PSQL];
 const HISTORY: &[Need] = &[packages::PYTHON_VENV, packages::SSHD, packages::SSH_KEYGEN];
 const TEST: &[Need] =
     &[packages::PYTHON_VENV, packages::PSQL, packages::CHROMIUM, packages::CURL, packages::SSHD, packages::SSH_KEYGEN];
-const POLYGLOT: &[Need] = &[packages::PYTHON_VENV];
+const POLYGLOT: &[Need] = &[packages::PYTHON_VENV, packages::NODE, packages::NPM];
 
 fn main() -> ExitCode {
     let arg = std::env::args().nth(1).unwrap_or_default();
@@ -119,7 +119,8 @@ fn polyglot() -> Result<(), String> {
     let (ws, target) = (workspace(), target_dir());
     let venv = polyglot::python_tools(&ws, &target)?;
     polyglot::build_python_examples(&ws, &venv, &target.join("plugins"))?;
-    Ok(())
+    polyglot::js_tools(&ws, &target)?;
+    polyglot::build_js_examples(&ws, &target.join("plugins"))
 }
 
 /// Runs every test (or `cargo test --release` with the command's own

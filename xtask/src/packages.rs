@@ -45,6 +45,16 @@ pub const PSQL: Need = Need {
     why: "psql: the demo makes its table with it, a test applies `host sink ddl` with it",
     present: || on_path("psql").is_some(),
 };
+pub const NODE: Need = Need {
+    package: "nodejs",
+    why: "JavaScript plugins: the SDK's tests and the component build (componentize-js)",
+    present: || on_path("node").is_some(),
+};
+pub const NPM: Need = Need {
+    package: "npm",
+    why: "JavaScript plugins: installs the pinned build tools",
+    present: || on_path("npm").is_some(),
+};
 pub const POSTGRESQL: Need = Need {
     package: "postgresql",
     why: "the private PostgreSQL's initdb and server (the cluster it makes is not started)",

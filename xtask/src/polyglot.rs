@@ -1,6 +1,8 @@
 //! The Python and JavaScript SDKs' tools and shipped examples: the pinned
-//! build tools in `target/polyglot/`, and each example built into
-//! `target/plugins/` (`sdk/python/examples/mask` -> `py-mask.wasm`).
+//! build tools (Python's in `target/polyglot/venv`, JavaScript's in
+//! `sdk/js/node_modules`), and each example built into `target/plugins/`
+//! (`sdk/python/examples/mask` -> `py-mask.wasm`, `sdk/js/examples/mask`
+//! -> `js-mask.wasm`).
 //!
 //! A build takes 15-25 s per Python component, so each is rebuilt only
 //! when its inputs change: a key of the example's files, the SDK, the WIT
@@ -28,6 +30,56 @@ pub fn python_tools(ws: &Path, target: &Path) -> Result<PathBuf, String> {
     Ok(venv)
 }
 
+/// The JavaScript tools (componentize-js, jco, esbuild; pinned by
+/// `sdk/js/package-lock.json`) in `sdk/js/node_modules`, installed by
+/// `npm ci` when the lock file changed since the last install.
+pub fn js_tools(ws: &Path, target: &Path) -> Result<(), String> {
+    let sdk = ws.join("sdk/js");
+    let stamp = target.join("polyglot/js-tools.key");
+    let key = key_of(&[sdk.join("package-lock.json")])?;
+    let installed = sdk.join("node_modules/@bytecodealliance/componentize-js/package.json").is_file();
+    if installed && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
+        return Ok(());
+    }
+    println!("xtask: installing the JavaScript plugin tools into {}", sdk.join("node_modules").display());
+    crate::run(Command::new("npm").current_dir(&sdk).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]))?;
+    std::fs::create_dir_all(stamp.parent().expect("a folder")).map_err(|e| e.to_string())?;
+    std::fs::write(&stamp, key).map_err(|e| e.to_string())
+}
+
+/// Builds every JavaScript example whose inputs changed
+/// (`sdk/js/examples/mask` -> `js-mask.wasm`).
+pub fn build_js_examples(ws: &Path, out: &Path) -> Result<(), String> {
+    let sdk = ws.join("sdk/js");
+    let mut common: Vec<PathBuf> =
+        ["index.js", "codec.js", "params.js", "build.js", "package-lock.json"].iter().map(|f| sdk.join(f)).collect();
+    common.push(ws.join("wit/transform.wit"));
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    for example in examples(&sdk.join("examples"))? {
+        let name = format!("js-{}", example.file_name().unwrap_or_default().to_string_lossy());
+        let wasm = out.join(format!("{name}.wasm"));
+        let mut inputs = files_under(&example)?;
+        inputs.extend(common.iter().cloned());
+        let key = key_of(&inputs)?;
+        let stamp = out.join(format!(".{name}.key"));
+        if wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
+            continue;
+        }
+        crate::run(
+            Command::new("node")
+                .current_dir(&example)
+                .arg(sdk.join("build.js"))
+                .arg("plugin.js")
+                .arg("-o")
+                .arg(&wasm)
+                .arg("--wit")
+                .arg(ws.join("wit")),
+        )?;
+        std::fs::write(&stamp, key).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Builds every Python example (and the tests' Python plugins, in
 /// `tests/plugins-py/`) whose inputs changed; the components' paths.
 pub fn build_python_examples(ws: &Path, venv: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
@@ -39,7 +91,7 @@ pub fn build_python_examples(ws: &Path, venv: &Path, out: &Path) -> Result<Vec<P
     let mut built = Vec::new();
     let mut all = examples(&sdk.join("examples"))?;
     all.extend(examples(&ws.join("tests/plugins-py"))?);
-    for example in all {
+    for example in all.into_iter().filter(|e| e.join("plugin.py").is_file()) {
         let name = format!("py-{}", example.file_name().unwrap_or_default().to_string_lossy());
         let wasm = out.join(format!("{name}.wasm"));
         let mut inputs = files_under(&example)?;
@@ -78,7 +130,7 @@ fn examples(dir: &Path) -> Result<Vec<PathBuf>, String> {
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.join("plugin.py").is_file() || p.join("package.json").is_file())
+        .filter(|p| p.join("plugin.py").is_file() || p.join("plugin.js").is_file())
         .collect();
     found.sort();
     Ok(found)

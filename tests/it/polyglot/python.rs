@@ -1,9 +1,9 @@
 //! Python plugins: the SDK (componentize-py 0.25.1 and pytest, pinned in
 //! `sdk/python/requirements-dev.txt`).
 
-use super::{edit, fetch_results, host, ok, tools};
+use super::{edit, host, ok, tools};
 use crate::common::{self, batch, chain, results};
-use crate::services::{self, pg, queue, send, unique};
+use crate::services::unique;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -39,33 +39,12 @@ fn the_examples_pass_their_pipelines_cases_through_the_component() {
 
 #[test]
 fn the_python_mask_gives_the_rust_masks_rows_byte_for_byte() {
-    let ws = common::workspace();
-    let rust = fetch_results(&ws.join("pipelines/logins.toml"));
-    let python = fetch_results(&ws.join("sdk/python/examples/mask/pipeline.toml"));
-    assert_eq!(rust.lines().count(), 99, "99 rows (one message is not a login): {rust}");
-    assert_eq!(python, rust);
+    super::mask_gives_the_rust_masks_rows("py-mask", "max_memory_mb = 128");
 }
 
-/// The golden fixtures of the Rust `mask` and `filter`, through the Python
-/// ports: the same results (reasons name the step's plugin, so its name
-/// is put back before comparing).
 #[test]
 fn the_python_ports_pass_the_rust_plugins_fixtures() {
-    let fixtures = common::workspace().join("tests/fixtures");
-    for (case, rust, python) in [("mask-sha512", "mask", "py-mask"), ("filter-conditions", "filter", "py-filter")] {
-        let dir = fixtures.join(case);
-        let body = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
-        let ported = body.replace(&format!("uses = \"{rust}\""), &format!("uses = \"{python}\"\nmax_memory_mb = 128"));
-        assert_ne!(ported, body, "{case} uses {rust}");
-        let (got, want) = crate::golden::run_case_with(&dir, &ported);
-        let got: Vec<serde_json::Value> = got
-            .into_iter()
-            .map(|v| {
-                serde_json::from_str(&v.to_string().replace(&format!("(`{python}`)"), &format!("(`{rust}`)"))).unwrap()
-            })
-            .collect();
-        assert_eq!(got, want, "{case}");
-    }
+    super::ports_pass_the_rust_fixtures("py", "max_memory_mb = 128");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -121,35 +100,7 @@ async fn a_new_python_plugin_tests_builds_and_loads_rows() {
     assert!(!refused.status.success() && err.contains("feild"), "{err}");
     edit(&dir.join("pipeline.toml"), "params = { feild = \"locale\" }", "params = { field = \"locale\" }");
 
-    // Rows through `host run --once`: the queue, a table of the pipeline's shape.
-    let (schema, q) = (unique("s"), unique("py-author"));
-    services::migrated().await;
-    pg().await
-        .batch_execute(&format!("CREATE SCHEMA {schema}; CREATE TABLE {schema}.upper_locale (locale text, n bigint)"))
-        .await
-        .unwrap();
-    let sqs = services::sqs().await;
-    let url = queue(&sqs, &q).await;
-    let bodies: Vec<String> =
-        ["en-US", "ru", "pt-BR"].iter().enumerate().map(|(i, l)| format!(r#"{{"locale": "{l}", "n": {i}}}"#)).collect();
-    send(&sqs, &url, &bodies).await;
-    let run = Command::new(crate::objects::host_binary())
-        .current_dir(&dir)
-        .args(["run", "pipeline.toml", "--once"])
-        .env("HOST_CACHE_DIR", common::cache_dir())
-        .env("QUEUE", &q)
-        .env("SCHEMA", &schema)
-        .env("DATABASE_URL", services::database_url())
-        .env("AWS_ENDPOINT_URL", services::endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap();
-    ok("host run --once", &run);
-    let rows = pg().await.query(&format!("SELECT locale, n FROM {schema}.upper_locale ORDER BY n"), &[]).await.unwrap();
-    let rows: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(rows, [("EN-US".into(), 0), ("RU".into(), 1), ("PT-BR".into(), 2)]);
+    super::loads_rows(&dir, "upper_locale", &["en-US", "ru", "pt-BR"], &["EN-US", "RU", "PT-BR"]).await;
     let _ = std::fs::remove_dir_all(&parent);
 }
 

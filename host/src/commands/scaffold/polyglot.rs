@@ -15,6 +15,7 @@ use std::path::Path;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lang {
     Python,
+    Js,
 }
 
 /// What a new Python plugin's step gets as `max_memory_mb`: CPython and
@@ -41,6 +42,29 @@ const PYTHON: &[(&str, &str)] = &[
     ("requirements-dev.txt", include_str!("../../../templates/plugin-python/requirements-dev.txt")),
     ("README.md", include_str!("../../../templates/plugin-python/README.md.tmpl")),
     (".gitignore", include_str!("../../../templates/plugin-python/gitignore")),
+];
+
+/// The JavaScript SDK, as `etl-plugin/` in the project (a local package
+/// the project's package.json depends on).
+const JS_SDK: &[(&str, &str)] = &[
+    ("etl-plugin/package.json", include_str!("../../../templates/plugin-js/etl-plugin-package.json")),
+    ("etl-plugin/index.js", include_str!("../../../../sdk/js/index.js")),
+    ("etl-plugin/codec.js", include_str!("../../../../sdk/js/codec.js")),
+    ("etl-plugin/params.js", include_str!("../../../../sdk/js/params.js")),
+    ("etl-plugin/testing.js", include_str!("../../../../sdk/js/testing.js")),
+    ("etl-plugin/build.js", include_str!("../../../../sdk/js/build.js")),
+    ("etl-plugin/index.d.ts", include_str!("../../../../sdk/js/index.d.ts")),
+    ("etl-plugin/testing.d.ts", include_str!("../../../../sdk/js/testing.d.ts")),
+];
+
+const JS: &[(&str, &str)] = &[
+    ("plugin.js", include_str!("../../../templates/plugin-js/plugin.js.tmpl")),
+    ("plugin.test.js", include_str!("../../../templates/plugin-js/plugin.test.js.tmpl")),
+    ("pipeline.toml", include_str!("../../../templates/plugin-js/pipeline.toml.tmpl")),
+    ("package.json", include_str!("../../../templates/plugin-js/package.json.tmpl")),
+    ("package-lock.json", include_str!("../../../templates/plugin-js/package-lock.json.tmpl")),
+    ("README.md", include_str!("../../../templates/plugin-js/README.md.tmpl")),
+    (".gitignore", include_str!("../../../templates/plugin-js/gitignore")),
 ];
 
 /// Creates the project `name` in `parent/name`; never over anything.
@@ -71,6 +95,7 @@ pub fn new_project(name: &str, parent: &Path, lang: Lang) -> anyhow::Result<Made
     };
     let (templates, sdk) = match lang {
         Lang::Python => (PYTHON, PYTHON_SDK),
+        Lang::Js => (JS, JS_SDK),
     };
     let mut files: Vec<(&str, String)> = templates.iter().map(|(rel, t)| (*rel, fill(t))).collect();
     files.extend(sdk.iter().map(|(rel, t)| (*rel, t.to_string())));
@@ -96,12 +121,21 @@ pub fn next_steps(dir: &Path, name: &str, lang: Lang) -> String {
              .venv/bin/componentize-py -d wit -w plugin componentize plugin -o {name}.wasm\n  \
              host test pipeline.toml            # the pipeline's cases, through the component\n"
         ),
+        Lang::Js => format!(
+            "next:\n  cd {dir}\n  npm install                  # the build tools (pinned in package-lock.json)\n  \
+             npm test                     # the plugin's tests, natively\n  \
+             npm run build                # the component: {name}.wasm\n  \
+             host test pipeline.toml      # the pipeline's cases, through the component\n"
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PLACEHOLDERS: &[&str] =
+        &["{{name}}", "{{type}}", "{{file}}", "{{table}}", "{{summary}}", "{{python_memory_mb}}"];
 
     #[test]
     fn a_python_project_with_the_sdk_and_the_contract() {
@@ -117,12 +151,31 @@ mod tests {
         }
         for f in &made.files {
             let text = std::fs::read_to_string(f).unwrap();
-            assert!(!text.contains("{{"), "{} keeps a placeholder", f.display());
+            assert!(!PLACEHOLDERS.iter().any(|p| text.contains(p)), "{} keeps a placeholder", f.display());
         }
         let again = new_project("my-step", &parent, Lang::Python).err().unwrap().to_string();
         assert!(again.contains("exists and is not empty"), "{again}");
         let clash = new_project("etl", &parent, Lang::Python).err().unwrap().to_string();
         assert!(clash.contains("the class `Etl`"), "{clash}");
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+
+    #[test]
+    fn a_javascript_project_with_the_sdk_as_a_local_package() {
+        let parent = std::env::temp_dir().join(format!("scaffold-js-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&parent);
+        let made = new_project("my-step", &parent, Lang::Js).unwrap();
+        let package = std::fs::read_to_string(made.dir.join("package.json")).unwrap();
+        assert!(package.contains("\"name\": \"my-step\"") && package.contains("file:./etl-plugin"), "{package}");
+        let pipeline = std::fs::read_to_string(made.dir.join("pipeline.toml")).unwrap();
+        assert!(pipeline.contains("uses = \"my-step.wasm\"") && pipeline.contains("CREATE TABLE my_step"));
+        for f in ["etl-plugin/index.js", "etl-plugin/build.js", "etl-plugin/package.json", "wit/transform.wit"] {
+            assert!(made.dir.join(f).is_file(), "{f}");
+        }
+        for f in &made.files {
+            let text = std::fs::read_to_string(f).unwrap();
+            assert!(!PLACEHOLDERS.iter().any(|p| text.contains(p)), "{} keeps a placeholder", f.display());
+        }
         std::fs::remove_dir_all(&parent).unwrap();
     }
 }
