@@ -80,3 +80,18 @@ pub fn decode(p: &Pipeline, lines: &[String]) -> (Batch, Vec<usize>, Vec<(usize,
     }
     (b.finish(), kept, refused)
 }
+
+/// A command's stdout, after asserting that it succeeded (else its output
+/// is the panic message).
+pub fn ok(what: &str, out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{what}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Replaces `from` (which must be there) by `to` in `file`.
+pub fn edit(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{} lacks {from}", file.display());
+    std::fs::write(file, text.replace(from, to)).unwrap();
+}

@@ -3,7 +3,7 @@
 //! wasm32-wasip2, its unit test passes natively, and the pipeline it came
 //! with passes `host test` and loads rows through `host run --once`.
 
-use crate::common;
+use crate::common::{self, edit, ok};
 use crate::services::{self, pg, queue, send, unique};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -24,19 +24,6 @@ fn cargo(dir: &Path, args: &[&str]) -> Output {
 
 fn host(dir: &Path, args: &[&str]) -> Output {
     Command::new(crate::objects::host_binary()).current_dir(dir).args(args).output().unwrap()
-}
-
-fn ok(what: &str, out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{what}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-/// Replaces `from` (which must be there) by `to` in `file`.
-fn edit(file: &Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(file).unwrap();
-    assert!(text.contains(from), "{} lacks {from}", file.display());
-    std::fs::write(file, text.replace(from, to)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -54,74 +54,77 @@ pub fn build_js_examples(ws: &Path, out: &Path) -> Result<(), String> {
     let mut common: Vec<PathBuf> =
         ["index.js", "codec.js", "params.js", "build.js", "package-lock.json"].iter().map(|f| sdk.join(f)).collect();
     common.push(ws.join("wit/transform.wit"));
-    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
-    for example in examples(&sdk.join("examples"))? {
-        let name = format!("js-{}", example.file_name().unwrap_or_default().to_string_lossy());
-        let wasm = out.join(format!("{name}.wasm"));
-        let mut inputs = files_under(&example)?;
-        inputs.extend(common.iter().cloned());
-        let key = key_of(&inputs)?;
-        let stamp = out.join(format!(".{name}.key"));
-        if wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
-            continue;
-        }
+    let all: Vec<PathBuf> =
+        examples(&sdk.join("examples"))?.into_iter().filter(|e| e.join("plugin.js").is_file()).collect();
+    build_changed(&all, "js", &common, out, |example, wasm| {
         crate::run(
             Command::new("node")
-                .current_dir(&example)
+                .current_dir(example)
                 .arg(sdk.join("build.js"))
                 .arg("plugin.js")
                 .arg("-o")
-                .arg(&wasm)
+                .arg(wasm)
                 .arg("--wit")
                 .arg(ws.join("wit")),
-        )?;
-        std::fs::write(&stamp, key).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Builds every Python example (and the tests' Python plugins, in
-/// `tests/plugins-py/`) whose inputs changed; the components' paths.
-pub fn build_python_examples(ws: &Path, venv: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
+/// `tests/plugins-py/`) whose inputs changed.
+pub fn build_python_examples(ws: &Path, venv: &Path, out: &Path) -> Result<(), String> {
     let sdk = ws.join("sdk/python");
     let mut common = files_under(&sdk.join("etl_plugin"))?;
     common.push(ws.join("wit/transform.wit"));
     common.push(sdk.join("requirements-dev.txt"));
-    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
-    let mut built = Vec::new();
     let mut all = examples(&sdk.join("examples"))?;
     all.extend(examples(&ws.join("tests/plugins-py"))?);
-    for example in all.into_iter().filter(|e| e.join("plugin.py").is_file()) {
-        let name = format!("py-{}", example.file_name().unwrap_or_default().to_string_lossy());
-        let wasm = out.join(format!("{name}.wasm"));
-        let mut inputs = files_under(&example)?;
-        inputs.extend(common.iter().cloned());
-        let key = key_of(&inputs)?;
-        let stamp = out.join(format!(".{name}.key"));
-        if wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
-            built.push(wasm);
-            continue;
-        }
-        let partial = out.join(format!(".{name}.wasm.partial"));
-        let start = std::time::Instant::now();
+    all.retain(|e| e.join("plugin.py").is_file());
+    build_changed(&all, "py", &common, out, |example, wasm| {
         crate::run(
             Command::new(venv.join("bin/componentize-py"))
                 .arg("-d")
                 .arg(ws.join("wit"))
                 .args(["-w", "plugin", "componentize", "plugin", "-o"])
-                .arg(&partial)
+                .arg(wasm)
                 .arg("-p")
-                .arg(&example)
+                .arg(example)
                 .arg("-p")
                 .arg(&sdk)
                 .stdout(std::process::Stdio::null()),
-        )?;
+        )
+    })
+}
+
+/// `build(example, partial)` for each example whose files (or `common`)
+/// changed since its `out/PREFIX-NAME.wasm` was made; the key of its
+/// inputs sits beside it, and the component is renamed into place.
+fn build_changed(
+    all: &[PathBuf],
+    prefix: &str,
+    common: &[PathBuf],
+    out: &Path,
+    build: impl Fn(&Path, &Path) -> Result<(), String>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    for example in all {
+        let name = format!("{prefix}-{}", example.file_name().unwrap_or_default().to_string_lossy());
+        let wasm = out.join(format!("{name}.wasm"));
+        let mut inputs = files_under(example)?;
+        inputs.extend(common.iter().cloned());
+        let key = key_of(&inputs)?;
+        let stamp = out.join(format!(".{name}.key"));
+        if wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
+            continue;
+        }
+        let partial = out.join(format!(".{name}.partial.wasm"));
+        let start = std::time::Instant::now();
+        build(example, &partial)?;
         std::fs::rename(&partial, &wasm).map_err(|e| e.to_string())?;
-        std::fs::write(&stamp, key).map_err(|e| e.to_string())?;
         println!("built {} in {:.0} s", wasm.display(), start.elapsed().as_secs_f64());
-        built.push(wasm);
+        std::fs::write(&stamp, key).map_err(|e| e.to_string())?;
     }
-    Ok(built)
+    Ok(())
 }
 
 /// The folders under `dir` that hold an example (in name order).

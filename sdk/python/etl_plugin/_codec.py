@@ -144,32 +144,13 @@ def _decode(batch):
     kinds = batch.cell_kinds
     values = batch.cell_values
     raw = batch.text
-    if raw.isascii():
-        # One decode for the whole arena; byte offsets are then str offsets.
-        arena = raw.decode("ascii")
-
-        def text(v):
-            o = v >> 32
-            return arena[o : o + (v & _LOW32)]
-    else:
-        arena = None
-
-        def text(v):
-            o = v >> 32
-            return raw[o : o + (v & _LOW32)].decode("utf-8")
+    # One decode for the whole arena when it is ASCII: byte offsets are
+    # then str offsets.
+    ascii = raw.isascii()
+    arena = raw.decode("ascii") if ascii else raw
 
     def scalar(kind, v):
-        if kind == TEXT:
-            return text(v)
-        if kind == INTEGER:
-            return v - (1 << 64) if v & _SIGN else v
-        if kind == NULL:
-            return None
-        if kind == BOOLEAN:
-            return v != 0
-        if kind == FLOAT:
-            return _F64.unpack(_U64S.pack(v))[0]
-        raise ValueError(f"unknown cell kind {kind}")
+        return _scalar(kind, v, arena, ascii)
 
     def container(i):
         """The object or array at cell i, and the cell after it."""
@@ -208,11 +189,11 @@ def _decode(batch):
             # The common kinds inline: this loop is the decoder's cost.
             if k == TEXT:
                 v = values[i]
-                if arena is not None:
+                if ascii:
                     o = v >> 32
                     record[keys[cell_keys[i]]] = arena[o : o + (v & _LOW32)]
                 else:
-                    record[keys[cell_keys[i]]] = text(v)
+                    record[keys[cell_keys[i]]] = _scalar(TEXT, v, arena, False)
                 i += 1
             elif k >= OBJECT:
                 record[keys[cell_keys[i]]], i = container(i)

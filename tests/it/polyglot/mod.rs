@@ -9,7 +9,7 @@
 mod js;
 mod python;
 
-use crate::common;
+use crate::common::{self, edit, ok};
 use crate::services::{self, pg, queue, send, unique};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -29,19 +29,6 @@ fn host(dir: &Path, args: &[&str]) -> Output {
         .env("HOST_CACHE_DIR", common::cache_dir())
         .output()
         .unwrap()
-}
-
-fn ok(what: &str, out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{what}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-/// Replaces `from` (which must be there) by `to` in `file`.
-fn edit(file: &Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(file).unwrap();
-    assert!(text.contains(from), "{} lacks {from}", file.display());
-    std::fs::write(file, text.replace(from, to)).unwrap();
 }
 
 /// What `host test PIPELINE --input` makes of the 100 Fetch messages.

@@ -58,14 +58,7 @@ pub struct Made {
 /// Creates the crate `name` in `parent/name`.
 pub fn new_plugin(name: &str, parent: &Path, sdk: impl FnOnce() -> anyhow::Result<Sdk>) -> anyhow::Result<Made> {
     check_name(name)?;
-    let parent = match parent.canonicalize() {
-        Ok(p) => p,
-        Err(_) => std::path::absolute(parent)?,
-    };
-    let dir = parent.join(name);
-    if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("{} exists and is not empty; nothing was written", dir.display());
-    }
+    let (parent, dir) = new_dir(parent, name)?;
     let member = is_member(&dir);
     if member
         && let Some(root) = parent.parent()
@@ -127,6 +120,19 @@ pub fn new_plugin(name: &str, parent: &Path, sdk: impl FnOnce() -> anyhow::Resul
         written.push(path);
     }
     Ok(Made { dir, member, lang: None, files: written })
+}
+
+/// The absolute `parent` and `parent/name`, which must be absent or empty.
+fn new_dir(parent: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let parent = match parent.canonicalize() {
+        Ok(p) => p,
+        Err(_) => std::path::absolute(parent)?,
+    };
+    let dir = parent.join(name);
+    if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("{} exists and is not empty; nothing was written", dir.display());
+    }
+    Ok((parent, dir))
 }
 
 /// What `new` prints: the files and the loop.

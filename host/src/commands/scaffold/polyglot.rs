@@ -7,7 +7,7 @@
 //! than fetched: the project then builds offline, and its SDK always speaks
 //! the contract of the host that made it.
 
-use super::{Made, check_name, type_name};
+use super::{Made, check_name, new_dir, type_name};
 use anyhow::{Context, bail};
 use std::path::Path;
 
@@ -76,14 +76,7 @@ pub fn new_project(name: &str, parent: &Path, lang: Lang) -> anyhow::Result<Made
             "`{name}` would make the class `{ty}`, which the plugin's code needs for something else; choose another name"
         );
     }
-    let parent = match parent.canonicalize() {
-        Ok(p) => p,
-        Err(_) => std::path::absolute(parent)?,
-    };
-    let dir = parent.join(name);
-    if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("{} exists and is not empty; nothing was written", dir.display());
-    }
+    let (_, dir) = new_dir(parent, name)?;
     let fill = |template: &str| {
         template
             .replace("{{name}}", name)
