@@ -39,12 +39,12 @@ fn the_examples_pass_their_pipelines_cases_through_the_component() {
 
 #[test]
 fn the_python_mask_gives_the_rust_masks_rows_byte_for_byte() {
-    super::mask_gives_the_rust_masks_rows("py-mask", "max_memory_mb = 128");
+    super::mask_gives_the_rust_masks_rows("py-mask", "");
 }
 
 #[test]
 fn the_python_ports_pass_the_rust_plugins_fixtures() {
-    super::ports_pass_the_rust_fixtures("py", "max_memory_mb = 128");
+    super::ports_pass_the_rust_fixtures("py", "");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,7 +106,7 @@ async fn a_new_python_plugin_tests_builds_and_loads_rows() {
 
 fn hostile(mode: &str, extra: &str) -> String {
     format!(
-        "[[transforms]]\nuses = \"py-hostile\"\nmax_call_ms = 500\nmax_memory_mb = 128\n{extra}\nparams = {{ mode = \"{mode}\", trigger = \"bad\" }}\n"
+        "[[transforms]]\nuses = \"py-hostile\"\nmax_call_ms = 500\n{extra}\nparams = {{ mode = \"{mode}\", trigger = \"bad\" }}\n"
     )
 }
 
@@ -136,7 +136,7 @@ fn a_python_endless_loop_is_interrupted_at_its_budget() {
 
 #[test]
 fn a_python_hoard_is_stopped_by_the_memory_cap() {
-    assert_eq!(isolate("alloc", ""), "step 1 (`py-hostile`): ran out of memory (cap 128 MiB)");
+    assert_eq!(isolate("alloc", ""), "step 1 (`py-hostile`): ran out of memory (cap 64 MiB)");
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn seen(mode: &str, extra: &str) -> String {
 fn seen_with(params: &str, extra: &str) -> String {
     let mode = params.to_string();
     let body =
-        format!("[[transforms]]\nuses = \"py-hostile\"\nmax_memory_mb = 128\n{extra}\nparams = {{ {params} }}\n");
+        format!("[[transforms]]\nuses = \"py-hostile\"\n{extra}\nparams = {{ {params} }}\n");
     let out = chain(&body).run(&batch(&[json!({"i": 1}).to_string()])).unwrap();
     let res = results(1, &out);
     res[0]["emit"][0]["seen"].as_str().unwrap_or_else(|| panic!("{mode}: {}", res[0])).to_string()
@@ -184,8 +184,38 @@ fn python_sees_no_files_network_environment_or_clock_unless_granted() {
 #[test]
 fn a_python_plugin_that_refuses_its_params_is_named() {
     let p = common::pipeline(
-        "[[transforms]]\nuses = \"py-hostile\"\nmax_memory_mb = 128\nparams = { mode = \"configure-fails\" }\n",
+        "[[transforms]]\nuses = \"py-hostile\"\nparams = { mode = \"configure-fails\" }\n",
     );
     let err = host::transform::TransformChain::build(&common::engine(), &p).err().expect("refused");
     assert_eq!(err.to_string(), "test.toml:2: step 1 (`py-hostile`) refused its params: configure failed on purpose");
+}
+
+#[test]
+fn python_and_js_masks_run_batches_of_1000_under_the_default_memory_cap() {
+    // 20,000 Fetch records in batches of 1,000 through each port with no
+    // `max_memory_mb`: the default cap (64 MiB) holds them all.
+    let ws = common::workspace();
+    let lines: Vec<String> = std::fs::read_to_string(ws.join("tests/data/fetch_login_queue_bodies.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("user_id"))
+        .map(str::to_string)
+        .collect();
+    let input = std::env::temp_dir().join(format!("{}.jsonl", unique("batches")));
+    let text: String = lines.iter().cycle().take(20_000).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&input, text).unwrap();
+    for port in ["py-mask", "js-mask"] {
+        let body = std::fs::read_to_string(ws.join("pipelines/logins.toml"))
+            .unwrap()
+            .replace("max_records = 500", "max_records = 1000")
+            .replace("uses = \"mask\"", &format!("uses = \"{port}\""));
+        assert!(body.contains("max_records = 1000") && !body.contains("max_memory_mb"), "{body}");
+        let file = std::env::temp_dir().join(format!("{}.toml", unique("batches")));
+        std::fs::write(&file, body).unwrap();
+        let out = host(Path::new("/"), &["test", file.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&file);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.contains("read 20000, written 20000, rejected 0"), "{port}: {err}");
+    }
+    let _ = std::fs::remove_file(&input);
 }

@@ -11,7 +11,7 @@
 
 mod polyglot;
 
-pub use polyglot::{Lang, PYTHON_MEMORY_MB, new_project};
+pub use polyglot::{Lang, new_project};
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};

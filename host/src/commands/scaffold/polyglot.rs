@@ -18,12 +18,6 @@ pub enum Lang {
     Js,
 }
 
-/// What a new Python plugin's step gets as `max_memory_mb`: CPython and
-/// its heap start at about 40 MiB of linear memory (measured with
-/// componentize-py 0.25.1), and a batch of 1,000 records needs a few MiB
-/// more.
-pub const PYTHON_MEMORY_MB: u32 = 128;
-
 const WIT: &str = include_str!("../../../../wit/transform.wit");
 
 /// The Python SDK, as `etl_plugin/` in the project.
@@ -84,7 +78,6 @@ pub fn new_project(name: &str, parent: &Path, lang: Lang) -> anyhow::Result<Made
             .replace("{{file}}", &name.replace('-', "_"))
             .replace("{{table}}", &name.replace('-', "_"))
             .replace("{{summary}}", "Changes one text field (write what this plugin does here)")
-            .replace("{{python_memory_mb}}", &PYTHON_MEMORY_MB.to_string())
     };
     let (templates, sdk) = match lang {
         Lang::Python => (PYTHON, PYTHON_SDK),
@@ -127,8 +120,7 @@ pub fn next_steps(dir: &Path, name: &str, lang: Lang) -> String {
 mod tests {
     use super::*;
 
-    const PLACEHOLDERS: &[&str] =
-        &["{{name}}", "{{type}}", "{{file}}", "{{table}}", "{{summary}}", "{{python_memory_mb}}"];
+    const PLACEHOLDERS: &[&str] = &["{{name}}", "{{type}}", "{{file}}", "{{table}}", "{{summary}}"];
 
     #[test]
     fn a_python_project_with_the_sdk_and_the_contract() {
@@ -138,7 +130,7 @@ mod tests {
         let plugin = std::fs::read_to_string(made.dir.join("plugin.py")).unwrap();
         assert!(plugin.contains("class MyStep:") && plugin.contains("name=\"my-step\""), "{plugin}");
         let pipeline = std::fs::read_to_string(made.dir.join("pipeline.toml")).unwrap();
-        assert!(pipeline.contains("uses = \"my-step.wasm\"") && pipeline.contains("max_memory_mb = 128"));
+        assert!(pipeline.contains("uses = \"my-step.wasm\""), "{pipeline}");
         for f in ["etl_plugin/__init__.py", "etl_plugin/testing.py", "wit/transform.wit", ".gitignore"] {
             assert!(made.dir.join(f).is_file(), "{f}");
         }
