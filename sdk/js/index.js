@@ -8,7 +8,7 @@
 // is injected (the host's `hex-digests` inside the component, node:crypto
 // in `etl-plugin/testing`).
 
-import { Encoder, Unencodable, arena, decodeBatch, decoder, describeType } from "./codec.js";
+import { Encoder, Unencodable, arena, decodeBatch, decoder, describeType, encodeUniform } from "./codec.js";
 import { ParamError, Type, t } from "./params.js";
 
 export { Encoder, decodeBatch, t };
@@ -186,7 +186,7 @@ export function configure(p, params) {
  * ({tag: "unchanged"} or {tag: "changed", val: {batch, outcomes}}).
  */
 export function run(p, state, b) {
-  const { records, starts } = decodeBatch(b);
+  const { records, starts, uniform } = decodeBatch(b);
   const mode = p[DEF];
   if (mode === "keep") return runKeep(p, state, b, records, starts);
   let results;
@@ -206,6 +206,19 @@ export function run(p, state, b) {
       results = null;
     }
     if (!Array.isArray(results) || results.length !== records.length) results = oneByOne(p, state, b);
+  }
+  if (uniform !== undefined && results.length > 0) {
+    // One record of one shape per input record: column by column.
+    let plainOnly = true;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i];
+      if (r === null || typeof r !== "object" || r instanceof Outcome) {
+        plainOnly = false;
+        break;
+      }
+    }
+    const out = plainOnly ? encodeUniform(b, uniform, results) : null;
+    if (out !== null) return { tag: "changed", val: { batch: out, outcomes: new Array(results.length).fill(EMIT_ONE) } };
   }
   const enc = new Encoder(b.cellKeys.length + records.length * 2, records.length);
   for (const name of b.keys) enc.key(name); // input key order first: cheaper lookups and stable ids
