@@ -182,69 +182,85 @@ export function decodeUniform(b) {
 
 // The text columns of a uniform batch. A TextDecoder call per value costs
 // two native calls (a view, the decode), about 0.6 us each in the
-// component; when the arena is ASCII (one decode of it all gives the
-// offsets), one sticky RegExp per record of the lengths of its text values,
-// `([^]{36})([^]{5})...`, cut them all from the decoded arena in one exec,
-// several times faster. The RegExps are cached by the lengths, which repeat
-// in most data (identifiers, codes, enums); when they do not, the budget of
-// new ones runs out and the values are decoded one by one.
+// component. When the arena is ASCII (then one decode of it gives strings
+// whose offsets are the byte offsets), the values are cut from it by sticky
+// RegExps of their lengths, `([^]{36})([^]{5})...`, a few hundred values
+// per exec: a RegExp exec is one native call whatever its captures. (One
+// RegExp for a whole batch exhausts the stack.)
 
-const cuts = new Map(); // "gap,len;..." -> sticky RegExp
-const MAX_CUTS = 4096;
+const CUT = 256; // captures per RegExp
 
 function textColumns(b, w, width, texts, cols) {
   const bytes = b.text, n = b.records.length, t = texts.length;
-  const buffer = bytes.buffer, offset = bytes.byteOffset;
   const all = bytes.length > 0 ? decoder.decode(bytes) : "";
-  const ascii = all.length === bytes.length; // then offsets in `all` are byte offsets
-  let budget = 64 + (n >> 2); // new RegExps this batch
+  const out = texts.map((j) => cols[j]);
+  if (all.length === bytes.length && cut(all, w, width, texts, out, n)) return;
+  const buffer = bytes.buffer, offset = bytes.byteOffset;
   for (let r = 0; r < n; r++) {
     const base = r * width;
-    if (ascii) {
-      let key = "", start = -1, pos = 0, ok = true;
+    for (let i = 0; i < t; i++) {
+      const c = base + texts[i];
+      out[i][r] = decoder.decode(new Uint8Array(buffer, offset + w[2 * c + 1], w[2 * c]));
+    }
+  }
+}
+
+/** Cuts the text columns from `all`; false when the spans are out of order. */
+function cut(all, w, width, texts, out, n) {
+  const t = texts.length;
+  const per = Math.max(1, Math.floor(CUT / t)); // records per RegExp
+  let pos = 0;
+  for (let r0 = 0; r0 < n; r0 += per) {
+    const r1 = Math.min(n, r0 + per);
+    const start = w[2 * (r0 * width + texts[0]) + 1];
+    if (start < pos) return false;
+    pos = start;
+    let src = "";
+    for (let r = r0; r < r1; r++) {
+      const base = r * width;
       for (let i = 0; i < t; i++) {
         const c = base + texts[i];
         const at = w[2 * c + 1], len = w[2 * c];
-        if (start < 0) {
-          start = at;
-          pos = at;
-        } else if (at < pos) {
-          ok = false;
-          break;
+        if (at !== pos) {
+          if (at < pos) return false;
+          src += "[^]{" + (at - pos) + "}";
         }
-        key += `${at - pos},${len};`;
+        src += "([^]{" + len + "})";
         pos = at + len;
       }
-      if (ok) {
-        let re = cuts.get(key);
-        if (re === undefined && budget > 0 && cuts.size < MAX_CUTS) {
-          budget--;
-          let src = "";
-          for (let i = 0, p = -1; i < t; i++) {
-            const c = base + texts[i];
-            const at = w[2 * c + 1], len = w[2 * c];
-            if (p >= 0 && at > p) src += `[^]{${at - p}}`;
-            src += `([^]{${len}})`;
-            p = at + len;
-          }
-          re = new RegExp(src, "y");
-          cuts.set(key, re);
-        }
-        if (re !== undefined) {
-          re.lastIndex = start;
-          const m = re.exec(all);
-          if (m !== null) {
-            for (let i = 0; i < t; i++) cols[texts[i]][r] = m[i + 1];
-            continue;
-          }
-        }
-      }
     }
-    for (let i = 0; i < t; i++) {
-      const c = base + texts[i];
-      cols[texts[i]][r] = decoder.decode(new Uint8Array(buffer, offset + w[2 * c + 1], w[2 * c]));
-    }
+    const re = new RegExp(src, "y");
+    re.lastIndex = start;
+    const m = re.exec(all);
+    if (m === null) return false;
+    let g = 1;
+    for (let r = r0; r < r1; r++) for (let i = 0; i < t; i++) out[i][r] = m[g++];
   }
+  return true;
+}
+
+/**
+ * `count` strings of `width` ASCII characters end to end in `bytes` (hex
+ * digests), cut as above.
+ */
+const fixedCuts = new Map();
+export function fixedWidth(bytes, width, count) {
+  const out = new Array(count);
+  const all = decoder.decode(bytes);
+  if (all.length !== bytes.length || bytes.length < width * count) throw new Error("the host's digests are not hex");
+  for (let i0 = 0; i0 < count; i0 += CUT) {
+    const k = Math.min(CUT, count - i0);
+    const id = width * 1024 + k;
+    let re = fixedCuts.get(id);
+    if (re === undefined) {
+      re = new RegExp(`([^]{${width}})`.repeat(k), "y");
+      fixedCuts.set(id, re);
+    }
+    re.lastIndex = i0 * width;
+    const m = re.exec(all);
+    for (let g = 0; g < k; g++) out[i0 + g] = m[g + 1];
+  }
+  return out;
 }
 
 class Decoder {
