@@ -180,68 +180,31 @@ export function decodeUniform(b) {
   return { records, starts, uniform: { width, keyIds, names, cols, floats } };
 }
 
-// The text columns of a uniform batch. A TextDecoder call per value costs
-// two native calls (a view, the decode), about 0.6 us each in the
-// component. When the arena is ASCII (then one decode of it gives strings
-// whose offsets are the byte offsets), the values are cut from it by sticky
-// RegExps of their lengths, `([^]{36})([^]{5})...`, a few hundred values
-// per exec: a RegExp exec is one native call whatever its captures. (One
-// RegExp for a whole batch exhausts the stack.)
-
-const CUT = 256; // captures per RegExp
+// The text columns of a uniform batch, value by value: a new view and a
+// TextDecoder call. (Cutting the values from the arena decoded once, by
+// sticky RegExps of their lengths, was tried: one exec for hundreds of
+// values is cheap, but compiling each new RegExp costs more than it saves,
+// and RegExps cached by the lengths of a record need a key built per
+// record, which costs as much as the decoding.)
 
 function textColumns(b, w, width, texts, cols) {
   const bytes = b.text, n = b.records.length, t = texts.length;
-  const all = bytes.length > 0 ? decoder.decode(bytes) : "";
-  const out = texts.map((j) => cols[j]);
-  if (all.length === bytes.length && cut(all, w, width, texts, out, n)) return;
   const buffer = bytes.buffer, offset = bytes.byteOffset;
-  for (let r = 0; r < n; r++) {
-    const base = r * width;
-    for (let i = 0; i < t; i++) {
-      const c = base + texts[i];
-      out[i][r] = decoder.decode(new Uint8Array(buffer, offset + w[2 * c + 1], w[2 * c]));
+  for (let i = 0; i < t; i++) {
+    const col = cols[texts[i]];
+    for (let r = 0, c = texts[i]; r < n; r++, c += width) {
+      col[r] = decoder.decode(new Uint8Array(buffer, offset + w[2 * c + 1], w[2 * c]));
     }
   }
 }
 
-/** Cuts the text columns from `all`; false when the spans are out of order. */
-function cut(all, w, width, texts, out, n) {
-  const t = texts.length;
-  const per = Math.max(1, Math.floor(CUT / t)); // records per RegExp
-  let pos = 0;
-  for (let r0 = 0; r0 < n; r0 += per) {
-    const r1 = Math.min(n, r0 + per);
-    const start = w[2 * (r0 * width + texts[0]) + 1];
-    if (start < pos) return false;
-    pos = start;
-    let src = "";
-    for (let r = r0; r < r1; r++) {
-      const base = r * width;
-      for (let i = 0; i < t; i++) {
-        const c = base + texts[i];
-        const at = w[2 * c + 1], len = w[2 * c];
-        if (at !== pos) {
-          if (at < pos) return false;
-          src += "[^]{" + (at - pos) + "}";
-        }
-        src += "([^]{" + len + "})";
-        pos = at + len;
-      }
-    }
-    const re = new RegExp(src, "y");
-    re.lastIndex = start;
-    const m = re.exec(all);
-    if (m === null) return false;
-    let g = 1;
-    for (let r = r0; r < r1; r++) for (let i = 0; i < t; i++) out[i][r] = m[g++];
-  }
-  return true;
-}
+const CUT = 256; // captures per RegExp
 
 /**
  * `count` strings of `width` ASCII characters end to end in `bytes` (hex
- * digests), cut as above.
+ * digests): one decode, then sticky RegExps of CUT captures
+ * `([^]{64})...`, one native call for CUT strings. Their source is the same
+ * from batch to batch, so each is compiled once.
  */
 const fixedCuts = new Map();
 export function fixedWidth(bytes, width, count) {
