@@ -182,10 +182,10 @@ export function decodeUniform(b) {
 
 // The text columns of a uniform batch, value by value: a new view and a
 // TextDecoder call. (Cutting the values from the arena decoded once, by
-// sticky RegExps of their lengths, was tried: one exec for hundreds of
-// values is cheap, but compiling each new RegExp costs more than it saves,
-// and RegExps cached by the lengths of a record need a key built per
-// record, which costs as much as the decoding.)
+// sticky RegExps of their lengths, was tried: compiling a new RegExp per
+// few hundred values costs six times the decoding, and RegExps cached by
+// the lengths of a record need a key built per record, which costs as much
+// as the decoding; a RegExp's exec is itself slow over many characters.)
 
 function textColumns(b, w, width, texts, cols) {
   const bytes = b.text, n = b.records.length, t = texts.length;
@@ -196,34 +196,6 @@ function textColumns(b, w, width, texts, cols) {
       col[r] = decoder.decode(new Uint8Array(buffer, offset + w[2 * c + 1], w[2 * c]));
     }
   }
-}
-
-const CUT = 256; // captures per RegExp
-
-/**
- * `count` strings of `width` ASCII characters end to end in `bytes` (hex
- * digests): one decode, then sticky RegExps of CUT captures
- * `([^]{64})...`, one native call for CUT strings. Their source is the same
- * from batch to batch, so each is compiled once.
- */
-const fixedCuts = new Map();
-export function fixedWidth(bytes, width, count) {
-  const out = new Array(count);
-  const all = decoder.decode(bytes);
-  if (all.length !== bytes.length || bytes.length < width * count) throw new Error("the host's digests are not hex");
-  for (let i0 = 0; i0 < count; i0 += CUT) {
-    const k = Math.min(CUT, count - i0);
-    const id = width * 1024 + k;
-    let re = fixedCuts.get(id);
-    if (re === undefined) {
-      re = new RegExp(`([^]{${width}})`.repeat(k), "y");
-      fixedCuts.set(id, re);
-    }
-    re.lastIndex = i0 * width;
-    const m = re.exec(all);
-    for (let g = 0; g < k; g++) out[i0 + g] = m[g + 1];
-  }
-  return out;
 }
 
 class Decoder {
