@@ -136,29 +136,20 @@ export function decodeUniform(b) {
   const f64 = new Float64Array(v.buffer, v.byteOffset, v.length);
   const buffer = b.text.buffer, offset = b.text.byteOffset;
   const cols = new Array(width), floats = new Array(width);
-  const texts = []; // the columns of text cells only
   for (let j = 0; j < width; j++) {
     const k = keyIds[j];
     const col = new Array(n);
     let hasFloat = false;
-    let allText = true;
-    for (let r = 0, c = j; r < n; r++, c += width) {
-      if (keys[c] !== k || kinds[c] !== KIND_TEXT) {
-        allText = false;
-        break;
-      }
-    }
-    if (allText) {
-      texts.push(j); // decoded below, record by record
-      cols[j] = new Array(n);
-      floats[j] = false;
-      continue;
-    }
     for (let r = 0, c = j; r < n; r++, c += width) {
       if (keys[c] !== k) return null;
       const kind = kinds[c];
       if (kind === KIND_TEXT) {
         // A new view costs less than `subarray` (self-hosted, interpreted).
+        // (Cutting the values from the arena decoded once, by sticky
+        // RegExps of their lengths, was tried: compiling a RegExp per few
+        // hundred values costs six times the decoding; RegExps cached by a
+        // record's lengths need a key built per record, which costs as much
+        // as the decoding; and an exec is itself slow over many characters.)
         col[r] = decoder.decode(new Uint8Array(buffer, offset + w[2 * c + 1], w[2 * c]));
       } else if (kind === KIND_NULL) col[r] = null;
       else if (kind === KIND_INTEGER) {
@@ -173,29 +164,10 @@ export function decodeUniform(b) {
     cols[j] = col;
     floats[j] = hasFloat;
   }
-  if (texts.length > 0) textColumns(b, w, width, texts, cols);
   const records = make(...cols, n);
   const starts = new Uint32Array(n + 1);
   for (let r = 0; r <= n; r++) starts[r] = r * width;
   return { records, starts, uniform: { width, keyIds, names, cols, floats } };
-}
-
-// The text columns of a uniform batch, value by value: a new view and a
-// TextDecoder call. (Cutting the values from the arena decoded once, by
-// sticky RegExps of their lengths, was tried: compiling a new RegExp per
-// few hundred values costs six times the decoding, and RegExps cached by
-// the lengths of a record need a key built per record, which costs as much
-// as the decoding; a RegExp's exec is itself slow over many characters.)
-
-function textColumns(b, w, width, texts, cols) {
-  const bytes = b.text, n = b.records.length, t = texts.length;
-  const buffer = bytes.buffer, offset = bytes.byteOffset;
-  for (let i = 0; i < t; i++) {
-    const col = cols[texts[i]];
-    for (let r = 0, c = texts[i]; r < n; r++, c += width) {
-      col[r] = decoder.decode(new Uint8Array(buffer, offset + w[2 * c + 1], w[2 * c]));
-    }
-  }
 }
 
 class Decoder {
@@ -536,11 +508,14 @@ export function encodeUniform(b, u, results) {
   const names = Object.keys(first);
   const width = names.length;
   if (width === 0) return null;
+  // Reflect.getPrototypeOf is native; Object.getPrototypeOf is self-hosted
+  // JavaScript in SpiderMonkey (interpreted in the component).
+  const proto = Object.prototype, getProto = Reflect.getPrototypeOf;
   for (let r = 0; r < n; r++) {
     const o = results[r];
     if (o === null || typeof o !== "object") return null;
-    const p = Object.getPrototypeOf(o);
-    if (p !== Object.prototype && p !== null) return null;
+    const p = getProto(o);
+    if (p !== proto && p !== null) return null;
     if (o !== first) {
       const ks = Object.keys(o);
       if (ks.length !== width) return null;

@@ -212,16 +212,9 @@ export function run(p, state, b) {
     if (!Array.isArray(results) || results.length !== records.length) results = oneByOne(p, state, b);
   }
   if (uniform !== undefined && results.length > 0) {
-    // One record of one shape per input record: column by column.
-    let plainOnly = true;
-    for (let i = 0; i < results.length; i++) {
-      const r = results[i];
-      if (r === null || typeof r !== "object" || r instanceof Outcome) {
-        plainOnly = false;
-        break;
-      }
-    }
-    const out = plainOnly ? encodeUniform(b, uniform, results) : null;
+    // One record of one shape per input record (an Outcome is no plain
+    // object): column by column.
+    const out = encodeUniform(b, uniform, results);
     if (out !== null) return { tag: "changed", val: { batch: out, outcomes: new Array(results.length).fill(EMIT_ONE) } };
   }
   const enc = new Encoder(b.cellKeys.length + records.length * 2, records.length);
