@@ -122,35 +122,33 @@ export default plugin({
   },
 
   transformBatch(records, s) {
-    const k = s.from.length;
+    const k = s.from.length, n = records.length;
     const has = Object.prototype.hasOwnProperty;
-    // Pass 1: the texts to hash; slots[r * k + i] is the digest index of
-    // record r's field i, or NULL / MISSING.
-    const texts = [];
-    const slots = new Int32Array(records.length * k);
-    const verdicts = new Array(records.length);
-    for (let r = 0; r < records.length; r++) {
-      const record = records[r];
-      let verdict;
-      for (let i = 0; i < k; i++) {
-        const name = s.from[i];
-        const v = !s.inherited[i] || has.call(record, name) ? record[name] : undefined;
-        let slot;
+    // Pass 1, field by field: the texts to hash; slots[r * k + i] is the
+    // digest index of record r's field i, or NULL / MISSING.
+    const texts = new Array(n * k);
+    let count = 0;
+    const slots = new Int32Array(n * k);
+    const verdicts = new Array(n);
+    for (let i = 0; i < k; i++) {
+      const name = s.from[i], inherited = s.inherited[i];
+      for (let r = 0, at = i; r < n; r++, at += k) {
+        const record = records[r];
+        const v = !inherited || has.call(record, name) ? record[name] : undefined;
         if (typeof v === "string") {
-          slot = texts.length;
-          texts.push(v);
-        } else if (v === null) slot = NULL;
+          slots[at] = count;
+          texts[count++] = v;
+        } else if (v === null) slots[at] = NULL;
         else if (v === undefined) {
-          slot = MISSING;
-          if (!s.missingNull) verdict = `\`${name}\` is missing`;
+          slots[at] = MISSING;
+          if (!s.missingNull) verdicts[r] = `\`${name}\` is missing`;
         } else {
-          slot = NULL;
-          verdict = `\`${name}\` is not text; mask takes text`;
+          slots[at] = NULL;
+          verdicts[r] = `\`${name}\` is not text; mask takes text`;
         }
-        slots[r * k + i] = slot;
       }
-      verdicts[r] = verdict;
     }
+    texts.length = count;
     let digests;
     try {
       digests = hexDigests(s.algorithm, texts, { secret: s.secret });
