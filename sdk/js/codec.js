@@ -55,8 +55,13 @@ export function arena(strings, count) {
 // ---------------------------------------------------------------------------
 // Decoding a batch into records
 
-/** The records of a batch, and where each starts among the cells. */
+/**
+ * The records of a batch, and where each starts among the cells. A uniform
+ * batch (see `decodeUniform`) also gives `uniform`, its columns.
+ */
 export function decodeBatch(b) {
+  const u = decodeUniform(b);
+  if (u !== null) return u;
   const n = b.records.length;
   const d = new Decoder(b);
   const records = new Array(n);
@@ -70,6 +75,99 @@ export function decodeBatch(b) {
   }
   starts[n] = c;
   return { records, starts };
+}
+
+// ---------------------------------------------------------------------------
+// Uniform batches: every record has the same keys in the same order, with
+// scalar values only (the usual JSON-lines case). Decoded column by column,
+// and each record made by one object literal of the batch's shape, compiled
+// once per shape: in the component, where JavaScript is interpreted, a
+// literal of n properties costs about one property added.
+
+const MAX_UNIFORM = 64; // widest shape compiled
+const shapes = new Map(); // JSON of the names -> the records builder, or null
+let compile = true; // false once `new Function` is refused
+
+/** The function that builds records from columns for `names`, or null. */
+function builder(names) {
+  const id = JSON.stringify(names);
+  let f = shapes.get(id);
+  if (f !== undefined) return f;
+  f = null;
+  if (compile && !names.includes("__proto__")) {
+    const params = names.map((_, j) => `c${j}`);
+    const fields = names.map((name, j) => `${JSON.stringify(name)}: c${j}[r]`).join(", ");
+    try {
+      f = new Function(...params, "n", `const out = new Array(n);\nfor (let r = 0; r < n; r++) out[r] = {${fields}};\nreturn out;`);
+    } catch {
+      compile = false;
+      f = null;
+    }
+  }
+  if (shapes.size < 256) shapes.set(id, f);
+  return f;
+}
+
+/**
+ * A uniform batch's records, or null. `uniform` keeps what encoding needs to
+ * copy unchanged columns: the width, the key ids, the columns' values and
+ * which columns had a float (re-encoding those may change the kind).
+ */
+export function decodeUniform(b) {
+  const counts = b.records, n = counts.length;
+  if (n === 0) return null;
+  const width = counts[0];
+  if (width === 0 || width > MAX_UNIFORM) return null;
+  for (let r = 1; r < n; r++) if (counts[r] !== width) return null;
+  const keys = b.cellKeys, kinds = b.cellKinds;
+  if (keys.length !== n * width) return null;
+  const keyIds = new Array(width), names = new Array(width);
+  for (let j = 0; j < width; j++) {
+    const k = keys[j];
+    if (k >= b.keys.length) return null;
+    for (let i = 0; i < j; i++) if (keyIds[i] === k) return null;
+    keyIds[j] = k;
+    names[j] = b.keys[k];
+  }
+  const make = builder(names);
+  if (make === null) return null;
+  const v = b.cellValues;
+  const w = new Uint32Array(v.buffer, v.byteOffset, v.length * 2);
+  const f64 = new Float64Array(v.buffer, v.byteOffset, v.length);
+  const buffer = b.text.buffer, offset = b.text.byteOffset;
+  const cols = new Array(width), floats = new Array(width);
+  for (let j = 0; j < width; j++) {
+    const k = keyIds[j];
+    const col = new Array(n);
+    let hasFloat = false;
+    for (let r = 0, c = j; r < n; r++, c += width) {
+      if (keys[c] !== k) return null;
+      const kind = kinds[c];
+      if (kind === KIND_TEXT) {
+        // A new view costs less than `subarray` (self-hosted, interpreted).
+        // (Cutting the values from the arena decoded once, by sticky
+        // RegExps of their lengths, was tried: compiling a RegExp per few
+        // hundred values costs six times the decoding; RegExps cached by a
+        // record's lengths need a key built per record, which costs as much
+        // as the decoding; and an exec is itself slow over many characters.)
+        col[r] = decoder.decode(new Uint8Array(buffer, offset + w[2 * c + 1], w[2 * c]));
+      } else if (kind === KIND_NULL) col[r] = null;
+      else if (kind === KIND_INTEGER) {
+        const hi = w[2 * c + 1] | 0;
+        col[r] = hi >= -0x200000 && hi < 0x200000 ? hi * TWO_32 + w[2 * c] : BigInt.asIntN(64, v[c]);
+      } else if (kind === KIND_BOOLEAN) col[r] = w[2 * c] !== 0;
+      else if (kind === KIND_FLOAT) {
+        col[r] = f64[c];
+        hasFloat = true;
+      } else return null;
+    }
+    cols[j] = col;
+    floats[j] = hasFloat;
+  }
+  const records = make(...cols, n);
+  const starts = new Uint32Array(n + 1);
+  for (let r = 0; r <= n; r++) starts[r] = r * width;
+  return { records, starts, uniform: { width, keyIds, names, cols, floats } };
 }
 
 class Decoder {
@@ -390,6 +488,141 @@ export class Encoder {
       records: this.counts.subarray(0, this.records),
     };
   }
+}
+
+/**
+ * The output batch of a uniform input batch `b` (decoded as `u`) whose
+ * results are one record each, all plain objects of one shape with scalar
+ * values; null when they are not (the caller then encodes record by record).
+ * A cell whose value is the very value decoded from the same input field
+ * (`===`; for strings, the same string) is copied with its text span, the
+ * input's text being the start of the output's; only the other cells are
+ * encoded. The batch holds what `Encoder` would write, but for where the
+ * text lies in the arena.
+ */
+export function encodeUniform(b, u, results) {
+  const n = results.length;
+  if (n === 0 || n !== b.records.length) return null;
+  const first = results[0];
+  if (first === null || typeof first !== "object") return null;
+  const names = Object.keys(first);
+  const width = names.length;
+  if (width === 0) return null;
+  // Reflect.getPrototypeOf is native; Object.getPrototypeOf is self-hosted
+  // JavaScript in SpiderMonkey (interpreted in the component).
+  const proto = Object.prototype, getProto = Reflect.getPrototypeOf;
+  for (let r = 0; r < n; r++) {
+    const o = results[r];
+    if (o === null || typeof o !== "object") return null;
+    const p = getProto(o);
+    if (p !== proto && p !== null) return null;
+    if (o !== first) {
+      const ks = Object.keys(o);
+      if (ks.length !== width) return null;
+      for (let j = 0; j < width; j++) if (ks[j] !== names[j]) return null;
+    }
+  }
+  // Key ids: the input's keys first, in order (as `run` interns them).
+  const outNames = b.keys.slice();
+  const index = new Map();
+  for (let i = 0; i < outNames.length; i++) if (!index.has(outNames[i])) index.set(outNames[i], i);
+  const cells = n * width, inWidth = u.width;
+  const keys = new Uint32Array(cells), kinds = new Uint8Array(cells), big = new BigUint64Array(cells);
+  const w = new Uint32Array(big.buffer), f64 = new Float64Array(big.buffer);
+  const iv = b.cellValues;
+  const iw = new Uint32Array(iv.buffer, iv.byteOffset, iv.length * 2);
+  const ikinds = b.cellKinds;
+  const same = inWidth === width;
+  if (same) {
+    keys.set(b.cellKeys);
+    kinds.set(ikinds);
+    big.set(iv);
+  }
+  const strings = [], spans = []; // new text, and the cells that hold it
+  let chars = 0;
+  const base = b.text.length;
+  for (let j = 0; j < width; j++) {
+    const name = names[j];
+    let key = index.get(name);
+    if (key === undefined) {
+      key = outNames.length;
+      outNames.push(name);
+      index.set(name, key);
+    }
+    // The input column of the same name, if its cells can be copied.
+    let from = -1;
+    for (let i = 0; i < inWidth; i++) {
+      if (u.names[i] === name) {
+        if (!u.floats[i]) from = i;
+        break;
+      }
+    }
+    const col = from >= 0 ? u.cols[from] : null;
+    const inPlace = same && from === j; // the cells are there already
+    if (!(inPlace && key === u.keyIds[j])) for (let c = j; c < cells; c += width) keys[c] = key;
+    for (let r = 0, c = j; r < n; r++, c += width) {
+      const v = results[r][name];
+      if (col !== null && v === col[r]) {
+        if (!inPlace) {
+          const ic = r * inWidth + from;
+          kinds[c] = ikinds[ic];
+          w[2 * c] = iw[2 * ic];
+          w[2 * c + 1] = iw[2 * ic + 1];
+        }
+      } else if (typeof v === "string") {
+        kinds[c] = KIND_TEXT;
+        w[2 * c] = v.length;
+        w[2 * c + 1] = base + chars;
+        chars += v.length;
+        strings.push(v);
+        spans.push(c);
+      } else if (v === null) {
+        kinds[c] = KIND_NULL;
+        w[2 * c] = 0;
+        w[2 * c + 1] = 0;
+      } else if (typeof v === "number") {
+        if ((v | 0) === v) {
+          kinds[c] = KIND_INTEGER;
+          w[2 * c] = v;
+          w[2 * c + 1] = v < 0 ? 0xffffffff : 0;
+        } else if (Number.isInteger(v) && v <= TWO_53 && v >= -TWO_53) {
+          kinds[c] = KIND_INTEGER;
+          const hi = Math.floor(v / TWO_32);
+          w[2 * c] = v - hi * TWO_32;
+          w[2 * c + 1] = hi;
+        } else {
+          kinds[c] = KIND_FLOAT;
+          f64[c] = v;
+        }
+      } else if (typeof v === "boolean") {
+        kinds[c] = KIND_BOOLEAN;
+        w[2 * c] = v ? 1 : 0;
+        w[2 * c + 1] = 0;
+      } else if (typeof v === "bigint" && BigInt.asIntN(64, v) === v) {
+        kinds[c] = KIND_INTEGER;
+        big[c] = BigInt.asUintN(64, v);
+      } else return null; // undefined, containers, bigints past 64 bits, others: record by record
+    }
+  }
+  let text = b.text;
+  if (strings.length > 0) {
+    const joined = strings.join("");
+    const bytes = encoder.encode(joined);
+    if (bytes.length !== joined.length) {
+      let at = base;
+      for (let i = 0; i < spans.length; i++) {
+        const c = spans[i], len = utf8Length(strings[i]);
+        w[2 * c] = len;
+        w[2 * c + 1] = at;
+        at += len;
+      }
+    }
+    text = new Uint8Array(base + bytes.length);
+    text.set(b.text);
+    text.set(bytes, base);
+  }
+  const counts = new Uint32Array(n).fill(width);
+  return { keys: outNames, text, cellKeys: keys, cellKinds: kinds, cellValues: big, records: counts };
 }
 
 /** A field's path for errors: `a.b`, `a[2]`. */

@@ -11,6 +11,69 @@ import { plugin, reject, hexDigests, t } from "etl-plugin";
 
 const NULL = -1, MISSING = -2;
 
+function sameNames(a, b) {
+  if (b === null || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * The function (record, digests, slots, at) -> output record for records
+ * with own fields `names`, in order: compiled to one object literal, which
+ * in the component (JavaScript interpreted) costs far less than adding the
+ * fields one by one. Falls back to the generic loop.
+ */
+function builder(s, names) {
+  const id = JSON.stringify(names);
+  let f = s.builders.get(id);
+  if (f !== undefined) return f;
+  f = generic(s);
+  // What the generic loop writes, in order: [output name, expression].
+  const parts = [];
+  const k = s.from.length;
+  const present = new Set(names);
+  const add = (name, expr) => parts.push([name, expr]);
+  for (const name of names) {
+    const i = s.fromIndex[name];
+    if (i !== undefined) {
+      if (s.keepOriginal) add(name, `r[${JSON.stringify(name)}]`);
+      add(s.to[i], `(slots[at + ${i}] < 0 ? null : digests[slots[at + ${i}]])`);
+    } else if (s.isOutput[name] !== true) add(name, `r[${JSON.stringify(name)}]`);
+  }
+  // Missing fields (not own: decoded records hold no undefined values).
+  for (let i = 0; i < k; i++) if (!present.has(s.from[i])) add(s.to[i], "null");
+  if (!parts.some(([name]) => name === "__proto__")) {
+    try {
+      const body = parts.map(([name, expr]) => `${JSON.stringify(name)}: ${expr}`).join(", ");
+      f = new Function("r", "digests", "slots", "at", `return {${body}};`);
+    } catch {
+      // No run-time compilation: the generic loop.
+    }
+  }
+  if (s.builders.size < 64) s.builders.set(id, f);
+  return f;
+}
+
+/** The output record, field by field. */
+function generic(s) {
+  const k = s.from.length;
+  return (record, digests, slots, at) => {
+    const o = {};
+    const names = Object.keys(record);
+    for (let j = 0; j < names.length; j++) {
+      const name = names[j];
+      const i = s.fromIndex[name];
+      if (i !== undefined) {
+        if (s.keepOriginal) o[name] = record[name];
+        const slot = slots[at + i];
+        o[s.to[i]] = slot < 0 ? null : digests[slot];
+      } else if (s.isOutput[name] !== true) o[name] = record[name];
+    }
+    for (let i = 0; i < k; i++) if (slots[at + i] === MISSING) o[s.to[i]] = null;
+    return o;
+  };
+}
+
 export default plugin({
   name: "js-mask",
   version: "0.1.0",
@@ -54,39 +117,38 @@ export default plugin({
       secret: p.secret,
       keepOriginal: p.keep_original,
       missingNull: p.missing === "null",
+      builders: new Map(), // JSON of a record's names -> its output builder
     };
   },
 
   transformBatch(records, s) {
-    const k = s.from.length;
+    const k = s.from.length, n = records.length;
     const has = Object.prototype.hasOwnProperty;
-    // Pass 1: the texts to hash; slots[r * k + i] is the digest index of
-    // record r's field i, or NULL / MISSING.
-    const texts = [];
-    const slots = new Int32Array(records.length * k);
-    const verdicts = new Array(records.length);
-    for (let r = 0; r < records.length; r++) {
-      const record = records[r];
-      let verdict;
-      for (let i = 0; i < k; i++) {
-        const name = s.from[i];
-        const v = !s.inherited[i] || has.call(record, name) ? record[name] : undefined;
-        let slot;
+    // Pass 1, field by field: the texts to hash; slots[r * k + i] is the
+    // digest index of record r's field i, or NULL / MISSING.
+    const texts = new Array(n * k);
+    let count = 0;
+    const slots = new Int32Array(n * k);
+    const verdicts = new Array(n);
+    for (let i = 0; i < k; i++) {
+      const name = s.from[i], inherited = s.inherited[i];
+      for (let r = 0, at = i; r < n; r++, at += k) {
+        const record = records[r];
+        const v = !inherited || has.call(record, name) ? record[name] : undefined;
         if (typeof v === "string") {
-          slot = texts.length;
-          texts.push(v);
-        } else if (v === null) slot = NULL;
+          slots[at] = count;
+          texts[count++] = v;
+        } else if (v === null) slots[at] = NULL;
         else if (v === undefined) {
-          slot = MISSING;
-          if (!s.missingNull) verdict = `\`${name}\` is missing`;
+          slots[at] = MISSING;
+          if (!s.missingNull) verdicts[r] = `\`${name}\` is missing`;
         } else {
-          slot = NULL;
-          verdict = `\`${name}\` is not text; mask takes text`;
+          slots[at] = NULL;
+          verdicts[r] = `\`${name}\` is not text; mask takes text`;
         }
-        slots[r * k + i] = slot;
       }
-      verdicts[r] = verdict;
     }
+    texts.length = count;
     let digests;
     try {
       digests = hexDigests(s.algorithm, texts, { secret: s.secret });
@@ -94,27 +156,22 @@ export default plugin({
       const why = reject(`hashing failed: ${e.message}`);
       return records.map(() => why);
     }
-    // Pass 2: each digest in its field's place.
+    // Pass 2: each digest in its field's place, by a function compiled for
+    // the record's field names (in a batch, usually all the same).
     const out = new Array(records.length);
+    let lastNames = null, build = null;
     for (let r = 0; r < records.length; r++) {
       if (verdicts[r] !== undefined) {
         out[r] = reject(verdicts[r]);
         continue;
       }
       const record = records[r];
-      const o = {};
       const names = Object.keys(record);
-      for (let j = 0; j < names.length; j++) {
-        const name = names[j];
-        const i = s.fromIndex[name];
-        if (i !== undefined) {
-          if (s.keepOriginal) o[name] = record[name];
-          const slot = slots[r * k + i];
-          o[s.to[i]] = slot < 0 ? null : digests[slot];
-        } else if (s.isOutput[name] !== true) o[name] = record[name];
+      if (!sameNames(names, lastNames)) {
+        build = builder(s, names);
+        lastNames = names;
       }
-      for (let i = 0; i < k; i++) if (slots[r * k + i] === MISSING) o[s.to[i]] = null;
-      out[r] = o;
+      out[r] = build(record, digests, slots, r * k);
     }
     return out;
   },
