@@ -4,7 +4,7 @@
 //! with passes `host test` and loads rows through `host run --once`.
 
 use crate::common::{self, edit, ok};
-use crate::services::{self, pg, queue, send, unique};
+use crate::services::unique;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -71,35 +71,6 @@ async fn a_new_plugin_builds_tests_and_loads_rows() {
     assert!(inspected.contains("\"field\""), "its params schema: {inspected}");
 
     // Rows through `host run --once`: the queue, a table of the pipeline's shape.
-    let (schema, q) = (unique("s"), unique("author"));
-    services::migrated().await;
-    pg().await
-        .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.lowercase_locale (locale text, n bigint)"
-        ))
-        .await
-        .unwrap();
-    let sqs = services::sqs().await;
-    let url = queue(&sqs, &q).await;
-    let bodies: Vec<String> =
-        ["en-US", "RU", "pt-BR"].iter().enumerate().map(|(i, l)| format!(r#"{{"locale": "{l}", "n": {i}}}"#)).collect();
-    send(&sqs, &url, &bodies).await;
-    let run = Command::new(crate::objects::host_binary())
-        .current_dir(&dir)
-        .args(["run", "--no-cache", "pipeline.toml", "--once"])
-        .env("QUEUE", &q)
-        .env("SCHEMA", &schema)
-        .env("DATABASE_URL", services::database_url())
-        .env("AWS_ENDPOINT_URL", services::endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap();
-    ok("host run --once", &run);
-    let rows =
-        pg().await.query(&format!("SELECT locale, n FROM {schema}.lowercase_locale ORDER BY n"), &[]).await.unwrap();
-    let rows: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(rows, [("en-us".into(), 0), ("ru".into(), 1), ("pt-br".into(), 2)]);
+    crate::polyglot::loads_rows(&dir, "lowercase_locale", &["en-US", "RU", "pt-BR"], &["en-us", "ru", "pt-br"]).await;
     let _ = std::fs::remove_dir_all(&parent);
 }

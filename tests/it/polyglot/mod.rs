@@ -81,8 +81,8 @@ fn ports_pass_the_rust_fixtures(prefix: &str, extra: &str) {
 
 /// Three messages through a new project's `pipeline.toml` by `host run
 /// --once` against moto and PostgreSQL: `locales` in, `want` in the
-/// table's `locale` column.
-async fn loads_rows(dir: &Path, table: &str, locales: &[&str], want: &[&str]) {
+/// table's `locale` column (also the Rust scaffold test's last step).
+pub async fn loads_rows(dir: &Path, table: &str, locales: &[&str], want: &[&str]) {
     let (schema, q) = (unique("s"), unique("polyglot"));
     services::migrated().await;
     pg().await

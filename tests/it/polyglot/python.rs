@@ -157,8 +157,7 @@ fn seen(mode: &str, extra: &str) -> String {
 
 fn seen_with(params: &str, extra: &str) -> String {
     let mode = params.to_string();
-    let body =
-        format!("[[transforms]]\nuses = \"py-hostile\"\n{extra}\nparams = {{ {params} }}\n");
+    let body = format!("[[transforms]]\nuses = \"py-hostile\"\n{extra}\nparams = {{ {params} }}\n");
     let out = chain(&body).run(&batch(&[json!({"i": 1}).to_string()])).unwrap();
     let res = results(1, &out);
     res[0]["emit"][0]["seen"].as_str().unwrap_or_else(|| panic!("{mode}: {}", res[0])).to_string()
@@ -183,9 +182,7 @@ fn python_sees_no_files_network_environment_or_clock_unless_granted() {
 
 #[test]
 fn a_python_plugin_that_refuses_its_params_is_named() {
-    let p = common::pipeline(
-        "[[transforms]]\nuses = \"py-hostile\"\nparams = { mode = \"configure-fails\" }\n",
-    );
+    let p = common::pipeline("[[transforms]]\nuses = \"py-hostile\"\nparams = { mode = \"configure-fails\" }\n");
     let err = host::transform::TransformChain::build(&common::engine(), &p).err().expect("refused");
     assert_eq!(err.to_string(), "test.toml:2: step 1 (`py-hostile`) refused its params: configure failed on purpose");
 }
