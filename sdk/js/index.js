@@ -261,18 +261,24 @@ function settle(enc, r, mode) {
   return encodeOne(enc, r);
 }
 
+/** After a record that cannot be encoded: the encoder back where it was
+ * (nothing of the record stays) and the reject that says why. */
+function undo(enc, cells, count, strings, chars, e) {
+  enc.cells = cells;
+  enc.records = count;
+  enc.nstrings = strings;
+  enc.chars = chars;
+  if (e instanceof Unencodable) return { tag: "reject", val: `cannot emit the record: ${e.message}` };
+  if (e instanceof RangeError) return { tag: "reject", val: "cannot emit the record: too large or circular" };
+  throw e;
+}
+
 function encodeOne(enc, r) {
   const cells = enc.cells, count = enc.records, strings = enc.nstrings, chars = enc.chars;
   try {
     enc.record(r);
   } catch (e) {
-    enc.cells = cells;
-    enc.records = count;
-    enc.nstrings = strings;
-    enc.chars = chars;
-    if (e instanceof Unencodable) return { tag: "reject", val: `cannot emit the record: ${e.message}` };
-    if (e instanceof RangeError) return { tag: "reject", val: "cannot emit the record: too large or circular" };
-    throw e;
+    return undo(enc, cells, count, strings, chars, e);
   }
   return EMIT_ONE;
 }
@@ -285,13 +291,7 @@ function encodeAll(enc, records) {
     n = records.length;
     for (let i = 0; i < n; i++) enc.record(records[i]);
   } catch (e) {
-    enc.cells = cells;
-    enc.records = count;
-    enc.nstrings = strings;
-    enc.chars = chars;
-    if (e instanceof Unencodable) return { tag: "reject", val: `cannot emit the record: ${e.message}` };
-    if (e instanceof RangeError) return { tag: "reject", val: "cannot emit the record: too large or circular" };
-    throw e;
+    return undo(enc, cells, count, strings, chars, e);
   }
   return n === 1 ? EMIT_ONE : { tag: "emit", val: n };
 }

@@ -180,20 +180,22 @@ mask (sha256 x2 of six fields) by language, in WebAssembly, the same records"
 /// Start-up of a one-step chain in a fresh engine: compiling (once), and
 /// from the compiled cache (median of three).
 fn start_up(pipeline: &config::Pipeline) -> (Duration, Duration) {
-    let plugins = vec![PathBuf::from(env!("PLUGIN_DIR"))];
     let cache = std::env::temp_dir().join(format!("bench-cache-polyglot-{}", std::process::id()));
-    let start = |cache: Option<PathBuf>| {
-        let t = Instant::now();
-        let engine = Arc::new(Engine::new(cache, plugins.clone()).expect("engine"));
-        TransformChain::build(&engine, pipeline).expect("chain");
-        t.elapsed()
-    };
     let _ = std::fs::remove_dir_all(&cache);
-    let compiled = start(Some(cache.clone()));
-    let mut cached: Vec<Duration> = (0..3).map(|_| start(Some(cache.clone()))).collect();
+    let compiled = start_once(pipeline, Some(cache.clone()));
+    let mut cached: Vec<Duration> = (0..3).map(|_| start_once(pipeline, Some(cache.clone()))).collect();
     cached.sort();
     let _ = std::fs::remove_dir_all(&cache);
     (compiled, cached[1])
+}
+
+/// One start of `pipeline`'s chain in a fresh engine (find, load, link,
+/// instantiate, configure), compiling unless `cache` holds the components.
+fn start_once(pipeline: &config::Pipeline, cache: Option<PathBuf>) -> Duration {
+    let t = Instant::now();
+    let engine = Arc::new(Engine::new(cache, vec![PathBuf::from(env!("PLUGIN_DIR"))]).expect("engine"));
+    TransformChain::build(&engine, pipeline).expect("chain");
+    t.elapsed()
 }
 
 /// A JSON object as a TOML inline table (keys quoted, the rest as JSON,
@@ -247,14 +249,8 @@ fn metrics_cost(ws: &Path, engine: &Arc<Engine>, lines: &[String]) {
 /// compiled components from the cache a previous start left.
 fn cold_start(ws: &Path) {
     let pipeline = config::load(&ws.join("pipelines/logins.toml")).expect("pipeline");
-    let plugins = vec![PathBuf::from(env!("PLUGIN_DIR"))];
     let cache = std::env::temp_dir().join(format!("bench-cache-{}", std::process::id()));
-    let start = |cache: Option<PathBuf>| {
-        let t = Instant::now();
-        let engine = Arc::new(Engine::new(cache, plugins.clone()).expect("engine"));
-        TransformChain::build(&engine, &pipeline).expect("chain");
-        t.elapsed()
-    };
+    let start = |cache: Option<PathBuf>| start_once(&pipeline, cache);
     let median = |mut v: Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
