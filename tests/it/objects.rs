@@ -79,6 +79,8 @@ pub struct Backfill {
     pub elapsed: Duration,
     /// Peak resident memory (VmHWM) of the host process, in KiB.
     pub peak_rss_kib: u64,
+    /// CPU time (user + system) of the host process, seconds.
+    pub cpu_s: f64,
     pub stdout: String,
     pub stderr: String,
     pub success: bool,
@@ -93,8 +95,14 @@ pub fn host_binary() -> PathBuf {
 
 /// Runs `host backfill` on the object's pipeline, watching its memory.
 pub fn backfill(o: &BigObject) -> Backfill {
+    backfill_of(backfill_command(o))
+}
+
+/// Runs a `host backfill` command, watching its memory and CPU time.
+pub fn backfill_of(mut command: std::process::Command) -> Backfill {
+    let cpu_before = children_cpu_s();
     let start = Instant::now();
-    let mut child = backfill_command(o).spawn().unwrap();
+    let mut child = command.spawn().unwrap();
     let status = format!("/proc/{}/status", child.id());
     let mut peak = 0;
     // VmHWM is the peak so far: the last reading before the exit is the peak.
@@ -108,6 +116,7 @@ pub fn backfill(o: &BigObject) -> Backfill {
     Backfill {
         elapsed: start.elapsed(),
         peak_rss_kib: peak,
+        cpu_s: children_cpu_s() - cpu_before,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         success: out.status.success(),
@@ -116,6 +125,11 @@ pub fn backfill(o: &BigObject) -> Backfill {
 
 /// `host backfill` of the object's pipeline, not started.
 pub fn backfill_command(o: &BigObject) -> std::process::Command {
+    backfill_command_of(o, &o.pipeline)
+}
+
+/// `host backfill` of `pipeline`, against the object's moto, not started.
+pub fn backfill_command_of(o: &BigObject, pipeline: &std::path::Path) -> std::process::Command {
     let mut command = std::process::Command::new(host_binary());
     command
         .arg("backfill")
@@ -123,7 +137,7 @@ pub fn backfill_command(o: &BigObject) -> std::process::Command {
         .arg(common::PLUGIN_DIR)
         .arg("--cache-dir")
         .arg(common::cache_dir())
-        .arg(&o.pipeline)
+        .arg(pipeline)
         .env("DATABASE_URL", services::database_url())
         .env("AWS_ENDPOINT_URL", &o.endpoint)
         .env("AWS_REGION", "us-east-1")
@@ -132,6 +146,16 @@ pub fn backfill_command(o: &BigObject) -> std::process::Command {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     command
+}
+
+/// User + system CPU seconds of this process's waited-for children
+/// (`cutime` + `cstime` of `/proc/self/stat`).
+pub fn children_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<f64> =
+        stat.rsplit(')').next().unwrap().split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+    // After the state field, cutime and cstime are indices 13 and 14.
+    (fields[13] + fields[14]) / 100.0
 }
 
 fn vm_hwm(status: &str) -> Option<u64> {

@@ -7,9 +7,9 @@
 use std::io::{self, BufRead};
 
 use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::{BadRow, CsvOptions, EmptyAs, FileError, Item, Row, RowError, send};
+use super::{BadRow, CsvOptions, EmptyAs, FileError, Item, Row, RowError, RowSender};
 
 /// What [`read`] can tell without reading.
 pub(super) fn check(o: &CsvOptions) -> Result<(), FileError> {
@@ -28,7 +28,7 @@ pub(super) fn read(
     max_row_bytes: usize,
     skip: u64,
     columns: oneshot::Sender<Vec<String>>,
-    rows: &mpsc::Sender<Row>,
+    rows: &mut RowSender,
 ) -> Result<(), FileError> {
     let mut records = Records::new(input, o.delimiter, max_row_bytes);
     let names = if o.header {
@@ -55,7 +55,7 @@ pub(super) fn read(
             continue;
         }
         let item = fields(&records, &empty).map(Item::Fields).map_err(|e| records.bad(e));
-        if !send(rows, Row { line, item }) {
+        if !rows.send(Row { line, item }) {
             break;
         }
     }
