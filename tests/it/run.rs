@@ -615,7 +615,14 @@ async fn ids_recorded_before_the_uuid_ledger_are_found_after_it() {
     let seen: Vec<String> = db
         .query(
             host::sink::sql::LEDGER_SEEN,
-            &[&"p", &vec![1i64], &vec!["dead-letter:7"], &vec![host::sink::sql::canonical_uuid(id).unwrap()]],
+            &[
+                &"p",
+                &vec![1i64 - host::sink::sql::LEDGER_MAX_SPAN],
+                &vec![1i64],
+                &vec![1i64],
+                &vec!["dead-letter:7"],
+                &vec![host::sink::sql::canonical_uuid(id).unwrap()],
+            ],
         )
         .await
         .unwrap()

@@ -82,9 +82,10 @@ impl Receipt for Ledger {
         let lock = tx.prepare_cached(sql::LEDGER_LOCK).await?;
         let seen = tx.prepare_cached(sql::LEDGER_SEEN).await?;
         let ids = sql::LedgerIds::new(fresh.iter().map(|u| (u.sent_ms, u.message_id.as_str())));
-        let mut look_in = ids.parts.clone();
-        look_in.push(sql::LEGACY_PART);
-        look_in.sort_unstable();
+        // The ranges of partitions whose rows may hold these ids: the
+        // batch's own, reached back by the widest span a row may have, and
+        // the legacy partition.
+        let (look_from, look_lo, look_hi) = ids.look_up();
         // One flight: the sink's statements, then this pipeline's ledger
         // lock (held to the commit, so commits of a pipeline take turns
         // from here), the check against everything committed before (its
@@ -93,10 +94,12 @@ impl Receipt for Ledger {
         // whole transaction is rolled back, that record with it.
         let record = tx.prepare_cached(sql::LEDGER_RECORD).await?;
         let lock_params: [&(dyn ToSql + Sync); 1] = [&sink.pipeline];
-        let seen_params: [&(dyn ToSql + Sync); 4] = [&sink.pipeline, &look_in, &ids.texts, &ids.uuids];
-        let record_params: [&(dyn ToSql + Sync); 8] = [
+        let seen_params: [&(dyn ToSql + Sync); 6] =
+            [&sink.pipeline, &look_from, &look_lo, &look_hi, &ids.texts, &ids.uuids];
+        let record_params: [&(dyn ToSql + Sync); 9] = [
             &sink.pipeline,
             &ids.parts,
+            &ids.lasts,
             &ids.texts,
             &ids.uuids,
             &ids.text_from,
