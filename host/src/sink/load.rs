@@ -36,7 +36,7 @@ impl PostgresSink {
             // emptied by every commit) in one flight with the COPY: its
             // CREATE ... IF NOT EXISTS costs no round trip of its own
             // (0.3 ms of the update path's commit, measured: see
-            // notes/sink-experiments.md). Sent first, so the COPY meets the
+            // bench/sink-sql/FINDINGS.md). Sent first, so the COPY meets the
             // table; if it fails, so does the COPY, with its error behind.
             let create = sql::create_staging(&self.stage, &self.target, &self.columns);
             let (_, copy) = tokio::try_join!(tx.batch_execute(&create), tx.copy_in(&statement))?;

@@ -269,10 +269,8 @@ pub struct LedgerIds<'a> {
 impl<'a> LedgerIds<'a> {
     /// From `(sent_ms, message id)` pairs.
     pub fn new(ids: impl IntoIterator<Item = (i64, &'a str)>) -> Self {
-        let mut ids: Vec<(i64, Result<uuid::Uuid, &str>)> = ids
-            .into_iter()
-            .map(|(sent, id)| (ledger_part(sent), canonical_uuid(id).ok_or(id)))
-            .collect();
+        let mut ids: Vec<(i64, Result<uuid::Uuid, &str>)> =
+            ids.into_iter().map(|(sent, id)| (ledger_part(sent), canonical_uuid(id).ok_or(id))).collect();
         ids.sort_by_key(|&(part, _)| part);
         let bytes = |id: &Result<uuid::Uuid, &str>| match id {
             Ok(_) => 16,
@@ -540,12 +538,12 @@ mod tests {
         let first = 179_500_000_000;
         assert_eq!(l.parts, [first, first + 480, first + 960]);
         assert_eq!(l.lasts, [first + 479, first + 959, first + 999]);
-        assert_eq!((l.uuid_from, l.uuid_to), (vec![1, 481, 961], vec![480, 960, 1000]));
+        assert_eq!((l.uuid_from.clone(), l.uuid_to.clone()), (vec![1, 481, 961], vec![480, 960, 1000]));
         // One look-up range, from the span's reach before the first.
-        assert_eq!(l.look_up(), (vec![LEGACY_PART, first - LEDGER_MAX_SPAN], vec![LEGACY_PART, first], vec![
-            LEGACY_PART,
-            first + 999
-        ]));
+        assert_eq!(
+            l.look_up(),
+            (vec![LEGACY_PART, first - LEDGER_MAX_SPAN], vec![LEGACY_PART, first], vec![LEGACY_PART, first + 999])
+        );
     }
 
     #[test]
@@ -576,22 +574,22 @@ mod tests {
         let second = 2 * LEDGER_MAX_SPAN + 1;
         assert_eq!(
             l.look_up(),
-            (vec![LEGACY_PART, -LEDGER_MAX_SPAN, second - LEDGER_MAX_SPAN], vec![LEGACY_PART, 0, second], vec![
-                LEGACY_PART,
-                LEDGER_MAX_SPAN,
-                second
-            ])
+            (
+                vec![LEGACY_PART, -LEDGER_MAX_SPAN, second - LEDGER_MAX_SPAN],
+                vec![LEGACY_PART, 0, second],
+                vec![LEGACY_PART, LEDGER_MAX_SPAN, second]
+            )
         );
         // Far apart (a redelivery of an old message among new ones): two
         // ranges, never the span between them.
         let l = LedgerIds::new([(0, ids[1].as_str()), (10_000_000, ids[2].as_str())]);
         assert_eq!(
             l.look_up(),
-            (vec![LEGACY_PART, -LEDGER_MAX_SPAN, 1_000_000 - LEDGER_MAX_SPAN], vec![LEGACY_PART, 0, 1_000_000], vec![
-                LEGACY_PART,
-                0,
-                1_000_000
-            ])
+            (
+                vec![LEGACY_PART, -LEDGER_MAX_SPAN, 1_000_000 - LEDGER_MAX_SPAN],
+                vec![LEGACY_PART, 0, 1_000_000],
+                vec![LEGACY_PART, 0, 1_000_000]
+            )
         );
     }
 

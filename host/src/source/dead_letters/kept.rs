@@ -95,7 +95,12 @@ pub async fn row_record(format: &Format, max: usize, message_id: &str, raw: Vec<
     }
     let row = rows.remove(0);
     match row.item {
-        Ok(Item::Json(bytes)) => Ok(bytes),
+        // A JSON line comes unchecked: checked here, so that its reason
+        // starts with the line, as the dead letter's own did.
+        Ok(Item::Json(bytes)) => match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+            Ok(_) => Ok(bytes),
+            Err(e) => Err(why(format!("invalid JSON: {e}"))),
+        },
         Ok(Item::Fields(fields)) => Ok(fields_json(reader.columns(), &fields)),
         Err(bad) => Err(why(bad.error.to_string())),
     }
