@@ -13,11 +13,12 @@ PEERS_VARIANT=raw loads the records as they are.
 
 Environment (set by run.py): PEERS_VARIANT, PEERS_SOURCE (s3 or a local
 path), PEERS_S3_ENDPOINT, PEERS_BUCKET, PEERS_PREFIX, PEERS_DB_URL,
-PEERS_SCHEMA, PEERS_TABLE, PEERS_DLT_DIR. Prints the rows loaded.
+PEERS_SCHEMA, PEERS_TABLE, PEERS_DLT_DIR, PEERS_DLT_READER. Prints dlt's load info.
 """
 
 import datetime
 import hashlib
+import io
 import os
 import sys
 
@@ -31,7 +32,27 @@ os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
 
 import dlt  # noqa: E402
 from dlt.common.configuration.specs import AwsCredentials  # noqa: E402
+from dlt.common import json  # noqa: E402
 from dlt.sources.filesystem import filesystem, read_jsonl  # noqa: E402
+
+@dlt.transformer(standalone=True)
+def read_jsonl_buffered(items, chunksize: int = 10_000):
+    """dlt's `read_jsonl`, with the file read through an 8 MiB
+    io.BufferedReader. The stock reader iterates the fsspec file itself,
+    whose readline reads a whole block (5 MiB for s3fs) for every line and
+    seeks back: 100,000 rows from moto took 126 s instead of 12 s."""
+    for file_obj in items:
+        with file_obj.open() as raw:
+            lines = io.BufferedReader(raw, buffer_size=8 << 20)
+            chunk = []
+            for line in lines:
+                chunk.append(json.loadb(line))
+                if len(chunk) >= chunksize:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
 
 REQUIRED = ("user_id", "app_version", "device_type", "ip", "locale", "device_id")
 
@@ -96,7 +117,9 @@ def main():
         folder, name = os.path.split(os.path.abspath(source))
         files = filesystem(bucket_url=f"file://{folder}", file_glob=name)
     table = os.environ["PEERS_TABLE"]
-    rows = (files | read_jsonl(chunksize=10_000)).with_name(table)
+    # PEERS_DLT_READER=stock: dlt's own read_jsonl (slow over s3fs, see above).
+    reader = read_jsonl if os.environ.get("PEERS_DLT_READER") == "stock" else read_jsonl_buffered
+    rows = (files | reader(chunksize=10_000)).with_name(table)
     if variant == "transform":
         rows.add_map(logins_chain(datetime.date.today()))
         rows.apply_hints(
@@ -115,8 +138,7 @@ def main():
     )
     info = pipeline.run(rows, loader_file_format="csv", write_disposition="append")
     info.raise_on_failed_jobs()
-    counts = pipeline.last_trace.last_normalize_info.row_counts
-    print(counts.get(table, 0))
+    print(info)
 
 
 if __name__ == "__main__":
