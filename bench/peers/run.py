@@ -577,6 +577,42 @@ mode = "append"
             self.moto.terminate()
             self.moto.wait()
 
+    def versions(self, tools):
+        """What ran, each as it says itself."""
+        def first_line(cmd):
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+                return (done.stdout or done.stderr).strip().splitlines()[0]
+            except (OSError, IndexError, subprocess.SubprocessError) as e:
+                return f"unknown ({e})"
+
+        out = []
+        if "host" in tools:
+            out.append(f"host: {first_line([str(self.host_bin), '--version'])} ({self.host_bin})")
+        if "dlt" in tools:
+            import importlib.metadata as md
+            out.append(f"dlt {md.version('dlt')} (s3fs {md.version('s3fs')})")
+        if "sling" in tools:
+            try:
+                out.append(f"Sling: {first_line([str(self.sling_binary()), '--version'])}")
+            except Failed as e:
+                out.append(f"Sling: {e}")
+        if "faucet" in tools:
+            out.append("faucet-stream 1.0.2 (bench/peers/faucet/Cargo.lock)")
+        if "psql" in tools:
+            try:
+                out.append(first_line([psql_binary(), "--version"]))
+            except Failed as e:
+                out.append(str(e))
+        try:
+            ((server,),) = self.sql("SELECT version()", fetch=True)
+            out.append(f"server: {server.split(' on ')[0]}")
+        except psycopg2.Error:
+            pass
+        import importlib.metadata as md
+        out.append(f"moto {md.version('moto')}")
+        return "; ".join(out)
+
     def table_text(self):
         copy_time = {r[0]: r[3] for r in self.results if r[1] == "psql \\copy" and r[3]}
         of_copy = "of \\copy"
@@ -612,6 +648,7 @@ def main():
     header = (f"{n} rows, {bench.bytes / 1e6:.0f} MB of JSON lines; PostgreSQL at "
               f"{urllib.parse.urlsplit(bench.db_url).hostname} (sslmode=disable for every tool); "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    header += "\n" + bench.versions(tools)
     print(header)
     print(text)
     (bench.run_dir / "table.txt").write_text(header + "\n" + text + "\n")
