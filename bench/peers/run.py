@@ -476,13 +476,15 @@ mode = "append"
             path.chmod(0o755)
         return path
 
+    def sling_env(self, **extra):
+        """Sling keeps its state in SLING_HOME_DIR (else ~/.sling)."""
+        return self.env(SLING_HOME_DIR=str(PEERS / "sling-home"), SLING_DISABLE_TELEMETRY="true",
+                        SLING_LOADED_AT_COLUMN="false", **extra)
+
     def sling(self, variant):
         table = "sling_raw"
         u = urllib.parse.urlsplit(self.db_url)
-        env = self.env(
-            SLING_HOME_DIR=str(PEERS / "sling-home"),
-            SLING_DISABLE_TELEMETRY="true",
-            SLING_LOADED_AT_COLUMN="false",
+        env = self.sling_env(
             PEERS_S3=(f'{{"type": "s3", "bucket": "{self.bucket}", "endpoint": "{self.endpoint}", '
                       '"access_key_id": "test", "secret_access_key": "test", "region": "us-east-1"}'),
             PEERS_PG=urllib.parse.urlunsplit(u._replace(scheme="postgresql")),
@@ -581,7 +583,7 @@ mode = "append"
         """What ran, each as it says itself."""
         def first_line(cmd):
             try:
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=self.sling_env())
                 return (done.stdout or done.stderr).strip().splitlines()[0]
             except (OSError, IndexError, subprocess.SubprocessError) as e:
                 return f"unknown ({e})"
