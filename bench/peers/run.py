@@ -204,6 +204,31 @@ class Failed(Exception):
     pass
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu():
+    """CPU seconds used so far by the local PostgreSQL: every `postgres`
+    process's own, plus what the postmaster collected from the backends it
+    reaped. Read before and after a tool's run; includes any other client's
+    work in between (and the checkpointer's, WAL writer's, autovacuum's)."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        if comm != "postgres":
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / CLK_TCK
+
+
 def psql_binary():
     """psql itself: Debian's /usr/bin/psql is a Perl wrapper that picks one."""
     if os.environ.get("PEERS_PSQL"):
@@ -273,11 +298,19 @@ class RssWatch(threading.Thread):
             self.done.wait(0.02)
 
 
+class Measured:
+    def __init__(self, seconds, cpu, rss_kib, server_cpu):
+        self.seconds, self.cpu, self.rss_kib, self.server_cpu = seconds, cpu, rss_kib, server_cpu
+        self.table = None
+
+
 def measure(name, cmd, env, run_dir, cwd=None):
-    """Runs `cmd`; returns (seconds, CPU seconds of its tree, peak RSS KiB of
-    its largest process, stdout)."""
+    """Runs `cmd`: its seconds, the CPU seconds of its tree, the peak RSS
+    (KiB) of its largest process, and the local PostgreSQL's CPU seconds
+    meanwhile."""
     out_path, err_path = run_dir / f"{name}.out", run_dir / f"{name}.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
+        server_before = server_cpu()
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, cwd=cwd)
         watch = RssWatch(proc.pid)
@@ -292,6 +325,7 @@ def measure(name, cmd, env, run_dir, cwd=None):
                 break
             time.sleep(0.005)
         elapsed = time.perf_counter() - start
+        server = server_cpu() - server_before
         watch.done.set()
         watch.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -299,7 +333,7 @@ def measure(name, cmd, env, run_dir, cwd=None):
         tail = err_path.read_text(errors="replace").strip().splitlines()[-15:]
         raise Failed(f"exit {proc.returncode}; {err_path}:\n    " + "\n    ".join(tail))
     peak = max(watch.peaks.values(), default=0)
-    return elapsed, ru.ru_utime + ru.ru_stime, peak, out_path.read_text(errors="replace")
+    return Measured(elapsed, ru.ru_utime + ru.ru_stime, peak, server)
 
 
 # --------------------------------------------------------------------------
@@ -358,18 +392,19 @@ class Bench:
     def record(self, variant, tool, source, fn):
         log(f"{variant}: {tool} ...")
         try:
-            seconds, cpu, rss, table = fn()
+            m, table = fn()
             self.verify(table, variant)
         except Failed as e:
             log(f"{variant}: {tool} FAILED: {e}")
             self.failures.append((variant, tool, str(e)))
-            self.results.append((variant, tool, source, None, None, None, str(e).splitlines()[0]))
+            self.results.append((variant, tool, source, None, str(e).splitlines()[0]))
             return
-        log(f"{variant}: {tool}: {seconds:.2f} s, {cpu:.2f} CPU s, {rss / 1024:.0f} MB, {self.n} rows verified")
-        self.results.append((variant, tool, source, seconds, cpu, rss, None))
+        log(f"{variant}: {tool}: {m.seconds:.2f} s, {m.cpu:.2f} CPU s, {m.rss_kib / 1024:.0f} MB, "
+            f"server {m.server_cpu:.2f} CPU s, {self.n} rows verified")
+        self.results.append((variant, tool, source, m, None))
 
     def not_applicable(self, variant, tool, why):
-        self.results.append((variant, tool, "-", None, None, None, why))
+        self.results.append((variant, tool, "-", None, why))
 
     # ---- psql \copy
     def psql_copy(self, variant):
@@ -385,7 +420,7 @@ class Bench:
         psql = psql_binary()
         cmd = [psql, self.db_url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
                f"\\copy {table} FROM '{path}'"]
-        return measure(f"psql-{variant}", cmd, self.env(), self.run_dir)[:3] + (table,)
+        return measure(f"psql-{variant}", cmd, self.env(), self.run_dir), table
 
     # ---- the host
     def host_pipeline(self, variant):
@@ -447,7 +482,7 @@ mode = "append"
         if check.returncode != 0:
             raise Failed(f"host check {path} failed:\n{check.stdout}{check.stderr}")
         cmd = [str(self.host_bin), "backfill", str(path)] + plugins
-        return measure(f"host-{variant}", cmd, self.env(), self.run_dir)[:3] + (self.table(table),)
+        return measure(f"host-{variant}", cmd, self.env(), self.run_dir), self.table(table)
 
     # ---- dlt
     def dlt(self, variant):
@@ -461,9 +496,9 @@ mode = "append"
                        PEERS_BUCKET=self.bucket, PEERS_PREFIX=self.prefix, PEERS_DB_URL=dlt_url,
                        PEERS_SCHEMA=self.schema, PEERS_TABLE=table,
                        PEERS_DLT_DIR=str(self.run_dir / "dlt"))
-        seconds, cpu, rss, out = measure(f"dlt-{variant}", [str(PY), str(HERE / "dlt_job.py")], env,
-                                         self.run_dir, cwd=self.run_dir)
-        return seconds, cpu, rss, self.table(table)
+        measured = measure(f"dlt-{variant}", [str(PY), str(HERE / "dlt_job.py")], env, self.run_dir,
+                           cwd=self.run_dir)
+        return measured, self.table(table)
 
     # ---- Sling
     def sling_binary(self):
@@ -494,7 +529,7 @@ mode = "append"
                "--src-options", '{"format": "jsonlines", "flatten": true}',
                "--tgt-conn", "PEERS_PG", "--tgt-object", self.table(table),
                "--mode", "full-refresh"]
-        return measure(f"sling-{variant}", cmd, env, self.run_dir)[:3] + (self.table(table),)
+        return measure(f"sling-{variant}", cmd, env, self.run_dir), self.table(table)
 
     # ---- faucet-stream
     def faucet_binary(self):
@@ -517,7 +552,7 @@ mode = "append"
         self.sql(f"CREATE TABLE {self.table(table)} ({', '.join(c + ' text' for c in RAW_COLUMNS)})")
         env = self.env(PEERS_S3_ENDPOINT=self.endpoint, PEERS_BUCKET=self.bucket, PEERS_PREFIX=self.prefix,
                        PEERS_SCHEMA=self.schema, PEERS_TABLE=table)
-        return measure(f"faucet-{variant}", [str(binary)], env, self.run_dir)[:3] + (self.table(table),)
+        return measure(f"faucet-{variant}", [str(binary)], env, self.run_dir), self.table(table)
 
     # ---- the run
     def run(self, tools, variants):
@@ -616,20 +651,22 @@ mode = "append"
         return "; ".join(out)
 
     def table_text(self):
-        copy_time = {r[0]: r[3] for r in self.results if r[1] == "psql \\copy" and r[3]}
+        copy_time = {r[0]: r[3].seconds for r in self.results if r[1] == "psql \\copy" and r[3]}
+        local = urllib.parse.urlsplit(self.db_url).hostname in (None, "", "127.0.0.1", "localhost", "::1")
         of_copy = "of \\copy"
         head = (f"{'variant':<10} {'tool':<14} {'source':<10} {'seconds':>8} {'rows/s':>9} "
-                f"{'CPU s':>7} {'rows/CPU-s':>10} {'peak RSS':>9} {of_copy:>8}")
+                f"{'CPU s':>7} {'rows/CPU-s':>10} {'peak RSS':>9} {'PG CPU s':>8} {of_copy:>8}")
         lines = [head, "-" * len(head)]
-        for variant, tool, source, seconds, cpu, rss, note in self.results:
-            if seconds is None:
+        for variant, tool, source, m, note in self.results:
+            if m is None:
                 lines.append(f"{variant:<10} {tool:<14} {source:<10} {'-- ' + note}")
                 continue
-            ratio = f"{copy_time[variant] / seconds:.2f}" if variant in copy_time else "-"
+            ratio = f"{copy_time[variant] / m.seconds:.2f}" if variant in copy_time else "-"
+            per_cpu = f"{self.n / m.cpu:.0f}" if m.cpu else "-"
+            server = f"{m.server_cpu:.2f}" if local else "-"
             lines.append(
-                f"{variant:<10} {tool:<14} {source:<10} {seconds:>8.2f} {self.n / seconds:>9.0f} "
-                f"{cpu:>7.2f} {self.n / cpu if cpu else float('inf'):>10.0f} "
-                f"{rss / 1024:>6.0f} MB {ratio:>8}")
+                f"{variant:<10} {tool:<14} {source:<10} {m.seconds:>8.2f} {self.n / m.seconds:>9.0f} "
+                f"{m.cpu:>7.2f} {per_cpu:>10} {m.rss_kib / 1024:>6.0f} MB {server:>8} {ratio:>8}")
         return "\n".join(lines)
 
 
