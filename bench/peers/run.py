@@ -205,27 +205,36 @@ class Failed(Exception):
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The local server's postmaster (found by `Bench.find_postmaster`), else None.
+POSTMASTER = None
+
+
+def proc_stat(pid):
+    """(ppid, utime + stime + cutime + cstime in ticks) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[1]), sum(int(x) for x in fields[11:15])
 
 
 def server_cpu():
-    """CPU seconds used so far by the local PostgreSQL: every `postgres`
-    process's own, plus what the postmaster collected from the backends it
-    reaped. Read before and after a tool's run; includes any other client's
-    work in between (and the checkpointer's, WAL writer's, autovacuum's)."""
+    """CPU seconds used so far by the local PostgreSQL server: its
+    postmaster's and its children's (backends, checkpointer, WAL writer,
+    autovacuum), each with what it collected from the children it reaped
+    (the postmaster collects exited backends'). Read before and after a
+    tool's run: includes any other client's work in between."""
+    if POSTMASTER is None:
+        return 0.0
     total = 0
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
+            ppid, ticks = proc_stat(pid)
+        except (OSError, ValueError):
             continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        if comm != "postgres":
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        if int(pid) == POSTMASTER or ppid == POSTMASTER:
+            total += ticks
     return total / CLK_TCK
 
 
@@ -555,8 +564,21 @@ mode = "append"
         return measure(f"faucet-{variant}", [str(binary)], env, self.run_dir), self.table(table)
 
     # ---- the run
+    def find_postmaster(self):
+        """The server's postmaster, when it runs on this machine (the parent
+        of this connection's backend)."""
+        global POSTMASTER
+        if urllib.parse.urlsplit(self.db_url).hostname not in (None, "", "127.0.0.1", "localhost", "::1"):
+            return
+        ((backend,),) = self.sql("SELECT pg_backend_pid()", fetch=True)
+        try:
+            POSTMASTER = proc_stat(backend)[0]
+        except OSError:
+            POSTMASTER = None  # another machine's, or a container's
+
     def run(self, tools, variants):
         log(f"{self.n} rows; files in {self.run_dir}")
+        self.find_postmaster()
         self.lines, self.raw_tsv, self.t_tsv, self.expected = make_data(self.n, PEERS / "data")
         self.bytes = self.lines.stat().st_size
         self.moto, self.endpoint = start_moto(self.run_dir)
@@ -652,7 +674,7 @@ mode = "append"
 
     def table_text(self):
         copy_time = {r[0]: r[3].seconds for r in self.results if r[1] == "psql \\copy" and r[3]}
-        local = urllib.parse.urlsplit(self.db_url).hostname in (None, "", "127.0.0.1", "localhost", "::1")
+        local = POSTMASTER is not None
         of_copy = "of \\copy"
         head = (f"{'variant':<10} {'tool':<14} {'source':<10} {'seconds':>8} {'rows/s':>9} "
                 f"{'CPU s':>7} {'rows/CPU-s':>10} {'peak RSS':>9} {'PG CPU s':>8} {of_copy:>8}")
