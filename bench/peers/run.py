@@ -210,11 +210,11 @@ POSTMASTER = None
 
 
 def proc_stat(pid):
-    """(ppid, utime + stime + cutime + cstime in ticks) of a process."""
+    """(state, ppid, utime + stime + cutime + cstime in ticks) of a process."""
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
     fields = stat[stat.rindex(")") + 2:].split()
-    return int(fields[1]), sum(int(x) for x in fields[11:15])
+    return fields[0], int(fields[1]), sum(int(x) for x in fields[11:15])
 
 
 def server_cpu():
@@ -222,20 +222,29 @@ def server_cpu():
     postmaster's and its children's (backends, checkpointer, WAL writer,
     autovacuum), each with what it collected from the children it reaped
     (the postmaster collects exited backends'). Read before and after a
-    tool's run: includes any other client's work in between."""
+    tool's run: includes any other client's work in between.
+
+    A backend that has exited but is not reaped yet shows no CPU of its own
+    and is not in the postmaster's count yet: read again until there is
+    none (2 s at most)."""
     if POSTMASTER is None:
         return 0.0
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            ppid, ticks = proc_stat(pid)
-        except (OSError, ValueError):
-            continue
-        if int(pid) == POSTMASTER or ppid == POSTMASTER:
-            total += ticks
-    return total / CLK_TCK
+    deadline = time.monotonic() + 2
+    while True:
+        total, zombies = 0, False
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                state, ppid, ticks = proc_stat(pid)
+            except (OSError, ValueError):
+                continue
+            if int(pid) == POSTMASTER or ppid == POSTMASTER:
+                total += ticks
+                zombies = zombies or state == "Z"
+        if not zombies or time.monotonic() > deadline:
+            return total / CLK_TCK
+        time.sleep(0.01)
 
 
 def psql_binary():
@@ -575,7 +584,7 @@ mode = "append"
             return
         ((backend,),) = self.sql("SELECT pg_backend_pid()", fetch=True)
         try:
-            POSTMASTER = proc_stat(backend)[0]
+            POSTMASTER = proc_stat(backend)[1]
         except OSError:
             POSTMASTER = None  # another machine's, or a container's
 
