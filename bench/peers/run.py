@@ -18,8 +18,10 @@ bucket (moto, started here) loaded into PostgreSQL, in two variants:
              faucet-stream, dlt, and `psql \\copy` of the raw rows.
 
 Each tool runs as a child process, timed from its start to its exit; its
-CPU (user + system) and peak RSS come from wait4 (its whole process tree,
-children included once they are waited for). Every table is counted and
+CPU (user + system) comes from wait4 (its whole process tree, children
+included once they are waited for), its peak RSS from /proc (the largest
+process of the tree), and the local PostgreSQL server's CPU meanwhile
+from /proc (its postmaster and children). Every table is counted and
 checksummed afterwards; a tool that loaded anything else than the N rows
 fails the run.
 
