@@ -380,9 +380,14 @@ class Bench:
 
     # ---- database
     def sql(self, statement, fetch=False):
-        with psycopg2.connect(self.db_url) as conn, conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall() if fetch else None
+        conn = psycopg2.connect(self.db_url)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return cur.fetchall() if fetch else None
+        finally:
+            conn.close()
 
     def table(self, name):
         return f"{self.schema}.{name}"
@@ -417,7 +422,7 @@ class Bench:
             self.sql("CHECKPOINT")
             m, table = fn()
             self.verify(table, variant)
-        except Failed as e:
+        except (Failed, psycopg2.Error) as e:
             log(f"{variant}: {tool} FAILED: {e}")
             self.failures.append((variant, tool, str(e)))
             self.results.append((variant, tool, source, None, str(e).splitlines()[0]))
