@@ -40,7 +40,7 @@ def read_jsonl_buffered(items, chunksize: int = 10_000):
     """dlt's `read_jsonl`, with the file read through an 8 MiB
     io.BufferedReader. The stock reader iterates the fsspec file itself,
     whose readline reads a whole block (5 MiB for s3fs) for every line and
-    seeks back: 100,000 rows from moto took 126 s instead of 12 s."""
+    seeks back: 100,000 rows from moto took 26 s instead of 3.6 s (raw)."""
     for file_obj in items:
         with file_obj.open() as raw:
             lines = io.BufferedReader(raw, buffer_size=8 << 20)
