@@ -528,8 +528,12 @@ mode = "append"
                        PEERS_BUCKET=self.bucket, PEERS_PREFIX=self.prefix, PEERS_DB_URL=dlt_url,
                        PEERS_SCHEMA=self.schema, PEERS_TABLE=table,
                        PEERS_DLT_DIR=str(self.run_dir / "dlt"))
-        measured = measure(f"dlt-{variant}", [str(PY), str(HERE / "dlt_job.py")], env, self.run_dir,
-                           cwd=self.run_dir)
+        try:
+            measured = measure(f"dlt-{variant}", [str(PY), str(HERE / "dlt_job.py")], env, self.run_dir,
+                               cwd=self.run_dir)
+        finally:
+            # dlt keeps every loaded package's files (170 MB and more a run).
+            shutil.rmtree(self.run_dir / "dlt", ignore_errors=True)
         return measured, self.table(table)
 
     # ---- Sling
@@ -569,7 +573,7 @@ mode = "append"
         if not cargo:
             raise Failed("cargo is not on PATH: faucet-stream is a Rust library, its runner must be built")
         target = Path(os.environ.get("PEERS_CARGO_TARGET_DIR") or PEERS / "cargo")
-        log(f"building the faucet-stream runner (untimed; {target})")
+        log(f"building the faucet-stream runner (untimed; {target}; the first build takes minutes)")
         build = subprocess.run(
             ["nice", "-n", "10", cargo, "build", "--release", "--locked",
              "--manifest-path", str(HERE / "faucet" / "Cargo.toml")],
