@@ -713,9 +713,11 @@ mode = "append"
             ratio = f"{copy_time[variant] / m.seconds:.2f}" if variant in copy_time else "-"
             per_cpu = f"{self.n / m.cpu:.0f}" if m.cpu else "-"
             server = f"{m.server_cpu:.2f}" if local else "-"
+            # 0: the process ended before the watcher's first look (20 ms).
+            rss = f"{m.rss_kib / 1024:.0f} MB" if m.rss_kib else "-"
             lines.append(
                 f"{variant:<10} {tool:<14} {source:<10} {m.seconds:>8.2f} {self.n / m.seconds:>9.0f} "
-                f"{m.cpu:>7.2f} {per_cpu:>10} {m.rss_kib / 1024:>6.0f} MB {server:>8} {ratio:>8}")
+                f"{m.cpu:>7.2f} {per_cpu:>10} {rss:>9} {server:>8} {ratio:>8}")
         return "\n".join(lines)
 
 
