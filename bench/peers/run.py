@@ -597,11 +597,19 @@ mode = "append"
         global POSTMASTER
         if urllib.parse.urlsplit(self.db_url).hostname not in (None, "", "127.0.0.1", "localhost", "::1"):
             return
-        ((backend,),) = self.sql("SELECT pg_backend_pid()", fetch=True)
+        conn = psycopg2.connect(self.db_url)
         try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                ((backend,),) = cur.fetchall()
+            # Read while the connection, and so its backend, lives.
             POSTMASTER = proc_stat(backend)[1]
         except OSError:
             POSTMASTER = None  # another machine's, or a container's
+        finally:
+            conn.close()
+        if POSTMASTER is None:
+            log("the server is not on this machine: no PG CPU figures")
 
     def run(self, tools, variants):
         log(f"{self.n} rows; files in {self.run_dir}")
