@@ -6,12 +6,6 @@ use host::commands::{self, EngineOptions, exit::Exit};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's allocator: a JSON-lines load makes and frees
-/// a few small buffers per row, and glibc's `malloc`/`free` were 18% of its
-/// CPU (`perf`, 1,000,000 rows; see BENCHMARKS.md, issue 27).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "host",

@@ -288,10 +288,11 @@ async fn a_million_row_object_loads_with_bounded_memory() {
         .get(0);
     assert_eq!(loaded as usize, n, "{}", run.stdout);
     println!(
-        "{n} rows, {:.0} MB object: host peak RSS {:.0} MB, {:.1} s",
+        "{n} rows, {:.0} MB object: host peak RSS {:.0} MB, {:.1} s, {:.1} s of CPU",
         object.bytes as f64 / 1e6,
         run.peak_rss_kib as f64 / 1024.0,
-        run.elapsed.as_secs_f64()
+        run.elapsed.as_secs_f64(),
+        run.cpu_s
     );
     assert!(run.peak_rss_kib < 200 * 1024, "peak RSS {} KiB: {}", run.peak_rss_kib, run.stderr);
     assert!(run.stdout.contains(&format!("rows {n}, dead letters 0")), "{}", run.stdout);

@@ -18,7 +18,9 @@ const USAGE: &str = "usage: cargo xtask <build|polyglot|test|history|bench|demo|
   history [--seeds N] [--from S] [--ops M] [--seed S]
           build, then the history checker's soak: N random object histories
           (default 200) of M operations (default 40) from seed S
-  bench   build, then run the benchmarks and print their tables
+  bench [peers]  build, then run the benchmarks and print their tables;
+          `bench peers`: the same 1M-row object through this host, dlt,
+          Sling and faucet-stream side by side (bench/peers/run.py)
   demo    build, then load the 100 Fetch messages from SQS (moto) into PostgreSQL
   postgres  run the private PostgreSQL (the one test and demo start when no
           server answers) until Ctrl-C, with the data the last run left
@@ -43,6 +45,9 @@ fn main() -> ExitCode {
         "test" => with_services(TEST, |pg| {
             build().and_then(|()| polyglot()).and_then(|()| ensure_moto()).and_then(|()| test(&pg.env()))
         }),
+        "bench" if std::env::args().nth(2).as_deref() == Some("peers") => {
+            packages::ensure(&[packages::PYTHON_VENV, packages::PSQL]).and_then(|()| build()).and_then(|()| peers())
+        }
         "bench" => packages::ensure(POLYGLOT)
             .and_then(|()| build())
             .and_then(|()| polyglot())
@@ -112,6 +117,18 @@ fn build() -> Result<(), String> {
         println!("built {}", f.display());
     }
     Ok(())
+}
+
+/// `bench/peers/run.py`: its own venv and tools, the host just built.
+fn peers() -> Result<(), String> {
+    let target = target_dir();
+    let status = Command::new("python3")
+        .arg(workspace().join("bench/peers/run.py"))
+        .env("PEERS_HOST_BIN", target.join("release/host"))
+        .env("PEERS_PLUGIN_DIR", target.join("plugins"))
+        .status()
+        .map_err(|e| format!("python3 bench/peers/run.py: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("bench/peers/run.py failed ({status})")) }
 }
 
 /// The Python and JavaScript tools, and the SDKs' examples built.
