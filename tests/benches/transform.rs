@@ -7,7 +7,8 @@
 //!
 //! `cargo bench -p tests --bench transform` (or `cargo xtask bench`). Prints
 //! a table; figures are medians of several rounds on one thread.
-//! `BENCH_SECTION=polyglot` prints only the Rust / Python / JavaScript
+//! `BENCH_SECTION=chains` prints only the two chains' WebAssembly /
+//! native tables. `BENCH_SECTION=polyglot` prints only the Rust / Python / JavaScript
 //! table.
 
 use host::batch::{self, Batch, BatchBuilder};
@@ -51,6 +52,10 @@ fn main() {
         println!("{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2}", wasm / native);
     }
     filter_convert(&engine, &lines);
+    if std::env::var("BENCH_SECTION").is_ok_and(|s| s == "chains") {
+        // `BENCH_SECTION=chains`: only the two chains' tables.
+        return;
+    }
     polyglot(&engine, &lines);
     metrics_cost(&ws, &engine, &lines);
     decode_rate(&lines);

@@ -63,8 +63,19 @@ pub fn build_plugins(
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace).args(["build", "--release", "--target", TARGET]).arg("--target-dir").arg(target_dir);
     // Plugins are small: whole-program optimisation is cheap for them and
-    // inlines the SDK's accessors into each plugin's loop.
-    cmd.args(["--config", "profile.release.lto=true", "--config", "profile.release.codegen-units=1"]);
+    // inlines the SDK's accessors into each plugin's loop. Not incremental
+    // (the workspace's release profile is, for the host): incremental
+    // builds of the plugins ran the logins chain 4-10% slower
+    // (`BENCH_SECTION=chains cargo bench -p tests --bench transform`, side
+    // by side, BENCHMARKS.md).
+    cmd.args([
+        "--config",
+        "profile.release.lto=true",
+        "--config",
+        "profile.release.codegen-units=1",
+        "--config",
+        "profile.release.incremental=false",
+    ]);
     for c in crates {
         cmd.args(["-p", c]);
     }
