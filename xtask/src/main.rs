@@ -1,4 +1,4 @@
-//! `cargo xtask build | test | history | bench | demo | postgres`.
+//! `cargo xtask build | polyglot | test | history | bench [peers] | demo | postgres`.
 
 mod packages;
 mod polyglot;
