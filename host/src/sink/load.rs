@@ -39,8 +39,11 @@ impl PostgresSink {
             // bench/sink-sql/FINDINGS.md). Sent first, so the COPY meets the
             // table; if it fails, so does the COPY, with its error behind.
             let create = sql::create_staging(&self.stage, &self.target, &self.columns);
-            let (_, copy) = tokio::try_join!(tx.batch_execute(&create), tx.copy_in(&statement))?;
-            copy
+            // In the flight's order: a failed CREATE is the error, not the
+            // COPY's "transaction aborted" behind it.
+            let (create, copy) = tokio::join!(tx.batch_execute(&create), tx.copy_in(&statement));
+            create?;
+            copy?
         } else {
             tx.copy_in(&statement).await?
         };

@@ -491,10 +491,12 @@ impl PostgresSink {
             &lineage.revision,
         ];
         let head = async {
-            let (unique, _) = tokio::try_join!(
+            // In the flight's order (see `receipt::Ledger::record`).
+            let (unique, lineage) = tokio::join!(
                 self.key_is_unique(&tx, row_count > 0 && direct),
                 tx.query_one(&lineage_insert, &lineage_params)
-            )?;
+            );
+            let (unique, _) = (unique?, lineage?);
             Ok(unique)
         };
         receipt.record(&tx, self, &fresh, claim, &report, head).await?;

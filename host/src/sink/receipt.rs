@@ -107,7 +107,7 @@ impl Receipt for Ledger {
             &ids.uuid_from,
             &ids.uuid_to,
         ];
-        let (unique, _, _, seen, _) = tokio::try_join!(
+        let (unique, lock, set, seen, record) = tokio::join!(
             head,
             tx.execute(&lock, &lock_params),
             // Statistics lag behind a fast-growing ledger: the look-up must
@@ -116,7 +116,12 @@ impl Receipt for Ledger {
             tx.batch_execute("SET LOCAL enable_seqscan = off; SET LOCAL max_parallel_workers_per_gather = 0"),
             tx.query(&seen, &seen_params),
             tx.execute(&record, &record_params),
-        )?;
+        );
+        // The first statement to fail, in the flight's order, is the error:
+        // those behind it only say the transaction is aborted (`try_join!`
+        // gave whichever it happened to poll first, and a data error could
+        // come back as 25P02, which is not one).
+        let (unique, _, _, seen, _) = (unique?, lock?, set?, seen?, record?);
         if !unique {
             return Err(Attempt::Conflict);
         }
@@ -241,7 +246,9 @@ impl Receipt for FileReceipt {
                 &(report.dead_letters as i64),
                 &done,
             ];
-            let (unique, _) = tokio::try_join!(head, tx.execute(&progress, &params))?;
+            // In the flight's order (see `Ledger::record`).
+            let (unique, progress) = tokio::join!(head, tx.execute(&progress, &params));
+            let (unique, _) = (unique?, progress?);
             return if unique { Ok(()) } else { Err(Attempt::Conflict) };
         }
         let progress = tx.prepare_cached(sql::FILE_PROGRESS).await?;
@@ -255,7 +262,9 @@ impl Receipt for FileReceipt {
             &(report.dead_letters as i64),
             &done,
         ];
-        let (unique, _) = tokio::try_join!(head, tx.execute(&progress, &params))?;
+        // In the flight's order (see `Ledger::record`).
+        let (unique, progress) = tokio::join!(head, tx.execute(&progress, &params));
+        let (unique, _) = (unique?, progress?);
         if !unique {
             return Err(Attempt::Conflict);
         }
