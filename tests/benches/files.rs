@@ -169,7 +169,7 @@ async fn copy_out(db: &tokio_postgres::Client, table: &str) -> Vec<u8> {
 
 /// `psql \copy` of `file` into `table`, with its CPU time.
 fn psql_copy(table: &str, file: &Path) -> Load {
-    let cpu_before = objects::children_cpu_s();
+    let cpu_before = services::own_cpu_s().1;
     let start = Instant::now();
     let out = std::process::Command::new("psql")
         .arg(services::database_url())
@@ -180,7 +180,7 @@ fn psql_copy(table: &str, file: &Path) -> Load {
     let elapsed = start.elapsed();
     assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_file(file).ok();
-    Load { elapsed, cpu_s: objects::children_cpu_s() - cpu_before, peak_rss_mb: None }
+    Load { elapsed, cpu_s: services::own_cpu_s().1 - cpu_before, peak_rss_mb: None }
 }
 
 /// CPU seconds of the local PostgreSQL server's processes (`postgres` in
@@ -202,12 +202,9 @@ impl ServerCpu {
                 for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
                     let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
                     let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-                    if !stat.contains("(postgres)") {
-                        continue;
+                    if stat.contains("(postgres)") {
+                        cpu.insert(pid, services::stat_cpu_s(&stat).0);
                     }
-                    let f: Vec<f64> =
-                        stat.rsplit(')').next().unwrap().split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
-                    cpu.insert(pid, (f[11] + f[12]) / 100.0);
                 }
                 cpu
             };

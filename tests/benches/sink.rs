@@ -235,16 +235,6 @@ async fn through_sink(
     rate
 }
 
-/// utime + stime of this process and of its waited-for children, seconds.
-fn cpu_seconds() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<f64> =
-        stat.rsplit(')').next().unwrap().split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
-    // After the state field: utime is field 14 of stat, i.e. index 11 here.
-    let tick = 100.0;
-    ((fields[11] + fields[12]) / tick, (fields[13] + fields[14]) / tick)
-}
-
 async fn cpu_per_messages(n: usize) {
     let sqs = services::sqs().await;
     let body = std::fs::read_to_string(common::workspace().join("tests/data/fetch_login_queue_bodies.jsonl"))
@@ -259,7 +249,7 @@ async fn cpu_per_messages(n: usize) {
     let q = services::unique("bare");
     let url = services::queue(&sqs, &q).await;
     services::send(&sqs, &url, &bodies).await;
-    let (self_before, _) = cpu_seconds();
+    let (self_before, _) = services::own_cpu_s();
     let start = Instant::now();
     let mut done = 0;
     while done < n {
@@ -282,7 +272,7 @@ async fn cpu_per_messages(n: usize) {
         }
     }
     let bare_wall = start.elapsed().as_secs_f64();
-    let bare_cpu = cpu_seconds().0 - self_before;
+    let bare_cpu = services::own_cpu_s().0 - self_before;
 
     // The host, as a process, on the same kind of queue.
     let q = services::unique("hostcpu");
@@ -309,7 +299,7 @@ async fn cpu_per_messages(n: usize) {
         .status()
         .expect("target/release/host runs (cargo xtask bench builds it)");
     assert!(checked.success());
-    let (_, children_before) = cpu_seconds();
+    let (_, children_before) = services::own_cpu_s();
     let start = Instant::now();
     let status = std::process::Command::new(&host)
         .args(["run", "--once", "--plugin-path", common::PLUGIN_DIR])
@@ -325,7 +315,7 @@ async fn cpu_per_messages(n: usize) {
         .expect("target/release/host runs (cargo xtask bench builds it)");
     assert!(status.success());
     let host_wall = start.elapsed().as_secs_f64();
-    let host_cpu = cpu_seconds().1 - children_before;
+    let host_cpu = services::own_cpu_s().1 - children_before;
     let per = |cpu: f64| cpu * 10_000.0 / n as f64;
     println!("\nCPU per 10,000 messages over moto ({n} messages)");
     println!("{:>24} | {:>10} | {:>8} | {:>9}", "", "CPU s/10k", "wall s", "CPU/bare");

@@ -100,7 +100,7 @@ pub fn backfill(o: &BigObject) -> Backfill {
 
 /// Runs a `host backfill` command, watching its memory and CPU time.
 pub fn backfill_of(mut command: std::process::Command) -> Backfill {
-    let cpu_before = children_cpu_s();
+    let cpu_before = services::own_cpu_s().1;
     let start = Instant::now();
     let mut child = command.spawn().unwrap();
     let status = format!("/proc/{}/status", child.id());
@@ -116,7 +116,7 @@ pub fn backfill_of(mut command: std::process::Command) -> Backfill {
     Backfill {
         elapsed: start.elapsed(),
         peak_rss_kib: peak,
-        cpu_s: children_cpu_s() - cpu_before,
+        cpu_s: services::own_cpu_s().1 - cpu_before,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         success: out.status.success(),
@@ -146,16 +146,6 @@ pub fn backfill_command_of(o: &BigObject, pipeline: &std::path::Path) -> std::pr
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     command
-}
-
-/// User + system CPU seconds of this process's waited-for children
-/// (`cutime` + `cstime` of `/proc/self/stat`).
-pub fn children_cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<f64> =
-        stat.rsplit(')').next().unwrap().split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
-    // After the state field, cutime and cstime are indices 13 and 14.
-    (fields[13] + fields[14]) / 100.0
 }
 
 fn vm_hwm(status: &str) -> Option<u64> {

@@ -14,6 +14,23 @@ pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// CPU seconds (user + system) in a `/proc/PID/stat` text: the process's
+/// own, and its waited-for children's (clock ticks of 1/100 s).
+#[allow(dead_code)] // the test binaries that share this file use it only in places
+pub fn stat_cpu_s(stat: &str) -> (f64, f64) {
+    // After the command's closing parenthesis and the state field, utime,
+    // stime, cutime and cstime are indices 11 to 14.
+    let f: Vec<f64> =
+        stat.rsplit(')').next().unwrap_or_default().split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    ((f[11] + f[12]) / 100.0, (f[13] + f[14]) / 100.0)
+}
+
+/// [`stat_cpu_s`] of this process.
+#[allow(dead_code)]
+pub fn own_cpu_s() -> (f64, f64) {
+    stat_cpu_s(&std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat"))
+}
+
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
