@@ -302,6 +302,54 @@ async fn a_million_row_object_loads_with_bounded_memory() {
 /// the last committed chunk and every row is there exactly once (the table
 /// is `append`: a row loaded twice would show).
 #[tokio::test(flavor = "multi_thread")]
+async fn bad_json_lines_are_dead_letters_with_their_bytes_and_the_rest_loads() {
+    // The reader splits JSON lines without parsing them; the loader's
+    // decoder is what finds each bad one. Every bad line is a dead letter
+    // keeping its bytes as the file held them, with a reason naming its
+    // line and never its content; the good lines around them load.
+    let object = crate::objects::big_object(1).await;
+    let text = std::fs::read_to_string(&object.pipeline).unwrap();
+    let bucket = text.split("bucket = \"").nth(1).and_then(|t| t.split('"').next()).unwrap().to_string();
+    let good = |i: u32| {
+        format!(
+            "{{\"user_id\": \"bad-{i}\", \"app_version\": \"2.3.0\", \"device_type\": \"ios\", \
+             \"ip\": \"1.2.3.4\", \"locale\": \"RU\", \"device_id\": \"d\"}}"
+        )
+    };
+    let bad: [&[u8]; 4] = [b"{\"user_id\": \"secret", b"{\"user_id\": \"\xff\"}", b"[1, 2]", b"{\"a\": 1, \"a\": 2}"];
+    let mut body = format!("{}\n", good(1)).into_bytes();
+    for line in bad {
+        body.extend_from_slice(line);
+        body.push(b'\n');
+    }
+    body.extend_from_slice(format!("{}\n", good(2)).as_bytes());
+    put(&s3_at(&object.endpoint).await, &bucket, "logins/bad.jsonl", body).await;
+    let (run, object) = tokio::task::spawn_blocking(move || (crate::objects::backfill(&object), object)).await.unwrap();
+    assert!(run.success, "{}\n{}", run.stdout, run.stderr);
+    let loaded =
+        count_rows(&format!("SELECT count(*) FROM {}.user_logins WHERE user_id LIKE 'bad-%'", object.schema)).await;
+    assert_eq!(loaded, 2, "both good lines load");
+    let letters = pg()
+        .await
+        .query(
+            "SELECT d.reason, p.payload FROM etl.dead_letters d JOIN etl.dead_letter_payloads p \
+             ON p.dead_letter_id = d.id WHERE d.pipeline = $1 AND d.stage = 'input' ORDER BY d.reason",
+            &[&object.name],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, Vec<u8>)> = letters.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got.len(), 4, "{got:?}");
+    let starts =
+        ["line 2: invalid JSON", "line 3: invalid JSON", "line 4: expected a JSON object", "line 5: duplicate key `a`"];
+    for ((reason, payload), (start, line)) in got.iter().zip(starts.iter().zip(bad)) {
+        assert!(reason.starts_with(start), "{reason}");
+        assert!(!reason.contains("secret"), "no content in a reason: {reason}");
+        assert_eq!(payload.as_slice(), line, "the line as the file held it");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_killed_load_resumes_after_its_last_committed_chunk() {
     let n = 200_000;
     let object = crate::objects::big_object_with(n, "rows_per_commit = 5000").await;
