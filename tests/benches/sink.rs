@@ -6,6 +6,9 @@
 //!    messages; two batches in flight, as `host run` has) against one plain
 //!    `COPY` of the same rows into an empty table; `append`, `upsert` of new
 //!    keys, and `upsert` over a table holding every key already ("update").
+//!    Batches of 1,000 go once with group commit (`max_batches_per_commit`
+//!    = 8: each stream keeps 4 batches waiting, as a worker of `host run`
+//!    does) and once without (1: each stream waits for its commit).
 //! 2. CPU seconds of `host run --once` per 10,000 messages against a bare
 //!    receive-and-delete loop over the same endpoint (moto).
 //!
@@ -77,13 +80,21 @@ async fn sink_against_copy(n: usize) {
     // Messages as if sent at `rate` a second (SentTimestamp partitions the
     // ledger): 10,000/s, and 100/s, where each message has a partition of
     // its own, the ledger's most expensive case.
-    let runs = [(1_000usize, 1usize, 10_000u32), (10_000, 1, 10_000), (10_000, 100, 10_000), (1_000, 1, 100)];
+    // The last figure: batches a commit may hold (group commit).
+    let runs = [
+        (1_000usize, 1usize, 10_000u32, 1usize),
+        (1_000, 1, 10_000, 8),
+        (10_000, 1, 10_000, 8),
+        (10_000, 100, 10_000, 8),
+        (1_000, 1, 100, 1),
+        (1_000, 1, 100, 8),
+    ];
     let only = std::env::var("SINK_ONLY").unwrap_or_default();
-    for (batch, per_message, rate) in runs {
+    for (batch, per_message, rate, group) in runs {
         // "update": upsert over a table that already holds every key, so
         // every batch goes through staging and the merge.
         for case in ["append", "upsert", "update"] {
-            let table = format!("{case}_{batch}_{per_message}_{rate}");
+            let table = format!("{case}_{batch}_{per_message}_{rate}_{group}");
             if !table.contains(&only) {
                 continue;
             }
@@ -98,9 +109,9 @@ async fn sink_against_copy(n: usize) {
                 db.batch_execute(&format!("VACUUM ANALYZE {schema}.{table}")).await.unwrap();
             }
             let mode = if case == "append" { "append" } else { "upsert" };
-            let speed = through_sink(&schema, &table, mode, &lines, batch, per_message, rate, None).await;
+            let speed = through_sink(&schema, &table, mode, &lines, (batch, per_message, rate, group), None).await;
             let mode = case;
-            let label = format!("{mode}, {batch}/batch, {per_message}/msg, sent {rate}/s");
+            let label = format!("{mode}, {batch}/batch, {per_message}/msg, sent {rate}/s, {group}/commit");
             println!("{label:>44} | {speed:>10.0} | {:>13.2}", speed / plain);
         }
     }
@@ -124,7 +135,7 @@ async fn metrics_cost(db: &tokio_postgres::Client, schema: &str, lines: &[Vec<u8
             let table = format!("metrics_{metrics}_{round}");
             db.batch_execute(&format!("CREATE TABLE {schema}.{table} (LIKE public.user_logins)")).await.unwrap();
             let recorder = metrics.then_some(&recorder);
-            let speed = through_sink(schema, &table, "append", lines, 1_000, 1, 10_000, recorder).await;
+            let speed = through_sink(schema, &table, "append", lines, (1_000, 1, 10_000, 1), recorder).await;
             if metrics { on.push(speed) } else { off.push(speed) }
         }
     }
@@ -146,21 +157,21 @@ async fn metrics_cost(db: &tokio_postgres::Client, schema: &str, lines: &[Vec<u8
     );
 }
 
-/// Rows through the sink; its metrics recorded by `recorder` when given.
-#[allow(clippy::too_many_arguments)]
+/// Rows through the sink, in batches of `batch` rows, `per_message` rows a
+/// message, sent at `rate` a second, up to `group` batches a commit; its
+/// metrics recorded by `recorder` when given.
 async fn through_sink(
     schema: &str,
     table: &str,
     mode: &str,
     lines: &[Vec<u8>],
-    batch: usize,
-    per_message: usize,
-    rate: u32,
+    (batch, per_message, rate, group): (usize, usize, u32, usize),
     recorder: Option<&metrics_exporter_prometheus::PrometheusRecorder>,
 ) -> f64 {
     let key = if mode == "upsert" { "key = [\"user_id\"]\n" } else { "" };
     let body = format!(
-        "name = \"{}\"\n[sink]\ntable = \"{table}\"\nschema = \"{schema}\"\nmode = \"{mode}\"\n{key}[sink.columns]\n\
+        "name = \"{}\"\n[sink]\ntable = \"{table}\"\nschema = \"{schema}\"\nmode = \"{mode}\"\n{key}\
+         max_batches_per_commit = {group}\n[sink.columns]\n\
          user_id = \"user_id\"\ndevice_type = \"device_type\"\nmasked_ip = \"masked_ip\"\n\
          masked_device_id = \"masked_device_id\"\nlocale = \"locale\"\napp_version = \"app_version\"\n\
          create_date = {{ generated = \"load-date\" }}\n",
@@ -209,20 +220,22 @@ async fn through_sink(
                 .collect()
         })
         .collect();
-    // Two batches in flight, as `host run` has with its default two workers
-    // (each commit waits for its own WAL flush; concurrent ones share it).
+    // Two streams of batches, as `host run` has with its default two
+    // workers, each keeping as many batches waiting for their commit as a
+    // worker does (its share of `group`; one without group commit).
     let flight = services::env_usize("SINK_IN_FLIGHT", 2);
+    let depth = group.div_ceil(flight);
     let mut streams: Vec<Vec<Vec<host::sink::Unit>>> = (0..flight).map(|_| Vec::new()).collect();
     for (i, units) in batches.into_iter().enumerate() {
         streams[i % flight].push(units);
     }
     let stream = |batches: Vec<Vec<host::sink::Unit>>| {
+        use futures_util::StreamExt;
         let sink = &sink;
-        async move {
-            for units in batches {
-                sink.commit(units, &host::sink::Lineage::default()).await.unwrap();
-            }
-        }
+        futures_util::stream::iter(batches)
+            .map(move |units| async move { sink.commit(units, &host::sink::Lineage::default()).await.unwrap() })
+            .buffer_unordered(depth)
+            .for_each(|_| async {})
     };
     let start = Instant::now();
     futures_util::future::join_all(streams.into_iter().map(stream)).await;

@@ -12,6 +12,7 @@ mod exits;
 mod faults;
 mod files;
 mod golden;
+mod group_commit;
 mod hardening;
 mod health;
 mod histories;

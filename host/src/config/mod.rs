@@ -507,6 +507,15 @@ pub struct SinkConfig {
     /// Target columns in order: `column = "field"`, or
     /// `column = { field = "x" }`, or `column = { generated = "load-date" }`.
     pub columns: IndexMap<String, ColumnConfig>,
+    /// Batches of messages that may commit in one transaction when they
+    /// wait for the database together (group commit); 1 commits each
+    /// batch alone.
+    #[serde(default = "default_max_batches_per_commit")]
+    pub max_batches_per_commit: usize,
+}
+
+fn default_max_batches_per_commit() -> usize {
+    8
 }
 
 fn default_schema() -> String {

@@ -131,6 +131,8 @@ pub struct Sink {
     pub table: String,
     pub mode: MergeMode,
     pub columns: Vec<Column>,
+    /// At most this many batches of messages in one transaction.
+    pub max_batches_per_commit: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -609,6 +611,10 @@ pub fn identifier_flaw(name: &str) -> Option<String> {
     }
 }
 
+/// The most batches one transaction may hold: a group's rows are in
+/// memory together, and a data error in it isolates across all of them.
+const MAX_BATCHES_PER_COMMIT: usize = 64;
+
 /// PostgreSQL's `NAMEDATALEN - 1`.
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
@@ -660,7 +666,13 @@ fn sink(s: SinkConfig) -> Result<Sink, String> {
         (MergeModeConfig::Upsert, false) => MergeMode::Upsert { key: s.key },
         (MergeModeConfig::DeleteInsert, false) => MergeMode::DeleteInsert { key: s.key },
     };
-    Ok(Sink { schema: s.schema, table, mode, columns })
+    if !(1..=MAX_BATCHES_PER_COMMIT).contains(&s.max_batches_per_commit) {
+        return Err(format!(
+            "[sink] max_batches_per_commit: {} is out of range: give 1 (each batch commits alone) to {MAX_BATCHES_PER_COMMIT}",
+            s.max_batches_per_commit
+        ));
+    }
+    Ok(Sink { schema: s.schema, table, mode, columns, max_batches_per_commit: s.max_batches_per_commit })
 }
 
 fn test_case(t: TestCaseConfig) -> Result<TestCase, String> {

@@ -39,30 +39,46 @@ impl MessageBatch {
 
 impl Job for MessageBatch {
     async fn run(self, chain: TransformChain) -> TransformChain {
+        let (chain, rest) = self.run_split(chain).await;
+        if let Some(rest) = rest {
+            rest.await;
+        }
+        chain
+    }
+
+    /// The chain's part (decode, transform, encode), then the rest (commit,
+    /// delete, count) to run beside the worker's next batches.
+    async fn run_split(self, chain: TransformChain) -> (TransformChain, Option<super::Rest>) {
         let first = self.messages.first().map_or("", |m| m.id.as_str());
         let span = tracing::info_span!("batch", pipeline = %self.flow.pipeline.name, messages = self.messages.len(), first_message = %first);
-        self.process(chain).instrument(span).await
+        let (chain, prepared) =
+            prepare(&self.flow, chain, &self.messages, self.max_receives).instrument(span.clone()).await;
+        let rest = match prepared {
+            Ok((units, lineage)) => Some(Box::pin(self.commit(units, lineage).instrument(span)) as super::Rest),
+            Err(why) => {
+                let _enter = span.enter();
+                self.holds.into_iter().for_each(Hold::settle);
+                self.flow.failed(true, "batch", &why);
+                None
+            }
+        };
+        (chain, rest)
     }
 }
 
 impl MessageBatch {
-    async fn process(self, chain: TransformChain) -> TransformChain {
-        let MessageBatch { flow, source, max_receives, messages, holds, since } = self;
+    /// Commits the batch's units, then deletes its messages. While the
+    /// database is gone (not in a finite run) it keeps its messages held
+    /// and a copy of its units, and commits them once the database is back
+    /// (an outage raises no receive count).
+    async fn commit(self, units: Vec<Unit>, lineage: Lineage) {
+        let MessageBatch { flow, source, max_receives: _, messages, holds, since } = self;
         // Each path below settles the holds: deleted, released, or left to
         // come back after their visibility timeout.
         let settle = |holds: Vec<Hold>| holds.into_iter().for_each(Hold::settle);
-        let mut chain = chain;
+        let mut units = units;
         let report = loop {
-            let (c, prepared) = prepare(&flow, chain, &messages, max_receives).await;
-            chain = c;
-            let (units, lineage) = match prepared {
-                Ok(prepared) => prepared,
-                Err(why) => {
-                    settle(holds);
-                    flow.failed(true, "batch", &why);
-                    return chain;
-                }
-            };
+            let kept = flow.holds_through_outages().then(|| units.clone());
             match flow.sink.commit(units, &lineage).await {
                 Ok(report) => {
                     flow.database_back();
@@ -70,27 +86,23 @@ impl MessageBatch {
                     flow.sink.metrics.batch_size.record(messages.len() as f64);
                     break report;
                 }
-                // The messages are kept (held) and the batch is made and
-                // committed again once the database is back (rare: the
-                // units are not kept meanwhile): an outage raises no
-                // receive count.
-                Err(e) if e.unavailable() && flow.holds_through_outages() => match flow.outage(&e.to_string()).await {
-                    Outage::Back => {}
+                Err(e) if e.unavailable() && kept.is_some() => match flow.outage(&e.to_string()).await {
+                    Outage::Back => units = kept.expect("kept"),
                     Outage::Stopped => {
                         settle(holds);
                         release(&source, messages).await;
-                        return chain;
+                        return;
                     }
                     Outage::NotDown => {
                         settle(holds);
                         flow.failed(e.retryable(), "batch", &e.to_string());
-                        return chain;
+                        return;
                     }
                 },
                 Err(e) => {
                     settle(holds);
                     flow.failed(e.retryable(), "batch", &e.to_string());
-                    return chain;
+                    return;
                 }
             }
         };
@@ -109,9 +121,10 @@ impl MessageBatch {
             s.duplicates += report.duplicates + (messages.len() - distinct);
             s.rows += report.rows;
             s.dead_letters += report.dead_letters;
-            s.batches += 1;
+            // Transactions: a batch committed with others counts in the
+            // first of them.
+            s.batches += report.commits;
         });
-        chain
     }
 }
 

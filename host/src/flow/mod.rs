@@ -27,7 +27,7 @@ pub use batcher::batch_loop;
 pub use receive::{Hold, Holder, Received, Receiving, receive_loop, release};
 pub use units::{Ran, fill_units, lineage, load_time, plugins_json, run_chain, run_chain_kept};
 pub use versions::{Versions, Watching, take_new_version};
-pub use work::{Dispatch, Job, Room, UNIT_GRACE, Workers};
+pub use work::{Dispatch, Job, Rest, Room, UNIT_GRACE, Workers};
 
 use crate::config::Pipeline;
 use crate::input::Decoder;

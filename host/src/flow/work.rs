@@ -1,7 +1,11 @@
 //! The pool of workers of a run. Each owns a chain (its plugin instances),
 //! takes the next unit of work from one shared channel, moves to a new
 //! plugin version first if one was published, and gives the unit its chain
-//! for the time it runs. Units are counted in work from dispatch to end.
+//! for the time it needs it. What is left of a unit then (a batch's commit
+//! and acknowledgement) runs on as a task of its own while the worker
+//! takes the next unit, up to `depth` such tasks a worker: the chain runs
+//! while the database commits. Units are counted in work from dispatch to
+//! their end, the rest included.
 //!
 //! Must not know what a unit does: that is its [`Job`]'s.
 
@@ -9,17 +13,46 @@ use super::{Flow, take_new_version};
 use crate::reload::Generation;
 use crate::transform::TransformChain;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, watch};
 
 /// How long units in work may take to end after the run stops.
 pub const UNIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What is left of a unit once it no longer needs its chain.
+pub type Rest = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// A unit of work: a batch of messages, a notification, an object.
-pub trait Job: Send + 'static {
+pub trait Job: Send + Sized + 'static {
     /// Runs the unit to its acknowledgement on `chain`; gives the chain
     /// back (a chain whose instance trapped comes back renewed).
     fn run(self, chain: TransformChain) -> impl Future<Output = TransformChain> + Send;
+
+    /// Runs the unit as long as it needs `chain`, and gives the chain back
+    /// with what is left of the unit, if anything: the worker runs that
+    /// beside its next units. By default all of it, on the chain.
+    fn run_split(self, chain: TransformChain) -> impl Future<Output = (TransformChain, Option<Rest>)> + Send {
+        async move { (self.run(chain).await, None) }
+    }
+}
+
+/// A unit's rest, run as a task of its own; aborted if dropped (the worker
+/// that waits for it was aborted: see [`Workers::finish`]).
+struct Running(tokio::task::JoinHandle<()>);
+
+impl Future for Running {
+    type Output = Result<(), tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The workers, and the channel they take units from.
@@ -93,7 +126,9 @@ impl<J> Drop for Room<'_, J> {
 }
 
 impl<J: Job> Workers<J> {
-    /// A worker per chain.
+    /// A worker per chain. Each lets the rests of as many units run beside
+    /// its next as the sink may commit batches together, its share of them
+    /// (at least one: the chain of one batch runs while another commits).
     pub fn start(
         flow: &Arc<Flow>,
         chains: Vec<TransformChain>,
@@ -101,9 +136,11 @@ impl<J: Job> Workers<J> {
     ) -> Self {
         let (tx, rx) = mpsc::channel::<J>(1);
         let rx = Arc::new(Mutex::new(rx));
+        let group = flow.pipeline.sink.as_ref().map_or(1, |s| s.max_batches_per_commit);
+        let depth = group.div_ceil(chains.len().max(1)).max(1);
         let handles = chains
             .into_iter()
-            .map(|chain| tokio::spawn(worker(flow.clone(), chain, generations.clone(), rx.clone())))
+            .map(|chain| tokio::spawn(worker(flow.clone(), chain, generations.clone(), rx.clone(), depth)))
             .collect();
         Workers { dispatch: Dispatch { flow: flow.clone(), tx }, handles }
     }
@@ -143,20 +180,38 @@ async fn worker<J: Job>(
     mut chain: TransformChain,
     mut generations: watch::Receiver<Arc<Generation>>,
     rx: Arc<Mutex<mpsc::Receiver<J>>>,
+    depth: usize,
 ) {
-    use futures_util::FutureExt;
+    use futures_util::{FutureExt, StreamExt};
+    let mut rests = futures_util::stream::FuturesUnordered::new();
     loop {
-        let job = { rx.lock().await.recv().await };
-        let Some(job) = job else { return };
+        // The next unit while fewer than `depth` rests run; meanwhile
+        // their ends are counted.
+        let job = tokio::select! {
+            job = async { rx.lock().await.recv().await }, if rests.len() < depth => job,
+            Some(ended) = rests.next(), if !rests.is_empty() => {
+                rest_ended(&flow, ended);
+                continue;
+            }
+        };
+        let Some(job) = job else { break };
         chain = take_new_version(&flow.engine, chain, &mut generations).await;
-        let ran = std::panic::AssertUnwindSafe(job.run(chain)).catch_unwind().await;
-        flow.activity.end();
+        let ran = std::panic::AssertUnwindSafe(job.run_split(chain)).catch_unwind().await;
         chain = match ran {
-            Ok(chain) => chain,
+            Ok((chain, Some(rest))) => {
+                // Still in work (for `--once`) until the rest ends.
+                rests.push(Running(tokio::spawn(rest)));
+                chain
+            }
+            Ok((chain, None)) => {
+                flow.activity.end();
+                chain
+            }
             // A bug, not an input: the unit's messages were dropped with
             // it (nothing keeps them invisible; they come back), and the
             // worker goes on with fresh plugin instances.
             Err(_) => {
+                flow.activity.end();
                 tracing::error!(pipeline = %flow.pipeline.name, "a worker panicked; its unit comes back later, the worker goes on");
                 flow.failed(true, "a unit whose worker panicked", "worker panicked");
                 let current = generations.borrow().clone();
@@ -169,14 +224,30 @@ async fn worker<J: Job>(
                     Ok(Ok(c)) => c,
                     Ok(Err(e)) => {
                         flow.failed(false, "a worker", &format!("cannot renew its plugins after a panic: {e}"));
-                        return;
+                        break;
                     }
                     Err(_) => {
                         flow.failed(false, "a worker", "cannot renew its plugins after a panic");
-                        return;
+                        break;
                     }
                 }
             }
         };
+    }
+    // No more units: the rests still running end first.
+    while let Some(ended) = rests.next().await {
+        rest_ended(&flow, ended);
+    }
+}
+
+/// A unit's rest ended: it is no longer in work. One that panicked is a
+/// bug, not an input: what it had not acknowledged comes back.
+fn rest_ended(flow: &Flow, ended: Result<(), tokio::task::JoinError>) {
+    flow.activity.end();
+    if let Err(e) = ended
+        && e.is_panic()
+    {
+        tracing::error!(pipeline = %flow.pipeline.name, "the commit of a unit panicked; what it had not acknowledged comes back later");
+        flow.failed(true, "a unit whose commit panicked", "commit panicked");
     }
 }

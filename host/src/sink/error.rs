@@ -33,6 +33,15 @@ pub enum SinkError {
     /// refuses: nothing of it committed.
     #[error("database refused the row: {reason}")]
     Refused { reason: String },
+    /// The failure of a transaction that held several batches (group
+    /// commit): each of them is given it.
+    #[error("{0}")]
+    Shared(std::sync::Arc<SinkError>),
+    /// The transaction that was to hold this batch was abandoned before it
+    /// ended (its committer stopped): nothing of the batch was
+    /// acknowledged, it comes back.
+    #[error("the commit holding this batch was abandoned before it ended; its messages come back")]
+    Abandoned,
 }
 
 impl SinkError {
@@ -45,7 +54,8 @@ impl SinkError {
                 | SinkError::Stalled { .. }
                 | SinkError::OutOfStep(_)
                 | SinkError::Unstorable { .. }
-        )
+                | SinkError::Abandoned
+        ) || matches!(self, SinkError::Shared(e) if e.retryable())
     }
 
     /// Whether the database did not answer (unreachable, restarting, out
@@ -54,6 +64,7 @@ impl SinkError {
     pub fn unavailable(&self) -> bool {
         match self {
             SinkError::Pool(_) | SinkError::Stalled { .. } => true,
+            SinkError::Shared(e) => e.unavailable(),
             // Not a timeout, a deadlock or a serialization failure: the
             // server answered those, and the batch itself may be why.
             SinkError::Transient { error, .. } => error.code().is_none_or(|c| {

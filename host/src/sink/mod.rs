@@ -16,6 +16,7 @@ pub mod ddl;
 pub mod dead_letter;
 mod error;
 pub mod fit;
+mod group;
 mod load;
 mod receipt;
 pub mod replay;
@@ -59,6 +60,9 @@ pub struct Unit {
     /// For a row of an S3 object: its 1-based position among the object's
     /// rows (see [`FileReceipt`]).
     pub position: u64,
+    /// Which of the batches committed together brought it: their place in
+    /// the group (see [`group`]); 0 for a batch that commits alone.
+    pub owner: usize,
 }
 
 /// What made a batch's rows, recorded with it in `etl.batches`: the
@@ -155,6 +159,8 @@ pub struct PostgresSink {
     merge_next: AtomicU32,
     /// Direct COPYs that met a key, in a row.
     conflicts: AtomicU32,
+    /// Message batches waiting for a commit (see [`group`]).
+    group: group::Group,
     pub metrics: crate::status::metrics::Sink,
 }
 
@@ -178,6 +184,7 @@ impl PostgresSink {
             max_attempts: 6,
             merge_next: AtomicU32::new(0),
             conflicts: AtomicU32::new(0),
+            group: group::Group::new(sink.max_batches_per_commit),
             metrics: crate::status::metrics::Sink::new(pipeline),
         }
     }
@@ -209,18 +216,12 @@ impl PostgresSink {
         }
     }
 
-    /// Commits message `units` under the message ledger (see the module
-    /// docs), with the chain's `lineage`.
-    pub async fn commit(&self, units: Vec<Unit>, lineage: &Lineage) -> Result<Report, SinkError> {
-        self.commit_with(units, lineage, &Ledger).await
-    }
-
     /// Commits message `units` whole or not at all (a replay): a row the
     /// database refuses is [`SinkError::Refused`], and nothing commits,
     /// neither a dead letter nor the ledger entry.
     pub async fn commit_whole(&self, units: Vec<Unit>, lineage: &Lineage) -> Result<Report, SinkError> {
-        match self.commit_retrying(&units, lineage, &Ledger).await {
-            Ok(report) => Ok(report),
+        match self.commit_retrying(&units, lineage, &Ledger, 1).await {
+            Ok(reports) => Ok(reports[0]),
             Err(Failure::Data(e)) => Err(SinkError::Refused { reason: refusal(&e) }),
             Err(Failure::Other(e)) => Err(e),
         }
@@ -236,35 +237,58 @@ impl PostgresSink {
         self.commit_with(units, lineage, file).await
     }
 
+    /// One batch's units, alone in their transaction.
     async fn commit_with<R: Receipt>(
         &self,
         units: Vec<Unit>,
         lineage: &Lineage,
         receipt: &R,
     ) -> Result<Report, SinkError> {
+        let mut done = self.commit_measured(units, lineage, receipt, 1).await?;
+        match done.unstorable.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(done.reports[0]),
+        }
+    }
+
+    /// [`PostgresSink::commit_isolating`], its time and dead letters
+    /// recorded.
+    async fn commit_measured<R: Receipt>(
+        &self,
+        units: Vec<Unit>,
+        lineage: &Lineage,
+        receipt: &R,
+        owners: usize,
+    ) -> Result<Isolated, SinkError> {
         let started = std::time::Instant::now();
-        let result = self.commit_isolating(units, lineage, receipt).await;
-        if let Ok(report) = &result {
+        let result = self.commit_isolating(units, lineage, receipt, owners).await;
+        if let Ok(done) = &result {
             self.metrics.commit.record(started.elapsed());
-            self.metrics.dead_letters(&report.dead_by_stage);
+            for report in &done.reports {
+                self.metrics.dead_letters(&report.dead_by_stage);
+            }
         }
         result
     }
 
+    /// Commits `units` (brought by `owners` batches, see [`Unit::owner`]),
+    /// isolating the units the database refuses into dead letters.
     async fn commit_isolating<R: Receipt>(
         &self,
         units: Vec<Unit>,
         lineage: &Lineage,
         receipt: &R,
-    ) -> Result<Report, SinkError> {
+        owners: usize,
+    ) -> Result<Isolated, SinkError> {
         let mut pending = vec![units];
-        let mut report = Report::default();
-        // A unit the database refuses even without its rows: the rest of
-        // the batch commits, it stays uncommitted, and the commit fails.
-        let mut unstorable = None;
+        let mut done = Isolated { reports: vec![Report::default(); owners], unstorable: Vec::new() };
         while let Some(units) = pending.pop() {
-            match self.commit_retrying(&units, lineage, receipt).await {
-                Ok(r) => report += r,
+            match self.commit_retrying(&units, lineage, receipt, owners).await {
+                Ok(reports) => {
+                    for (sum, r) in done.reports.iter_mut().zip(reports) {
+                        *sum += r;
+                    }
+                }
                 Err(Failure::Data(e)) if units.len() > 1 => {
                     let mut units = units;
                     let back = units.split_off(units.len() / 2);
@@ -276,10 +300,13 @@ impl PostgresSink {
                     let mut unit = units.into_iter().next().expect("one unit");
                     if unit.row_count == 0 && unit.rows.is_empty() {
                         tracing::error!(pipeline = %self.pipeline, message = %dead_letter::storable(&unit.message_id), error = %refusal(&e), "the database refuses this message even without its rows; it stays unacknowledged");
-                        unstorable.get_or_insert(SinkError::Unstorable {
-                            message_id: dead_letter::storable(&unit.message_id).into_owned(),
-                            reason: refusal(&e),
-                        });
+                        done.unstorable.push((
+                            unit.owner,
+                            SinkError::Unstorable {
+                                message_id: dead_letter::storable(&unit.message_id).into_owned(),
+                                reason: refusal(&e),
+                            },
+                        ));
                         continue;
                     }
                     self.refused(&unit, receipt, &e);
@@ -292,10 +319,7 @@ impl PostgresSink {
                 Err(Failure::Other(e)) => return Err(e),
             }
         }
-        match unstorable {
-            Some(e) => Err(e),
-            None => Ok(report),
-        }
+        Ok(done)
     }
 
     /// Says which unit the database refuses, from where, in which column,
@@ -340,7 +364,8 @@ impl PostgresSink {
         units: &[Unit],
         lineage: &Lineage,
         receipt: &R,
-    ) -> Result<Report, Failure> {
+        owners: usize,
+    ) -> Result<Vec<Report>, Failure> {
         let mut attempt = 0;
         // Units found committed before: left out when the batch is tried
         // again (the first try is optimistic: almost every unit is new).
@@ -350,7 +375,7 @@ impl PostgresSink {
             attempt += 1;
             let result = match self.pool.get().await {
                 Ok(mut client) => {
-                    let attempt = self.try_commit(&mut client, units, lineage, &committed, receipt, direct);
+                    let attempt = self.try_commit(&mut client, units, lineage, &committed, receipt, direct, owners);
                     match tokio::time::timeout(connect::ATTEMPT_TIMEOUT, attempt).await {
                         Ok(result) => result,
                         Err(_) => {
@@ -420,7 +445,8 @@ impl PostgresSink {
     /// One try: the steps of a commit in order. Round trips are most of a
     /// small batch's cost: statements are prepared once per connection and
     /// sent in flights without waiting for each answer where the order
-    /// allows it.
+    /// allows it. Its report is given for each of the `owners`.
+    #[allow(clippy::too_many_arguments)]
     async fn try_commit<R: Receipt>(
         &self,
         client: &mut deadpool_postgres::Client,
@@ -429,13 +455,20 @@ impl PostgresSink {
         committed: &HashSet<String>,
         receipt: &R,
         direct: bool,
-    ) -> Result<Report, Attempt> {
+        owners: usize,
+    ) -> Result<Vec<Report>, Attempt> {
         let tx = client.transaction().await?;
         let mut taken = HashSet::new();
+        let mut each = vec![Report::default(); owners];
         let fresh: Vec<&Unit> = units
             .iter()
             .filter(|u| {
-                !committed.contains(&u.message_id) && (!receipt.dedupe() || taken.insert(u.message_id.as_str()))
+                let new =
+                    !committed.contains(&u.message_id) && (!receipt.dedupe() || taken.insert(u.message_id.as_str()));
+                if !new {
+                    each[u.owner].duplicates += 1;
+                }
+                new
             })
             .collect();
         let mut report = Report { duplicates: units.len() - fresh.len(), commits: 1, ..Report::default() };
@@ -501,6 +534,27 @@ impl PostgresSink {
         };
         receipt.record(&tx, self, &fresh, claim, &report, head).await?;
         tx.commit().await?;
-        Ok(report)
+        for u in &fresh {
+            let r = &mut each[u.owner];
+            r.rows += u.row_count;
+            r.dead_letters += u.dead.len();
+            for d in &u.dead {
+                if let Some(i) = crate::status::metrics::STAGES.iter().position(|s| *s == d.stage) {
+                    r.dead_by_stage[i] += 1;
+                }
+            }
+        }
+        if let Some(first) = units.first() {
+            each[first.owner].commits = 1;
+        }
+        Ok(each)
     }
+}
+
+/// What [`PostgresSink::commit_isolating`] committed, for each owner, and
+/// the units the database refused even as dead letters (with their owner):
+/// the rest committed without them.
+struct Isolated {
+    reports: Vec<Report>,
+    unstorable: Vec<(usize, SinkError)>,
 }

@@ -28,6 +28,7 @@ pub const PLUGIN_CALL: &str = "etl_plugin_call_seconds";
 pub const PLUGIN_FAILURES: &str = "etl_plugin_failures_total";
 pub const SINK_COMMIT: &str = "etl_sink_commit_seconds";
 pub const SINK_RETRIES: &str = "etl_sink_retries_total";
+pub const BATCHES_PER_COMMIT: &str = "etl_sink_batches_per_commit";
 pub const VERSIONS_SWAPPED: &str = "etl_versions_swapped_total";
 pub const VERSIONS_REFUSED: &str = "etl_versions_refused_total";
 pub const OBJECTS_LOADED: &str = "etl_objects_loaded_total";
@@ -65,6 +66,7 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (PLUGIN_FAILURES, "Plugin calls that failed, by kind (trap, timeout, memory, malformed)."),
     (SINK_COMMIT, "Time to commit one batch (retries included)."),
     (SINK_RETRIES, "Commit attempts tried again after a transient error or a stall."),
+    (BATCHES_PER_COMMIT, "Batches of messages committed in one transaction (group commit)."),
     (VERSIONS_SWAPPED, "New plugin or pipeline versions checked and swapped in."),
     (VERSIONS_REFUSED, "New versions refused (the running one went on)."),
     (OBJECTS_LOADED, "S3 objects loaded completely."),
@@ -99,6 +101,7 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
 /// Histogram buckets, in seconds for the latencies.
 const SECONDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 const MESSAGES: &[f64] = &[1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
+const GROUPS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
 /// Installs the process's Prometheus recorder; from now on handles made
 /// record. Call once, before any pipeline starts.
@@ -107,6 +110,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), MESSAGES))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCHES_PER_COMMIT.into()), GROUPS))
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     for (name, help) in DESCRIPTIONS {
@@ -205,6 +209,7 @@ pub const STAGES: [&str; 4] = ["source", "input", "transform", "sink"];
 pub struct Sink {
     pub commit: Histogram,
     pub retries: Counter,
+    pub batches_per_commit: Histogram,
     pub batch_size: Histogram,
     pub latency: Histogram,
     dead: [Counter; 4],
@@ -216,6 +221,7 @@ impl Sink {
         Sink {
             commit: metrics::histogram!(SINK_COMMIT, "pipeline" => p()),
             retries: metrics::counter!(SINK_RETRIES, "pipeline" => p()),
+            batches_per_commit: metrics::histogram!(BATCHES_PER_COMMIT, "pipeline" => p()),
             batch_size: metrics::histogram!(BATCH_SIZE, "pipeline" => p()),
             latency: metrics::histogram!(BATCH_LATENCY, "pipeline" => p()),
             dead: STAGES.map(|stage| metrics::counter!(DEAD_LETTERS, "pipeline" => p(), "stage" => stage)),
