@@ -14,7 +14,8 @@
 //!
 //! `cargo bench -p tests --bench sink` (PostgreSQL at DATABASE_URL or the
 //! local server; moto from `.venv`, started by the bench). `SINK_ROWS` and
-//! `CPU_MESSAGES` scale it down; `SINK_ONLY=append_1000` runs the sink
+//! `CPU_MESSAGES` scale it down; `SINK_ROUNDS` sets the rounds of each
+//! case (default 3, medians printed); `SINK_ONLY=append_1000` runs the sink
 //! cases whose name holds that text; `SINK_IN_FLIGHT` sets the batches in
 //! flight (default 2).
 
@@ -90,14 +91,35 @@ async fn sink_against_copy(n: usize) {
         (1_000, 1, 100, 8),
     ];
     let only = std::env::var("SINK_ONLY").unwrap_or_default();
-    for (batch, per_message, rate, group) in runs {
-        // "update": upsert over a table that already holds every key, so
-        // every batch goes through staging and the merge.
-        for case in ["append", "upsert", "update"] {
-            let table = format!("{case}_{batch}_{per_message}_{rate}_{group}");
-            if !table.contains(&only) {
-                continue;
-            }
+    // "update": upsert over a table that already holds every key, so every
+    // batch goes through staging and the merge.
+    let cases: Vec<(&str, (usize, usize, u32, usize))> = runs
+        .iter()
+        .flat_map(|&run| ["append", "upsert", "update"].map(|case| (case, run)))
+        .filter(|(case, (batch, per_message, rate, group))| {
+            format!("{case}_{batch}_{per_message}_{rate}_{group}").contains(&only)
+        })
+        .collect();
+    // Rounds, each case into a fresh table, in the opposite order every
+    // other round: on this machine one case's rounds spread by ±30%
+    // (checkpoints, the WAL), so the medians are compared, each beside its
+    // rounds. The baseline is measured again every round too.
+    let rounds = services::env_usize("SINK_ROUNDS", 3);
+    let mut plains = vec![plain];
+    let mut speeds: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        if round > 0 {
+            let table = format!("{schema}.plain_{round}");
+            db.batch_execute(&format!("CREATE TABLE {table} (LIKE public.user_logins)")).await.unwrap();
+            plains.push(n as f64 / services::timed_copy(&db, &table, lines.concat()).await.as_secs_f64());
+        }
+        let mut order: Vec<usize> = (0..cases.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (case, (batch, per_message, rate, group)) = cases[i];
+            let table = format!("{case}_{batch}_{per_message}_{rate}_{group}_{round}");
             let key = if case == "append" {
                 String::new()
             } else {
@@ -109,11 +131,16 @@ async fn sink_against_copy(n: usize) {
                 db.batch_execute(&format!("VACUUM ANALYZE {schema}.{table}")).await.unwrap();
             }
             let mode = if case == "append" { "append" } else { "upsert" };
-            let speed = through_sink(&schema, &table, mode, &lines, (batch, per_message, rate, group), None).await;
-            let mode = case;
-            let label = format!("{mode}, {batch}/batch, {per_message}/msg, sent {rate}/s, {group}/commit");
-            println!("{label:>44} | {speed:>10.0} | {:>13.2}", speed / plain);
+            speeds[i].push(through_sink(&schema, &table, mode, &lines, cases[i].1, None).await);
         }
+    }
+    let plain = median(&plains);
+    let each = |v: &[f64]| v.iter().map(|r| format!("{:.2}", r / plain)).collect::<Vec<_>>().join(" ");
+    println!("{:>44} | {plain:>10.0} | {:>13.2}   each round: {}", "plain COPY, median", 1.0, each(&plains));
+    for ((case, (batch, per_message, rate, group)), v) in cases.iter().zip(&speeds) {
+        let label = format!("{case}, {batch}/batch, {per_message}/msg, sent {rate}/s, {group}/commit");
+        let speed = median(v);
+        println!("{label:>44} | {speed:>10.0} | {:>13.2}   each round: {}", speed / plain, each(v));
     }
     if only.is_empty() || "metrics".contains(&only) {
         metrics_cost(&db, &schema, &lines, plain).await;
@@ -142,11 +169,6 @@ async fn metrics_cost(db: &tokio_postgres::Client, schema: &str, lines: &[Vec<u8
     let each = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
     println!("{:>44} | off: {}; on: {}", "each round", each(&off), each(&on));
     // Medians: on this machine rounds of the same case spread by ±15%.
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    };
     let (off, on) = (median(&off), median(&on));
     println!("{:>44} | {off:>10.0} | {:>13.2}", "append, 1000/batch, metrics off (median, 6)", off / plain);
     println!(
@@ -155,6 +177,14 @@ async fn metrics_cost(db: &tokio_postgres::Client, schema: &str, lines: &[Vec<u8
         on / plain,
         on / off
     );
+}
+
+/// The median of `v` (of an even count, the mean of the middle two).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mid = v.len() / 2;
+    if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] }
 }
 
 /// Rows through the sink, in batches of `batch` rows, `per_message` rows a
