@@ -6,7 +6,7 @@
 use crate::common;
 use crate::proxy::{Mode, Proxy};
 use crate::run::{count, fetch_bodies, schema_with_user_logins};
-use crate::services::{self, pg, queue, send, unique};
+use crate::services::{self, in_flight, pg, queue, send, unique};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -118,19 +118,6 @@ async fn rows(schema: &str) -> i64 {
 
 async fn dead_letters(pipeline: &str) -> i64 {
     count(&format!("SELECT count(*) FROM etl.dead_letters WHERE pipeline = '{pipeline}'")).await
-}
-
-/// Messages received and not yet deleted or released.
-async fn in_flight(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    out.attributes().and_then(|a| a.get(&A::ApproximateNumberOfMessagesNotVisible)?.parse().ok()).unwrap_or(0)
 }
 
 /// Polls `rows` until it reaches `want` or `limit` passes; the last count.

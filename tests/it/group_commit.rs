@@ -127,13 +127,13 @@ async fn a_run_deletes_no_message_before_the_transaction_holding_its_rows_commit
     let run = tokio::spawn(run_once(p));
     // Every message received and held (in flight), none deleted.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while in_flight(&sqs, &url).await < 30 {
+    while services::in_flight(&sqs, &url).await < 30 {
         assert!(tokio::time::Instant::now() < deadline, "the run never held all 30 messages");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(services::queue_depth(&sqs, &url).await, 30, "a message left the queue before its commit");
-    assert_eq!(in_flight(&sqs, &url).await, 30);
+    assert_eq!(services::in_flight(&sqs, &url).await, 30);
     assert_eq!(count(&format!("SELECT count(*) FROM {schema}.items")).await, 0);
     assert!(!run.is_finished());
 
@@ -145,20 +145,4 @@ async fn a_run_deletes_no_message_before_the_transaction_holding_its_rows_commit
     let committed = transactions(&name).await;
     assert!(committed < 6, "6 batches of 5 waited together, yet {committed} transactions");
     assert_eq!(summary.batches as i64, committed, "the summary counts transactions: {summary}");
-}
-
-/// Messages received and not yet deleted or visible again.
-async fn in_flight(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    out.attributes()
-        .and_then(|a| a.get(&A::ApproximateNumberOfMessagesNotVisible))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }

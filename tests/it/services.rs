@@ -195,6 +195,19 @@ pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> usize {
     n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
 }
 
+/// Messages received and not yet deleted or visible again.
+pub async fn in_flight(client: &aws_sdk_sqs::Client, url: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    out.attributes().and_then(|a| a.get(&A::ApproximateNumberOfMessagesNotVisible)?.parse().ok()).unwrap_or(0)
+}
+
 /// An S3 client for `endpoint` (path-style, as local endpoints serve).
 pub async fn s3_at(endpoint: &str) -> aws_sdk_s3::Client {
     host::aws::s3_client(&aws_at(endpoint).await)
