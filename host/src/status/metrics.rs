@@ -64,7 +64,7 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (BATCH_LATENCY, "From a batch's first receive to its commit."),
     (PLUGIN_CALL, "Time of one plugin call on one batch, by step and plugin digest."),
     (PLUGIN_FAILURES, "Plugin calls that failed, by kind (trap, timeout, memory, malformed)."),
-    (SINK_COMMIT, "Time to commit one batch (retries included)."),
+    (SINK_COMMIT, "Time to commit one batch, or batches committed together (retries included)."),
     (SINK_RETRIES, "Commit attempts tried again after a transient error or a stall."),
     (BATCHES_PER_COMMIT, "Batches of messages committed in one transaction (group commit)."),
     (VERSIONS_SWAPPED, "New plugin or pipeline versions checked and swapped in."),
