@@ -46,11 +46,7 @@ struct Waiting {
 
 impl Group {
     pub(crate) fn new(max_batches: usize) -> Self {
-        Group {
-            waiting: Mutex::new(VecDeque::new()),
-            committers: Semaphore::new(COMMITTERS),
-            max_batches: max_batches.max(1),
-        }
+        Group { waiting: Mutex::new(VecDeque::new()), committers: Semaphore::new(COMMITTERS), max_batches }
     }
 
     /// The batches of the next transaction: the one waiting longest, and

@@ -73,22 +73,19 @@ impl PostgresSink {
         }
     }
 
-    /// Inserts the units' dead letters (with their payloads); returns how
-    /// many.
+    /// Inserts the units' dead letters (with their payloads).
     pub(super) async fn insert_dead_letters(
         &self,
         tx: &Transaction<'_>,
         source: &str,
         fresh: &[&Unit],
-    ) -> Result<usize, Attempt> {
-        let mut n = 0;
+    ) -> Result<(), Attempt> {
         for u in fresh {
             for d in &u.dead {
                 dead_letter::insert(tx, &self.pipeline, source, u, d, self.sealer.as_ref()).await?;
-                n += 1;
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Whether the target still refuses what is already there. Upsert

@@ -244,8 +244,9 @@ impl PostgresSink {
         lineage: &Lineage,
         receipt: &R,
     ) -> Result<Report, SinkError> {
-        let mut done = self.commit_measured(units, lineage, receipt, 1).await?;
-        match done.unstorable.pop() {
+        let done = self.commit_measured(units, lineage, receipt, 1).await?;
+        // The first unit refused even as a dead letter, as before.
+        match done.unstorable.into_iter().next() {
             Some((_, e)) => Err(e),
             None => Ok(done.reports[0]),
         }
@@ -471,10 +472,25 @@ impl PostgresSink {
                 new
             })
             .collect();
-        let mut report = Report { duplicates: units.len() - fresh.len(), commits: 1, ..Report::default() };
+        for u in &fresh {
+            let r = &mut each[u.owner];
+            r.rows += u.row_count;
+            r.dead_letters += u.dead.len();
+            for d in &u.dead {
+                if let Some(i) = crate::status::metrics::STAGES.iter().position(|s| *s == d.stage) {
+                    r.dead_by_stage[i] += 1;
+                }
+            }
+        }
+        // The transaction counts once, in its first unit's batch.
+        each[units.first().map_or(0, |u| u.owner)].commits = 1;
+        let mut report = Report::default();
+        for r in &each {
+            report += *r;
+        }
         let origin = receipt.origin();
         let source = origin.as_deref().unwrap_or(&self.source);
-        let row_count: usize = fresh.iter().map(|u| u.row_count).sum();
+        let row_count = report.rows;
         let staged = row_count > 0 && !direct;
         if staged && matches!(self.mode, MergeMode::DeleteInsert { .. }) {
             // A delete and an insert are not one statement: two commits of
@@ -496,14 +512,8 @@ impl PostgresSink {
         };
         if row_count > 0 {
             self.copy_rows(&tx, &fresh, staged, batch_id).await?;
-            report.rows = row_count;
         }
-        report.dead_letters = self.insert_dead_letters(&tx, source, &fresh).await?;
-        for d in fresh.iter().flat_map(|u| &u.dead) {
-            if let Some(i) = crate::status::metrics::STAGES.iter().position(|s| *s == d.stage) {
-                report.dead_by_stage[i] += 1;
-            }
-        }
+        self.insert_dead_letters(&tx, source, &fresh).await?;
         let lineage_insert = tx.prepare_cached(sql::LINEAGE).await?;
         let merge = sql::merge(&self.mode, &self.target, &self.stage, &self.columns).join("; ");
         // The merge on its own: a row it refuses must come back as that
@@ -534,19 +544,6 @@ impl PostgresSink {
         };
         receipt.record(&tx, self, &fresh, claim, &report, head).await?;
         tx.commit().await?;
-        for u in &fresh {
-            let r = &mut each[u.owner];
-            r.rows += u.row_count;
-            r.dead_letters += u.dead.len();
-            for d in &u.dead {
-                if let Some(i) = crate::status::metrics::STAGES.iter().position(|s| *s == d.stage) {
-                    r.dead_by_stage[i] += 1;
-                }
-            }
-        }
-        if let Some(first) = units.first() {
-            each[first.owner].commits = 1;
-        }
         Ok(each)
     }
 }
