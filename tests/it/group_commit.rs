@@ -68,9 +68,15 @@ async fn batches_that_wait_together_commit_together_and_each_is_answered_after_i
         assert!(tokio::time::Instant::now() < deadline, "the two committers never reached the ledger lock");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Each queued before the next is spawned, so the queue's order (and
+    // which batch's copy of the redelivered message counts) is fixed
+    // however slowly the machine schedules the tasks.
     for b in 3..=6 {
         handles.push(spawn(b));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        while sink.waiting_batches() < (b - 2) as usize {
+            assert!(tokio::time::Instant::now() < deadline + Duration::from_secs(30), "batch {b} never queued");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(handles.iter().all(|h| !h.is_finished()), "no batch is answered before its commit");

@@ -68,6 +68,12 @@ impl Group {
 }
 
 impl PostgresSink {
+    /// Batches waiting for a committer now (for tests that order them).
+    #[doc(hidden)]
+    pub fn waiting_batches(&self) -> usize {
+        self.group.waiting.lock().expect("not poisoned").len()
+    }
+
     /// Commits message `units` under the message ledger (see the module
     /// docs of [`super`]), with the chain's `lineage`, in one transaction
     /// with other batches waiting at the same time (see [`self`]).
