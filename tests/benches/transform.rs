@@ -24,7 +24,10 @@ const ROUND_TIME: Duration = Duration::from_millis(400);
 fn main() {
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let plugins = vec![PathBuf::from(env!("PLUGIN_DIR")), PathBuf::from(env!("TEST_PLUGIN_DIR"))];
-    let engine = Arc::new(Engine::new(None, plugins).expect("engine"));
+    let engine = Arc::new(Engine::new(None, plugins.clone()).expect("engine"));
+    // Every step given whole records, though some declare their fields:
+    // the chains' figures without projection, in the same run.
+    let whole = Arc::new(Engine::new(None, plugins).expect("engine").with_projection(false));
     let lines = fetch_lines(&ws);
     if let Some(size) = std::env::var("PROFILE_WASM").ok().and_then(|s| s.parse().ok()) {
         // For `perf record`: only the WASM chain, at batches of `size`.
@@ -41,17 +44,18 @@ fn main() {
         return;
     }
     println!("logins chain: flatten -> app-version -> mask (sha256 x2); {} distinct Fetch records", lines.len());
-    println!("{:>6} | {:>14} | {:>14} | {:>11}", "batch", "native rec/s", "wasm rec/s", "wasm/native");
-    println!("{:->6}-+-{:->14}-+-{:->14}-+-{:->11}", "", "", "", "");
+    chain_header();
     for size in [1usize, 100, 1000] {
         let batches = make_batches(&lines, size, 20_000usize.max(size));
         let native = rate(&batches, || native_chain(), |c, b| c.run(b));
         let pipeline = config::load(&ws.join("pipelines/logins.toml")).expect("pipeline");
-        let mut chain = TransformChain::build(&engine, &pipeline).expect("chain");
-        let wasm = rate(&batches, || (), |_, b| chain.run(b).expect("runs").batch.records.len());
-        println!("{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2}", wasm / native);
+        let mut rates = [&engine, &whole].map(|e| {
+            let mut chain = TransformChain::build(e, &pipeline).expect("chain");
+            rate(&batches, || (), |_, b| chain.run(b).expect("runs").batch.records.len())
+        });
+        chain_row(size, native, &mut rates);
     }
-    filter_convert(&engine, &lines);
+    filter_convert(&engine, &whole, &lines);
     if std::env::var("BENCH_SECTION").is_ok_and(|s| s == "chains") {
         // `BENCH_SECTION=chains`: only the two chains' tables.
         return;
@@ -68,7 +72,7 @@ fn main() {
 /// Fetch records with three fields added, in WebAssembly against the same
 /// two plugins compiled natively. Rates are input records per second (the
 /// filter drops some).
-fn filter_convert(engine: &Arc<Engine>, lines: &[String]) {
+fn filter_convert(engine: &Arc<Engine>, whole: &Arc<Engine>, lines: &[String]) {
     const FILTER: &str =
         r#"{"all":[{"field":"device_type","in":["android","ios"]},{"field":"locale","is_null":false}]}"#;
     const CONVERT: &str = r#"{"fields":{"amount":{"to":"float","default":0.0},"seen":{"to":"timestamp","format":"epoch-millis"},"created":{"to":"timestamp","format":"%Y-%m-%d %H:%M:%S"}}}"#;
@@ -93,8 +97,7 @@ fn filter_convert(engine: &Arc<Engine>, lines: &[String]) {
         })
         .collect();
     println!("\nfilter -> convert (a float, two timestamps) on the same records with three fields added");
-    println!("{:>6} | {:>14} | {:>14} | {:>11}", "batch", "native rec/s", "wasm rec/s", "wasm/native");
-    println!("{:->6}-+-{:->14}-+-{:->14}-+-{:->11}", "", "", "", "");
+    chain_header();
     for size in [1usize, 100, 1000] {
         let batches = make_batches(&lines, size, 20_000usize.max(size));
         let native = rate(
@@ -108,17 +111,38 @@ fn filter_convert(engine: &Arc<Engine>, lines: &[String]) {
                 b.records.len()
             },
         );
-        let mut chain = TransformChain::build(engine, &pipeline).expect("chain");
-        let wasm = rate(
-            &batches,
-            || (),
-            |_, b| {
-                chain.run(b).expect("runs");
-                b.records.len()
-            },
-        );
-        println!("{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2}", wasm / native);
+        let mut rates = [engine, whole].map(|e| {
+            let mut chain = TransformChain::build(e, &pipeline).expect("chain");
+            rate(
+                &batches,
+                || (),
+                |_, b| {
+                    chain.run(b).expect("runs");
+                    b.records.len()
+                },
+            )
+        });
+        chain_row(size, native, &mut rates);
     }
+}
+
+/// The chains' table: native, WebAssembly, and WebAssembly with every step
+/// given whole records (`HOST_PROJECTION=off`).
+fn chain_header() {
+    println!(
+        "{:>6} | {:>14} | {:>14} | {:>11} | {:>14} | {:>11}",
+        "batch", "native rec/s", "wasm rec/s", "wasm/native", "whole rec/s", "whole/native"
+    );
+    println!("{:->6}-+-{:->14}-+-{:->14}-+-{:->11}-+-{:->14}-+-{:->11}", "", "", "", "", "", "");
+}
+
+fn chain_row(size: usize, native: f64, rates: &mut [f64; 2]) {
+    let [wasm, whole] = *rates;
+    println!(
+        "{size:>6} | {native:>14.0} | {wasm:>14.0} | {:>11.2} | {whole:>14.0} | {:>11.2}",
+        wasm / native,
+        whole / native
+    );
 }
 
 /// The logins chain's `mask` step alone (sha256 of two fields of six, into

@@ -347,7 +347,7 @@ fn plugins_inspect_names_world_version_digest_and_size() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("world: etl:transform/plugin@0.1.0\nname: mask\nversion: 0.1.0\n"), "{stdout}");
+    assert!(stdout.contains("world: etl:transform/projecting-plugin@0.1.0\nname: mask\nversion: 0.1.0\n"), "{stdout}");
     assert!(stdout.contains(&format!("digest: {}\nsize: {} bytes\n", host::transform::digest_of(&bytes), bytes.len())));
     // The params schema the plugin declares, its doc comments as descriptions.
     let schema = stdout.split_once("params schema:\n").expect("a schema is declared").1;

@@ -47,6 +47,26 @@ fn a_huge_allocation_is_refused_by_the_memory_cap() {
 }
 
 #[test]
+fn a_projected_step_is_given_only_the_fields_it_reads_and_the_others_keep_their_place() {
+    // `projected` declares it reads `bad` (and writes `seen`), and says in
+    // `seen` how many fields it was given.
+    let mut c = chain(&hostile("projected", ""));
+    let lines: Vec<String> = (0..4).map(|i| format!(r#"{{"i":{i},"bad":{},"name":"n{i}"}}"#, i == 3)).collect();
+    let out = c.run(&batch(&lines)).unwrap();
+    let rows: Vec<String> = out.batch.iter().map(|cells| host::batch::json::record_json(&out.batch, cells)).collect();
+    assert_eq!(rows[0], r#"{"i":0,"bad":false,"name":"n0"}"#);
+    assert_eq!(rows[3], r#"{"i":3,"bad":true,"seen":"fields=1","name":"n3"}"#);
+}
+
+#[test]
+fn a_projected_step_that_emits_a_field_it_did_not_declare_costs_only_that_record() {
+    assert_eq!(
+        isolate("undeclared", ""),
+        "step 1 (`hostile`): returned malformed output: field `sneaky` is not among the fields it declared (reads and writes)"
+    );
+}
+
+#[test]
 fn a_panic_is_reported_without_its_message_by_default() {
     let reason = isolate("panic", "");
     assert!(

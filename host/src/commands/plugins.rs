@@ -13,8 +13,9 @@ pub fn inspect(file: &Path, opts: &EngineOptions) -> anyhow::Result<String> {
     let plugin = engine.load(&name, file, None)?;
     let d = &plugin.description;
     let mut out = format!(
-        "file: {}\nworld: etl:transform/plugin@0.1.0\nname: {}\nversion: {}\nsummary: {}\ndigest: {}\nsize: {} bytes\n",
+        "file: {}\nworld: {}\nname: {}\nversion: {}\nsummary: {}\ndigest: {}\nsize: {} bytes\n",
         file.display(),
+        plugin.world(),
         d.name,
         d.version,
         d.summary,

@@ -27,6 +27,9 @@ pub struct Engine {
     plugin_path: Vec<PathBuf>,
     /// Where S3 plugins come from.
     remote: super::remote::Remote,
+    /// Whether steps that declare their fields get only those
+    /// (`HOST_PROJECTION=off` gives every step whole records).
+    projection: bool,
 }
 
 /// A plugin that could not be loaded.
@@ -55,7 +58,17 @@ pub struct Plugin {
     pub digest: String,
     pub size: u64,
     pub description: wit::Description,
+    /// Whether it exports `fields` (the `projecting-plugin` world): its
+    /// configured steps may declare the fields they use.
+    pub projecting: bool,
     pub(super) pre: wit::PluginPre<StepState>,
+}
+
+impl Plugin {
+    /// The WIT world it was built for.
+    pub fn world(&self) -> &'static str {
+        if self.projecting { "etl:transform/projecting-plugin@0.1.0" } else { "etl:transform/plugin@0.1.0" }
+    }
 }
 
 impl Engine {
@@ -88,7 +101,21 @@ impl Engine {
             .map_err(|e| PluginError::Engine(e.to_string()))?;
         // An unusable (or untrusted) cache only costs compile time.
         let cache = cache_dir.as_deref().and_then(super::cache::Cache::open);
-        Ok(Engine { engine, linker: Arc::new(linker), cache, plugin_path, remote: Default::default() })
+        let projection = std::env::var("HOST_PROJECTION").map_or(true, |v| v != "off");
+        Ok(Engine { engine, linker: Arc::new(linker), cache, plugin_path, remote: Default::default(), projection })
+    }
+
+    /// This engine with projection on or off (see [`Engine::projection`]).
+    pub fn with_projection(mut self, on: bool) -> Self {
+        self.projection = on;
+        self
+    }
+
+    /// Whether a step that declares the fields it uses gets only those
+    /// (on unless `HOST_PROJECTION=off`: for comparing, and for ruling it
+    /// out when a plugin's output looks wrong).
+    pub fn projection(&self) -> bool {
+        self.projection
     }
 
     /// Where S3 plugins come from (`host run` shares its S3 client here).
@@ -140,13 +167,24 @@ impl Engine {
         let pre = self.linker.instantiate_pre(&component).map_err(world)?;
         let pre = wit::PluginPre::new(pre).map_err(world)?;
         let mut store = self.store(&Limits::probe(), &Grants::default(), Default::default());
-        let description = pre.instantiate(&mut store).and_then(|i| i.call_describe(&mut store)).map_err(world)?;
+        let raw = pre.instance_pre().instantiate(&mut store).map_err(world)?;
+        let description =
+            wit::Plugin::new(&mut store, &raw).and_then(|i| i.call_describe(&mut store)).map_err(world)?;
+        // `fields`, if exported, must have the projecting-plugin world's type.
+        let projecting = match raw.get_func(&mut store, "fields") {
+            None => false,
+            Some(f) => {
+                f.typed::<(), (Option<wit::Projection>,)>(&store).map_err(world)?;
+                true
+            }
+        };
         Ok(Arc::new(Plugin {
             name: name.into(),
             path: path.into(),
             digest,
             size: bytes.len() as u64,
             description,
+            projecting,
             pre,
         }))
     }

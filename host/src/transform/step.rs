@@ -107,6 +107,10 @@ pub struct StepRunner {
 struct Live {
     store: wasmtime::Store<StepState>,
     instance: wit::Plugin,
+    /// The fields the configured step declared (the `fields` export of
+    /// the `projecting-plugin` world), if it did: calls then pass only
+    /// those (see `plugin_sdk::projection`).
+    projection: Option<wit::Projection>,
 }
 
 impl StepRunner {
@@ -201,9 +205,24 @@ impl StepRunner {
             plugin: self.plugin.name.clone(),
             reason,
         };
-        let instance = self.plugin.pre.instantiate(&mut store).map_err(|e| err(format!("{e:#}")))?;
+        let raw = self.plugin.pre.instance_pre().instantiate(&mut store).map_err(|e| err(format!("{e:#}")))?;
+        let instance = wit::Plugin::new(&mut store, &raw).map_err(|e| err(format!("{e:#}")))?;
         match instance.call_configure(&mut store, &self.step.params) {
-            Ok(Ok(())) => Ok(Live { store, instance }),
+            Ok(Ok(())) => {
+                let projection = match raw.get_func(&mut store, "fields").filter(|_| self.engine.projection()) {
+                    None => None,
+                    Some(f) => {
+                        let f = f.typed::<(), (Option<wit::Projection>,)>(&store).map_err(|e| {
+                            err(format!("its `fields` export is not the projecting-plugin world's: {e:#}"))
+                        })?;
+                        match f.call(&mut store, ()) {
+                            Ok((p,)) => p,
+                            Err(e) => return Err(err(self.failure(&mut store, e).to_string())),
+                        }
+                    }
+                };
+                Ok(Live { store, instance, projection })
+            }
             Ok(Err(reason)) => Err(StepError::Configure {
                 file: self.file.clone(),
                 line: self.step.line,
@@ -224,7 +243,8 @@ impl StepRunner {
         };
         live.store.set_epoch_deadline(ticks(self.step.limits.max_call));
         let started = std::time::Instant::now();
-        let called = live.instance.call_transform(&mut live.store, batch);
+        let projected = live.projection.as_ref().map(|p| wit::project(batch, &p.reads));
+        let called = live.instance.call_transform(&mut live.store, projected.as_ref().map_or(batch, |(b, _)| b));
         self.metrics.call.record(started.elapsed());
         match called {
             Ok(wit::Output::Unchanged) => {
@@ -232,7 +252,13 @@ impl StepRunner {
                 Ok(Ok(None))
             }
             Ok(wit::Output::Changed(out)) => {
-                let checked = wit::check(out, batch.records.len()).map_err(CallFailure::Malformed);
+                let checked = wit::check(out, batch.records.len()).and_then(|(out, outcomes)| {
+                    match (&live.projection, &projected) {
+                        (Some(p), Some((_, places))) => Ok((wit::merge(batch, places, &out, &outcomes, p)?, outcomes)),
+                        _ => Ok((out, outcomes)),
+                    }
+                });
+                let checked = checked.map_err(CallFailure::Malformed);
                 match checked {
                     Ok(_) => self.live = Some(live),
                     Err(_) => self.metrics.malformed.increment(1),

@@ -8,21 +8,14 @@ wasmtime::component::bindgen!({
 });
 
 pub use etl::transform::host::Algorithm;
-pub use etl::transform::types::{Changed, Outcome};
+pub use etl::transform::types::{Changed, Outcome, Projection};
 
+use plugin_sdk::projection::Places;
 use plugin_sdk::record::{self, ColumnsRef};
 
 /// The column form of a batch, for a call.
 pub fn to_wit(b: &record::Batch) -> Batch {
-    let c = b.to_columns();
-    Batch {
-        keys: c.keys,
-        text: c.text,
-        cell_keys: c.cell_keys,
-        cell_kinds: c.cell_kinds,
-        cell_values: c.cell_values,
-        records: c.records,
-    }
+    from_columns(b.to_columns())
 }
 
 impl Batch {
@@ -56,6 +49,37 @@ impl Batch {
             cell_values: self.cell_values[cells].to_vec(),
             records: self.records[range].to_vec(),
         }
+    }
+}
+
+/// `batch` as a step with projection `reads` sees it, and where its cells
+/// came from.
+pub fn project(batch: &Batch, reads: &[String]) -> (Batch, Places) {
+    let (columns, places) = plugin_sdk::projection::project(batch.columns(), reads);
+    (from_columns(columns), places)
+}
+
+/// A projected step's checked output, completed with the fields of its
+/// input records that the step does not own (`plugin_sdk::projection`).
+pub fn merge(
+    input: &Batch,
+    places: &Places,
+    out: &Batch,
+    outcomes: &[record::Outcome],
+    p: &Projection,
+) -> Result<Batch, String> {
+    plugin_sdk::projection::merge(input.columns(), places, out.columns(), outcomes, &p.reads, &p.writes)
+        .map(from_columns)
+}
+
+fn from_columns(c: record::Columns) -> Batch {
+    Batch {
+        keys: c.keys,
+        text: c.text,
+        cell_keys: c.cell_keys,
+        cell_kinds: c.cell_kinds,
+        cell_values: c.cell_values,
+        records: c.records,
     }
 }
 

@@ -5,7 +5,7 @@
 //! (`major * 1_000_000 + minor * 1_000 + patch`). A missing, null, non-text or
 //! malformed version is rejected with the reason, or given `default`.
 
-use plugin_sdk::{Cell, Field, Input, OutputBuilder, Transform, Value};
+use plugin_sdk::{Cell, Field, Input, OutputBuilder, Projection, Transform, Value};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -94,6 +94,22 @@ impl Transform for AppVersion {
             return Err("`field` must not be empty".into());
         }
         Ok(AppVersion { params })
+    }
+
+    /// Reads the version field and writes its outputs; the host keeps every
+    /// other field.
+    fn fields(&self) -> Option<Projection> {
+        let p = &self.params;
+        let outputs = [
+            Some(p.major.as_deref().unwrap_or(&p.field)),
+            p.minor.as_deref(),
+            p.patch.as_deref(),
+            p.sortable.as_deref(),
+        ];
+        Some(Projection {
+            reads: vec![p.field.clone()],
+            writes: outputs.into_iter().flatten().map(String::from).collect(),
+        })
     }
 
     fn transform(&mut self, input: &Input, out: &mut OutputBuilder) {

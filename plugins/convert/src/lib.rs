@@ -13,7 +13,7 @@
 //! or replaced by `default` when one is given.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
-use plugin_sdk::{Input, OutputBuilder, Scalar, Span, Transform, Value};
+use plugin_sdk::{Input, OutputBuilder, Projection, Scalar, Span, Transform, Value};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -95,6 +95,12 @@ impl Transform for Convert {
         }
         let rules = p.fields.into_iter().map(|(field, spec)| rule(field, spec)).collect::<Result<_, _>>()?;
         Ok(Convert { rules })
+    }
+
+    /// Reads (and converts in place) the fields it names; the host keeps
+    /// every other field.
+    fn fields(&self) -> Option<Projection> {
+        Some(Projection { reads: self.rules.iter().map(|r| r.field.clone()).collect(), writes: Vec::new() })
     }
 
     fn transform(&mut self, input: &Input, out: &mut OutputBuilder) {

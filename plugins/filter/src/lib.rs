@@ -13,7 +13,7 @@
 //! false` drops the records that meet them instead. A record left out is
 //! dropped (counted as filtered, never a dead letter).
 
-use plugin_sdk::{Cells, Input, OutputBuilder, Scalar, Transform, Value};
+use plugin_sdk::{Cells, Input, OutputBuilder, Projection, Scalar, Transform, Value};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -92,6 +92,12 @@ impl Transform for Filter {
         }
         let rules = conditions.into_iter().enumerate().map(|(i, c)| rule(i + 1, c)).collect::<Result<_, _>>()?;
         Ok(Filter { rules, all, keep: p.keep })
+    }
+
+    /// Reads the fields of its conditions and writes none: a kept record's
+    /// other fields stay in the host.
+    fn fields(&self) -> Option<Projection> {
+        Some(Projection { reads: self.rules.iter().map(|r| r.field.clone()).collect(), writes: Vec::new() })
     }
 
     fn transform(&mut self, input: &Input, out: &mut OutputBuilder) {

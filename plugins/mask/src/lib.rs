@@ -10,7 +10,7 @@
 //! unless `missing = "null"`. Hashing runs in the host, batched, one call per
 //! batch.
 
-use plugin_sdk::{Algorithm, Cell, Input, OutputBuilder, Transform, Value, hex_digests};
+use plugin_sdk::{Algorithm, Cell, Input, OutputBuilder, Projection, Transform, Value, hex_digests};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -93,6 +93,15 @@ impl Transform for Mask {
             _ => {}
         }
         Ok(Mask { fields, algorithm, width, secret: p.secret, keep_original: p.keep_original, missing: p.missing })
+    }
+
+    /// Reads the fields it masks and writes their outputs; the host keeps
+    /// every other field.
+    fn fields(&self) -> Option<Projection> {
+        Some(Projection {
+            reads: self.fields.iter().map(|(from, _)| from.clone()).collect(),
+            writes: self.fields.iter().map(|(_, to)| to.clone()).collect(),
+        })
     }
 
     fn transform(&mut self, input: &Input, out: &mut OutputBuilder) {

@@ -10,13 +10,15 @@ mod digest;
 pub mod json;
 mod output;
 mod params;
+pub mod projection;
 mod read;
 pub mod record;
 
 /// Generated from `wit/transform.wit`.
+#[allow(clippy::too_many_arguments)] // the generated export glue of `fields`
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "plugin",
+        world: "projecting-plugin",
         path: "../../wit",
         pub_export_macro: true,
         default_bindings_module: "plugin_sdk::bindings",
@@ -25,7 +27,7 @@ pub mod bindings {
 }
 
 pub use bindings::Guest;
-pub use bindings::etl::transform::types::Description;
+pub use bindings::etl::transform::types::{Description, Projection};
 #[cfg(not(target_arch = "wasm32"))]
 pub use digest::grant_native_secret;
 pub use digest::{Algorithm, hex_digests};
@@ -61,6 +63,16 @@ pub trait Transform: Sized + 'static {
     fn unchanged(&self, _kinds: &[u8]) -> bool {
         false
     }
+
+    /// The top-level fields this configured step reads and those it may
+    /// add or replace besides, if it can say: the host then passes it
+    /// records with only the fields it reads (less to copy in, decode and
+    /// copy back) and keeps every other field as it was. Every record
+    /// `transform` emits must then hold only fields of the two lists.
+    /// `None` (the default): whole records.
+    fn fields(&self) -> Option<Projection> {
+        None
+    }
 }
 
 /// Parses `params` (JSON text) and builds `T`.
@@ -90,11 +102,27 @@ pub fn run_columns<T: Transform>(t: &mut T, batch: Columns) -> (Columns, Option<
     (columns, Some(outcomes))
 }
 
-/// [`run_columns`] on a decoded batch, for tests.
+/// [`run_columns`] on a decoded batch, for tests, with the step's
+/// [`Transform::fields`] applied as the host applies them (see
+/// [`projection`]). Panics if the step emits a field it does not declare.
 pub fn run<T: Transform>(t: &mut T, batch: Batch) -> Output {
     let n = batch.records.len();
-    let (columns, outcomes) = run_columns(t, batch.into_columns());
-    Output { batch: columns.into_batch_unchecked(), outcomes: outcomes.unwrap_or(vec![Outcome::Emit(1); n]) }
+    let input = batch.into_columns();
+    let Some(p) = t.fields() else {
+        let (columns, outcomes) = run_columns(t, input);
+        return Output {
+            batch: columns.into_batch_unchecked(),
+            outcomes: outcomes.unwrap_or(vec![Outcome::Emit(1); n]),
+        };
+    };
+    let (projected, places) = projection::project(input.as_ref(), &p.reads);
+    let (columns, outcomes) = run_columns(t, projected);
+    let Some(outcomes) = outcomes else {
+        return Output { batch: input.into_batch_unchecked(), outcomes: vec![Outcome::Emit(1); n] };
+    };
+    let merged = projection::merge(input.as_ref(), &places, columns.as_ref(), &outcomes, &p.reads, &p.writes)
+        .unwrap_or_else(|e| panic!("the host would refuse this output: {e}"));
+    Output { batch: merged.into_batch_unchecked(), outcomes }
 }
 
 /// The JSON Schema of `T`'s params, as JSON text.
@@ -158,7 +186,7 @@ pub mod glue {
     }
 }
 
-/// Exports a [`Transform`] as the component's `transform` world. Does
+/// Exports a [`Transform`] as a component of the `projecting-plugin` world. Does
 /// nothing when compiled natively, so plugin crates link into tests and
 /// benchmarks side by side.
 #[macro_export]
@@ -183,6 +211,9 @@ macro_rules! plugin {
                     let t = $crate::configure::<$t>(&params)?;
                     STATE.with(|s| *s.borrow_mut() = Some(t));
                     Ok(())
+                }
+                fn fields() -> Option<$crate::Projection> {
+                    STATE.with(|s| s.borrow().as_ref().and_then($crate::Transform::fields))
                 }
                 fn transform(
                     input: $crate::bindings::etl::transform::types::Batch,

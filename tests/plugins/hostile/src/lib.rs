@@ -7,10 +7,13 @@
 //! reports what it saw in field `seen`), `sleep` (the WASI sleep, for 10 s),
 //! `sleep-in-configure`, `deep` (a field of `depth` nested arrays),
 //! `log` (a kilobyte to stderr per record), `digest-flood` (asks the host
-//! for the digests of 4 million empty inputs). With `trigger` set, only records
+//! for the digests of 4 million empty inputs), `projected` (declares that it
+//! reads only field `bad` and writes `seen`, and reports in `seen` how many
+//! fields it was given), `undeclared` (declares the same, and emits a field
+//! `sneaky` it did not declare). With `trigger` set, only records
 //! whose field of that name is `true` set it off; the others pass unchanged.
 
-use plugin_sdk::{Cell, Input, OutputBuilder, Span, Transform, Value};
+use plugin_sdk::{Cell, Input, OutputBuilder, Projection, Span, Transform, Value};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -50,6 +53,8 @@ pub enum Mode {
     Deep,
     Log,
     DigestFlood,
+    Projected,
+    Undeclared,
 }
 
 pub struct Hostile {
@@ -70,6 +75,11 @@ impl Transform for Hostile {
         Ok(Hostile { p })
     }
 
+    fn fields(&self) -> Option<Projection> {
+        let projected = matches!(self.p.mode, Mode::Projected | Mode::Undeclared);
+        projected.then(|| Projection { reads: vec!["bad".into()], writes: vec!["seen".into()] })
+    }
+
     fn transform(&mut self, input: &Input, out: &mut OutputBuilder) {
         let trigger = self.p.trigger.as_deref().map(|t| out.find_key(t));
         let mut fired = false;
@@ -84,6 +94,9 @@ impl Transform for Hostile {
             out.copy(record);
             if hit && !fired {
                 fired = true;
+                if self.p.mode == Mode::Projected {
+                    self.seen(out, format!("fields={}", record.fields().count()));
+                }
                 if self.misbehave(out) {
                     return; // wrong shape: outcomes missing
                 }
@@ -116,7 +129,12 @@ impl Hostile {
                 out.push(Cell { key, value: Value::Text(Span { offset: u32::MAX - 4, len: 4 }) });
                 false
             }
-            Mode::ConfigureFails | Mode::SleepInConfigure => false,
+            Mode::ConfigureFails | Mode::SleepInConfigure | Mode::Projected => false,
+            Mode::Undeclared => {
+                let key = out.key("sneaky");
+                out.push(Cell { key, value: Value::Boolean(true) });
+                false
+            }
             Mode::Sleep => {
                 std::thread::sleep(std::time::Duration::from_secs(10));
                 false
