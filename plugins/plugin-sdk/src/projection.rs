@@ -36,11 +36,13 @@ pub struct Places {
 }
 
 /// The records of `batch` (a checked batch) with only their top-level
-/// fields named in `reads`, each whole; the keys list is kept as it is.
+/// fields named in `reads`, each whole, and only the keys those use (each
+/// key is a string the component allocates for, every call).
 pub fn project(batch: ColumnsRef<'_>, reads: &[String]) -> (Columns, Places) {
     let read = named(batch.keys, &[reads]);
-    let mut out =
-        Columns { keys: batch.keys.to_vec(), records: Vec::with_capacity(batch.records.len()), ..Columns::default() };
+    let mut out = Columns { records: Vec::with_capacity(batch.records.len()), ..Columns::default() };
+    // Each input key's index among the projected batch's keys, once used.
+    let mut key_to = vec![NO_KEY; batch.keys.len()];
     let mut cells = Some(Vec::new());
     let mut start = 0;
     for &n in batch.records {
@@ -54,7 +56,18 @@ pub fn project(batch: ColumnsRef<'_>, reads: &[String]) -> (Columns, Places) {
                     (Some(c), 1) => c.push(i as u32),
                     _ => cells = None,
                 }
-                push_all(&mut out.cell_keys, &batch.cell_keys[i..i + w]);
+                for &k in &batch.cell_keys[i..i + w] {
+                    let k = match k {
+                        NO_KEY => NO_KEY,
+                        k if key_to[k as usize] == NO_KEY => {
+                            key_to[k as usize] = out.keys.len() as u32;
+                            out.keys.push(batch.keys[k as usize].clone());
+                            key_to[k as usize]
+                        }
+                        k => key_to[k as usize],
+                    };
+                    out.cell_keys.push(k);
+                }
                 push_all(&mut out.cell_kinds, &batch.cell_kinds[i..i + w]);
                 // Text moves to the new arena: only what the step reads
                 // crosses the boundary.
@@ -106,8 +119,7 @@ struct Merger<'a> {
     input: ColumnsRef<'a>,
     out: ColumnsRef<'a>,
     key_map: Vec<u32>,
-    /// Whether `key_map` maps every key to itself (the SDK's output starts
-    /// from the input's keys, so it usually does).
+    /// Whether `key_map` maps every key to itself.
     same_keys: bool,
     owned: Vec<bool>,
     text_base: u64,
