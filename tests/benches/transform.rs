@@ -1,7 +1,9 @@
 //! The logins chain (flatten, app-version, mask sha256) in WebAssembly, under
 //! the sandbox limits (epoch deadline, memory cap), against the same plugin
 //! logic compiled natively, at batches of 1, 100 and 1,000 records; the same
-//! for a `filter` -> `convert` chain; then how
+//! for a `filter` -> `convert` chain and for `mask` alone on records of 30
+//! fields, each also with every step given whole records
+//! (`HOST_PROJECTION=off`); then how
 //! fast the sandbox stops a runaway plugin; last, start-up with and without
 //! the compiled-component cache.
 //!
@@ -56,6 +58,7 @@ fn main() {
         chain_row(size, native, &mut rates);
     }
     filter_convert(&engine, &whole, &lines);
+    wide_mask(&engine, &whole, &lines);
     if std::env::var("BENCH_SECTION").is_ok_and(|s| s == "chains") {
         // `BENCH_SECTION=chains`: only the two chains' tables.
         return;
@@ -121,6 +124,39 @@ fn filter_convert(engine: &Arc<Engine>, whole: &Arc<Engine>, lines: &[String]) {
                     b.records.len()
                 },
             )
+        });
+        chain_row(size, native, &mut rates);
+    }
+}
+
+/// `mask` alone (sha256 of two fields into renamed ones) on the Fetch
+/// records with 24 text fields added (30 in all): what projection saves
+/// grows with the fields a step does not read.
+fn wide_mask(engine: &Arc<Engine>, whole: &Arc<Engine>, lines: &[String]) {
+    const MASK: &str = r#"{"fields":{"ip":"masked_ip","device_id":"masked_device_id"},"algorithm":"sha256"}"#;
+    let text = format!("[[transforms]]\nuses = \"mask\"\nparams = {}\n", toml_of(MASK));
+    let path = Path::new("wide-mask.toml");
+    let pipeline = config::validate(path, config::parse_str(path, &text, |_| None).expect("parses")).expect("valid");
+    let lines: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let extra: String = (0..24).map(|f| format!(r#","attr_{f}":"value {f} of record {i}""#)).collect();
+            l.trim_end().trim_end_matches('}').to_string() + &extra + "}"
+        })
+        .collect();
+    println!("\nmask alone on the same records with 24 text fields added (30 in all)");
+    chain_header();
+    for size in [1usize, 100, 1000] {
+        let batches = make_batches(&lines, size, 20_000usize.max(size));
+        let native = rate(
+            &batches,
+            || -> mask::Mask { plugin_sdk::configure(MASK).unwrap() },
+            |m, b| plugin_sdk::run_columns(m, b.to_columns()).0.records.len(),
+        );
+        let mut rates = [engine, whole].map(|e| {
+            let mut chain = TransformChain::build(e, &pipeline).expect("chain");
+            rate(&batches, || (), |_, b| chain.run(b).expect("runs").batch.records.len())
         });
         chain_row(size, native, &mut rates);
     }
