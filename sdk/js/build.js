@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Builds a plugin module into a WebAssembly component of the WIT world
-// `plugin` (etl:transform@0.1.0):
+// `projecting-plugin` (etl:transform@0.1.0):
 //
 //   node etl-plugin/build.js src/plugin.js -o dist/NAME.wasm [--wit wit]
 //
@@ -49,6 +49,7 @@ try {
     `const c = component(def, hexDigests);`,
     `export function describe() { return c.describe(); }`,
     `export function configure(params) { return c.configure(params); }`,
+    `export function fields() { return c.fields(); }`,
     `export function transform(batch) { return c.transform(batch); }`,
   ].join("\n");
   // Named after the output and kept beside it: a reject reason's place
@@ -79,7 +80,7 @@ try {
   const { component } = await componentize({
     sourcePath: bundle,
     witPath: relative(process.cwd(), resolve(wit)) || ".",
-    worldName: "plugin",
+    worldName: "projecting-plugin",
     disableFeatures: ["http", "fetch-event"],
     enableAot: aot,
   });

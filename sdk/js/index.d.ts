@@ -76,6 +76,13 @@ interface Common<P, S> {
   params?: Type<P>;
   /** Builds the state from checked params; throw an Error naming the wrong param. */
   init?(params: P): S;
+  /**
+   * The top-level fields the configured step reads and those it may add or
+   * replace besides: the host then gives it records of only the fields it
+   * reads and keeps the others (see plugins/README.md, "Declaring the
+   * fields a step uses"). Undefined: whole records.
+   */
+  projection?(state: S): [reads: string[], writes: string[]] | undefined;
 }
 
 export type PluginDef<P = any, S = any> = Common<P, S> &

@@ -145,6 +145,7 @@ export function plugin(def) {
   if (typeof def[modes[0]] !== "function") throw new Error(`plugin: \`${modes[0]}\` must be a function`);
   if (def.params !== undefined && !(def.params instanceof Type)) throw new Error("plugin: `params` must be made with `t`");
   if (def.init !== undefined && typeof def.init !== "function") throw new Error("plugin: `init` must be a function");
+  if (def.projection !== undefined && typeof def.projection !== "function") throw new Error("plugin: `projection` must be a function");
   return Object.freeze({ ...def, summary: def.summary ?? "", [DEF]: modes[0] });
 }
 
@@ -183,6 +184,21 @@ export function configure(p, params) {
   } catch (e) {
     throw new Error(e instanceof Error ? e.message : String(e));
   }
+}
+
+/**
+ * The configured step's declared fields, `{reads, writes}` (the WIT
+ * `projection`), or undefined for whole records.
+ */
+export function projection(p, state) {
+  if (!p.projection) return undefined;
+  const declared = p.projection(state);
+  if (declared === undefined || declared === null) return undefined;
+  const names = (l) => Array.isArray(l) && l.every((n) => typeof n === "string");
+  if (!Array.isArray(declared) || declared.length !== 2 || !names(declared[0]) || !names(declared[1])) {
+    throw new Error("projection() returns [reads, writes]: two arrays of field names, or undefined");
+  }
+  return { reads: [...declared[0]], writes: [...declared[1]] };
 }
 
 /**
@@ -341,8 +357,8 @@ const EMIT_ONE = Object.freeze({ tag: "emit", val: 1 });
 const DROP = Object.freeze({ tag: "drop" });
 
 /**
- * The component's three exports for a plugin (what `build.js` wires to the
- * WIT world `plugin`). `hostHexDigests` is the host import.
+ * The component's exports for a plugin (what `build.js` wires to the WIT
+ * world `projecting-plugin`). `hostHexDigests` is the host import.
  */
 export function component(p, hostHexDigests) {
   setHasher((algorithm, secret, data, ends) => {
@@ -366,6 +382,7 @@ export function component(p, hostHexDigests) {
         return { tag: "err", val: e instanceof Error ? e.message : String(e) };
       }
     },
+    fields: () => (configured ? projection(p, state) : undefined),
     transform(b) {
       if (!configured) {
         return { tag: "changed", val: { batch: new Encoder(16, 4).finish(), outcomes: Array.from(b.records, () => ({ tag: "reject", val: "plugin was not configured" })) } };

@@ -4,7 +4,7 @@
 // back. Hashing uses node:crypto, with the secrets a test grants.
 
 import { createHash, createHmac } from "node:crypto";
-import { Encoder, configure as configurePlugin, decodeBatch, run as runBatch, setHasher } from "./index.js";
+import { Encoder, configure as configurePlugin, decodeBatch, projection, run as runBatch, setHasher } from "./index.js";
 
 let secrets = new Map();
 
@@ -46,9 +46,42 @@ export function batch(records) {
 export function run(pluginDef, params, records, { secrets: granted = {} } = {}) {
   secrets = new Map(Object.entries(granted).map(([k, v]) => [k, typeof v === "string" ? Buffer.from(v) : v]));
   const state = configure(pluginDef, params);
-  const input = batch(records);
-  const output = runBatch(pluginDef, state, input);
-  return results(input, output);
+  // A step that declares its fields is given only those and its records
+  // are completed as the host completes them.
+  const p = projection(pluginDef, state);
+  const given = p ? records.map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => p.reads.includes(k)))) : records;
+  const input = batch(given);
+  const got = results(input, runBatch(pluginDef, state, input));
+  if (!p) return got;
+  const owned = new Set([...p.reads, ...p.writes]);
+  return got.map((g, i) => (g.emit ? { emit: g.emit.map((e) => merge(records[i], e, owned)) } : g));
+}
+
+/**
+ * `emitted` completed with `record`'s fields the step does not own: those
+ * keep their place, the step's fields take the owned fields' places in
+ * order, the rest after the last of those (or at the end).
+ */
+function merge(record, emitted, owned) {
+  for (const k of Object.keys(emitted)) {
+    if (!owned.has(k)) throw new Error(`malformed output: field \`${k}\` is not among the fields it declared (reads and writes)`);
+  }
+  const places = Object.keys(record).filter((k) => owned.has(k)).length;
+  let mine = Object.entries(emitted);
+  const out = {};
+  let seen = 0;
+  for (const [k, v] of Object.entries(record)) {
+    if (!owned.has(k)) {
+      out[k] = v;
+      continue;
+    }
+    seen += 1;
+    const take = seen === places ? mine : mine.slice(0, 1);
+    for (const [name, value] of take) out[name] = value;
+    mine = mine.slice(take.length);
+  }
+  for (const [name, value] of mine) out[name] = value;
+  return out;
 }
 
 /** The results of a WIT output against its input batch. */

@@ -85,7 +85,7 @@ pub fn build_python_examples(ws: &Path, venv: &Path, out: &Path) -> Result<(), S
             Command::new(venv.join("bin/componentize-py"))
                 .arg("-d")
                 .arg(ws.join("wit"))
-                .args(["-w", "plugin", "componentize", "plugin", "-o"])
+                .args(["-w", "projecting-plugin", "componentize", "plugin", "-o"])
                 .arg(wasm)
                 .arg("-p")
                 .arg(example)

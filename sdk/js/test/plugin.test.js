@@ -124,3 +124,18 @@ test("hexDigests: sha256, sha512, hmac-sha256 with a granted secret, UTF-8 bytes
     createHash("sha256").update(Buffer.from("日本", "utf8")).digest("hex"),
   ]);
 });
+
+test("a projected step sees only what it reads, and the rest keep their place", () => {
+  const seen = plugin({
+    name: "seen",
+    version: "1.0.0",
+    projection: () => [["v", "u"], ["w"]],
+    transform: (r) => (String(r.v).includes("sneak") ? { ...r, k: "mine" } : { w: Object.keys(r).join(","), ...r }),
+  });
+  const got = run(seen, {}, [{ v: "a", k: 1, u: "b", z: 2 }, { k: 3 }]);
+  assert.deepEqual(Object.entries(got[0].emit[0]), [["w", "v,u"], ["k", 1], ["v", "a"], ["u", "b"], ["z", 2]]);
+  assert.deepEqual(Object.entries(got[1].emit[0]), [["k", 3], ["w", ""]]);
+  assert.throws(() => run(seen, {}, [{ v: "sneak", k: 1 }]), /field `k` is not among the fields it declared/);
+  const bad = plugin({ name: "bad", version: "1.0.0", projection: () => "v", transform: (r) => r });
+  assert.throws(() => run(bad, {}, [{ v: 1 }]), /two arrays of field names/);
+});

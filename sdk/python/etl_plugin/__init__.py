@@ -12,6 +12,13 @@ A plugin is a class decorated with `@plugin`, working on plain records
 - `keep(self, record)`: True or False. Kept records pass byte for byte,
   and a batch where all are kept costs no encoding at all.
 
+A plugin that uses a few of each record's fields may also define
+`projection(self)`, returning `(reads, writes)`: the top-level fields it
+reads and those it may add or replace besides. The host then gives it
+records of only the fields it reads and keeps the others itself (less to
+decode and encode); each record it emits may hold only fields of the two
+lists. See `plugins/README.md`, "Declaring the fields a step uses".
+
 Params are a dataclass given as `@plugin(params=Params)`; its JSON Schema
 is what `host plugins inspect` prints and what `host check` checks the
 pipeline's params against. `__init__(self, params)` gets the instance and
@@ -248,6 +255,7 @@ class Step:
             self.plugin = cls()
         else:
             self.plugin = cls(_load_params(meta.params, params))
+        self.projection = _projection(self.plugin)
 
     def transform(self, batch, emit_outcome, drop_outcome, reject_outcome):
         """None (every record passes unchanged), or (columns, outcomes)."""
@@ -390,6 +398,25 @@ class Step:
                 outcomes.append(reject_outcome(v.reason))
             start += n
         return enc.columns(), outcomes
+
+
+def _projection(plugin):
+    """The configured plugin's `projection()`, as (reads, writes) lists of
+    field names, or None."""
+    declare = getattr(plugin, "projection", None)
+    if not callable(declare):
+        return None
+    declared = declare()
+    if declared is None:
+        return None
+    try:
+        reads, writes = declared
+        reads, writes = list(reads), list(writes)
+    except (TypeError, ValueError):
+        raise TypeError("projection() returns (reads, writes): two lists of field names, or None") from None
+    if not all(isinstance(n, str) for n in reads + writes):
+        raise TypeError("projection() names fields by their names (str)")
+    return reads, writes
 
 
 def _load_params(cls, params):

@@ -41,6 +41,13 @@ def world(cls):
             gc.collect()
             gc.freeze()
 
+        def fields(self):
+            step = state.get("step")
+            if step is None or step.projection is None:
+                return None
+            reads, writes = step.projection
+            return T.Projection(reads, writes)
+
         def transform(self, input):
             step = state.get("step")
             if step is None:

@@ -26,7 +26,48 @@ def configure(cls, params=None, *, secrets=None):
 
 
 def run(step, records):
-    """One result per input record: emit(...), drop() or reject(reason)."""
+    """One result per input record: emit(...), drop() or reject(reason).
+    A step with a `projection()` is given only the fields it reads, and
+    its records are completed as the host completes them (raising
+    AssertionError for a field it emits without declaring it)."""
+    if step.projection is None:
+        return _run(step, records)
+    reads, writes = step.projection
+    owned = set(reads) | set(writes)
+    given = [{k: v for k, v in r.items() if k in reads} for r in records]
+    results = _run(step, given)
+    for i, result in enumerate(results):
+        if isinstance(result, Emitted):
+            results[i] = Emitted(tuple(_merge(records[i], r, owned) for r in result.records))
+    return results
+
+
+def _merge(record, emitted, owned):
+    """`emitted` completed with `record`'s fields the step does not own:
+    those keep their place, the step's fields take the owned fields'
+    places in order, the rest after the last of those (or at the end)."""
+    for k in emitted:
+        if k not in owned:
+            raise AssertionError(f"field `{k}` is not among the fields it declared (reads and writes)")
+    places = sum(1 for k in record if k in owned)
+    mine = list(emitted.items())
+    out = {}
+    seen = 0
+    for k, v in record.items():
+        if k not in owned:
+            out[k] = v
+            continue
+        seen += 1
+        take = mine if seen == places else mine[:1]
+        for name, value in take:
+            out[name] = value
+        mine = mine[len(take) :]
+    for name, value in mine:
+        out[name] = value
+    return out
+
+
+def _run(step, records):
     batch = _codec.encode(records)
     out = step.transform(batch, lambda n: ("emit", n), ("drop",), lambda why: ("reject", why))
     if out is None:

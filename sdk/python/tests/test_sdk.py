@@ -267,3 +267,37 @@ def test_a_changed_column_is_encoded_and_the_others_copied():
         etl.emit({"s": "A", "t": "keep", "n": 1}),
         etl.emit({"s": "Ü", "t": "also", "n": -2}),
     ]
+
+
+@etl.plugin(name="seen", version="1.0.0", summary="Says which fields it was given", params=None)
+class Seen:
+    def projection(self):
+        return ["v", "u"], ["w"]
+
+    def transform(self, record):
+        if "sneak" in record.get("v", ""):
+            return {**record, "k": "mine"}
+        return {"w": ",".join(record), **record}
+
+
+def test_a_projected_step_sees_only_what_it_reads_and_the_rest_keep_their_place():
+    step = configure(Seen)
+    out = run(step, [{"v": "a", "k": 1, "u": "b", "z": 2}, {"k": 3}])
+    # Its fields take the owned places in order, the rest after the last.
+    assert list(out[0].records[0].items()) == [("w", "v,u"), ("k", 1), ("v", "a"), ("u", "b"), ("z", 2)]
+    assert list(out[1].records[0].items()) == [("k", 3), ("w", "")]
+    with pytest.raises(AssertionError, match="field `k` is not among the fields it declared"):
+        run(step, [{"v": "sneak", "k": 1}])
+
+
+def test_a_projection_that_is_not_two_lists_is_refused():
+    @etl.plugin(name="bad", version="1.0.0", summary="x", params=None)
+    class Bad:
+        def projection(self):
+            return "v"
+
+        def transform(self, record):
+            return record
+
+    with pytest.raises(TypeError, match="two lists"):
+        configure(Bad)

@@ -82,7 +82,7 @@ async fn a_new_python_plugin_tests_builds_and_loads_rows() {
     let venv = tools("venv");
     let built = Command::new(venv.join("bin/componentize-py"))
         .current_dir(&dir)
-        .args(["-d", "wit", "-w", "plugin", "componentize", "plugin", "-o", "upper-locale.wasm"])
+        .args(["-d", "wit", "-w", "projecting-plugin", "componentize", "plugin", "-o", "upper-locale.wasm"])
         .output()
         .unwrap();
     ok("componentize-py", &built);

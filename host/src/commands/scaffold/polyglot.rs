@@ -104,7 +104,7 @@ pub fn next_steps(dir: &Path, name: &str, lang: Lang) -> String {
         Lang::Python => format!(
             "next:\n  cd {dir}\n  python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt\n  \
              .venv/bin/pytest                   # the plugin's tests, natively\n  \
-             .venv/bin/componentize-py -d wit -w plugin componentize plugin -o {name}.wasm\n  \
+             .venv/bin/componentize-py -d wit -w projecting-plugin componentize plugin -o {name}.wasm\n  \
              host test pipeline.toml            # the pipeline's cases, through the component\n"
         ),
         Lang::Js => format!(

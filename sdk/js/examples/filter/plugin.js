@@ -52,8 +52,12 @@ export default plugin({
     const all = Boolean(p.all);
     const conditions = p.all ?? p.any;
     if (conditions.length === 0) throw new Error(`\`${all ? "all" : "any"}\` must hold at least one condition`);
-    return { rules: conditions.map((c, i) => rule(i + 1, c)), all, keep: p.keep };
+    return { rules: conditions.map((c, i) => rule(i + 1, c)), fields: conditions.map((c) => c.field), all, keep: p.keep };
   },
+
+  // Reads the fields of its conditions and writes none: a kept record's
+  // other fields stay in the host.
+  projection: (s) => [s.fields, []],
 
   keep(record, s) {
     const met = s.all ? s.rules.every((r) => r(record)) : s.rules.some((r) => r(record));

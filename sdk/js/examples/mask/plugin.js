@@ -121,6 +121,9 @@ export default plugin({
     };
   },
 
+  // Reads the fields it masks, writes their outputs; the host keeps the rest.
+  projection: (s) => [s.from, s.to],
+
   transformBatch(records, s) {
     const k = s.from.length, n = records.length;
     const has = Object.prototype.hasOwnProperty;

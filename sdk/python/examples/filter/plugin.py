@@ -110,6 +110,11 @@ class Filter:
         self.rules = [_rule(i + 1, c) for i, c in enumerate(conditions)]
         self.keep_met = p.keep
 
+    def projection(self):
+        # Reads the fields of its conditions and writes none: a kept
+        # record's other fields stay in the host.
+        return [field for field, _ in self.rules], []
+
     def keep(self, record):
         get = record.get
         if self.all:

@@ -64,6 +64,11 @@ class Mask:
         # loses it (the output wins), which the quick path cannot do.
         self.clashes = self.outputs - set(self.index)
 
+    def projection(self):
+        # Reads the fields it masks, writes their outputs; the host keeps
+        # the rest.
+        return [src for src, _ in self.fields], [dst for _, dst in self.fields]
+
     def transform_batch(self, records):
         # The usual batch: every field to mask is text in every record.
         columns = [[r.get(src, _ABSENT) for r in records] for src, _ in self.fields]
