@@ -375,6 +375,7 @@ export function component(p, hostHexDigests) {
     configure(params) {
       try {
         state = configure(p, params);
+        projection(p, state); // a malformed declaration is the params' error, not a trap later
         configured = true;
         return { tag: "ok", val: undefined };
       } catch (e) {

@@ -110,7 +110,7 @@ struct Live {
     /// The fields the configured step declared (the `fields` export of
     /// the `projecting-plugin` world), if it did: calls then pass only
     /// those (see `plugin_sdk::projection`).
-    projection: Option<wit::Projection>,
+    projection: Option<plugin_sdk::projection::Declared>,
 }
 
 impl StepRunner {
@@ -216,7 +216,7 @@ impl StepRunner {
                             err(format!("its `fields` export is not the projecting-plugin world's: {e:#}"))
                         })?;
                         match f.call(&mut store, ()) {
-                            Ok((p,)) => p,
+                            Ok((p,)) => p.map(|p| plugin_sdk::projection::Declared::new(&p.reads, &p.writes)),
                             Err(e) => return Err(err(self.failure(&mut store, e).to_string())),
                         }
                     }
@@ -243,7 +243,7 @@ impl StepRunner {
         };
         live.store.set_epoch_deadline(ticks(self.step.limits.max_call));
         let started = std::time::Instant::now();
-        let projected = live.projection.as_ref().map(|p| wit::project(batch, &p.reads));
+        let projected = live.projection.as_ref().map(|p| wit::project(batch, p));
         let called = live.instance.call_transform(&mut live.store, projected.as_ref().map_or(batch, |(b, _)| b));
         self.metrics.call.record(started.elapsed());
         match called {

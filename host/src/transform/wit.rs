@@ -1,4 +1,6 @@
-//! Host bindings of `wit/transform.wit` (world `plugin`).
+//! Host bindings of `wit/transform.wit` (world `plugin`; the `fields`
+//! export of world `projecting-plugin` is looked up by name, see
+//! `step.rs`), and projection onto `plugin_sdk::projection`.
 //!
 //! Must not trust a plugin's output: every output is checked here before use.
 
@@ -10,7 +12,7 @@ wasmtime::component::bindgen!({
 pub use etl::transform::host::Algorithm;
 pub use etl::transform::types::{Changed, Outcome, Projection};
 
-use plugin_sdk::projection::Places;
+use plugin_sdk::projection::{Declared, Places};
 use plugin_sdk::record::{self, ColumnsRef};
 
 /// The column form of a batch, for a call.
@@ -54,8 +56,8 @@ impl Batch {
 
 /// `batch` as a step with projection `reads` sees it, and where its cells
 /// came from.
-pub fn project(batch: &Batch, reads: &[String]) -> (Batch, Places) {
-    let (columns, places) = plugin_sdk::projection::project(batch.columns(), reads);
+pub fn project(batch: &Batch, declared: &Declared) -> (Batch, Places) {
+    let (columns, places) = plugin_sdk::projection::project(batch.columns(), declared);
     (from_columns(columns), places)
 }
 
@@ -66,10 +68,9 @@ pub fn merge(
     places: &Places,
     out: &Batch,
     outcomes: &[record::Outcome],
-    p: &Projection,
+    declared: &Declared,
 ) -> Result<Batch, String> {
-    plugin_sdk::projection::merge(input.columns(), places, out.columns(), outcomes, &p.reads, &p.writes)
-        .map(from_columns)
+    plugin_sdk::projection::merge(input.columns(), places, out.columns(), outcomes, declared).map(from_columns)
 }
 
 fn from_columns(c: record::Columns) -> Batch {

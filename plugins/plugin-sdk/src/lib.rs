@@ -115,12 +115,13 @@ pub fn run<T: Transform>(t: &mut T, batch: Batch) -> Output {
             outcomes: outcomes.unwrap_or(vec![Outcome::Emit(1); n]),
         };
     };
-    let (projected, places) = projection::project(input.as_ref(), &p.reads);
+    let declared = projection::Declared::new(&p.reads, &p.writes);
+    let (projected, places) = projection::project(input.as_ref(), &declared);
     let (columns, outcomes) = run_columns(t, projected);
     let Some(outcomes) = outcomes else {
         return Output { batch: input.into_batch_unchecked(), outcomes: vec![Outcome::Emit(1); n] };
     };
-    let merged = projection::merge(input.as_ref(), &places, columns.as_ref(), &outcomes, &p.reads, &p.writes)
+    let merged = projection::merge(input.as_ref(), &places, columns.as_ref(), &outcomes, &declared)
         .unwrap_or_else(|e| panic!("the host would refuse this output: {e}"));
     Output { batch: merged.into_batch_unchecked(), outcomes }
 }

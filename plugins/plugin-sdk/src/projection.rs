@@ -11,6 +11,7 @@
 
 use crate::record::kind::{ARRAY, OBJECT, TEXT};
 use crate::record::{Columns, ColumnsRef, NO_KEY, Outcome};
+use std::collections::{HashMap, HashSet};
 
 /// Cells taken by the field starting at cell `i`: 1, or 1 and its members.
 #[inline]
@@ -21,9 +22,30 @@ fn width(b: ColumnsRef<'_>, i: usize) -> usize {
     }
 }
 
-/// Whether each of `keys` is named by `names`.
-fn named(keys: &[String], names: &[&[String]]) -> Vec<bool> {
-    keys.iter().map(|k| names.iter().any(|list| list.contains(k))).collect()
+/// A step's declared fields as sets, made once per configured instance:
+/// the plugin chooses how many it declares, and each call looks every key
+/// of its batch up in them.
+pub struct Declared {
+    reads: HashSet<String>,
+    /// Read or written.
+    owned: HashSet<String>,
+    /// Written without being read: an input record's field of such a name
+    /// is owned but not given to the step.
+    write_only: HashSet<String>,
+}
+
+impl Declared {
+    pub fn new(reads: &[String], writes: &[String]) -> Self {
+        let reads: HashSet<String> = reads.iter().cloned().collect();
+        let write_only: HashSet<String> = writes.iter().filter(|w| !reads.contains(*w)).cloned().collect();
+        let owned = reads.union(&write_only).cloned().collect();
+        Declared { reads, owned, write_only }
+    }
+}
+
+/// Whether each of `keys` is in `set`.
+fn named(keys: &[String], set: &HashSet<String>) -> Vec<bool> {
+    keys.iter().map(|k| set.contains(k.as_str())).collect()
 }
 
 /// Where a projected batch's cells came from, for [`merge`].
@@ -38,8 +60,8 @@ pub struct Places {
 /// The records of `batch` (a checked batch) with only their top-level
 /// fields named in `reads`, each whole, and only the keys those use (each
 /// key is a string the component allocates for, every call).
-pub fn project(batch: ColumnsRef<'_>, reads: &[String]) -> (Columns, Places) {
-    let read = named(batch.keys, &[reads]);
+pub fn project(batch: ColumnsRef<'_>, declared: &Declared) -> (Columns, Places) {
+    let read = named(batch.keys, &declared.reads);
     let mut out = Columns { records: Vec::with_capacity(batch.records.len()), ..Columns::default() };
     // Each input key's index among the projected batch's keys, once used.
     let mut key_to = vec![NO_KEY; batch.keys.len()];
@@ -180,8 +202,7 @@ fn one_for_one(
     places: &Places,
     out: ColumnsRef<'_>,
     outcomes: &[Outcome],
-    writes: &[String],
-    reads: &[String],
+    declared: &Declared,
 ) -> bool {
     let mut emitted = out.records.iter();
     let kept = outcomes.iter().zip(&places.records).all(|(o, &given)| match o {
@@ -190,7 +211,7 @@ fn one_for_one(
         Outcome::Emit(_) => false,
     });
     kept && out.cell_kinds.iter().all(|&k| k != OBJECT && k != ARRAY)
-        && !writes.iter().any(|w| !reads.contains(w) && input.keys.contains(w))
+        && !input.keys.iter().any(|k| declared.write_only.contains(k.as_str()))
 }
 
 /// Each record the step emitted (`out`, checked, and `outcomes`, one per
@@ -209,22 +230,38 @@ pub fn merge(
     places: &Places,
     out: ColumnsRef<'_>,
     outcomes: &[Outcome],
-    reads: &[String],
-    writes: &[String],
+    declared: &Declared,
 ) -> Result<Columns, String> {
     let mut keys = input.keys.to_vec();
-    let key_map: Vec<u32> = out
-        .keys
-        .iter()
-        .map(|k| match keys.iter().position(|x| x == k) {
-            Some(i) => i as u32,
-            None => {
-                keys.push(k.clone());
-                (keys.len() - 1) as u32
-            }
-        })
-        .collect();
-    let owned = named(&keys, &[reads, writes]);
+    // The step chooses how many keys it answers with: a search of the
+    // input's keys each while both lists are short, a map beyond.
+    let key_map: Vec<u32> = if input.keys.len() * out.keys.len() <= 256 {
+        out.keys
+            .iter()
+            .map(|k| match keys.iter().position(|x| x == k) {
+                Some(i) => i as u32,
+                None => {
+                    keys.push(k.clone());
+                    (keys.len() - 1) as u32
+                }
+            })
+            .collect()
+    } else {
+        let mut index: HashMap<&str, u32> = HashMap::with_capacity(input.keys.len() + out.keys.len());
+        for (i, k) in input.keys.iter().enumerate() {
+            index.entry(k.as_str()).or_insert(i as u32);
+        }
+        out.keys
+            .iter()
+            .map(|k| {
+                *index.entry(k.as_str()).or_insert_with(|| {
+                    keys.push(k.clone());
+                    (keys.len() - 1) as u32
+                })
+            })
+            .collect()
+    };
+    let owned = named(&keys, &declared.owned);
     let text_base = input.text.len() as u64;
     if text_base + out.text.len() as u64 > u64::from(u32::MAX) {
         return Err("the batch's text would exceed 4 GiB".into());
@@ -251,7 +288,7 @@ pub fn merge(
         },
     };
     if let Some(cells) = &places.cells
-        && one_for_one(input, places, out, outcomes, writes, reads)
+        && one_for_one(input, places, out, outcomes, declared)
     {
         // Each emitted field, one cell, takes the place of the field it
         // was given: the kept input records' cells, copied in runs, with
@@ -398,8 +435,9 @@ mod tests {
         reads: &[String],
         writes: &[String],
     ) -> Result<Columns, String> {
-        let (_, places) = project(input.as_ref(), reads);
-        merge(input.as_ref(), &places, out.as_ref(), outcomes, reads, writes)
+        let declared = Declared::new(reads, writes);
+        let (_, places) = project(input.as_ref(), &declared);
+        merge(input.as_ref(), &places, out.as_ref(), outcomes, &declared)
     }
 
     fn names(list: &[&str]) -> Vec<String> {
@@ -410,7 +448,7 @@ mod tests {
     fn a_step_sees_only_what_it_reads_and_gets_the_rest_back_in_place() {
         let input = batch(&[&[("a", "1"), ("ip", "secret"), ("b", "2")], &[("b", "3"), ("a", "4")]]);
         let reads = names(&["ip"]);
-        let (p, _) = project(input.as_ref(), &reads);
+        let (p, _) = project(input.as_ref(), &Declared::new(&reads, &[]));
         assert_eq!(fields(&p), vec![vec![("ip".into(), "secret".into())], vec![]]);
         assert_eq!(p.text, b"secret");
         // The step replaces `ip` and adds `n` to the first, drops the second.
@@ -494,7 +532,7 @@ mod tests {
         let input = input.into_columns();
         input.as_ref().check().unwrap();
         let reads = names(&["o"]);
-        let (p, _) = project(input.as_ref(), &reads);
+        let (p, _) = project(input.as_ref(), &Declared::new(&reads, &[]));
         p.as_ref().check().unwrap();
         assert_eq!((p.records.as_slice(), p.text.as_slice()), (&[4u32][..], &b"ttu"[..]));
         // Emitted as it came, it is merged back into the record as it was.
