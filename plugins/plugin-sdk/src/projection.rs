@@ -156,6 +156,16 @@ impl Merger<'_> {
         push_all(&mut self.m.cell_values, &self.input.cell_values[from..to]);
     }
 
+    /// `key` (of the merged batch), if the step owns it: it may emit it.
+    #[inline]
+    fn may_emit(&self, key: u32) -> Result<u32, String> {
+        if self.owned[key as usize] {
+            return Ok(key);
+        }
+        let name = &self.m.keys[key as usize];
+        Err(format!("field `{name}` is not among the fields it declared (reads and writes)"))
+    }
+
     /// Copies the step's top-level fields in cells `from..to`, refusing
     /// one the step does not own.
     #[inline]
@@ -163,11 +173,7 @@ impl Merger<'_> {
         let out = self.out;
         let mut i = from;
         while i < to {
-            let key = self.map(out.cell_keys[i]);
-            if !self.owned[key as usize] {
-                let name = &self.m.keys[key as usize];
-                return Err(format!("field `{name}` is not among the fields it declared (reads and writes)"));
-            }
+            self.may_emit(self.map(out.cell_keys[i]))?;
             i += width(out, i);
         }
         if self.same_keys {
@@ -287,95 +293,109 @@ pub fn merge(
             records: Vec::with_capacity(out.records.len()),
         },
     };
-    if let Some(cells) = &places.cells
-        && one_for_one(input, places, out, outcomes, declared)
-    {
-        // Each emitted field, one cell, takes the place of the field it
-        // was given: the kept input records' cells, copied in runs, with
-        // those cells replaced.
+    match &places.cells {
+        Some(cells) if one_for_one(input, places, out, outcomes, declared) => {
+            g.in_place(cells, &places.records, outcomes)?
+        }
+        _ => g.by_parts(outcomes)?,
+    }
+    Ok(g.m)
+}
+
+impl Merger<'_> {
+    /// The answer where every record emitted at most one record of as
+    /// many one-cell fields as it was given (see [`one_for_one`]): each
+    /// emitted field takes the place of the field it was given, so the
+    /// kept input records' cells are copied in runs and those cells
+    /// replaced. `cells` and `given` are the projection's [`Places`].
+    fn in_place(&mut self, cells: &[u32], given: &[u32], outcomes: &[Outcome]) -> Result<(), String> {
+        let (input, out) = (self.input, self.out);
         let mut patches: Vec<(usize, usize)> = Vec::with_capacity(out.cell_keys.len());
         // The run of kept records not copied yet: its first cell, and where
         // that cell goes.
         let (mut run_from, mut run_to) = (0usize, 0usize);
         let (mut in_start, mut c_in, mut c_out) = (0usize, 0usize, 0usize);
         for (r, outcome) in outcomes.iter().enumerate() {
-            let (n, k) = (input.records[r] as usize, places.records[r] as usize);
+            let (n, k) = (input.records[r] as usize, given[r] as usize);
             if matches!(outcome, Outcome::Emit(1)) {
                 for q in 0..k {
                     patches.push((run_to + (cells[c_in + q] as usize - run_from), c_out + q));
                 }
-                g.m.records.push(n as u32);
+                self.m.records.push(n as u32);
                 c_out += k;
             } else {
-                g.copy_input(run_from, in_start);
-                (run_from, run_to) = (in_start + n, g.m.cell_keys.len());
+                self.copy_input(run_from, in_start);
+                (run_from, run_to) = (in_start + n, self.m.cell_keys.len());
             }
             c_in += k;
             in_start += n;
         }
-        g.copy_input(run_from, in_start);
+        self.copy_input(run_from, in_start);
         for (at, c) in patches {
-            let key = g.map(out.cell_keys[c]);
-            if !g.owned[key as usize] {
-                let name = &g.m.keys[key as usize];
-                return Err(format!("field `{name}` is not among the fields it declared (reads and writes)"));
-            }
+            let key = self.may_emit(self.map(out.cell_keys[c]))?;
             let v = out.cell_values[c];
-            g.m.cell_keys[at] = key;
-            g.m.cell_kinds[at] = out.cell_kinds[c];
-            g.m.cell_values[at] = if out.cell_kinds[c] == TEXT { v + (text_base << 32) } else { v };
+            self.m.cell_keys[at] = key;
+            self.m.cell_kinds[at] = out.cell_kinds[c];
+            self.m.cell_values[at] = if out.cell_kinds[c] == TEXT { v + (self.text_base << 32) } else { v };
         }
-        return Ok(g.m);
+        Ok(())
     }
-    let mut parts: Vec<Part> = Vec::new();
-    let (mut in_start, mut out_start, mut emitted) = (0usize, 0usize, 0usize);
-    for (r, outcome) in outcomes.iter().enumerate() {
-        let in_end = in_start + input.records[r] as usize;
-        let Outcome::Emit(k) = outcome else {
-            in_start = in_end;
-            continue;
-        };
-        // The input record in parts, once for all it emitted.
-        parts.clear();
-        let mut places = 0;
-        let mut j = in_start;
-        while j < in_end {
-            let w = width(input, j);
-            if g.owned[input.cell_keys[j] as usize] {
-                parts.push(Part::Owned);
-                places += 1;
-            } else if let Some(Part::Run(_, end)) = parts.last_mut().filter(|p| matches!(p, Part::Run(_, e) if *e == j))
-            {
-                *end = j + w;
-            } else {
-                parts.push(Part::Run(j, j + w));
+
+    /// Any other answer, record by record: each input record in runs of
+    /// fields the step does not own and owned places, filled in order.
+    fn by_parts(&mut self, outcomes: &[Outcome]) -> Result<(), String> {
+        let (input, out) = (self.input, self.out);
+        let mut parts: Vec<Part> = Vec::new();
+        let (mut in_start, mut out_start, mut emitted) = (0usize, 0usize, 0usize);
+        for (r, outcome) in outcomes.iter().enumerate() {
+            let in_end = in_start + input.records[r] as usize;
+            let Outcome::Emit(k) = outcome else {
+                in_start = in_end;
+                continue;
+            };
+            // The input record in parts, once for all it emitted.
+            parts.clear();
+            let mut places = 0;
+            let mut j = in_start;
+            while j < in_end {
+                let w = width(input, j);
+                if self.owned[input.cell_keys[j] as usize] {
+                    parts.push(Part::Owned);
+                    places += 1;
+                } else if let Some(Part::Run(_, end)) =
+                    parts.last_mut().filter(|p| matches!(p, Part::Run(_, e) if *e == j))
+                {
+                    *end = j + w;
+                } else {
+                    parts.push(Part::Run(j, j + w));
+                }
+                j += w;
             }
-            j += w;
-        }
-        for _ in 0..*k {
-            let out_end = out_start + out.records[emitted] as usize;
-            let before = g.m.cell_keys.len();
-            let (mut i, mut place) = (out_start, 0);
-            for &part in &parts {
-                match part {
-                    Part::Run(from, to) => g.copy_input(from, to),
-                    Part::Owned => {
-                        place += 1;
-                        // The last place takes all the step's fields left.
-                        let to = if place == places || i >= out_end { out_end } else { i + width(out, i) };
-                        g.copy_out(i, to)?;
-                        i = to;
+            for _ in 0..*k {
+                let out_end = out_start + out.records[emitted] as usize;
+                let before = self.m.cell_keys.len();
+                let (mut i, mut place) = (out_start, 0);
+                for &part in &parts {
+                    match part {
+                        Part::Run(from, to) => self.copy_input(from, to),
+                        Part::Owned => {
+                            place += 1;
+                            // The last place takes all the step's fields left.
+                            let to = if place == places || i >= out_end { out_end } else { i + width(out, i) };
+                            self.copy_out(i, to)?;
+                            i = to;
+                        }
                     }
                 }
+                self.copy_out(i, out_end)?;
+                self.m.records.push((self.m.cell_keys.len() - before) as u32);
+                out_start = out_end;
+                emitted += 1;
             }
-            g.copy_out(i, out_end)?;
-            g.m.records.push((g.m.cell_keys.len() - before) as u32);
-            out_start = out_end;
-            emitted += 1;
+            in_start = in_end;
         }
-        in_start = in_end;
+        Ok(())
     }
-    Ok(g.m)
 }
 
 #[cfg(test)]
