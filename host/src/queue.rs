@@ -87,6 +87,11 @@ impl SqsSource {
         Ok(SqsSource { client, queue: queue.to_string(), url, panel: None })
     }
 
+    /// The panel this client counts on, if any.
+    pub fn panel(&self) -> Option<&Arc<Panel>> {
+        self.panel.as_ref()
+    }
+
     /// This client, counting what it does on `panel`.
     pub fn observed_by(mut self, panel: Arc<Panel>) -> Self {
         self.panel = Some(panel);

@@ -25,7 +25,7 @@ fn shipped(file: &str, table: &str, schema: &str, name: &str, vars: &[(&str, &st
 }
 
 async fn run_once(p: Pipeline) -> Summary {
-    let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
+    let opts = RunOptions { once: true, idle: Duration::from_millis(1500), ..Default::default() };
     let aws = services::aws_at(services::endpoint()).await;
     host::run::run(p, common::engine(), &services::database_url(), &aws, opts, std::future::pending())
         .await
@@ -431,7 +431,7 @@ async fn reconcile_passes_run_on_their_interval_until_stopped() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let aws = services::aws_at(services::endpoint()).await;
     let host = tokio::spawn(async move {
-        let opts = RunOptions { once: false, idle: Duration::from_secs(1) };
+        let opts = RunOptions { once: false, idle: Duration::from_secs(1), ..Default::default() };
         host::run::run(every_second, common::engine(), &services::database_url(), &aws, opts, async {
             let _ = stop_rx.await;
         })
@@ -645,7 +645,7 @@ async fn reconcile_walks_a_bucket_of_many_pages_without_holding_it() {
     let p = || shipped("customers.toml", "customers", &schema, &name, &[("CUSTOMER_BUCKET", bucket.as_str())]);
     let aws = services::aws_at(&endpoint).await;
     let once = || async {
-        let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
+        let opts = RunOptions { once: true, idle: Duration::from_millis(1500), ..Default::default() };
         host::run::run(p(), common::engine(), &services::database_url(), &aws, opts, std::future::pending())
             .await
             .expect("run completes")

@@ -245,7 +245,7 @@ async fn a_first_pass_that_cannot_ask_about_versions_makes_the_next_reload_nothi
     let proxy = Proxy::start(&crate::faults::authority(services::endpoint())).await;
     // GetBucketVersioning (`?versioning`) never answers this first pass.
     proxy.set(Mode::CutRequestsWith("versioning"));
-    let opts = host::run::RunOptions { once: true, idle: std::time::Duration::from_millis(1500) };
+    let opts = host::run::RunOptions { once: true, idle: std::time::Duration::from_millis(1500), ..Default::default() };
     let aws = services::aws_at(&format!("http://127.0.0.1:{}", proxy.port)).await;
     let db = services::database_url();
     let run = host::run::run(s.reconcile(), common::engine(), &db, &aws, opts, std::future::pending());

@@ -40,7 +40,7 @@ async fn a_reconcile_run_whose_wake_up_queue_is_deleted_does_not_spin() {
     let pipeline = reconcile_woken_by(&q, &bucket, &schema, &name);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(async move {
-        let opts = RunOptions { once: false, idle: Duration::from_secs(1) };
+        let opts = RunOptions { once: false, idle: Duration::from_secs(1), ..Default::default() };
         host::run::run(pipeline, common::engine(), &services::database_url(), &aws, opts, async {
             let _ = stop_rx.await;
         })

@@ -57,7 +57,7 @@ fn host(args: &[&str]) -> (i32, String, String) {
 
 async fn run_once(file: &Path) -> host::run::Summary {
     let p = host::config::load(file).unwrap();
-    let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
+    let opts = RunOptions { once: true, idle: Duration::from_millis(1500), ..Default::default() };
     let aws = services::aws_at(services::endpoint()).await;
     host::run::run(p, common::engine(), &services::database_url(), &aws, opts, std::future::pending())
         .await

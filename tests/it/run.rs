@@ -50,7 +50,7 @@ pub(crate) fn sink_for(name: &str, p: &Pipeline) -> host::sink::PostgresSink {
 }
 
 pub(crate) async fn run_once(p: Pipeline) -> Summary {
-    let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
+    let opts = RunOptions { once: true, idle: Duration::from_millis(1500), ..Default::default() };
     host::run::run(p, common::engine(), &services::database_url(), &aws().await, opts, std::future::pending())
         .await
         .expect("run completes")
@@ -415,7 +415,7 @@ async fn an_unreachable_database_fails_the_batch_and_loses_nothing() {
     let sqs = services::sqs().await;
     let url = queue(&sqs, &name).await;
     send(&sqs, &url, &fetch_bodies()[..3]).await;
-    let opts = RunOptions { once: true, idle: Duration::from_millis(500) };
+    let opts = RunOptions { once: true, idle: Duration::from_millis(500), ..Default::default() };
     let p = logins(&name, "public", &name);
     let summary = host::run::run(
         p,
@@ -440,7 +440,7 @@ async fn an_unreachable_endpoint_is_a_clear_error() {
         .load()
         .await;
     let p = logins("login-queue", "public", &unique("noaws"));
-    let opts = RunOptions { once: true, idle: Duration::from_millis(500) };
+    let opts = RunOptions { once: true, idle: Duration::from_millis(500), ..Default::default() };
     let err = host::run::run(p, common::engine(), &services::database_url(), &aws, opts, std::future::pending())
         .await
         .err()

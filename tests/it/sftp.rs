@@ -62,7 +62,7 @@ impl World {
     }
 
     pub(crate) async fn run(&self, edits: &[(&str, &str)]) -> Result<Summary, RunError> {
-        let opts = RunOptions { once: true, idle: Duration::from_millis(1500) };
+        let opts = RunOptions { once: true, idle: Duration::from_millis(1500), ..Default::default() };
         let aws = services::aws_at(services::endpoint()).await;
         let p = self.pipeline(edits);
         host::run::run(p, common::engine(), &services::database_url(), &aws, opts, std::future::pending()).await

@@ -116,7 +116,7 @@ async fn a_new_mask_takes_over_between_batches_and_broken_ones_are_refused() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let aws = services::aws_at(&endpoint).await;
     let host = tokio::spawn(async move {
-        let opts = RunOptions { once: false, idle: Duration::from_secs(1) };
+        let opts = RunOptions { once: false, idle: Duration::from_secs(1), ..Default::default() };
         host::run::run(pipeline, common::engine(), &services::database_url(), &aws, opts, async {
             let _ = stop_rx.await;
         })

@@ -1,5 +1,6 @@
 //! `cargo xtask build | polyglot | test | history | bench [peers] | demo | postgres`.
 
+mod deploy;
 mod packages;
 mod polyglot;
 mod postgres;
@@ -33,8 +34,16 @@ root (else they say the command), and use DATABASE_URL, else the server at
 /// its own needs).
 const DEMO: &[Need] = &[packages::PYTHON_VENV, packages::PSQL];
 const HISTORY: &[Need] = &[packages::PYTHON_VENV, packages::SSHD, packages::SSH_KEYGEN];
-const TEST: &[Need] =
-    &[packages::PYTHON_VENV, packages::PSQL, packages::CHROMIUM, packages::CURL, packages::SSHD, packages::SSH_KEYGEN];
+const TEST: &[Need] = &[
+    packages::PYTHON_VENV,
+    packages::PSQL,
+    packages::CHROMIUM,
+    packages::CURL,
+    packages::SSHD,
+    packages::SSH_KEYGEN,
+    packages::NODE,
+    packages::NPM,
+];
 const POLYGLOT: &[Need] = &[packages::PYTHON_VENV, packages::NODE, packages::NPM];
 
 fn main() -> ExitCode {
@@ -43,7 +52,11 @@ fn main() -> ExitCode {
         "build" => build(),
         "polyglot" => packages::ensure(POLYGLOT).and_then(|()| polyglot()),
         "test" => with_services(TEST, |pg| {
-            build().and_then(|()| polyglot()).and_then(|()| ensure_moto()).and_then(|()| test(&pg.env()))
+            build()
+                .and_then(|()| polyglot())
+                .and_then(|()| deploy::tools(&workspace(), &target_dir()))
+                .and_then(|()| ensure_moto())
+                .and_then(|()| test(&pg.env()))
         }),
         "bench" if std::env::args().nth(2).as_deref() == Some("peers") => {
             packages::ensure(&[packages::PYTHON_VENV, packages::PSQL]).and_then(|()| build()).and_then(|()| peers())

@@ -165,7 +165,7 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// A key of the files' names and contents. std's hasher: its values may
 /// change with the toolchain, which costs one rebuild, never a stale one.
-fn key_of(files: &[PathBuf]) -> Result<String, String> {
+pub(crate) fn key_of(files: &[PathBuf]) -> Result<String, String> {
     let mut h = std::hash::DefaultHasher::new();
     for f in files {
         f.hash(&mut h);

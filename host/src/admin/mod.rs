@@ -96,9 +96,10 @@ impl Endpoint {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves; also keeps the metrics' histograms
-    /// drained and the panels' rate samples taken.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    /// Serves until `shutdown` resolves, then gives open connections the
+    /// time it resolves with (at most [`SHUTDOWN_GRACE`]); also keeps the
+    /// metrics' histograms drained and the panels' rate samples taken.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = Duration> + Send + 'static) {
         let upkeep = {
             let handle = self.admin.metrics.clone();
             tokio::spawn(async move {
@@ -111,24 +112,24 @@ impl Endpoint {
         };
         let sampling = tokio::spawn(self.admin.board.clone().sample());
         let app = router(self.admin);
-        // Connections get `SHUTDOWN_GRACE` to finish once `shutdown`
+        // Connections get what time is left to finish once `shutdown`
         // resolves; one still open then (a client that sent half a
         // request, say) is dropped with the server.
-        let (begun, grace_begins) = tokio::sync::oneshot::channel::<()>();
+        let (begun, grace_begins) = tokio::sync::oneshot::channel::<Duration>();
         let signal = async move {
-            shutdown.await;
-            let _ = begun.send(());
+            let _ = begun.send(shutdown.await.min(SHUTDOWN_GRACE));
         };
         let server = axum::serve(self.listener, app).with_graceful_shutdown(signal).into_future();
         let grace = async {
-            let _ = grace_begins.await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            let grace = grace_begins.await.unwrap_or(Duration::ZERO);
+            tokio::time::sleep(grace).await;
+            grace
         };
         tokio::select! {
             result = server => if let Err(e) = result {
                 tracing::error!(error = %e, "the admin endpoint stopped");
             },
-            () = grace => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "admin connections still open at the stop were closed"),
+            grace = grace => tracing::warn!(grace_s = grace.as_secs_f64(), "admin connections still open at the stop were closed"),
         }
         upkeep.abort();
         sampling.abort();
@@ -189,13 +190,20 @@ async fn healthz() -> &'static str {
 }
 
 /// 200 when every pipeline runs with its plugins loaded and its database
-/// and source answer; 503 naming each part that does not.
+/// and source answer; 503 naming each part that does not, and from the
+/// signal that stops the process (`draining`, first).
 async fn readyz(With(admin): With<Arc<Admin>>) -> Response {
     let panels = admin.board.panels();
     let checks = panels.iter().map(|p| readiness(p));
     let lines = futures_util::future::join_all(checks).await;
-    let ready = lines.iter().all(|(ok, _)| *ok);
-    let mut body: String = lines.into_iter().map(|(_, line)| line + "\n").collect();
+    let draining = admin.board.draining();
+    let ready = !draining && lines.iter().all(|(ok, _)| *ok);
+    let mut body = String::new();
+    if draining {
+        // First: load balancers and operators read the first line.
+        body.push_str("draining: the process is stopping; it receives nothing new\n");
+    }
+    body.extend(lines.into_iter().map(|(_, line)| line + "\n"));
     if panels.is_empty() {
         body.push_str("no pipeline\n");
     }

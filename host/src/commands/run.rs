@@ -37,6 +37,7 @@ pub async fn run(
 ) -> anyhow::Result<Outcomes> {
     let files = super::pipeline_files(paths)?;
     let pipelines = files.iter().map(|f| config::load(f)).collect::<Result<Vec<_>, _>>()?;
+    let drain = drain_bound()?;
     let url = database_url()?;
     // `--once` does not wait for a database that does not answer: it
     // fails now, rather than after its units failed one by one.
@@ -69,20 +70,30 @@ pub async fn run(
     engine.remote().share(aws.s3.clone());
 
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        stop_tx.send_replace(true);
-        shutdown_signal().await;
-        abandon();
-    });
-    let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
+    let run_opts = RunOptions { once, idle: std::time::Duration::from_secs(2), drain };
+    // When the stop began: the drain's deadline is counted from it.
+    let stopped_at = Arc::new(std::sync::OnceLock::new());
+    {
+        let (board, stopped_at) = (board.clone(), stopped_at.clone());
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stopped_at.set(std::time::Instant::now());
+            board.drain();
+            tracing::info!(
+                drain_s = drain.as_secs_f64(),
+                "stopping: readiness now fails and receiving stops; batches in work have {:.0} s to finish, then what they hold is released",
+                run_opts.grace().as_secs_f64()
+            );
+            stop_tx.send_replace(true);
+            shutdown_signal().await;
+            abandon();
+        });
+    }
+    let (ended_tx, ended) = tokio::sync::oneshot::channel::<std::time::Duration>();
     let serving = endpoint.map(|e| {
         tracing::info!(addr = %e.local_addr(), "admin endpoint listening");
-        tokio::spawn(e.serve(async move {
-            let _ = ended.await;
-        }))
+        tokio::spawn(e.serve(async move { ended.await.unwrap_or_default() }))
     });
-    let run_opts = RunOptions { once, idle: std::time::Duration::from_secs(2) };
     // One pipeline's error is the command's, printed once by `main`.
     let many = pipelines.len() > 1;
     let tasks: Vec<_> = pipelines
@@ -116,7 +127,12 @@ pub async fn run(
         };
         outcomes.push((name, result));
     }
-    let _ = ended_tx.send(());
+    // Open admin connections get what is left of the drain (a run that
+    // ended without a signal, `--once`, gives them the endpoint's grace).
+    let left = stopped_at.get().map_or(crate::admin::SHUTDOWN_GRACE, |at: &std::time::Instant| {
+        drain.saturating_sub(at.elapsed()).max(std::time::Duration::from_millis(200))
+    });
+    let _ = ended_tx.send(left);
     if let Some(s) = serving {
         let _ = s.await;
     }
@@ -256,6 +272,23 @@ pub fn progress_line(p: &crate::run::BackfillProgress) -> String {
     )
 }
 
+/// How long a stop of `host run` may take (`HOST_DRAIN_S`, whole
+/// seconds; default [`crate::flow::DEFAULT_DRAIN`]): set it a few seconds
+/// under the time the process is given between SIGTERM and SIGKILL (a
+/// Kubernetes pod's `terminationGracePeriodSeconds`).
+pub fn drain_bound() -> anyhow::Result<std::time::Duration> {
+    let Ok(given) = std::env::var("HOST_DRAIN_S") else {
+        return Ok(crate::flow::DEFAULT_DRAIN);
+    };
+    match given.trim().parse::<u64>() {
+        Ok(s) if (2..=3600).contains(&s) => Ok(std::time::Duration::from_secs(s)),
+        _ => anyhow::bail!(
+            "HOST_DRAIN_S is {given:?}: it must be whole seconds from 2 to 3600, the longest a stop may take \
+             (a few seconds under the pod's terminationGracePeriodSeconds)"
+        ),
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -264,7 +297,6 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("stopping: finishing batches in work, releasing the rest");
 }
 
 /// A second SIGINT/SIGTERM during a stop: the process ends now.

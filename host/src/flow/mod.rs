@@ -27,7 +27,7 @@ pub use batcher::batch_loop;
 pub use receive::{Hold, Holder, Received, Receiving, receive_loop, release};
 pub use units::{Ran, fill_units, lineage, load_time, plugins_json, run_chain, run_chain_kept};
 pub use versions::{Versions, Watching, take_new_version};
-pub use work::{Dispatch, Job, Rest, Room, UNIT_GRACE, Workers};
+pub use work::{Dispatch, Job, Rest, Room, Workers};
 
 use crate::config::Pipeline;
 use crate::input::Decoder;
@@ -59,6 +59,30 @@ pub struct RunOptions {
     /// Stop once the queue stays empty for `idle` and nothing is in work.
     pub once: bool,
     pub idle: Duration,
+    /// How long a stop may take, from the signal to the run's end
+    /// (`HOST_DRAIN_S`): receives and units under way get
+    /// [`RunOptions::grace`] of it, the rest is kept for releasing what
+    /// they still hold.
+    pub drain: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { once: false, idle: Duration::from_secs(2), drain: DEFAULT_DRAIN }
+    }
+}
+
+/// A stop's bound when none is set: under the 30 s a Kubernetes pod gets
+/// by default between SIGTERM and SIGKILL.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(25);
+
+impl RunOptions {
+    /// How long receives and units under way at a stop may go on: the
+    /// drain less a fifth of it (1 to 5 s), kept for releasing what is
+    /// abandoned then and closing the admin endpoint.
+    pub fn grace(&self) -> Duration {
+        self.drain.saturating_sub((self.drain / 5).clamp(Duration::from_secs(1), Duration::from_secs(5)))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +215,9 @@ pub struct Flow {
     /// finds the database gone fails (its messages come back after their
     /// timeout) instead of waiting for it, so the run ends.
     pub once: bool,
+    /// How long units in work may go on after the run stops (`host
+    /// run`: [`RunOptions::grace`]; 5 s otherwise).
+    pub grace: Duration,
     /// The run's counts, state and versions, as the admin endpoint shows them.
     pub panel: Arc<Panel>,
     /// Set when a worker meets an error that must stop the run.
@@ -246,6 +273,9 @@ impl Flow {
             pipeline,
             activity: Activity::default(),
             once: false,
+            // Commands that are not `host run` (a backfill, a replay)
+            // keep a short grace: they are stopped from a terminal.
+            grace: Duration::from_secs(5),
             fatal: Default::default(),
             stop: watch::channel(false).0,
             sink_up: watch::channel(true).0,

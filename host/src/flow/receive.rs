@@ -45,11 +45,6 @@ pub struct Received {
 /// How long releasing messages may take.
 const RELEASE_WITHIN: Duration = Duration::from_secs(5);
 
-/// How long a receive already under way may finish after a stop before it
-/// is abandoned (what it would have returned then stays invisible for one
-/// visibility timeout, and comes back).
-const RECEIVE_GRACE: Duration = Duration::from_secs(2);
-
 /// Receives until the flow stops; hands each message to `tx`.
 pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Received>, opts: RunOptions) {
     let wait = if opts.once { r.wait.min(Duration::from_secs(1)) } else { r.wait };
@@ -74,12 +69,14 @@ pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Receiv
         let asked = Instant::now();
         let receive = r.source.receive_up_to(per_receive, wait, r.holder.visibility());
         tokio::pin!(receive);
-        // A stop does not cancel a receive at once: SQS may already have
-        // handed the messages out, and what comes back is released. One
-        // that is still waiting after the grace is abandoned.
+        // A stop does not cancel a receive: SQS may already have handed
+        // the messages out (or may hand out some that arrive before the
+        // long poll ends), and what comes back is released at once. Only
+        // one still waiting after the drain's grace is abandoned: what it
+        // would have returned stays invisible for a visibility timeout.
         let result = tokio::select! {
             result = &mut receive => result,
-            _ = stop.changed() => match tokio::time::timeout(RECEIVE_GRACE, &mut receive).await {
+            _ = stop.changed() => match tokio::time::timeout(opts.grace(), &mut receive).await {
                 Ok(result) => result,
                 Err(_) => return,
             },
@@ -202,7 +199,9 @@ pub struct Hold {
 impl Hold {
     pub fn settle(mut self) {
         self.settled = true;
-        self.shared.held.lock().expect("not poisoned").remove(&self.key);
+        let mut held = self.shared.held.lock().expect("not poisoned");
+        held.remove(&self.key);
+        self.shared.count(&held);
     }
 }
 
@@ -243,7 +242,10 @@ impl Holder {
         // Only what a visibility change needs, not the body.
         let kept = Message { body: Vec::new(), attributes: Vec::new(), ..message.clone() };
         let until = asked + self.shared.visibility;
-        self.shared.held.lock().expect("not poisoned").insert(key, Kept { message: kept, until, orphan: false });
+        let mut held = self.shared.held.lock().expect("not poisoned");
+        held.insert(key, Kept { message: kept, until, orphan: false });
+        self.shared.count(&held);
+        drop(held);
         Hold { key, shared: self.shared.clone(), settled: false }
     }
 
@@ -258,11 +260,20 @@ impl Holder {
 }
 
 impl Shared {
+    /// Shows how many messages are held (`etl_messages_in_flight`).
+    fn count(&self, held: &HashMap<u64, Kept>) {
+        if let Some(panel) = self.source.panel() {
+            panel.held(held.len());
+        }
+    }
+
     async fn release_orphans(&self) {
         let orphans: Vec<Message> = {
             let mut held = self.held.lock().expect("not poisoned");
             let keys: Vec<u64> = held.iter().filter(|(_, k)| k.orphan).map(|(key, _)| *key).collect();
-            keys.iter().filter_map(|key| held.remove(key)).map(|k| k.message).collect()
+            let orphans = keys.iter().filter_map(|key| held.remove(key)).map(|k| k.message).collect();
+            self.count(&held);
+            orphans
         };
         if !orphans.is_empty() {
             tracing::info!(messages = orphans.len(), "releasing messages of units that were abandoned");

@@ -17,9 +17,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, watch};
 
-/// How long units in work may take to end after the run stops.
-pub const UNIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// What is left of a unit once it no longer needs its chain.
 pub type Rest = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -59,6 +56,9 @@ impl Drop for Running {
 pub struct Workers<J> {
     dispatch: Dispatch<J>,
     handles: Vec<tokio::task::JoinHandle<()>>,
+    /// Tells the workers to drop what they still have in work (after the
+    /// grace).
+    cancel: watch::Sender<bool>,
 }
 
 /// Hands units to the workers; clone-cheap. Holding one keeps the workers
@@ -138,11 +138,15 @@ impl<J: Job> Workers<J> {
         let rx = Arc::new(Mutex::new(rx));
         let group = flow.pipeline.sink.as_ref().map_or(1, |s| s.max_batches_per_commit);
         let depth = group.div_ceil(chains.len().max(1)).max(1);
+        let (cancel, cancelled) = watch::channel(false);
         let handles = chains
             .into_iter()
-            .map(|chain| tokio::spawn(worker(flow.clone(), chain, generations.clone(), rx.clone(), depth)))
+            .map(|chain| {
+                let work = units(flow.clone(), chain, generations.clone(), rx.clone(), depth);
+                tokio::spawn(worker(flow.clone(), work, cancelled.clone()))
+            })
             .collect();
-        Workers { dispatch: Dispatch { flow: flow.clone(), tx }, handles }
+        Workers { dispatch: Dispatch { flow: flow.clone(), tx }, handles, cancel }
     }
 
     pub fn dispatch(&self) -> &Dispatch<J> {
@@ -150,9 +154,11 @@ impl<J: Job> Workers<J> {
     }
 
     /// Lets the workers finish what was dispatched, then waits for them;
-    /// once the run stops, for [`UNIT_GRACE`] at most: a unit still in work
+    /// once the run stops, for the flow's `grace` at most: a unit still in work
     /// then (a commit waiting on a lock, a database that stalls) is
-    /// abandoned. Nothing of it was acknowledged, so it comes back.
+    /// abandoned. Nothing of it was acknowledged, so it comes back: when
+    /// this returns, every hold it kept was dropped, so the run's last
+    /// release of orphans makes its messages visible at once.
     pub async fn finish(self) {
         let flow = self.dispatch.flow.clone();
         drop(self.dispatch);
@@ -161,29 +167,73 @@ impl<J: Job> Workers<J> {
         let mut all = std::pin::pin!(futures_util::future::join_all(self.handles));
         let deadline = async {
             flow.stopped().await;
-            tokio::time::sleep(UNIT_GRACE).await;
+            tokio::time::sleep(flow.grace).await;
         };
         tokio::select! {
             _ = &mut all => return,
             () = deadline => {}
         }
-        tracing::warn!(pipeline = %flow.pipeline.name, grace_s = UNIT_GRACE.as_secs(), "units still in work after the stop are abandoned; nothing of theirs was acknowledged, they come back");
-        for a in &aborts {
-            a.abort();
+        tracing::warn!(pipeline = %flow.pipeline.name, grace_s = flow.grace.as_secs_f64(), "units still in work after the stop are abandoned; nothing of theirs was acknowledged, they come back");
+        self.cancel.send_replace(true);
+        // Each worker drops its units and waits for their tasks to end; one
+        // that does not within a second is aborted.
+        if tokio::time::timeout(std::time::Duration::from_secs(1), &mut all).await.is_err() {
+            for a in &aborts {
+                a.abort();
+            }
+            let _ = all.await;
         }
-        let _ = all.await;
     }
 }
 
-async fn worker<J: Job>(
+/// The rests of a worker's units, each a task of its own.
+type Rests = futures_util::stream::FuturesUnordered<Running>;
+
+/// A worker: its units until there are no more, or until `cancel` turns
+/// true. Then the unit in work is dropped and its rests' tasks are aborted
+/// and waited for: a task's end drops what it held (its messages' holds),
+/// which an abort alone does not wait for.
+async fn worker<F>(flow: Arc<Flow>, work: F, mut cancel: watch::Receiver<bool>)
+where
+    F: FnOnce(&mut Rests) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>,
+{
+    use futures_util::StreamExt;
+    let mut rests = Rests::new();
+    let cancelled = tokio::select! {
+        () = work(&mut rests) => false,
+        _ = cancel.wait_for(|c| *c) => true,
+    };
+    if cancelled {
+        for rest in rests.iter() {
+            rest.0.abort();
+        }
+        while let Some(ended) = rests.next().await {
+            rest_ended(&flow, ended);
+        }
+    }
+}
+
+/// A worker's units, taken from `rx` until it closes, their rests pushed
+/// onto `rests` and counted when they end.
+fn units<J: Job>(
+    flow: Arc<Flow>,
+    chain: TransformChain,
+    generations: watch::Receiver<Arc<Generation>>,
+    rx: Arc<Mutex<mpsc::Receiver<J>>>,
+    depth: usize,
+) -> impl FnOnce(&mut Rests) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    move |rests| Box::pin(run_units(flow, chain, generations, rx, depth, rests))
+}
+
+async fn run_units<J: Job>(
     flow: Arc<Flow>,
     mut chain: TransformChain,
     mut generations: watch::Receiver<Arc<Generation>>,
     rx: Arc<Mutex<mpsc::Receiver<J>>>,
     depth: usize,
+    rests: &mut Rests,
 ) {
     use futures_util::{FutureExt, StreamExt};
-    let mut rests = futures_util::stream::FuturesUnordered::new();
     loop {
         // The next unit while fewer than `depth` rests run; meanwhile
         // their ends are counted.

@@ -25,6 +25,7 @@ pub async fn run(setup: RunSetup<'_>, shutdown: impl std::future::Future<Output 
     let connections = pipeline.workers + 1;
     let mut flow = Flow::new(pipeline, panel, engine, database_url, connections, &format!("sqs:{}", sqs.queue))?;
     flow.once = opts.once;
+    flow.grace = opts.grace();
     let probed = source.clone();
     flow.set_probe(database_url, move || {
         let source = probed.clone();

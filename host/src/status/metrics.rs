@@ -46,6 +46,8 @@ pub const SHADOW_RECORDS: &str = "etl_shadow_records_total";
 pub const SHADOW_COLUMNS: &str = "etl_shadow_column_changes_total";
 pub const SHADOW_BATCHES: &str = "etl_shadow_batches_total";
 pub const SHADOW_CPU: &str = "etl_shadow_cpu_seconds_total";
+pub const IN_FLIGHT: &str = "etl_messages_in_flight";
+pub const DRAINING: &str = "etl_draining";
 
 /// Every metric with its one-line meaning (for `# HELP` and the README).
 pub const DESCRIPTIONS: &[(&str, &str)] = &[
@@ -54,7 +56,12 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (MESSAGES_DELETED, "Messages deleted from the queue after their commit."),
     (MESSAGES_RELEASED, "Messages made visible again without being loaded (stop, outage)."),
     (VISIBILITY_EXTENSIONS, "Visibility timeout extensions of held messages."),
-    (OLDEST_MESSAGE_AGE, "Age of the oldest message in the latest receive (from SentTimestamp)."),
+    (
+        OLDEST_MESSAGE_AGE,
+        "Queue lag: now minus the SentTimestamp of the oldest message in the latest receive (0 after an empty receive).",
+    ),
+    (IN_FLIGHT, "Messages this host holds: received, not yet deleted or released (kept invisible meanwhile)."),
+    (DRAINING, "1 from the signal that stops the process until it exits: readiness fails, nothing new is received."),
     (ROWS_WRITTEN, "Rows committed into the pipeline's table."),
     (DEAD_LETTERS, "Dead letters committed, by stage (source, input, transform, sink)."),
     (DUPLICATES, "Messages or units already committed before: nothing added for them."),
@@ -104,10 +111,13 @@ const MESSAGES: &[f64] = &[1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000
 const GROUPS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
 /// Installs the process's Prometheus recorder; from now on handles made
-/// record. Call once, before any pipeline starts.
+/// record. Call once, before any pipeline starts. Every series carries
+/// the label `host` ([`host_name`]): several replicas' series stay apart
+/// wherever they are gathered.
 pub fn install() -> Result<PrometheusHandle, String> {
     use metrics_exporter_prometheus::Matcher;
     let handle = PrometheusBuilder::new()
+        .add_global_label("host", host_name())
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), MESSAGES))
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCHES_PER_COMMIT.into()), GROUPS))
@@ -116,13 +126,23 @@ pub fn install() -> Result<PrometheusHandle, String> {
     for (name, help) in DESCRIPTIONS {
         if name.ends_with("_seconds") && *name != OLDEST_MESSAGE_AGE || *name == BATCH_SIZE {
             metrics::describe_histogram!(*name, *help);
-        } else if [OLDEST_MESSAGE_AGE, PIPELINE_UP, SOURCE_UP, SHADOW_CPU].contains(name) {
+        } else if [OLDEST_MESSAGE_AGE, PIPELINE_UP, SOURCE_UP, SHADOW_CPU, IN_FLIGHT, DRAINING].contains(name) {
             metrics::describe_gauge!(*name, *help);
         } else {
             metrics::describe_counter!(*name, *help);
         }
     }
+    metrics::gauge!(DRAINING).set(0.0);
     Ok(handle)
+}
+
+/// This process's name among replicas: `HOST_NAME`, else `HOSTNAME` (a
+/// Kubernetes pod's name), else the kernel's host name, else `host`.
+pub fn host_name() -> String {
+    let given = ["HOST_NAME", "HOSTNAME"].iter().find_map(|v| std::env::var(v).ok().filter(|n| !n.trim().is_empty()));
+    given
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().filter(|n| !n.trim().is_empty()))
+        .map_or_else(|| "host".to_string(), |n| n.trim().to_string())
 }
 
 /// A pipeline's counters, made once.
@@ -135,6 +155,7 @@ pub struct Counters {
     pub sftp_bytes: Counter,
     pub sftp_failed: Counter,
     pub oldest_age: Gauge,
+    pub in_flight: Gauge,
     loaded: Counter,
     rows: Counter,
     duplicates: Counter,
@@ -161,6 +182,7 @@ impl Counters {
             sftp_bytes: c(SFTP_BYTES_COPIED),
             sftp_failed: c(SFTP_PASSES_FAILED),
             oldest_age: metrics::gauge!(OLDEST_MESSAGE_AGE, "pipeline" => pipeline.to_string()),
+            in_flight: metrics::gauge!(IN_FLIGHT, "pipeline" => pipeline.to_string()),
             loaded: c(MESSAGES_LOADED),
             rows: c(ROWS_WRITTEN),
             duplicates: c(DUPLICATES),

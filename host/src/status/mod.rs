@@ -498,6 +498,11 @@ impl Panel {
         }
     }
 
+    /// Messages the pipeline holds now (received, not yet settled).
+    pub fn held(&self, n: usize) {
+        self.counters.in_flight.set(n as f64);
+    }
+
     /// The age of the oldest message of the latest receive, when known.
     pub fn oldest_age(&self) -> Option<Duration> {
         let sent = self.oldest_sent_ms.load(Ordering::Relaxed);
@@ -563,15 +568,28 @@ fn now_ms() -> i64 {
 pub struct Board {
     panels: Mutex<Vec<Arc<Panel>>>,
     pub started: SystemTime,
+    /// The process is stopping (a signal came): not ready any more.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Board {
     fn default() -> Self {
-        Board { panels: Mutex::default(), started: SystemTime::now() }
+        Board { panels: Mutex::default(), started: SystemTime::now(), draining: Default::default() }
     }
 }
 
 impl Board {
+    /// The process stops: readiness fails from now on, and
+    /// `etl_draining` is 1.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        ::metrics::gauge!(metrics::DRAINING).set(1.0);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
     /// A panel for the pipeline `name`; an error if the process runs one of
     /// that name already.
     pub fn add(&self, name: &str, file: PathBuf) -> Result<Arc<Panel>, String> {

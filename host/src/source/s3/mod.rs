@@ -255,6 +255,7 @@ pub async fn run_fed(
     let RunSetup { pipeline, panel, engine, database_url, aws, opts } = setup;
     let (mut flow, config) = flow(pipeline, panel.clone(), engine, database_url)?;
     flow.once = opts.once;
+    flow.grace = opts.grace();
     let flow = Arc::new(flow);
     let queue = match &config.queue {
         Some(q) => Some((SqsSource::with_config(&aws.config, &q.queue).await?.observed_by(panel), q.clone())),

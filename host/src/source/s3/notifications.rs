@@ -158,8 +158,18 @@ impl Notification {
             if let Err(e) = source.delete(&refs).await {
                 tracing::warn!(error = %e, "delete failed; the notification comes back and adds nothing");
             }
-        } else if let Err(e) = source.set_visibility(&refs, retry_after(self.message.receive_count)).await {
-            tracing::warn!(error = %e, "could not shorten the visibility of a notification not done");
+        } else {
+            // Interrupted by a stop (a drain): another host takes it at
+            // once and resumes the object after its committed rows.
+            // Otherwise it comes back after a backoff.
+            let wait = if self.objects.flow.stopping() {
+                std::time::Duration::ZERO
+            } else {
+                retry_after(self.message.receive_count)
+            };
+            if let Err(e) = source.set_visibility(&refs, wait).await {
+                tracing::warn!(error = %e, "could not shorten the visibility of a notification not done");
+            }
         }
         // Kept until now: a hold settled before the delete (or the new
         // timeout) would let the keeper's round under way release the

@@ -325,7 +325,7 @@ pub(super) async fn load_all(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJ
     // run stops, units get their grace and the workers abandon the rest.
     let grace = async {
         objects.flow.stopped().await;
-        tokio::time::sleep(crate::flow::UNIT_GRACE).await;
+        tokio::time::sleep(objects.flow.grace).await;
     };
     tokio::select! {
         _ = all_done.recv() => {}
