@@ -117,6 +117,16 @@ def check_references(docs):
         target = so["spec"]["scaleTargetRef"]["name"]
         if target not in deployments:
             problems.append(f"ScaledObject {name} scales {target}, which is not among the Deployments")
+            continue
+        # KEDA must watch the queue the pods read.
+        queues = {
+            env_of(c).get("LOGIN_QUEUE", {}).get("value")
+            for c in deployments[target]["spec"]["template"]["spec"]["containers"]
+        } - {None}
+        for t in so["spec"]["triggers"]:
+            url = t.get("metadata", {}).get("queueURL", "")
+            if queues and url.rstrip("/").rsplit("/", 1)[-1] not in queues:
+                problems.append(f"ScaledObject {name} watches {url}, but the pods read {', '.join(sorted(queues))}")
         for t in so["spec"]["triggers"]:
             auth = t.get("authenticationRef", {}).get("name")
             if auth and auth not in by_kind.get("TriggerAuthentication", {}):

@@ -24,7 +24,6 @@
 //! runs each host load under `perf record -g` into `DIR`; `FILES_LOG=1`
 //! prints the host's log (`RUST_LOG` sets its level).
 
-use futures_util::TryStreamExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -92,7 +91,7 @@ async fn main() {
                 perf.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
                 command = perf;
             }
-            let server = ServerCpu::start();
+            let server = services::ServerCpu::start();
             let host = tokio::task::spawn_blocking(move || objects::backfill_of(command)).await.unwrap();
             let host_server_s = server.stop();
             assert!(host.success, "{}\n{}", host.stdout, host.stderr);
@@ -102,13 +101,13 @@ async fn main() {
 
             // The rows the host wrote, as COPY text in a local file, loaded
             // by psql into an empty table of the same shape.
-            let text = copy_out(&db, &format!("{schema}.{table}")).await;
+            let text = services::copy_out(&db, &format!("{schema}.{table}")).await;
             assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), n, "{label}: every row loaded once");
             let file = dir.join(format!("{name}.copy"));
             std::fs::write(&file, &text).unwrap();
             let plain = format!("{schema}.plain_{table}_{run}");
             db.batch_execute(&format!("CREATE TABLE {plain} (LIKE {schema}.{table})")).await.unwrap();
-            let server = ServerCpu::start();
+            let server = services::ServerCpu::start();
             let psql = tokio::task::spawn_blocking(move || psql_copy(&plain, &file)).await.unwrap();
             let psql_server_s = server.stop();
 
@@ -157,71 +156,8 @@ fn raw_pipeline(chain: &str) -> String {
     out
 }
 
-async fn copy_out(db: &tokio_postgres::Client, table: &str) -> Vec<u8> {
-    let out = db.copy_out(&format!("COPY {table} TO STDOUT")).await.unwrap();
-    futures_util::pin_mut!(out);
-    let mut all = Vec::new();
-    while let Some(chunk) = out.try_next().await.unwrap() {
-        all.extend_from_slice(&chunk);
-    }
-    all
-}
-
 /// `psql \copy` of `file` into `table`, with its CPU time.
 fn psql_copy(table: &str, file: &Path) -> Load {
-    let cpu_before = services::own_cpu_s().1;
-    let start = Instant::now();
-    let out = std::process::Command::new("psql")
-        .arg(services::database_url())
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
-        .arg(format!("\\copy {table} FROM '{}'", file.display()))
-        .output()
-        .expect("psql (PostgreSQL's client) on PATH");
-    let elapsed = start.elapsed();
-    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
-    std::fs::remove_file(file).ok();
-    Load { elapsed, cpu_s: services::own_cpu_s().1 - cpu_before, peak_rss_mb: None }
-}
-
-/// CPU seconds of the local PostgreSQL server's processes (`postgres` in
-/// `/proc`), sampled until stopped: backends exit with their client, so
-/// each process's last reading counts.
-struct ServerCpu {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    sampler: std::thread::JoinHandle<f64>,
-}
-
-impl ServerCpu {
-    fn start() -> ServerCpu {
-        use std::collections::HashMap;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let sampler = std::thread::spawn(move || {
-            let read = || -> HashMap<u32, f64> {
-                let mut cpu = HashMap::new();
-                for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-                    let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-                    let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-                    if stat.contains("(postgres)") {
-                        cpu.insert(pid, services::stat_cpu_s(&stat).0);
-                    }
-                }
-                cpu
-            };
-            let first = read();
-            let mut last = first.clone();
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-                last.extend(read());
-            }
-            last.extend(read());
-            last.iter().map(|(pid, s)| s - first.get(pid).copied().unwrap_or(0.0)).sum()
-        });
-        ServerCpu { stop, sampler }
-    }
-
-    fn stop(self) -> f64 {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.sampler.join().unwrap()
-    }
+    let (elapsed, cpu_s) = services::psql_copy(table, file);
+    Load { elapsed, cpu_s, peak_rss_mb: None }
 }

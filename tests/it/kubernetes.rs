@@ -144,6 +144,16 @@ fn mistakes_in_the_manifests_are_each_named() {
     }
     // With the grace misspelt it is 30 by default, and 29 leaves too little.
     assert!(said.contains("HOST_DRAIN_S=29 leaves less than 3 s"), "{said}");
+    // KEDA watching another queue than the pods read.
+    let dir = broken(&[("overlays/production/deployment.yaml", "value: login-queue", "value: other-queue")]);
+    let checked = check(&dir.join("k"), &dir.join("out"), &["production"]);
+    let said = text(&checked);
+    assert!(
+        said.contains(
+            "watches https://sqs.us-east-1.amazonaws.com/000000000000/login-queue, but the pods read other-queue"
+        ),
+        "{said}"
+    );
     // A kustomization that does not render says so.
     let dir = broken(&[("overlays/staging/kustomization.yaml", "  - ../../base", "  - ../../nowhere")]);
     let checked = check(&dir.join("k"), &dir.join("out"), &["staging"]);

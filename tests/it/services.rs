@@ -246,3 +246,79 @@ pub async fn timed_copy(db: &tokio_postgres::Client, table: &str, text: Vec<u8>)
     copy.finish().await.unwrap();
     start.elapsed()
 }
+
+/// CPU seconds of the local PostgreSQL server's processes (`postgres` in
+/// `/proc`), sampled until stopped: backends exit with their client, so
+/// each process's last reading counts.
+#[allow(dead_code, reason = "used by the benchmarks, which include this file")]
+pub struct ServerCpu {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<f64>,
+}
+
+#[allow(dead_code, reason = "used by the benchmarks, which include this file")]
+impl ServerCpu {
+    pub fn start() -> ServerCpu {
+        use std::collections::HashMap;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let read = || -> HashMap<u32, f64> {
+                let mut cpu = HashMap::new();
+                for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                    let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+                    let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+                    if stat.contains("(postgres)") {
+                        cpu.insert(pid, stat_cpu_s(&stat).0);
+                    }
+                }
+                cpu
+            };
+            let first = read();
+            let mut last = first.clone();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+                last.extend(read());
+            }
+            last.extend(read());
+            last.iter().map(|(pid, s)| s - first.get(pid).copied().unwrap_or(0.0)).sum()
+        });
+        ServerCpu { stop, sampler }
+    }
+
+    pub fn stop(self) -> f64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().unwrap()
+    }
+}
+
+/// `psql \copy` of the COPY text `file` into `table` (the fastest plain
+/// load here): its time and CPU seconds; the file is removed.
+#[allow(dead_code, reason = "used by the benchmarks, which include this file")]
+pub fn psql_copy(table: &str, file: &std::path::Path) -> (Duration, f64) {
+    let cpu_before = own_cpu_s().1;
+    let start = Instant::now();
+    let out = std::process::Command::new("psql")
+        .arg(database_url())
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("\\copy {table} FROM '{}'", file.display()))
+        .output()
+        .expect("psql (PostgreSQL's client) on PATH");
+    let elapsed = start.elapsed();
+    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(file).ok();
+    (elapsed, own_cpu_s().1 - cpu_before)
+}
+
+/// A table's rows as COPY text.
+#[allow(dead_code, reason = "used by the benchmarks, which include this file")]
+pub async fn copy_out(db: &tokio_postgres::Client, table: &str) -> Vec<u8> {
+    use futures_util::TryStreamExt;
+    let out = db.copy_out(&format!("COPY {table} TO STDOUT")).await.unwrap();
+    futures_util::pin_mut!(out);
+    let mut all = Vec::new();
+    while let Some(chunk) = out.try_next().await.unwrap() {
+        all.extend_from_slice(&chunk);
+    }
+    all
+}

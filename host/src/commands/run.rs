@@ -85,8 +85,12 @@ pub async fn run(
                 run_opts.grace().as_secs_f64()
             );
             stop_tx.send_replace(true);
-            shutdown_signal().await;
-            abandon();
+            // A second signal ends the process at once; so does the drain's
+            // end, before the SIGKILL it was sized to precede.
+            tokio::select! {
+                () = shutdown_signal() => abandon(),
+                () = tokio::time::sleep(drain) => overran(drain),
+            }
         });
     }
     let (ended_tx, ended) = tokio::sync::oneshot::channel::<std::time::Duration>();
@@ -311,6 +315,21 @@ fn abandon() {
     );
     let _ = err.flush();
     std::process::exit(super::exit::ABANDONED.into());
+}
+
+/// The drain's bound passed with work still not ended: the process ends
+/// now (exit 1), before the SIGKILL the bound was set to precede.
+#[allow(clippy::exit, reason = "the drain's bound is a promise to whatever sends SIGKILL after it")]
+fn overran(drain: std::time::Duration) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "error: the stop took the whole drain (HOST_DRAIN_S={} s): exiting now; messages still held come back after their visibility timeout",
+        drain.as_secs()
+    );
+    let _ = err.flush();
+    std::process::exit(super::exit::Exit::Failed.code().into());
 }
 
 /// Applies the migrations (`migrations/`: the `etl` schema) to

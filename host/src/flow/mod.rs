@@ -78,10 +78,12 @@ pub const DEFAULT_DRAIN: Duration = Duration::from_secs(25);
 
 impl RunOptions {
     /// How long receives and units under way at a stop may go on: the
-    /// drain less a fifth of it (1 to 5 s), kept for releasing what is
-    /// abandoned then and closing the admin endpoint.
+    /// drain less a quarter of it (2 to 7 s), kept for what follows:
+    /// dropping the units abandoned then (up to 1 s), releasing their
+    /// messages (up to 5 s, milliseconds as a rule) and closing the admin
+    /// endpoint.
     pub fn grace(&self) -> Duration {
-        self.drain.saturating_sub((self.drain / 5).clamp(Duration::from_secs(1), Duration::from_secs(5)))
+        self.drain.saturating_sub((self.drain / 4).clamp(Duration::from_secs(2), Duration::from_secs(7)))
     }
 }
 
@@ -224,6 +226,8 @@ pub struct Flow {
     fatal: std::sync::Mutex<Option<String>>,
     /// Turns true when the run stops: receivers, watchers and loaders end.
     stop: watch::Sender<bool>,
+    /// When the run began to stop: the grace is counted from it.
+    stopped_at: std::sync::OnceLock<Instant>,
     /// False while the sink cannot commit (the database does not answer):
     /// receivers wait, units in work hold their messages and try again.
     sink_up: watch::Sender<bool>,
@@ -278,6 +282,7 @@ impl Flow {
             grace: Duration::from_secs(5),
             fatal: Default::default(),
             stop: watch::channel(false).0,
+            stopped_at: std::sync::OnceLock::new(),
             sink_up: watch::channel(true).0,
             started: Instant::now(),
             shadow: std::sync::OnceLock::new(),
@@ -337,7 +342,18 @@ impl Flow {
 
     /// Tells receivers, watchers and loaders to end.
     pub fn stop(&self) {
+        let _ = self.stopped_at.set(Instant::now());
         self.stop.send_replace(true);
+    }
+
+    /// Resolves once the run stopped and its grace passed: receives and
+    /// units still under way then are abandoned. One deadline for all of
+    /// them, counted from the stop, so waits one after another do not add
+    /// up.
+    pub async fn grace_over(&self) {
+        self.stopped().await;
+        let at = *self.stopped_at.get().expect("set by stop");
+        tokio::time::sleep_until((at + self.grace).into()).await;
     }
 
     pub fn stopping(&self) -> bool {

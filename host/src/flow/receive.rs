@@ -76,9 +76,9 @@ pub async fn receive_loop(flow: Arc<Flow>, r: Receiving, tx: mpsc::Sender<Receiv
         // would have returned stays invisible for a visibility timeout.
         let result = tokio::select! {
             result = &mut receive => result,
-            _ = stop.changed() => match tokio::time::timeout(opts.grace(), &mut receive).await {
-                Ok(result) => result,
-                Err(_) => return,
+            _ = stop.changed() => tokio::select! {
+                result = &mut receive => result,
+                () = flow.grace_over() => return,
             },
         };
         match result {
@@ -254,7 +254,11 @@ impl Holder {
     /// extensions under way (which releases again what was settled while
     /// it ran).
     pub async fn release_orphans(&self) {
-        let _round = self.shared.round.lock().await;
+        // A round stuck in an extension call (as long as a third of the
+        // visibility timeout) must not hold up a drain: after a second the
+        // release goes ahead, and a message an extension then reaches again
+        // comes back after its timeout.
+        let _round = tokio::time::timeout(Duration::from_secs(1), self.shared.round.lock()).await;
         self.shared.release_orphans().await;
     }
 }

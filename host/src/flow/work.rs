@@ -142,8 +142,9 @@ impl<J: Job> Workers<J> {
         let handles = chains
             .into_iter()
             .map(|chain| {
-                let work = units(flow.clone(), chain, generations.clone(), rx.clone(), depth);
-                tokio::spawn(worker(flow.clone(), work, cancelled.clone()))
+                let (flow, generations, rx, cancel) =
+                    (flow.clone(), generations.clone(), rx.clone(), cancelled.clone());
+                tokio::spawn(worker(flow, chain, generations, rx, depth, cancel))
             })
             .collect();
         Workers { dispatch: Dispatch { flow: flow.clone(), tx }, handles, cancel }
@@ -165,13 +166,9 @@ impl<J: Job> Workers<J> {
         let aborts: Vec<_> = self.handles.iter().map(|h| h.abort_handle()).collect();
         // One future for all: a handle is never polled again once it ended.
         let mut all = std::pin::pin!(futures_util::future::join_all(self.handles));
-        let deadline = async {
-            flow.stopped().await;
-            tokio::time::sleep(flow.grace).await;
-        };
         tokio::select! {
             _ = &mut all => return,
-            () = deadline => {}
+            () = flow.grace_over() => {}
         }
         tracing::warn!(pipeline = %flow.pipeline.name, grace_s = flow.grace.as_secs_f64(), "units still in work after the stop are abandoned; nothing of theirs was acknowledged, they come back");
         self.cancel.send_replace(true);
@@ -190,17 +187,22 @@ impl<J: Job> Workers<J> {
 type Rests = futures_util::stream::FuturesUnordered<Running>;
 
 /// A worker: its units until there are no more, or until `cancel` turns
-/// true. Then the unit in work is dropped and its rests' tasks are aborted
-/// and waited for: a task's end drops what it held (its messages' holds),
-/// which an abort alone does not wait for.
-async fn worker<F>(flow: Arc<Flow>, work: F, mut cancel: watch::Receiver<bool>)
-where
-    F: FnOnce(&mut Rests) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>,
-{
+/// true (or `Workers` is dropped unfinished). Then the unit in work is
+/// dropped and its rests' tasks are aborted and waited for: a task's end
+/// drops what it held (its messages' holds), which an abort alone does not
+/// wait for.
+async fn worker<J: Job>(
+    flow: Arc<Flow>,
+    chain: TransformChain,
+    generations: watch::Receiver<Arc<Generation>>,
+    rx: Arc<Mutex<mpsc::Receiver<J>>>,
+    depth: usize,
+    mut cancel: watch::Receiver<bool>,
+) {
     use futures_util::StreamExt;
     let mut rests = Rests::new();
     let cancelled = tokio::select! {
-        () = work(&mut rests) => false,
+        () = run_units(flow.clone(), chain, generations, rx, depth, &mut rests) => false,
         _ = cancel.wait_for(|c| *c) => true,
     };
     if cancelled {
@@ -215,16 +217,6 @@ where
 
 /// A worker's units, taken from `rx` until it closes, their rests pushed
 /// onto `rests` and counted when they end.
-fn units<J: Job>(
-    flow: Arc<Flow>,
-    chain: TransformChain,
-    generations: watch::Receiver<Arc<Generation>>,
-    rx: Arc<Mutex<mpsc::Receiver<J>>>,
-    depth: usize,
-) -> impl FnOnce(&mut Rests) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-    move |rests| Box::pin(run_units(flow, chain, generations, rx, depth, rests))
-}
-
 async fn run_units<J: Job>(
     flow: Arc<Flow>,
     mut chain: TransformChain,

@@ -315,21 +315,16 @@ pub(super) async fn load_all(objects: &Arc<Objects>, dispatch: &Dispatch<ObjectJ
         if objects.flow.stopping() || objects.flow.fatal() {
             break;
         }
-        let job = ObjectJob { objects: objects.clone(), object, _done: done.clone() };
-        if dispatch.send(job).await.is_err() {
-            break;
-        }
+        // Not waiting for room past a stop: the workers may all be stuck.
+        let Some(room) = dispatch.room(objects.flow.stopped()).await else { break };
+        room.send(ObjectJob { objects: objects.clone(), object, _done: done.clone() });
     }
     drop(done);
     // Every job holds a sender: `None` once the last one ended. Once the
     // run stops, units get their grace and the workers abandon the rest.
-    let grace = async {
-        objects.flow.stopped().await;
-        tokio::time::sleep(objects.flow.grace).await;
-    };
     tokio::select! {
         _ = all_done.recv() => {}
-        () = grace => {}
+        () = objects.flow.grace_over() => {}
     }
 }
 
