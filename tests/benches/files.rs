@@ -25,7 +25,7 @@
 //! prints the host's log (`RUST_LOG` sets its level).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[path = "../it/common.rs"]
 #[allow(dead_code)]
@@ -71,15 +71,7 @@ async fn main() {
     for run in 1..=runs {
         for (label, text, table) in [("logins chain", &chain_text, "user_logins"), ("no transform", &raw_text, "raw")] {
             db.batch_execute(&format!("TRUNCATE {schema}.{table}")).await.unwrap();
-            // A pipeline name of its own each time: the object's receipt is
-            // per pipeline, so the load starts from its first row.
-            let name = services::unique("files");
-            let pipeline = dir.join(format!("{name}.toml"));
-            std::fs::write(
-                &pipeline,
-                text.replace(&format!("name = \"{}\"", object.name), &format!("name = \"{name}\"")),
-            )
-            .unwrap();
+            let (name, pipeline) = objects::renamed_pipeline(&object, text, "files");
             let mut command = objects::backfill_command_of(&object, &pipeline);
             if let Ok(dir) = std::env::var("FILES_PERF") {
                 // Profiling: the host under `perf record` (its figures then

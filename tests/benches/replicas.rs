@@ -66,15 +66,7 @@ async fn main() {
         let order: Vec<usize> = if run % 2 == 1 { vec![1, 2, 3] } else { vec![3, 2, 1] };
         for replicas in order {
             db.batch_execute(&format!("TRUNCATE {schema}.user_logins")).await.unwrap();
-            // A pipeline of its own each time: every object loads from its
-            // first row.
-            let name = services::unique("replicas");
-            let pipeline = dir.join(format!("{name}.toml"));
-            std::fs::write(
-                &pipeline,
-                text.replace(&format!("name = \"{}\"", first.name), &format!("name = \"{name}\"")),
-            )
-            .unwrap();
+            let (name, pipeline) = objects::renamed_pipeline(&first, &text, "replicas");
             let cpu_before = services::own_cpu_s().1;
             let server = services::ServerCpu::start();
             let start = Instant::now();

@@ -74,6 +74,17 @@ pub async fn big_object_with(n: usize, source_settings: &str) -> BigObject {
     BigObject { name, endpoint, schema, pipeline, bytes }
 }
 
+/// `text` (a pipeline of the object's) under a fresh name starting with
+/// `prefix`, written beside the object's pipeline: a pipeline of its own
+/// loads every object from its first row (receipts are per pipeline).
+#[allow(dead_code, reason = "used by the benchmarks, which include this file")]
+pub fn renamed_pipeline(o: &BigObject, text: &str, prefix: &str) -> (String, PathBuf) {
+    let name = services::unique(prefix);
+    let pipeline = o.pipeline.with_file_name(format!("{name}.toml"));
+    std::fs::write(&pipeline, text.replace(&format!("name = \"{}\"", o.name), &format!("name = \"{name}\""))).unwrap();
+    (name, pipeline)
+}
+
 /// What a `host backfill` did.
 pub struct Backfill {
     pub elapsed: Duration,
