@@ -118,3 +118,69 @@ async fn a_drain_bound_that_is_not_whole_seconds_in_range_is_refused_before_anyt
         assert!(log.contains(&format!("HOST_DRAIN_S is \"{bad}\": it must be whole seconds from 2 to 3600")), "{log}");
     }
 }
+
+/// The process's children, from `/proc` (their pids in this namespace).
+fn children(pid: u32) -> Vec<u32> {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    list.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn as_a_containers_first_process_it_still_drains_on_a_sigterm_from_outside() {
+    // A container's first process is PID 1 of its namespace, which the
+    // kernel spares every signal from outside that it has no handler for:
+    // the kubelet's SIGTERM would be dropped, and the pod killed at the
+    // end of its grace. Here `unshare` makes the host PID 1 of a namespace
+    // of its own, and the signal comes from this (the parent) namespace.
+    let (name, schema) = (unique("pid1"), unique("s"));
+    schema_with_user_logins(&schema).await;
+    let sqs = services::sqs().await;
+    queue(&sqs, &name).await;
+    let file = pipeline_file(&name, &schema, "wait_time_s = 1");
+    let port = free_port();
+    let mut child = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(crate::objects::host_binary())
+        .args(["run", "--plugin-path", crate::common::PLUGIN_DIR, "--cache-dir"])
+        .arg(crate::common::cache_dir())
+        .arg(&file)
+        .args(["--admin", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", services::database_url())
+        .env("AWS_ENDPOINT_URL", services::endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("HOST_DRAIN_S", "6")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) runs as root here");
+    let start = Instant::now();
+    while !http(port, "GET", "/readyz", None).await.is_ok_and(|a| a.status == 200) {
+        assert!(child.try_wait().unwrap().is_none(), "the host ended before it was ready");
+        assert!(start.elapsed() < Duration::from_secs(120), "the host never got ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let host = children(child.id()).first().copied().expect("unshare's child, the host");
+    let stopping = Instant::now();
+    std::process::Command::new("kill").args(["-TERM", &host.to_string()]).status().unwrap();
+    let ended = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if stopping.elapsed() > Duration::from_secs(15) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let Some(status) = ended else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("SIGTERM to the host as PID 1 was ignored: still running 15 s later");
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(7), "{:?}:\n{log}", stopping.elapsed());
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(log.contains("stopping: readiness now fails"), "{log}");
+}

@@ -39,38 +39,12 @@ pub async fn run(
     let pipelines = files.iter().map(|f| config::load(f)).collect::<Result<Vec<_>, _>>()?;
     let drain = drain_bound()?;
     let url = database_url()?;
-    // `--once` does not wait for a database that does not answer: it
-    // fails now, rather than after its units failed one by one.
-    crate::sink::connect::check(&url, !once).await?;
-    if migrate {
-        crate::migrate::run(&url).await?;
-    }
-    // The recorder first: handles made before it record nothing.
-    let metrics = match &admin {
-        Some(_) => Some(crate::status::metrics::install().map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        pipelines = %pipelines.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
-        once,
-        "host run starting"
-    );
     let board = Arc::new(Board::default());
-    let panels = pipelines
-        .iter()
-        .map(|p| board.add(&p.name, p.file.clone()).map_err(anyhow::Error::msg))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let endpoint = match (admin, metrics) {
-        (Some(a), Some(m)) => Some(Endpoint::bind(&a, board.clone(), m, &url).await?),
-        _ => None,
-    };
-    let engine = opts.engine()?;
-    let aws = Aws::from_env().await;
-    engine.remote().share(aws.s3.clone());
-
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let run_opts = RunOptions { once, idle: std::time::Duration::from_secs(2), drain };
+    // The signals are handled from here on, before the start's waits: as a
+    // container's first process (PID 1) the host would otherwise ignore a
+    // SIGTERM that comes while it waits for the database.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     // When the stop began: the drain's deadline is counted from it.
     let stopped_at = Arc::new(std::sync::OnceLock::new());
     {
@@ -93,6 +67,46 @@ pub async fn run(
             }
         });
     }
+    // `--once` does not wait for a database that does not answer: it
+    // fails now, rather than after its units failed one by one.
+    let start = async {
+        crate::sink::connect::check(&url, !once).await?;
+        if migrate {
+            crate::migrate::run(&url).await?;
+        }
+        anyhow::Ok(())
+    };
+    let mut stopping = stop.clone();
+    tokio::select! {
+        started = start => started?,
+        _ = stopping.wait_for(|s| *s) => {
+            tracing::info!("stopped before the pipelines started");
+            return Ok(Vec::new());
+        }
+    }
+    // The recorder first: handles made before it record nothing.
+    let metrics = match &admin {
+        Some(_) => Some(crate::status::metrics::install().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        pipelines = %pipelines.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+        once,
+        "host run starting"
+    );
+    let panels = pipelines
+        .iter()
+        .map(|p| board.add(&p.name, p.file.clone()).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let endpoint = match (admin, metrics) {
+        (Some(a), Some(m)) => Some(Endpoint::bind(&a, board.clone(), m, &url).await?),
+        _ => None,
+    };
+    let engine = opts.engine()?;
+    let aws = Aws::from_env().await;
+    engine.remote().share(aws.s3.clone());
+
     let (ended_tx, ended) = tokio::sync::oneshot::channel::<std::time::Duration>();
     let serving = endpoint.map(|e| {
         tracing::info!(addr = %e.local_addr(), "admin endpoint listening");
