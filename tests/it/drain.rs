@@ -40,7 +40,12 @@ async fn sigterm_fails_readiness_first_ends_within_the_drain_and_makes_what_it_h
     let port = free_port();
     let admin = format!("127.0.0.1:{port}");
     let envs = [("HOST_DRAIN_S", "6"), ("HOST_NAME", "replica-a")];
-    let mut host = Host::run_all(&[&file], &["--admin", &admin], &envs, &services::database_url(), &endpoint);
+    // The held commits wait for the lock as long as the test needs (the
+    // host's own lock_timeout, 60 s, could end them first on a slow moto).
+    let database = services::database_url();
+    let sep = if database.contains('?') { '&' } else { '?' };
+    let database = format!("{database}{sep}options=-c%20lock_timeout%3D600s");
+    let mut host = Host::run_all(&[&file], &["--admin", &admin], &envs, &database, &endpoint);
     let start = Instant::now();
     let (pipeline, replica) = (format!("pipeline=\"{name}\""), "host=\"replica-a\"");
     // Every message received and held, none committed.
@@ -138,48 +143,31 @@ async fn as_a_containers_first_process_it_still_drains_on_a_sigterm_from_outside
     queue(&sqs, &name).await;
     let file = pipeline_file(&name, &schema, "wait_time_s = 1");
     let port = free_port();
-    let mut child = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--kill-child"])
-        .arg(crate::objects::host_binary())
-        .args(["run", "--plugin-path", crate::common::PLUGIN_DIR, "--cache-dir"])
-        .arg(crate::common::cache_dir())
-        .arg(&file)
-        .args(["--admin", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", services::database_url())
-        .env("AWS_ENDPOINT_URL", services::endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("HOST_DRAIN_S", "6")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("unshare (util-linux) runs as root here");
+    let admin = format!("127.0.0.1:{port}");
+    let wrapper = ["unshare", "--pid", "--fork", "--kill-child"];
+    let envs = [("HOST_DRAIN_S", "6")];
+    let mut host = Host::run_under(
+        &wrapper,
+        &[&file],
+        &["--admin", &admin],
+        &envs,
+        &services::database_url(),
+        services::endpoint(),
+    );
     let start = Instant::now();
     while !http(port, "GET", "/readyz", None).await.is_ok_and(|a| a.status == 200) {
-        assert!(child.try_wait().unwrap().is_none(), "the host ended before it was ready");
-        assert!(start.elapsed() < Duration::from_secs(120), "the host never got ready");
+        assert!(start.elapsed() < Duration::from_secs(120), "the host never got ready: {}", host.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let host = children(child.id()).first().copied().expect("unshare's child, the host");
+    // unshare's child: the host, PID 1 of its namespace.
+    let pid = children(host.pid()).first().copied().expect("unshare's child, the host");
     let stopping = Instant::now();
-    std::process::Command::new("kill").args(["-TERM", &host.to_string()]).status().unwrap();
-    let ended = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if stopping.elapsed() > Duration::from_secs(15) {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let Some(status) = ended else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("SIGTERM to the host as PID 1 was ignored: still running 15 s later");
-    };
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let (status, _) = host
+        .wait(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("SIGTERM to the host as PID 1 was ignored: still running 15 s later"));
+    let log = host.log();
     assert!(stopping.elapsed() < Duration::from_secs(7), "{:?}:\n{log}", stopping.elapsed());
     assert!(status.success(), "{status}:\n{log}");
     assert!(log.contains("stopping: readiness now fails"), "{log}");

@@ -57,8 +57,29 @@ impl Host {
         database_url: &str,
         endpoint: &str,
     ) -> Host {
+        Host::run_under(&[], files, args, envs, database_url, endpoint)
+    }
+
+    /// [`Host::run_all`] as the last arguments of the command `wrapper`
+    /// (`unshare ...`), if any.
+    pub(crate) fn run_under(
+        wrapper: &[&str],
+        files: &[&std::path::Path],
+        args: &[&str],
+        envs: &[(&str, &str)],
+        database_url: &str,
+        endpoint: &str,
+    ) -> Host {
         let log = files[0].with_extension(format!("{}.log", std::process::id()));
-        let mut cmd = Command::new(crate::objects::host_binary());
+        let host = crate::objects::host_binary();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(host);
+                c
+            }
+            None => Command::new(host),
+        };
         cmd.arg("run").args(["--plugin-path", common::PLUGIN_DIR, "--cache-dir"]).arg(common::cache_dir());
         cmd.args(files).args(args).envs(envs.iter().copied());
         let child = cmd
@@ -76,6 +97,11 @@ impl Host {
 
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process's id (a wrapper's, under one).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub(crate) fn term(&self) {

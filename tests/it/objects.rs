@@ -24,6 +24,18 @@ pub fn logins_lines(n: usize) -> Vec<u8> {
     out
 }
 
+/// The shipped logins pipeline named `name`, into `schema`, reading S3
+/// with the `[source.s3]` settings `source` (TOML lines) instead of SQS.
+pub fn logins_from_s3(name: &str, schema: &str, source: &str) -> String {
+    let text = std::fs::read_to_string(common::workspace().join("pipelines/logins.toml")).unwrap();
+    let text = text
+        .replace("name = \"logins\"", &format!("name = \"{name}\""))
+        .replace("[source.sqs]\nqueue = \"${LOGIN_QUEUE:-login-queue}\"", &format!("[source.s3]\n{source}"))
+        .replace("table = \"user_logins\"", &format!("table = \"user_logins\"\nschema = \"{schema}\""));
+    assert!(text.contains("[source.s3]"), "the logins pipeline's source is where this expects it");
+    text
+}
+
 /// A schema with an empty `user_logins`, a bucket holding one object of `n`
 /// events, and the logins pipeline reading that bucket.
 pub struct BigObject {
@@ -56,17 +68,8 @@ pub async fn big_object_with(n: usize, source_settings: &str) -> BigObject {
     let body = logins_lines(n);
     let bytes = body.len();
     services::put(&s3, &bucket, "logins/big.jsonl", body).await;
-    let text = std::fs::read_to_string(common::workspace().join("pipelines/logins.toml")).unwrap();
-    let text = text
-        .replace("name = \"logins\"", &format!("name = \"{name}\""))
-        .replace(
-            "[source.sqs]\nqueue = \"${LOGIN_QUEUE:-login-queue}\"",
-            &format!(
-                "[source.s3]\nqueue = \"unused\"\nbucket = \"{bucket}\"\nformat = \"json-lines\"\n{source_settings}"
-            ),
-        )
-        .replace("table = \"user_logins\"", &format!("table = \"user_logins\"\nschema = \"{schema}\""));
-    assert!(text.contains("[source.s3]"), "the logins pipeline's source is where this expects it");
+    let source = format!("queue = \"unused\"\nbucket = \"{bucket}\"\nformat = \"json-lines\"\n{source_settings}");
+    let text = logins_from_s3(&name, &schema, &source);
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).unwrap();
     let pipeline = dir.join("logins-s3.toml");

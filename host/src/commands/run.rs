@@ -41,9 +41,9 @@ pub async fn run(
     let url = database_url()?;
     let board = Arc::new(Board::default());
     let run_opts = RunOptions { once, idle: std::time::Duration::from_secs(2), drain };
-    // The signals are handled from here on, before the start's waits: as a
-    // container's first process (PID 1) the host would otherwise ignore a
-    // SIGTERM that comes while it waits for the database.
+    // The signals are handled from here on, before migrations: as a
+    // container's first process (PID 1) the host would otherwise not hear
+    // a SIGTERM that comes before its handler is installed.
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     // When the stop began: the drain's deadline is counted from it.
     let stopped_at = Arc::new(std::sync::OnceLock::new());
@@ -318,32 +318,32 @@ pub async fn shutdown_signal() {
 }
 
 /// A second SIGINT/SIGTERM during a stop: the process ends now.
-#[allow(clippy::exit, reason = "a second signal asks to end at once, without waiting for any task")]
 fn abandon() {
-    use std::io::Write;
-    // Straight to stderr: the log's writer is not flushed by an exit.
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(
-        err,
-        "error: a second signal: exiting at once; batches in work are abandoned uncommitted, and their messages come back after their visibility timeout"
+    exit_now(
+        "a second signal: exiting at once; batches in work are abandoned uncommitted, and their messages come back after their visibility timeout",
+        super::exit::ABANDONED,
     );
-    let _ = err.flush();
-    std::process::exit(super::exit::ABANDONED.into());
 }
 
 /// The drain's bound passed with work still not ended: the process ends
 /// now (exit 1), before the SIGKILL the bound was set to precede.
-#[allow(clippy::exit, reason = "the drain's bound is a promise to whatever sends SIGKILL after it")]
 fn overran(drain: std::time::Duration) {
-    use std::io::Write;
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(
-        err,
-        "error: the stop took the whole drain (HOST_DRAIN_S={} s): exiting now; messages still held come back after their visibility timeout",
+    let why = format!(
+        "the stop took the whole drain (HOST_DRAIN_S={} s): exiting now; messages still held come back after their visibility timeout",
         drain.as_secs()
     );
+    exit_now(&why, super::exit::Exit::Failed.code());
+}
+
+/// Ends the process now, saying `why` on stderr.
+#[allow(clippy::exit, reason = "a second signal, or the drain's end, asks to end without waiting for any task")]
+fn exit_now(why: &str, code: u8) {
+    use std::io::Write;
+    // Straight to stderr: the log's writer is not flushed by an exit.
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {why}");
     let _ = err.flush();
-    std::process::exit(super::exit::Exit::Failed.code().into());
+    std::process::exit(code.into());
 }
 
 /// Applies the migrations (`migrations/`: the `etl` schema) to
