@@ -524,6 +524,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<Exit> {
     let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    commands::run::database_settings()?;
     match command {
         Command::Run { pipelines, once, migrate, admin, plugins, .. } => {
             let admin =

@@ -1,7 +1,11 @@
 //! Schema migrations (`migrations/`, embedded at build time): the host's own
-//! tables, schema `etl`, and nothing else. Applied with refinery under a
-//! PostgreSQL advisory lock so that several hosts starting at once apply
-//! them once.
+//! tables, schema `etl`, and nothing else. Applied with refinery while a
+//! second connection holds a PostgreSQL advisory lock in an open
+//! transaction, so that several hosts starting at once apply them once: a
+//! transaction's lock, unlike a session's, holds through a pooler in
+//! transaction mode (the transaction keeps its server connection). Hosts
+//! waiting for it try it between short waits, holding no connection of
+//! the pooler's meanwhile.
 //!
 //! A pipeline's table is its owner's: `host sink ddl` prints one to start
 //! from and `host check --db` compares it (`sink::table`). Until issue 24
@@ -11,6 +15,8 @@
 //! those versions are [`RETIRED`]: known, never run again, never missing.
 //!
 //! Must not hold DDL itself: every statement is in `migrations/`.
+
+use std::time::Duration;
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -48,11 +54,31 @@ pub async fn run(database_url: &str) -> Result<Vec<String>, MigrateError> {
 /// Applies pending migrations up to version `last` (all when `None`); tests
 /// use it to check what a migration does to data written before it.
 pub async fn run_to(database_url: &str, last: Option<i32>) -> Result<Vec<String>, MigrateError> {
+    let mut holder = crate::sink::connect::connect(database_url).await.map_err(MigrateError::Connect)?;
+    // Tried, not waited for, between short waits: a host waiting behind a
+    // pooler must not hold one of its few server connections meanwhile
+    // (the one migrating could need it).
+    let mut tries = 0u32;
+    let lock = loop {
+        let tx = holder.transaction().await?;
+        tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = 0").await?;
+        let key: [(&(dyn tokio_postgres::types::ToSql + Sync), tokio_postgres::types::Type); 1] =
+            [(&LOCK_KEY, tokio_postgres::types::Type::INT8)];
+        let got = tx.query_typed("SELECT pg_try_advisory_xact_lock($1)", &key).await?;
+        if got.first().is_some_and(|r| r.get::<_, bool>(0)) {
+            break tx;
+        }
+        tx.rollback().await?;
+        if tries == 0 {
+            tracing::info!("another host applies migrations; waiting for it");
+        }
+        tries += 1;
+        tokio::time::sleep(crate::backoff::doubling(Duration::from_millis(100), tries, Duration::from_secs(2))).await;
+    };
     let mut client = crate::sink::connect::connect(database_url).await.map_err(MigrateError::Connect)?;
-    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
     let result = apply(&mut client, last).await;
-    client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await?;
     drop(client);
+    lock.commit().await?;
     result
 }
 
@@ -71,8 +97,9 @@ async fn apply(client: &mut tokio_postgres::Client, last: Option<i32>) -> Result
 /// them: handed to refinery with the embedded ones, they match what was
 /// applied and are not run.
 async fn retired_applied(client: &mut tokio_postgres::Client) -> Result<Vec<refinery::Migration>, MigrateError> {
-    let history = client.query_one("SELECT to_regclass('refinery_schema_history') IS NOT NULL", &[]).await?;
-    if !history.get::<_, bool>(0) {
+    let history =
+        crate::sink::pooler::query(client, "SELECT to_regclass('refinery_schema_history') IS NOT NULL", &[]).await?;
+    if !history.first().is_some_and(|r| r.get::<_, bool>(0)) {
         return Ok(Vec::new());
     }
     let runner = embedded::migrations::runner();

@@ -70,7 +70,10 @@ impl Host {
         database_url: &str,
         endpoint: &str,
     ) -> Host {
-        let log = files[0].with_extension(format!("{}.log", std::process::id()));
+        // A log of each host's own: hosts of one test run the same files.
+        static HOSTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = HOSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = files[0].with_extension(format!("{}.{n}.log", std::process::id()));
         let host = crate::objects::host_binary();
         let mut cmd = match wrapper.split_first() {
             Some((program, rest)) => {

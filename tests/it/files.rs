@@ -359,7 +359,9 @@ async fn a_killed_load_resumes_after_its_last_committed_chunk() {
         let row = db.query_opt("SELECT rows_done, done FROM etl.files WHERE pipeline = $1", &[&name]).await.unwrap();
         row.map_or((0, false), |r| (r.get::<_, i64>(0), r.get::<_, bool>(1)))
     };
-    let mut child = crate::objects::backfill_command(&object).spawn().unwrap();
+    // The killed load's lease on the object lasts 3 s: the next backfill
+    // waits that long for it.
+    let mut child = crate::objects::backfill_command(&object).env("HOST_LEASE_S", "3").spawn().unwrap();
     let start = std::time::Instant::now();
     while progress().await.0 < 20_000 {
         assert!(start.elapsed() < Duration::from_secs(60), "no progress");
@@ -424,7 +426,7 @@ async fn reconcile_passes_run_on_their_interval_until_stopped() {
     let every_second = {
         let mut p = pipeline;
         if let Some(host::config::Source::S3(s3)) = &mut p.source {
-            s3.mode = host::config::S3Mode::Reconcile { interval: Duration::from_secs(1) };
+            s3.mode = host::config::S3Mode::Reconcile { interval: Duration::from_secs(1), range_objects: 10_000 };
         }
         p
     };

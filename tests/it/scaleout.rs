@@ -17,7 +17,7 @@ const ROWS: usize = 4_000;
 /// (a reconcile pass each second), into `schema`, committing every 500
 /// rows: an object is loaded in several transactions, so a replica
 /// killed mid-object leaves it part-loaded.
-fn bucket_pipeline(name: &str, schema: &str, bucket: &str) -> PathBuf {
+pub(crate) fn bucket_pipeline(name: &str, schema: &str, bucket: &str) -> PathBuf {
     let source = format!(
         "mode = \"reconcile\"\ninterval_s = 1\nbucket = \"{bucket}\"\nprefix = \"logins/\"\n\
          format = \"json-lines\"\nrows_per_commit = 500"
@@ -79,7 +79,8 @@ async fn three_replicas_one_killed_one_drained_one_added_load_every_message_and_
     let from_bucket = bucket_pipeline(&listed, &bucket_schema, &bucket);
     let database = services::database_url();
     let replica = |name: &str| {
-        let envs = [("HOST_DRAIN_S", "6"), ("HOST_NAME", name)];
+        // A killed replica's object leases expire after 3 s.
+        let envs = [("HOST_DRAIN_S", "6"), ("HOST_NAME", name), ("HOST_LEASE_S", "3")];
         Host::run_all(&[&from_queue, &from_bucket], &[], &envs, &database, &endpoint)
     };
     let queue_rows = format!("SELECT count(*) FROM {queue_schema}.user_logins");

@@ -300,7 +300,9 @@ async fn a_host_killed_in_the_middle_of_a_large_copy_copies_it_once_next_time() 
         c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         c
     };
-    let mut child = command().spawn().unwrap();
+    // The killed host's lease on the pass lasts 3 s: the next `--once`
+    // waits that long for it.
+    let mut child = command().env("HOST_LEASE_S", "3").spawn().unwrap();
     let s3 = s3_at(services::endpoint()).await;
     // Killed once a part of the copy is in the bucket and before it ends.
     let start = std::time::Instant::now();

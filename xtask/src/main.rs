@@ -43,6 +43,7 @@ const TEST: &[Need] = &[
     packages::SSH_KEYGEN,
     packages::NODE,
     packages::NPM,
+    packages::PGBOUNCER,
 ];
 const POLYGLOT: &[Need] = &[packages::PYTHON_VENV, packages::NODE, packages::NPM];
 

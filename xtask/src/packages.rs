@@ -60,6 +60,11 @@ pub const POSTGRESQL: Need = Need {
     why: "the private PostgreSQL's initdb and server (the cluster it makes is not started)",
     present: || crate::postgres::bindir().is_some(),
 };
+pub const PGBOUNCER: Need = Need {
+    package: "pgbouncer",
+    why: "the lease tests run a PgBouncer of their own in transaction mode in front of PostgreSQL",
+    present: || ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"].iter().any(|p| Path::new(p).is_file()),
+};
 pub const OPENSSL: Need = Need {
     package: "openssl",
     why: "the private PostgreSQL's TLS certificate",

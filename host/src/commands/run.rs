@@ -307,6 +307,36 @@ pub fn drain_bound() -> anyhow::Result<std::time::Duration> {
     }
 }
 
+/// What every command reads of the environment before it connects:
+/// `DATABASE_POOLER` (`transaction` behind PgBouncer's transaction mode,
+/// see [`crate::sink::pooler`]; `none` or `session` otherwise) and
+/// `HOST_LEASE_S`, how long a lease on shared work lasts unrenewed (whole
+/// seconds 3 to 600, default 30): a host killed holding an object or the
+/// SFTP pass leaves it to the others after this long.
+pub fn database_settings() -> anyhow::Result<()> {
+    if let Ok(given) = std::env::var("DATABASE_POOLER") {
+        match given.trim() {
+            "transaction" => crate::sink::pooler::set(true),
+            "" | "none" | "session" => crate::sink::pooler::set(false),
+            _ => anyhow::bail!(
+                "DATABASE_POOLER is {given:?}: it must be `transaction` (DATABASE_URL goes through a pooler in \
+                 transaction mode, such as PgBouncer's pool_mode = transaction), `session` or `none`"
+            ),
+        }
+    }
+    let Ok(given) = std::env::var("HOST_LEASE_S") else { return Ok(()) };
+    match given.trim().parse::<u64>() {
+        Ok(s) if (3..=600).contains(&s) => {
+            crate::sink::lease::set_ttl(std::time::Duration::from_secs(s));
+            Ok(())
+        }
+        _ => anyhow::bail!(
+            "HOST_LEASE_S is {given:?}: it must be whole seconds from 3 to 600, how long a lease on an object or a pass \
+             lasts unrenewed (renewed every third of it)"
+        ),
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

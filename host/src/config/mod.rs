@@ -92,6 +92,10 @@ pub struct S3Config {
     /// Reconcile: seconds between passes.
     #[serde(default = "default_interval_s")]
     pub interval_s: u64,
+    /// Reconcile: a pass is split into key ranges of about this many
+    /// objects, each listed and loaded by whichever host takes it.
+    #[serde(default = "default_range_objects")]
+    pub range_objects: u64,
     pub format: FileFormatConfig,
     #[serde(default)]
     pub compression: CompressionConfig,
@@ -285,6 +289,10 @@ fn default_delimiter() -> String {
 fn default_interval_s() -> u64 {
     60
 }
+pub(super) fn default_range_objects() -> u64 {
+    10_000
+}
+
 fn default_rows_per_commit() -> u64 {
     50_000
 }

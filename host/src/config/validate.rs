@@ -70,9 +70,10 @@ pub struct S3SourceConfig {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum S3Mode {
     Notifications,
-    /// A pass every `interval`.
+    /// A pass every `interval`, in key ranges of about `range_objects`.
     Reconcile {
         interval: Duration,
+        range_objects: u64,
     },
 }
 
@@ -380,7 +381,8 @@ pub(super) fn s3_source(s: S3Config) -> Result<S3SourceConfig, String> {
                 return Err("[source.s3] mode `reconcile` needs `bucket`".into());
             }
             range("[source.s3] interval_s", s.interval_s, 1, 86_400)?;
-            S3Mode::Reconcile { interval: Duration::from_secs(s.interval_s) }
+            range("[source.s3] range_objects", s.range_objects, 2, 100_000_000)?;
+            S3Mode::Reconcile { interval: Duration::from_secs(s.interval_s), range_objects: s.range_objects }
         }
     };
     if s.bucket.as_deref().is_some_and(|b| b.trim().is_empty()) {

@@ -510,6 +510,12 @@ impl Flow {
     pub async fn finish(&self, watching: Watching) -> Result<Summary, RunError> {
         self.stop();
         watching.finish().await;
+        // Leases of work the stop dropped go to the other hosts now, not
+        // after their time (bounded: the database may be what failed).
+        let release = crate::sink::lease::release_all(self.sink.pool(), &self.pipeline.name);
+        if let Ok(Ok(n @ 1..)) = tokio::time::timeout(std::time::Duration::from_secs(1), release).await {
+            tracing::info!(pipeline = %self.pipeline.name, leases = n, "released the leases of work left unfinished");
+        }
         let mut summary = self.panel.counts();
         summary.elapsed = self.started.elapsed();
         if let Some(why) = self.fatal.lock().expect("not poisoned").take() {

@@ -202,9 +202,11 @@ impl Task {
             let name = self.setup.panel.name.clone();
             let pool = self.setup.pool.clone();
             let recorded = within(async move {
-                let client = pool.get().await.map_err(|e| e.to_string())?;
+                let mut client = pool.get().await.map_err(|e| e.to_string())?;
                 let outcome = outcome.as_ref().map(|_| ()).map_err(String::as_str);
-                store::settle(&**client, &name, &decision, outcome).await.map_err(|e| crate::report::report(&e))
+                let tx = client.transaction().await.map_err(|e| crate::report::report(&e))?;
+                store::settle(&*tx, &name, &decision, outcome).await.map_err(|e| crate::report::report(&e))?;
+                tx.commit().await.map_err(|e| crate::report::report(&e))
             })
             .await;
             self.database(recorded);
@@ -246,7 +248,10 @@ impl Task {
             current.totals = shadow.totals;
             current.stored = true;
         }
-        let db = &**client;
+        // One transaction: its statements reach one server connection
+        // through a pooler in transaction mode too.
+        let tx = client.transaction().await.map_err(failed)?;
+        let db = &*tx;
         let mut standing = store::standing(db, &name, &current.fingerprint).await.map_err(failed)?;
         if standing.is_none()
             && current.state == "running"
@@ -256,6 +261,7 @@ impl Task {
             store::decide(db, &name, &current.fingerprint, "promote", &by).await.map_err(failed)?;
             standing = store::standing(db, &name, &current.fingerprint).await.map_err(failed)?;
         }
+        tx.commit().await.map_err(failed)?;
         let refused = standing.as_ref().is_some_and(|d| d.outcome.as_deref() == Some("refused"));
         Ok(standing.filter(|_| current.state == "running" && !refused))
     }

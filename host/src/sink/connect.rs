@@ -4,7 +4,8 @@
 //! that keep a commit from waiting forever (a statement, a lock, a
 //! transaction left idle by a host that stalled).
 //!
-//! Must not run statements: it only makes connections.
+//! Must not run statements: it only makes connections (the one kept for
+//! occasional queries runs them through [`super::pooler::query`]).
 
 use super::SinkError;
 use super::tls::Tls;
@@ -67,7 +68,11 @@ pub fn sink_config(url: &str) -> Result<(tokio_postgres::Config, Tls), SinkError
 
 /// Adds session `settings` (name, value) to `config`'s options, each
 /// unless the options set it already.
+/// Behind a transaction pooler none are added (see [`super::pooler`]).
 fn with_settings(config: &mut tokio_postgres::Config, settings: &[(&str, &str)]) {
+    if super::pooler::transaction() {
+        return;
+    }
     let mut options = config.get_options().unwrap_or_default().to_string();
     for (name, value) in settings {
         if !options.contains(name) {
@@ -115,26 +120,29 @@ async fn connect_with(url: &str, settings: &[(&str, &str)]) -> Result<tokio_post
 /// within the sink's recycle bound) before each use.
 pub struct Kept {
     pool: Result<deadpool_postgres::Pool, String>,
+    /// Set for each statement behind a transaction pooler, where the
+    /// session's setting does not hold.
+    statement_timeout: Option<Duration>,
 }
 
 impl Kept {
     pub fn new(url: &str) -> Kept {
-        Kept::with_settings(url, &[])
+        Kept::with_settings(url, &[], None)
     }
 
     /// [`Kept::new`] whose server ends any statement after `limit` (unless
     /// the URL sets `statement_timeout`): a query the caller stopped
     /// waiting for does not go on working in the database.
     pub fn with_statement_timeout(url: &str, limit: Duration) -> Kept {
-        Kept::with_settings(url, &[("statement_timeout", &format!("{}ms", limit.as_millis()))])
+        Kept::with_settings(url, &[("statement_timeout", &format!("{}ms", limit.as_millis()))], Some(limit))
     }
 
-    fn with_settings(url: &str, settings: &[(&str, &str)]) -> Kept {
+    fn with_settings(url: &str, settings: &[(&str, &str)], statement_timeout: Option<Duration>) -> Kept {
         let pool = config(url).map_err(|e| e.to_string()).and_then(|(mut config, tls)| {
             with_settings(&mut config, settings);
             super::pool_of(config, tls, 1).map_err(|e| e.to_string())
         });
-        Kept { pool }
+        Kept { pool, statement_timeout }
     }
 
     /// `sql` with `params` on the kept connection, connecting first when
@@ -147,12 +155,12 @@ impl Kept {
     ) -> Result<Vec<tokio_postgres::Row>, String> {
         let pool = self.pool.as_ref().map_err(Clone::clone)?;
         let work = async {
-            let client = match pool.get().await {
+            let mut client = match pool.get().await {
                 Ok(c) => c,
                 Err(deadpool_postgres::PoolError::Backend(e)) => return Err(super::refusal(&e)),
                 Err(e) => return Err(SinkError::pool(e).to_string()),
             };
-            let result = client.query(sql, params).await;
+            let result = super::pooler::query_within(&mut client, sql, params, self.statement_timeout).await;
             if result.is_err() {
                 // Not back in the pool: a new one is made next time.
                 drop(deadpool_postgres::Object::take(client));

@@ -22,6 +22,10 @@ pub enum SinkError {
     /// sequencer): nothing of it is loaded.
     #[error("a newer version of the object was loaded before; this one is skipped")]
     Superseded,
+    /// The lease this work was done under was taken over by another host
+    /// (its epoch is no longer the lease's): nothing of it committed.
+    #[error("lease `{lease}` (epoch {epoch}) was taken over by another host; this one commits nothing more under it")]
+    Fenced { lease: String, epoch: i64 },
     /// Retryable: the rest of its batch committed; it comes back until its
     /// receive count passes `max_receives`, and then it is a dead letter
     /// that names only that.
@@ -197,6 +201,8 @@ pub(crate) enum Attempt {
     Stalled,
     /// A newer version of the object was loaded before.
     Superseded,
+    /// The lease of the work was taken over (see [`SinkError::Fenced`]).
+    Fenced(SinkError),
     Db(tokio_postgres::Error),
 }
 

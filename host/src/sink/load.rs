@@ -30,7 +30,7 @@ impl PostgresSink {
         // A COPY's table is looked up when it runs, not when it is
         // prepared: the statement is prepared (once per connection) before
         // the staging table exists.
-        let statement = tx.prepare_cached(&sql::copy_in(into, &self.columns, staged)).await?;
+        let statement = super::pooler::prepare(tx, &sql::copy_in(into, &self.columns, staged)).await?;
         let copy = if staged {
             // The staging table (made by the connection's first merge, then
             // emptied by every commit) in one flight with the COPY: its
@@ -99,7 +99,7 @@ impl PostgresSink {
     ) -> Result<bool, tokio_postgres::Error> {
         match &self.mode {
             MergeMode::Upsert { key } if checked => {
-                let check = tx.prepare_cached(sql::KEY_IS_UNIQUE).await?;
+                let check = super::pooler::prepare(tx, sql::KEY_IS_UNIQUE).await?;
                 Ok(tx.query_one(&check, &[&self.target, key]).await?.get::<_, bool>(0))
             }
             _ => Ok(true),

@@ -17,7 +17,9 @@ pub mod dead_letter;
 mod error;
 pub mod fit;
 mod group;
+pub mod lease;
 mod load;
+pub mod pooler;
 mod receipt;
 pub mod replay;
 pub mod sql;
@@ -411,6 +413,7 @@ impl PostgresSink {
                 }
                 Err(Attempt::OutOfStep(why)) => return Err(Failure::Other(SinkError::OutOfStep(why))),
                 Err(Attempt::Superseded) => return Err(Failure::Other(SinkError::Superseded)),
+                Err(Attempt::Fenced(e)) => return Err(Failure::Other(e)),
                 Err(Attempt::Stalled) if attempt >= self.max_attempts => {
                     return Err(Failure::Other(SinkError::Stalled { attempts: attempt }));
                 }
@@ -498,14 +501,14 @@ impl PostgresSink {
             // committed, then both insert. Delete-insert commits of one
             // target take turns from here to their end (first, before any
             // lock a receipt takes, so the order is the same for all).
-            let lock = tx.prepare_cached(sql::MERGE_LOCK).await?;
+            let lock = pooler::prepare(&tx, sql::MERGE_LOCK).await?;
             tx.execute(&lock, &[&self.target]).await?;
         }
         let claim = receipt.claim(&tx, self, &fresh).await?;
         // Rows with a `batch-id` column need the batch's id before they
         // load: taken from the sequence first, then given to the lineage.
         let batch_id = if fresh.iter().any(|u| !u.batch_id_at.is_empty()) {
-            let next = tx.prepare_cached(sql::NEXT_BATCH_ID).await?;
+            let next = pooler::prepare(&tx, sql::NEXT_BATCH_ID).await?;
             Some(tx.query_one(&next, &[]).await?.get::<_, i64>(0))
         } else {
             None
@@ -514,7 +517,7 @@ impl PostgresSink {
             self.copy_rows(&tx, &fresh, staged, batch_id).await?;
         }
         self.insert_dead_letters(&tx, source, &fresh).await?;
-        let lineage_insert = tx.prepare_cached(sql::LINEAGE).await?;
+        let lineage_insert = pooler::prepare(&tx, sql::LINEAGE).await?;
         let merge = sql::merge(&self.mode, &self.target, &self.stage, &self.columns).join("; ");
         // The merge on its own: a row it refuses must come back as that
         // error, not as "transaction aborted" from a statement behind it.
@@ -543,6 +546,9 @@ impl PostgresSink {
             Ok(unique)
         };
         receipt.record(&tx, self, &fresh, claim, &report, head).await?;
+        // Closed before the commit, on the same server connection (see
+        // `pooler`).
+        drop(lineage_insert);
         tx.commit().await?;
         Ok(each)
     }

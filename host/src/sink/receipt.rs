@@ -79,8 +79,8 @@ impl Receipt for Ledger {
         _: &Report,
         head: impl Future<Output = Result<bool, tokio_postgres::Error>> + Send,
     ) -> Result<(), Attempt> {
-        let lock = tx.prepare_cached(sql::LEDGER_LOCK).await?;
-        let seen = tx.prepare_cached(sql::LEDGER_SEEN).await?;
+        let lock = super::pooler::prepare(tx, sql::LEDGER_LOCK).await?;
+        let seen = super::pooler::prepare(tx, sql::LEDGER_SEEN).await?;
         let ids = sql::LedgerIds::new(fresh.iter().map(|u| (u.sent_ms, u.message_id.as_str())));
         // The ranges of partitions whose rows may hold these ids: the
         // batch's own, reached back by the widest span a row may have, and
@@ -92,7 +92,7 @@ impl Receipt for Ledger {
         // snapshot is taken after the lock is granted) and, optimistically,
         // the batch's ids into the ledger: if the check finds some, the
         // whole transaction is rolled back, that record with it.
-        let record = tx.prepare_cached(sql::LEDGER_RECORD).await?;
+        let record = super::pooler::prepare(tx, sql::LEDGER_RECORD).await?;
         let lock_params: [&(dyn ToSql + Sync); 1] = [&sink.pipeline];
         let seen_params: [&(dyn ToSql + Sync); 6] =
             [&sink.pipeline, &look_from, &look_lo, &look_hi, &ids.texts, &ids.uuids];
@@ -159,6 +159,9 @@ pub struct FileReceipt {
     /// digest. Its progress is kept in `etl.replays`, beside the version's
     /// `etl.files` row, which must hold the version as loaded.
     pub replay: Option<String>,
+    /// The object's lease, checked first in every commit: a loader whose
+    /// lease was taken over commits nothing more.
+    pub fence: Option<super::lease::Fence>,
 }
 
 impl FileReceipt {
@@ -191,14 +194,19 @@ impl Receipt for FileReceipt {
     /// The object's ledger row is locked first, so loaders of one object
     /// take turns, and rows committed before are left out.
     async fn claim(&self, tx: &Transaction<'_>, sink: &PostgresSink, fresh: &[&Unit]) -> Result<u64, Attempt> {
+        if let Some(fence) = &self.fence
+            && !fence.holds(tx).await?
+        {
+            return Err(Attempt::Fenced(fence.refused()));
+        }
         if let Some(chain) = &self.replay {
             return self.claim_replay(tx, sink, fresh, chain).await;
         }
         let key: [&(dyn ToSql + Sync); 4] = [&sink.pipeline, &self.bucket, &self.key, &self.version];
-        let claim = tx.prepare_cached(sql::FILE_CLAIM).await?;
+        let claim = super::pooler::prepare(tx, sql::FILE_CLAIM).await?;
         tx.execute(&claim, &[&sink.pipeline, &self.bucket, &self.key, &self.version, &self.sequencer, &self.etag])
             .await?;
-        let state = tx.prepare_cached(sql::FILE_LOCK).await?;
+        let state = super::pooler::prepare(tx, sql::FILE_LOCK).await?;
         let done = tx.query_one(&state, &key).await?.get::<_, i64>(0) as u64;
         self.in_step(fresh, done)?;
         if let Some(mine) = &self.sequencer {
@@ -207,7 +215,7 @@ impl Receipt for FileReceipt {
             // one stay, whatever the mode (replaced by file, merged by key,
             // or appended). Loaders of one key take turns: the object lock
             // is per key, not per version.
-            let others = tx.prepare_cached(sql::FILE_SEQUENCERS).await?;
+            let others = super::pooler::prepare(tx, sql::FILE_SEQUENCERS).await?;
             let newer = tx.query(&others, &key).await?.iter().any(|r| sequencer_after(r.get(0), mine));
             if newer {
                 return Err(Attempt::Superseded);
@@ -216,7 +224,7 @@ impl Receipt for FileReceipt {
         if let (Some(column), 0) = (&self.replace, done) {
             // The object's first rows: what its earlier versions wrote goes.
             tx.execute(&sql::delete_file_rows(sink.target(), column), &[&self.uri]).await?;
-            let forget = tx.prepare_cached(sql::FILE_FORGET_OTHERS).await?;
+            let forget = super::pooler::prepare(tx, sql::FILE_FORGET_OTHERS).await?;
             tx.execute(&forget, &key).await?;
         }
         Ok(fresh.last().map_or(done, |u| u.position))
@@ -234,7 +242,7 @@ impl Receipt for FileReceipt {
         let rows: usize = fresh.iter().map(|u| u.row_count).sum();
         let done = self.end == Some(file_done);
         if let Some(chain) = &self.replay {
-            let progress = tx.prepare_cached(sql::REPLAY_PROGRESS).await?;
+            let progress = super::pooler::prepare(tx, sql::REPLAY_PROGRESS).await?;
             let params: [&(dyn ToSql + Sync); 9] = [
                 &sink.pipeline,
                 &self.bucket,
@@ -251,7 +259,7 @@ impl Receipt for FileReceipt {
             let (unique, _) = (unique?, progress?);
             return if unique { Ok(()) } else { Err(Attempt::Conflict) };
         }
-        let progress = tx.prepare_cached(sql::FILE_PROGRESS).await?;
+        let progress = super::pooler::prepare(tx, sql::FILE_PROGRESS).await?;
         let params: [&(dyn ToSql + Sync); 8] = [
             &sink.pipeline,
             &self.bucket,
@@ -303,20 +311,20 @@ impl FileReceipt {
         chain: &String,
     ) -> Result<u64, Attempt> {
         let key: [&(dyn ToSql + Sync); 5] = [&sink.pipeline, &self.bucket, &self.key, &self.version, chain];
-        let loaded = tx.prepare_cached(sql::REPLAY_LOADED).await?;
+        let loaded = super::pooler::prepare(tx, sql::REPLAY_LOADED).await?;
         if tx.query_opt(&loaded, &key[..4]).await?.is_none() {
             return Err(Attempt::Superseded);
         }
-        let claim = tx.prepare_cached(sql::REPLAY_CLAIM).await?;
+        let claim = super::pooler::prepare(tx, sql::REPLAY_CLAIM).await?;
         tx.execute(&claim, &key).await?;
-        let state = tx.prepare_cached(sql::REPLAY_LOCK).await?;
+        let state = super::pooler::prepare(tx, sql::REPLAY_LOCK).await?;
         let done = tx.query_one(&state, &key).await?.get::<_, i64>(0) as u64;
         self.in_step(fresh, done)?;
         if done == 0 {
             if let Some(column) = &self.replace {
                 tx.execute(&sql::delete_file_rows(sink.target(), column), &[&self.uri]).await?;
             }
-            let forget = tx.prepare_cached(sql::REPLAY_FORGET_OTHERS).await?;
+            let forget = super::pooler::prepare(tx, sql::REPLAY_FORGET_OTHERS).await?;
             tx.execute(&forget, &key).await?;
         }
         Ok(fresh.last().map_or(done, |u| u.position))
@@ -334,14 +342,18 @@ pub fn sequencer_after(a: &str, b: &str) -> bool {
 impl PostgresSink {
     /// Where an object version stands (nothing done if it is not known).
     pub async fn file_state(&self, f: &FileReceipt) -> Result<FileState, SinkError> {
-        let client = self.pool.get().await.map_err(SinkError::pool)?;
+        let mut client = self.pool.get().await.map_err(SinkError::pool)?;
         let key: [&(dyn ToSql + Sync); 4] = [&self.pipeline, &f.bucket, &f.key, &f.version];
-        let row = match &f.replay {
-            Some(chain) => client.query_opt(sql::REPLAY_PEEK, &[key[0], key[1], key[2], key[3], chain]).await,
-            None => client.query_opt(sql::FILE_PEEK, &key).await,
+        let rows = match &f.replay {
+            Some(chain) => {
+                super::pooler::query(&mut client, sql::REPLAY_PEEK, &[key[0], key[1], key[2], key[3], chain]).await
+            }
+            None => super::pooler::query(&mut client, sql::FILE_PEEK, &key).await,
         }
         .map_err(SinkError::of)?;
-        Ok(row.map_or(FileState::default(), |r| FileState { rows_done: r.get::<_, i64>(0) as u64, done: r.get(1) }))
+        Ok(rows
+            .first()
+            .map_or(FileState::default(), |r| FileState { rows_done: r.get::<_, i64>(0) as u64, done: r.get(1) }))
     }
 
     /// Drops a part-loaded object version that is no longer its key's
@@ -349,7 +361,10 @@ impl PostgresSink {
     /// transaction. A version done meanwhile is left alone.
     pub async fn abandon_file(&self, f: &FileReceipt) -> Result<(), SinkError> {
         let mut client = self.pool.get().await.map_err(SinkError::pool)?;
-        let tx = client.transaction().await.map_err(SinkError::of)?;
+        let tx = match &f.fence {
+            Some(fence) => fence.begin(&mut client).await?,
+            None => client.transaction().await.map_err(SinkError::of)?,
+        };
         let key: [&(dyn ToSql + Sync); 4] = [&self.pipeline, &f.bucket, &f.key, &f.version];
         let dropped = tx.execute(sql::FILE_ABANDON, &key).await.map_err(SinkError::of)?;
         if let (Some(column), 1) = (&f.replace, dropped) {
@@ -361,17 +376,18 @@ impl PostgresSink {
     /// Object versions of this pipeline left part-loaded (bucket, key,
     /// version, ETag), at most `limit`.
     pub async fn part_loaded(&self, limit: i64) -> Result<Vec<[Option<String>; 4]>, SinkError> {
-        let client = self.pool.get().await.map_err(SinkError::pool)?;
-        let rows = client.query(sql::FILES_PART_LOADED, &[&self.pipeline, &limit]).await.map_err(SinkError::of)?;
+        let mut client = self.pool.get().await.map_err(SinkError::pool)?;
+        let params: [&(dyn ToSql + Sync); 2] = [&self.pipeline, &limit];
+        let rows = super::pooler::query(&mut client, sql::FILES_PART_LOADED, &params).await.map_err(SinkError::of)?;
         Ok(rows.iter().map(|r| [r.get(0), r.get(1), r.get(2), r.get(3)]).collect())
     }
 
     /// Removes the ledger rows of messages sent before `sent_ms` (ms since
     /// the epoch); returns how many rows went.
     pub async fn prune_ledger(&self, sent_ms: i64) -> Result<u64, SinkError> {
-        let client = self.pool.get().await.map_err(SinkError::pool)?;
-        client
-            .execute(sql::LEDGER_PRUNE, &[&self.pipeline, &sql::ledger_part(sent_ms)])
+        let mut client = self.pool.get().await.map_err(SinkError::pool)?;
+        let params: [&(dyn ToSql + Sync); 2] = [&self.pipeline, &sql::ledger_part(sent_ms)];
+        super::pooler::execute(&mut client, sql::LEDGER_PRUNE, &params)
             .await
             .map_err(|e| SinkError::Transient { attempts: 1, error: e })
     }

@@ -407,10 +407,13 @@ pub const FILE_PROGRESS: &str = "UPDATE etl.files SET rows_done = $5, rows_writt
 /// The object versions pipeline `$1` has loaded, completely (`done`) or in
 /// part, from bucket `$2` under prefix `$3` (reconcile compares them with a
 /// listing): a page in byte order of keys (as S3 lists them), after key
-/// `$4` and version `$5`, at most `$6` rows.
+/// `$4` and version `$5`, at most `$6` rows, of the keys after `$7` and up
+/// to `$8` (a reconcile range's; `$8` NULL: to the end).
 pub const FILES_LOADED_PAGE: &str = "SELECT key, version, done FROM etl.files \
      WHERE pipeline = $1 AND bucket = $2 AND starts_with(key, $3) \
      AND (key COLLATE \"C\", version) > ($4::text COLLATE \"C\", $5::text) \
+     AND key COLLATE \"C\" > $7::text COLLATE \"C\" \
+     AND ($8::text IS NULL OR key COLLATE \"C\" <= $8::text COLLATE \"C\") \
      ORDER BY key COLLATE \"C\", version LIMIT $6";
 
 /// Forgets every version of object `$2`/`$3` of pipeline `$1` (it is gone).
@@ -450,18 +453,6 @@ pub const REPLAY_FORGET_OTHERS: &str = "DELETE FROM etl.replays \
 pub const REPLAY_PROGRESS: &str = "UPDATE etl.replays SET rows_done = $6, rows_written = rows_written + $7, \
      dead_letters = dead_letters + $8, done = $9, finished_at = CASE WHEN $9 THEN now() END \
      WHERE pipeline = $1 AND bucket = $2 AND key = $3 AND version = $4 AND chain = $5";
-
-/// Loaders of a pipeline's object take turns: a session lock held for the
-/// whole load, tried, not waited for (`$1`: the pipeline's, `$2`: the object's).
-pub const OBJECT_TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))";
-pub const OBJECT_UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))";
-/// The same lock for one transaction (removing a gone file's rows).
-pub const OBJECT_TRY_XACT_LOCK: &str = "SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2))";
-
-/// One host at a time copies a pipeline's SFTP files: a session lock held
-/// for the pass, tried, not waited for (`$1`: the pipeline).
-pub const SFTP_TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext('etl.sftp_files'), hashtext($1))";
-pub const SFTP_UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext('etl.sftp_files'), hashtext($1))";
 
 /// What pipeline `$1` copied: path, size, mtime, digest, key.
 pub const SFTP_FILES: &str = "SELECT path, size, mtime, digest, key FROM etl.sftp_files WHERE pipeline = $1";

@@ -69,7 +69,11 @@ pub async fn check_on(
     let table = sql::readable_qualified(&sink.schema, &sink.table);
     let (file, name) = (pipeline.file.clone(), table.clone());
     let work = async {
-        let found = describe(client, pipeline, sink).await?;
+        // In a transaction: its statements reach one server connection
+        // through a pooler in transaction mode too.
+        let tx = client.transaction().await?;
+        let found = describe(&tx, pipeline, sink).await?;
+        tx.commit().await?;
         let refusals = match &found {
             Found::Table(live) => try_samples(client, pipeline, sink, live).await?,
             _ => Vec::new(),
@@ -89,7 +93,7 @@ pub async fn check_on(
 
 /// The target, its columns and privileges, as the catalog says.
 async fn describe(
-    client: &tokio_postgres::Client,
+    client: &tokio_postgres::Transaction<'_>,
     pipeline: &Pipeline,
     sink: &Sink,
 ) -> Result<Found, tokio_postgres::Error> {

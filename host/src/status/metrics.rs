@@ -48,6 +48,9 @@ pub const SHADOW_BATCHES: &str = "etl_shadow_batches_total";
 pub const SHADOW_CPU: &str = "etl_shadow_cpu_seconds_total";
 pub const IN_FLIGHT: &str = "etl_messages_in_flight";
 pub const DRAINING: &str = "etl_draining";
+pub const LEASES_HELD: &str = "etl_leases_held";
+pub const LEASE_EPOCH: &str = "etl_lease_epoch";
+pub const LEASES_LOST: &str = "etl_leases_lost_total";
 
 /// Every metric with its one-line meaning (for `# HELP` and the README).
 pub const DESCRIPTIONS: &[(&str, &str)] = &[
@@ -61,6 +64,9 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "Queue lag: now minus the SentTimestamp of the oldest message in the latest receive (0 after an empty receive).",
     ),
     (IN_FLIGHT, "Messages this host holds: received, not yet deleted or released (kept invisible meanwhile)."),
+    (LEASES_HELD, "Leases this host holds, by kind (object: an object being loaded; sftp: the SFTP pass)."),
+    (LEASE_EPOCH, "The epoch of the newest lease this host took, by kind (epochs rise at every take and takeover)."),
+    (LEASES_LOST, "Leases this host found taken over by another (its commits under them are refused)."),
     (DRAINING, "1 from the signal that stops the process until it exits: readiness fails, nothing new is received."),
     (ROWS_WRITTEN, "Rows committed into the pipeline's table."),
     (DEAD_LETTERS, "Dead letters committed, by stage (source, input, transform, sink)."),

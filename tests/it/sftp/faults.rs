@@ -4,7 +4,7 @@
 //! a bucket whose versioning is suspended, a pass lock dropped unreleased.
 
 use super::{World, line, owned};
-use crate::services::{self, database_url, pg, s3_at, unique};
+use crate::services::{self, pg, s3_at};
 use aws_sdk_s3::types::BucketVersioningStatus;
 use std::time::Duration;
 
@@ -174,32 +174,4 @@ async fn with_versioning_suspended_a_copy_that_changed_while_copied_is_not_delet
     assert_eq!(s.files_copied, 1, "copied again, whole: {s}");
     let size = std::fs::metadata(w.sshd.files.join("big.csv")).unwrap().len();
     assert_eq!(meta(&w, "customers-sftp/big.csv", "sftp-size").await, Some(size.to_string()));
-}
-
-/// The pass lock dropped without its release (the pass's future dropped
-/// mid-pass) closes its connection, which unlocks: another session can
-/// take it at once, and the pool keeps no locked connection.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_pass_lock_dropped_unreleased_unlocks() {
-    crate::services::migrated().await;
-    let pool = host::sink::pool(&database_url(), 1).unwrap();
-    let pipeline = unique("lock");
-    let lock = host::source::sftp::PassLock::try_take(&pool, &pipeline).await.unwrap().expect("free");
-    let other = pg().await;
-    let try_lock = "SELECT pg_try_advisory_lock(hashtext('etl.sftp_files'), hashtext($1))";
-    let unlock = "SELECT pg_advisory_unlock(hashtext('etl.sftp_files'), hashtext($1))";
-    assert!(!other.query_one(try_lock, &[&pipeline]).await.unwrap().get::<_, bool>(0), "held");
-    drop(lock);
-    // The close reaches the server a moment later.
-    let start = std::time::Instant::now();
-    while !other.query_one(try_lock, &[&pipeline]).await.unwrap().get::<_, bool>(0) {
-        assert!(start.elapsed() < Duration::from_secs(5), "the dropped lock is still held");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    other.query_one(unlock, &[&pipeline]).await.unwrap();
-    // Released properly, the connection goes back to the pool unlocked.
-    let lock = host::source::sftp::PassLock::try_take(&pool, &pipeline).await.unwrap().expect("free again");
-    lock.release().await;
-    assert!(other.query_one(try_lock, &[&pipeline]).await.unwrap().get::<_, bool>(0), "released");
-    assert_eq!(pool.status().size, 1, "the released connection is pooled");
 }

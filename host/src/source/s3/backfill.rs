@@ -47,7 +47,7 @@ pub async fn backfill(
     let todo = listed.into_iter().map(|o| o.object(&bucket)).collect();
     let progress = || BackfillProgress::of(&objects.loader.progress, count, total_bytes, started);
     {
-        let all = load_all(&objects, workers.dispatch(), todo);
+        let all = load_all(&objects, workers.dispatch(), todo, true);
         tokio::pin!(all);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {

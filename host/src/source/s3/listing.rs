@@ -48,6 +48,8 @@ pub enum Token {
     Continue(String),
     /// ListObjectVersions' markers.
     Versions { key: String, version: Option<String> },
+    /// The first page of a range: the keys after this one.
+    StartAfter(String),
 }
 
 /// Keys a listing page or a page of loaded files holds at most.
@@ -73,6 +75,7 @@ impl Loader {
         if self.versioned() {
             let (key, version) = match token {
                 Some(Token::Versions { key, version }) => (Some(key), version),
+                Some(Token::StartAfter(key)) => (Some(key), None),
                 _ => (None, None),
             };
             let page = self
@@ -96,9 +99,10 @@ impl Loader {
             };
             return Ok((objects, next));
         }
-        let token = match token {
-            Some(Token::Continue(t)) => Some(t),
-            _ => None,
+        let (token, start_after) = match token {
+            Some(Token::Continue(t)) => (Some(t), None),
+            Some(Token::StartAfter(key)) => (None, Some(key)),
+            _ => (None, None),
         };
         let page = self
             .s3
@@ -107,6 +111,7 @@ impl Loader {
             .prefix(prefix)
             .max_keys(PAGE as i32)
             .set_continuation_token(token)
+            .set_start_after(start_after)
             .send()
             .await
             .map_err(|e| failed("ListObjectsV2", crate::aws::fault(&e)))?;
@@ -116,21 +121,23 @@ impl Loader {
     }
 
     /// A page of the object versions loaded under `prefix` (key, version,
-    /// whether completely), after (`key`, `version`), in byte order of keys.
+    /// whether completely), after (`key`, `version`), in byte order of keys,
+    /// within the keys after `from` and up to `upto` (a range's).
     pub async fn loaded_page(
         &self,
         prefix: &str,
         after: (&str, &str),
+        (from, upto): (&str, Option<&str>),
     ) -> Result<Vec<(String, String, bool)>, SinkError> {
         let bucket = self.config.bucket.clone().unwrap_or_default();
-        let client = self.flow.sink.pool().get().await.map_err(SinkError::pool)?;
-        let rows = client
-            .query(
-                sql::FILES_LOADED_PAGE,
-                &[&self.flow.pipeline.name, &bucket, &prefix, &after.0, &after.1, &(PAGE as i64)],
-            )
-            .await
-            .map_err(SinkError::of)?;
+        let mut client = self.flow.sink.pool().get().await.map_err(SinkError::pool)?;
+        let rows = crate::sink::pooler::query(
+            &mut client,
+            sql::FILES_LOADED_PAGE,
+            &[&self.flow.pipeline.name, &bucket, &prefix, &after.0, &after.1, &(PAGE as i64), &from, &upto],
+        )
+        .await
+        .map_err(SinkError::of)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 

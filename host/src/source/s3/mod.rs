@@ -13,10 +13,11 @@
 //! and the sink do.
 
 pub mod backfill;
+mod claim;
 mod listing;
-mod lock;
 mod notifications;
 mod object;
+mod ranges;
 mod reconcile;
 pub mod replay;
 
@@ -179,6 +180,32 @@ impl Objects {
         self.load_on(chain, object).instrument(span).await
     }
 
+    /// [`Objects::load`], waiting while another loader holds the object (or
+    /// its lease, left by a host that died, has not expired): asked after
+    /// 200 ms, doubling to 5 s (a big object's load takes minutes).
+    async fn load_waiting(
+        &self,
+        chain: TransformChain,
+        object: &ObjectRef,
+    ) -> (TransformChain, Result<Outcome, LoadError>) {
+        let (mut chain, mut outcome) = self.load(chain, object).await;
+        let mut asks = 0;
+        while matches!(outcome, Ok(Outcome::Busy)) && !self.flow.stopping() {
+            asks += 1;
+            let wait = crate::backoff::doubling(
+                std::time::Duration::from_millis(200),
+                asks,
+                std::time::Duration::from_secs(5),
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                () = self.flow.stopped() => {}
+            }
+            (chain, outcome) = self.load(chain, object).await;
+        }
+        (chain, outcome)
+    }
+
     async fn load_on(&self, chain: TransformChain, object: &ObjectRef) -> (TransformChain, Result<Outcome, LoadError>) {
         let mut chain = chain;
         loop {
@@ -277,7 +304,7 @@ pub async fn run_fed(
             let workers = Workers::start(&flow, chains.chains, &chains.generations);
             notifications::run(&objects, workers, opts, shutdown).await
         }
-        S3Mode::Reconcile { interval } => {
+        S3Mode::Reconcile { interval, .. } => {
             let workers = Workers::start(&flow, chains.chains, &chains.generations);
             reconcile::run(&objects, workers, opts, interval, shutdown).await
         }

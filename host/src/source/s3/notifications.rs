@@ -206,22 +206,10 @@ impl Notification {
                 etag: e.etag,
                 sequencer: e.sequencer,
             };
-            let (c, mut outcome) = objects.load(chain, &object).await;
-            chain = c;
             // Another loader has the object (two notifications of one key):
-            // wait for it, then find what it committed; asked after 200 ms,
-            // doubling to 5 s (a big object's load takes minutes).
-            let mut asks = 0;
-            while matches!(outcome, Ok(Outcome::Busy)) && !objects.flow.stopping() {
-                asks += 1;
-                let wait = crate::backoff::doubling(Duration::from_millis(200), asks, Duration::from_secs(5));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    () = objects.flow.stopped() => {}
-                }
-                let (c, next) = objects.load(chain, &object).await;
-                (chain, outcome) = (c, next);
-            }
+            // wait for it, then find what it committed.
+            let (c, outcome) = objects.load_waiting(chain, &object).await;
+            chain = c;
             objects.count(&outcome);
             match outcome {
                 Ok(Outcome::Loaded(_) | Outcome::AlreadyLoaded | Outcome::Superseded) => {}

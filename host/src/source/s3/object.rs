@@ -1,4 +1,4 @@
-//! Loading one S3 object version: under its lock (see [`super::lock`]),
+//! Loading one S3 object version: under its lease (see [`super::claim`]),
 //! from the row after its last committed one, streamed through the reader
 //! (bounded memory), the chain in chunks of `max_records` rows, and the sink
 //! in commits of `rows_per_commit` rows, each moving the object's progress
@@ -8,8 +8,7 @@
 //! Must not decide which objects to load, nor acknowledge messages: the
 //! notification, reconcile and backfill loops do.
 
-use super::lock::ObjectLock;
-use super::{LoadError, ObjectRef, Outcome, s3_error, unquote};
+use super::{LoadError, ObjectRef, Outcome, claim, s3_error, unquote};
 use crate::aws::FaultKind;
 use crate::batch::BatchBuilder;
 use crate::config::{Generated, S3SourceConfig};
@@ -160,7 +159,7 @@ impl Loader {
                 Err(e) => return (chain, Err(e)),
             }
         }
-        let receipt = FileReceipt {
+        let mut receipt = FileReceipt {
             bucket: object.bucket.clone(),
             key: object.key.clone(),
             version: object.version_id.clone().or_else(|| object.etag.clone()).unwrap_or_default(),
@@ -170,24 +169,34 @@ impl Loader {
             sequencer: object.sequencer.clone(),
             end: None,
             replay: None,
+            fence: None,
         };
         let sink_err = |error| LoadError::Sink { uri: uri.clone(), error };
-        // Objects are divided between loaders (and hosts) by a lock of
-        // their own, held on a connection of its own for the whole load.
-        let lock = match ObjectLock::try_take(self.flow.sink.pool(), self.pipeline(), &object).await {
-            Ok(Some(lock)) => lock,
+        // Objects are divided between loaders (and hosts) by a lease of
+        // their own, renewed for the whole load and checked by its commits.
+        let lease = match claim::try_take(self.flow.sink.pool(), self.pipeline(), &object).await {
+            Ok(Some(lease)) => lease,
             Ok(None) => return (chain, Ok(Outcome::Busy)),
             Err(e) => return (chain, Err(sink_err(e))),
         };
-        let (chain, outcome) = self.locked(chain, &object, receipt).await;
-        lock.release().await;
+        receipt.fence = Some(lease.fence().clone());
+        let (chain, outcome) = match self.locked(chain, &object, receipt).await {
+            (chain, Err(LoadError::Sink { error: error @ crate::sink::SinkError::Fenced { .. }, .. })) => {
+                // Stalled past the lease's time: another loader took the
+                // object over, and this one's commit was refused.
+                tracing::warn!(pipeline = %self.pipeline(), object = %uri, reason = %error, "the object is left to the host that took it over");
+                (chain, Ok(Outcome::Busy))
+            }
+            other => other,
+        };
+        lease.release().await;
         if matches!(outcome, Ok(Outcome::Loaded(_))) {
             self.progress.objects.fetch_add(1, Ordering::Relaxed);
         }
         (chain, outcome)
     }
 
-    /// [`Loader::load`] under the object's lock.
+    /// [`Loader::load`] under the object's lease.
     async fn locked(
         &self,
         chain: TransformChain,

@@ -12,7 +12,7 @@
 //!   file).
 //! - `Apply`: the candidate's rows in place of production's, through the
 //!   object's receipt (a `FileReceipt` with the chain's digest, its
-//!   progress in `etl.replays`): under the object's lock, resumed after a
+//!   progress in `etl.replays`): under the object's lease, resumed after a
 //!   crash from the last committed row, done once per chain (a second
 //!   identical apply changes nothing), refused for a version production
 //!   replaced meanwhile, and each commit's lineage names the candidate's
@@ -20,7 +20,7 @@
 //!
 //! Must not print: the CLI turns what this reports into lines and a bar.
 
-use super::lock::ObjectLock;
+use super::claim;
 use super::object::{Filled, Opened};
 use super::{Listed, LoadError, Loader, ObjectRef, Outcome};
 use crate::config::{ColumnSource, Generated, MergeMode, Pipeline, Sink, Source};
@@ -562,7 +562,7 @@ impl Run<'_> {
         done: &mut Replayed,
     ) -> (TransformChain, Result<(), Skip>) {
         let flow = &self.loader.flow;
-        let receipt = FileReceipt {
+        let mut receipt = FileReceipt {
             bucket: object.bucket.clone(),
             key: object.key.clone(),
             version: object.version_id.clone().or_else(|| object.etag.clone()).unwrap_or_default(),
@@ -572,25 +572,27 @@ impl Run<'_> {
             sequencer: None,
             end: None,
             replay: Some(self.chain.clone()),
+            fence: None,
         };
-        let lock = match ObjectLock::try_take(flow.sink.pool(), self.pipeline(), object).await {
-            Ok(Some(lock)) => lock,
+        let lease = match claim::try_take(flow.sink.pool(), self.pipeline(), object).await {
+            Ok(Some(lease)) => lease,
             Ok(None) => return (chain, Err(Skip::Failed("another loader holds it; run the replay again".into()))),
             Err(e) => return (chain, Err(Skip::Failed(crate::report(&e)))),
         };
+        receipt.fence = Some(lease.fence().clone());
         let state = match flow.sink.file_state(&receipt).await {
             Ok(s) => s,
             Err(e) => {
-                lock.release().await;
+                lease.release().await;
                 return (chain, Err(Skip::Failed(crate::report(&e))));
             }
         };
         if state.done {
-            lock.release().await;
+            lease.release().await;
             return (chain, Err(Skip::Already));
         }
         let (chain, outcome) = self.loader.stream(chain, object, receipt, state.rows_done).await;
-        lock.release().await;
+        lease.release().await;
         let result = match outcome {
             Ok(Outcome::Loaded(report)) => {
                 done.rows += report.rows as u64;

@@ -14,11 +14,9 @@
 
 mod client;
 mod copy;
-mod lock;
 mod pass;
 
 pub use client::{Remote, RemoteFile, SftpError};
-pub use lock::PassLock;
 
 use crate::config::Source;
 use crate::flow::{Flow, RunError, RunSetup, Summary};
@@ -49,6 +47,11 @@ impl PassError {
     fn of_one_file(&self) -> bool {
         matches!(self, PassError::S3 { .. } | PassError::Sftp(SftpError::Failed { .. }))
     }
+
+    /// The pass's lease was taken over by another host, which passes now.
+    fn fenced(&self) -> bool {
+        matches!(self, PassError::Db(SinkError::Fenced { .. }))
+    }
 }
 
 impl crate::source::s3::Feed for pass::Sftp {
@@ -57,6 +60,9 @@ impl crate::source::s3::Feed for pass::Sftp {
             match pass::Sftp::pass(self, flow).await {
                 Ok(()) => flow.panel.sftp_failed(None),
                 Err(PassError::Stopped) => {}
+                Err(e) if e.fenced() => {
+                    tracing::warn!(pipeline = %flow.pipeline.name, reason = %e, "the SFTP pass is left to the host that took it over");
+                }
                 // `--once` is one SFTP pass: if it fails, so does the run.
                 Err(e) if e.refused() || flow.once => {
                     flow.panel.sftp_failed(Some(&e.to_string()));

@@ -1,5 +1,5 @@
-//! One SFTP pass: under the pipeline's SFTP lock (one host copies at a
-//! time), list the remote folder, abort the unfinished uploads of this
+//! One SFTP pass: under the pipeline's SFTP lease (one host copies at a
+//! time; each copy is recorded under its fence), list the remote folder, abort the unfinished uploads of this
 //! pipeline's keys an earlier run left, take the files that are new or
 //! changed since `etl.sftp_files` says they were copied (or that map to
 //! another key now), look again after `stable` and leave those still
@@ -17,9 +17,9 @@
 use super::PassError;
 use super::client::{Listing, Remote, RemoteFile};
 use super::copy::Bucket;
-use super::lock::PassLock;
 use crate::config::{Compare, SftpSettings};
 use crate::flow::Flow;
+use crate::sink::lease::{Fence, Lease, LeaseWatch};
 use crate::sink::{SinkError, sql};
 use crate::source::failures::Failures;
 use std::collections::{HashMap, HashSet};
@@ -35,6 +35,9 @@ pub struct Sftp {
     prefix: String,
     /// The files that failed, from pass to pass (one pass at a time).
     failures: Mutex<Failures>,
+    /// The pass's lease while a pass runs: every record checks it, and
+    /// the pass stops once a renewal finds it taken over.
+    fence: Mutex<Option<(Fence, LeaseWatch)>>,
 }
 
 /// A file as `etl.sftp_files` says it was copied.
@@ -63,7 +66,8 @@ impl Sftp {
     pub fn new(settings: SftpSettings, bucket: Bucket, prefix: &str) -> Result<Sftp, String> {
         let glob = globset::Glob::new(&settings.glob).map_err(|e| format!("glob `{}`: {e}", settings.glob))?;
         let failures = Mutex::default();
-        Ok(Sftp { glob: glob.compile_matcher(), settings, bucket, prefix: prefix.to_string(), failures })
+        let glob = glob.compile_matcher();
+        Ok(Sftp { glob, settings, bucket, prefix: prefix.to_string(), failures, fence: Mutex::default() })
     }
 
     /// The object key of a file `name` below the remote folder.
@@ -71,16 +75,28 @@ impl Sftp {
         key(&self.prefix, name)
     }
 
-    /// One pass, under the pipeline's lock; `Ok` without doing anything if
-    /// another host holds it.
+    /// One pass, under the pipeline's lease; `Ok` without doing anything
+    /// if another host holds it.
     pub async fn pass(&self, flow: &Arc<Flow>) -> Result<(), PassError> {
         let pipeline = flow.pipeline.name.as_str();
-        let Some(lock) = PassLock::try_take(flow.sink.pool(), pipeline).await.map_err(PassError::Db)? else {
+        let mut lease = Lease::try_take(flow.sink.pool(), pipeline, "sftp", "sftp").await.map_err(PassError::Db)?;
+        // `--once` is one pass: it waits for the host that holds it (or
+        // for its lease to expire, if that host died).
+        while lease.is_none() && flow.once && !flow.stopping() {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                () = flow.stopped() => return Err(PassError::Stopped),
+            }
+            lease = Lease::try_take(flow.sink.pool(), pipeline, "sftp", "sftp").await.map_err(PassError::Db)?;
+        }
+        let Some(lease) = lease else {
             tracing::info!(pipeline, "another host runs this pipeline's SFTP pass; this one leaves it");
             return Ok(());
         };
+        *self.fence.lock().expect("not poisoned") = Some((lease.fence().clone(), lease.watch()));
         let result = self.locked(flow).await;
-        lock.release().await;
+        self.fence.lock().expect("not poisoned").take();
+        lease.release().await;
         result
     }
 
@@ -120,6 +136,7 @@ impl Sftp {
             if flow.stopping() {
                 return Err(PassError::Stopped);
             }
+            self.still_held()?;
             match self.take(flow, remote, f, records.remove(&f.path), &mut report).await {
                 Ok(()) => self.file_taken(flow, &f.path),
                 Err(e) if e.of_one_file() && !remote.closed() => {
@@ -206,11 +223,12 @@ impl Sftp {
             if flow.stopping() {
                 return Err(PassError::Stopped);
             }
+            self.still_held()?;
             if let Err(e) = self.bucket.delete(&record.key, None).await {
                 self.file_failed(flow, path, None, &e.to_string(), report);
                 continue;
             }
-            execute(flow, sql::SFTP_FORGET, &[&flow.pipeline.name, path]).await?;
+            self.execute(flow, sql::SFTP_FORGET, &[&flow.pipeline.name, path]).await?;
             tracing::info!(pipeline = %flow.pipeline.name, file = %path, key = %record.key, "deleted on the server: deleted in the bucket");
             flow.tally(|s| s.files_deleted += 1);
             report.deleted += 1;
@@ -271,7 +289,8 @@ impl Sftp {
             let (digest, _) = remote.digest(&f.path).await?;
             if digest == r.digest && r.key == key {
                 // Touched, not changed: the copy stands.
-                execute(flow, sql::SFTP_TOUCH, &[&flow.pipeline.name, &f.path, &(f.size as i64), &f.mtime]).await?;
+                self.execute(flow, sql::SFTP_TOUCH, &[&flow.pipeline.name, &f.path, &(f.size as i64), &f.mtime])
+                    .await?;
                 report.same_content += 1;
                 return Ok(());
             }
@@ -305,9 +324,10 @@ impl Sftp {
 
     /// What `etl.sftp_files` holds for the pipeline, by path.
     async fn records(&self, flow: &Flow) -> Result<HashMap<String, Record>, PassError> {
-        let client = flow.sink.pool().get().await.map_err(|e| PassError::Db(SinkError::pool(e)))?;
-        let rows =
-            client.query(sql::SFTP_FILES, &[&flow.pipeline.name]).await.map_err(|e| PassError::Db(SinkError::of(e)))?;
+        let mut client = flow.sink.pool().get().await.map_err(|e| PassError::Db(SinkError::pool(e)))?;
+        let rows = crate::sink::pooler::query(&mut client, sql::SFTP_FILES, &[&flow.pipeline.name])
+            .await
+            .map_err(|e| PassError::Db(SinkError::of(e)))?;
         Ok(rows
             .iter()
             .map(|r| (r.get(0), Record { size: r.get(1), mtime: r.get(2), digest: r.get(3), key: r.get(4) }))
@@ -324,12 +344,37 @@ impl Sftp {
         version: Option<&str>,
     ) -> Result<(), PassError> {
         let (size, bucket) = (f.size as i64, self.bucket.name.as_str());
-        execute(
+        self.execute(
             flow,
             sql::SFTP_RECORD,
             &[&flow.pipeline.name, &f.path, &size, &f.mtime, &digest, &bucket, &key, &version],
         )
         .await
+    }
+
+    /// Refused once a renewal found the pass's lease taken over: the other
+    /// host copies now.
+    fn still_held(&self) -> Result<(), PassError> {
+        match &*self.fence.lock().expect("not poisoned") {
+            Some((fence, watch)) if watch.lost() => Err(PassError::Db(fence.refused())),
+            _ => Ok(()),
+        }
+    }
+
+    /// One statement in a transaction of its own, under the pass's fence:
+    /// a host whose lease was taken over records nothing more.
+    async fn execute(
+        &self,
+        flow: &Flow,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<(), PassError> {
+        let (fence, _) =
+            self.fence.lock().expect("not poisoned").clone().expect("recorded during a pass, under its lease");
+        let mut client = flow.sink.pool().get().await.map_err(|e| PassError::Db(SinkError::pool(e)))?;
+        let tx = fence.begin(&mut client).await.map_err(PassError::Db)?;
+        tx.execute(statement, params).await.map_err(|e| PassError::Db(SinkError::of(e)))?;
+        tx.commit().await.map_err(|e| PassError::Db(SinkError::of(e)))
     }
 
     /// Whether a recorded path is one this pipeline's listing would show
@@ -340,16 +385,6 @@ impl Sftp {
         let name = below.rsplit('/').next().unwrap_or(below);
         (self.settings.recursive || !below.contains('/')) && self.glob.is_match(name)
     }
-}
-
-/// One statement on a pooled connection.
-async fn execute(
-    flow: &Flow,
-    statement: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<(), PassError> {
-    let client = flow.sink.pool().get().await.map_err(|e| PassError::Db(SinkError::pool(e)))?;
-    client.execute(statement, params).await.map(drop).map_err(|e| PassError::Db(SinkError::of(e)))
 }
 
 /// The paths a listing shows: its files and the entries it could not
