@@ -50,7 +50,8 @@ impl World {
             .await
             .unwrap();
         for (file, table, source) in [
-            (RECONCILE, "r", format!("mode = \"reconcile\"\nbucket = \"{bucket}\"")),
+            // Ranges of 2 keys: every history crosses range boundaries.
+            (RECONCILE, "r", format!("mode = \"reconcile\"\nbucket = \"{bucket}\"\nrange_objects = 2")),
             (
                 NOTIFICATIONS,
                 "n",
