@@ -100,18 +100,29 @@ async fn an_hmac_candidate_changes_the_masks_only_and_takes_over_when_promoted()
     send(&sqs, &url, &bodies).await;
     assert_eq!(rows_reach(&schema, 1000, Duration::from_secs(600)).await, 1000, "{}", host.log());
     assert!(host.log().contains("a candidate runs in shadow"), "{}", host.log());
-    assert_eq!(compared(&name, 1000, Duration::from_secs(60)).await, 1000, "{}", host.log());
+    // A message the queue delivered twice (a slow endpoint) is compared
+    // twice: its second delivery is left out at the commit, after the
+    // shadow ran. Every record compared differs, in both columns.
+    assert!(compared(&name, 1000, Duration::from_secs(60)).await >= 1000, "{}", host.log());
     let (records, changed, same, columns, trapped, _, rejected) = shadow_row(&name).await.unwrap();
-    assert_eq!((records, changed, same, trapped, rejected), (1000, 1000, 0, 0, 0));
-    assert_eq!(columns, serde_json::json!({"masked_device_id": 1000, "masked_ip": 1000}));
+    assert!(records >= 1000, "{records}");
+    assert_eq!((changed, same, trapped, rejected), (records, 0, 0, 0));
+    assert_eq!(columns, serde_json::json!({"masked_device_id": records, "masked_ip": records}));
 
     let out = host_command(&file, &["shadow", "report"]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(report.contains("records compared: 1000\n"), "{report}");
+    let shown: i64 = report
+        .split("records compared: ")
+        .nth(1)
+        .and_then(|r| r.split('\n').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(shown >= 1000, "{report}");
     assert!(
-        report
-            .contains("changed columns:\n    masked_device_id  1000 rows\n    masked_ip         1000 rows\n  records"),
+        report.contains(&format!(
+            "changed columns:\n    masked_device_id  {shown} rows\n    masked_ip         {shown} rows\n  records"
+        )),
         "{report}"
     );
     assert!(report.contains("step 3 mask params changed"), "{report}");
