@@ -172,3 +172,25 @@ async fn as_a_containers_first_process_it_still_drains_on_a_sigterm_from_outside
     assert!(status.success(), "{status}:\n{log}");
     assert!(log.contains("stopping: readiness now fails"), "{log}");
 }
+
+/// A lease time or a pooler mode that is not one is refused before any
+/// command runs, naming the variable and what it takes.
+#[test]
+fn a_lease_time_or_pooler_mode_that_is_not_one_is_refused_before_anything_runs() {
+    let bad = [
+        ("HOST_LEASE_S", "2", "HOST_LEASE_S is \"2\": it must be whole seconds from 3 to 600"),
+        ("HOST_LEASE_S", "ten", "HOST_LEASE_S is \"ten\": it must be whole seconds from 3 to 600"),
+        ("DATABASE_POOLER", "statement", "DATABASE_POOLER is \"statement\": it must be `transaction`"),
+    ];
+    for (var, value, said) in bad {
+        let out = std::process::Command::new(crate::objects::host_binary())
+            .args(["check", "pipelines/logins.toml"])
+            .current_dir(crate::common::workspace())
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(said), "{var}={value}: {stderr}");
+    }
+}
